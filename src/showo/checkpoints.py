@@ -1,0 +1,98 @@
+"""Reading and checking weights: safetensors first, `.bin` only through `torch.load(weights_only=True)`.
+
+A checkpoint can never run code here: pickles are loaded with PyTorch's restricted unpickler, which accepts
+tensors and plain containers only and refuses anything else.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from safetensors.torch import load_file
+
+from .errors import CheckpointError, OfflineError
+
+WEIGHT_FILES = ("pytorch_model.safetensors", "model.safetensors", "pytorch_model.bin")
+
+
+def find_weights(directory: Path, names: Iterable[str] = WEIGHT_FILES) -> Path:
+    """The first weight file of `names` present in `directory` (official order: safetensors before .bin)."""
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    raise CheckpointError(f"no weights in {directory} (looked for {', '.join(names)})")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a `.safetensors` or `.bin` file, on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weight file not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - safetensors raises SafetensorError/OSError
+            raise CheckpointError(f"corrupt safetensors file {path}: {e}") from None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported pickle content"
+        raise CheckpointError(f"refused to load {path}: it contains objects other than tensors ({first})") from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, bad magic number, ...
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a flat dict of tensors")
+    return state
+
+
+def _names(keys: Iterable[str], limit: int = 6) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """Strictly load `state` into `module`; one error naming every missing, unexpected or mis-shaped key."""
+    own = module.state_dict()
+    missing = own.keys() - state.keys()
+    unexpected = state.keys() - own.keys()
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own.keys() & state.keys()
+              if state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_names(unexpected)}")
+    if shapes:
+        problems.append(f"mis-shaped keys (checkpoint vs model): {_names(shapes)}")
+    if problems:
+        raise CheckpointError(f"{what} does not match the model; " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
+
+
+def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> Path:
+    """A local directory, or a hub id downloaded (or found in the local cache) with `huggingface_hub`."""
+    path = Path(path_or_id).expanduser()
+    if path.exists():
+        return path
+    text = str(path_or_id)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise CheckpointError(f"model path not found: {text}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=allow_patterns, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached yet: try the network below
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise OfflineError(f"{text} is not a local directory and is not in the hub cache (HF_HUB_OFFLINE=1)")
+    try:
+        return Path(snapshot_download(text, allow_patterns=allow_patterns))
+    except Exception as e:  # noqa: BLE001 - connection errors, 404s, auth
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OfflineError(f"cannot fetch {text} from the Hugging Face hub (no network or no such repo): {reason}") from None

@@ -1,0 +1,60 @@
+"""The text tokenizer with Show-o's added tokens, and the vocabulary layout derived from it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CheckpointError, ConfigError
+from ..prompting.vocab import PAD_TOKEN, TASK_TOKENS, Vocabulary
+
+
+class TextTokenizer:
+    """A Hugging Face tokenizer after Show-o's `UniversalPrompting` additions (`[PAD]` then nine task tokens).
+
+    Encoding never adds BOS: the sequence builders prepend it, exactly as the official code does.
+    """
+
+    def __init__(self, hf_tokenizer, codebook_size: int):
+        tok = hf_tokenizer
+        tok.add_special_tokens({"pad_token": PAD_TOKEN})
+        tok.add_tokens(list(TASK_TOKENS))
+        ids = tok.convert_tokens_to_ids([PAD_TOKEN, *TASK_TOKENS])
+        if tok.eos_token_id is None:
+            raise ConfigError("text tokenizer has no eos token (Show-o uses <|endoftext|> as bos/eos)")
+        vocab = Vocabulary.standard(text_size=ids[0], eos=tok.eos_token_id, codebook_size=codebook_size)
+        expected = [vocab.pad, vocab.soi, vocab.eoi, vocab.sov, vocab.eov, vocab.t2i, vocab.mmu, vocab.t2v, vocab.v2v, vocab.lvg]
+        if list(ids) != expected or len(tok) != vocab.image_offset:
+            raise ConfigError(f"text tokenizer's Show-o tokens are not contiguous after the text vocabulary: {ids}")
+        self.hf = tok
+        self.vocab = vocab
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, codebook_size: int) -> "TextTokenizer":
+        """Load from a local tokenizer directory (e.g. a copy of `microsoft/phi-1_5`)."""
+        from transformers import AutoTokenizer
+
+        path = Path(path)
+        if not (path / "tokenizer.json").is_file() and not (path / "vocab.json").is_file():
+            raise CheckpointError(f"no tokenizer in {path} (expected tokenizer.json or vocab.json + merges.txt)")
+        try:
+            hf = AutoTokenizer.from_pretrained(str(path), padding_side="left", clean_up_tokenization_spaces=False)
+        except Exception as e:  # noqa: BLE001 - transformers raises many types; report one line
+            raise CheckpointError(f"cannot load the text tokenizer in {path}: {e}") from None
+        return cls(hf, codebook_size)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, no BOS/EOS added."""
+        return list(self.hf(text, add_special_tokens=False)["input_ids"])
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [list(x) for x in self.hf(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """Text of `ids`; image codes, the mask token and task tokens are dropped."""
+        ids = [int(i) for i in ids if int(i) < self.vocab.image_offset]
+        if skip_special_tokens:
+            drop = {self.vocab.eos, self.vocab.pad, *range(self.vocab.soi, self.vocab.image_offset)}
+            ids = [i for i in ids if i not in drop]
+        return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def __len__(self) -> int:
+        return len(self.hf)
