@@ -1,0 +1,29 @@
+import pytest
+
+from showo.prompting.vocab import Vocabulary
+
+
+@pytest.mark.golden
+def test_layout_matches_golden(golden, golden_tokenizer):
+    lay = golden.layout
+    v = golden_tokenizer.vocab
+    sp = lay["special_token_ids"]
+    assert v.text_size == lay["llm_vocab_size"]
+    assert (v.pad, v.soi, v.eoi, v.sov, v.eov) == (sp["<|pad|>"], sp["<|soi|>"], sp["<|eoi|>"], sp["<|sov|>"], sp["<|eov|>"])
+    assert (v.t2i, v.mmu, v.t2v, v.v2v, v.lvg) == (sp["<|t2i|>"], sp["<|mmu|>"], sp["<|t2v|>"], sp["<|v2v|>"], sp["<|lvg|>"])
+    assert v.eos == sp["<|eot|>"] == sp["<|sot|>"]
+    assert v.image_offset == lay["image_token_offset"] == len(golden_tokenizer)
+    assert v.mask == lay["mask_token_id"] and v.size == lay["vocab_size"]
+
+
+def test_real_phi_layout():
+    # The official 256/512 checkpoints: phi-1.5 has 50295 text tokens, eos 50256, 8192 codes.
+    v = Vocabulary.standard(text_size=50295, eos=50256, codebook_size=8192)
+    assert (v.pad, v.soi, v.eoi, v.t2i, v.mmu, v.lvg) == (50295, 50296, 50297, 50300, 50301, 50304)
+    assert v.image_offset == 50305 and v.mask == 58497 and v.size == 58498
+
+
+def test_tokenizer_encodes_without_bos(golden_tokenizer):
+    ids = golden_tokenizer.encode("a cat")
+    assert ids and golden_tokenizer.vocab.eos not in ids
+    assert golden_tokenizer.decode(ids) == "a cat"
