@@ -56,8 +56,12 @@ def _names(keys: Iterable[str], limit: int = 6) -> str:
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
-    """Strictly load `state` into `module`; one error naming every missing, unexpected or mis-shaped key."""
+def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint",
+                 assign: bool = False) -> None:
+    """Strictly load `state` into `module`; one error naming every missing, unexpected or mis-shaped key.
+
+    `assign=True` adopts the checkpoint's tensors (for modules built on the meta device: no second copy).
+    """
     own = module.state_dict()
     missing = own.keys() - state.keys()
     unexpected = state.keys() - own.keys()
@@ -72,7 +76,7 @@ def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
         problems.append(f"mis-shaped keys (checkpoint vs model): {_names(shapes)}")
     if problems:
         raise CheckpointError(f"{what} does not match the model; " + "; ".join(problems))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> Path:

@@ -1,0 +1,37 @@
+"""A preallocated key/value cache (gpt-fast style): one buffer per layer, written at explicit positions.
+
+Writing at explicit positions (rather than appending) is what lets image generation compute the text prompt
+once and then rewrite the image slots in place at every denoising step.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Keys and values of every layer for positions `[0, max_len)` of a batch."""
+
+    def __init__(self, num_layers: int, batch: int, num_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        shape = (num_layers, batch, num_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store `k, v` ([B, H, q, D]) at positions `[start, start+q)`; return keys/values of `[0, start+q)`."""
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: position {end} > capacity {self.max_len}")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows `rows` (e.g. drop finished sequences)."""
+        self.k = self.k[:, rows]
+        self.v = self.v[:, rows]

@@ -1,0 +1,192 @@
+"""Phi-1.5 as modified by Show-o (spec §5): parallel attention + MLP on one pre-norm, per-head QK LayerNorm
+after the head split and before partial rotary embeddings, untied LM head with bias, float32 logits.
+
+Parameter names follow transformers' `PhiForCausalLM` so official Show-o state dicts load unchanged. The
+transformers implementation is not reused because Show-o moves the QK LayerNorm after the head split, which
+upstream Phi cannot express (see ../shared/reference/environment.md).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .cache import KVCache
+
+
+@dataclass
+class PhiConfig:
+    """Backbone hyper-parameters; defaults are microsoft/phi-1_5 resized to Show-o's 58 498-token vocabulary."""
+
+    vocab_size: int = 58498
+    hidden_size: int = 2048
+    intermediate_size: int = 8192
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 32
+    partial_rotary_factor: float = 0.5
+    rope_theta: float = 10000.0
+    layer_norm_eps: float = 1e-5
+    max_position_embeddings: int = 2048
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.partial_rotary_factor * self.head_dim)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PhiConfig":
+        """From our own dict or a transformers Phi `config.json` (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        if d.get("num_key_value_heads", cfg.num_attention_heads) != cfg.num_attention_heads:
+            raise ValueError("grouped-query attention is not part of Phi-1.5 / Show-o")
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RotaryEmbedding(nn.Module):
+    """GPT-NeoX rotate-half RoPE on the first `dim` channels of each head, cos/sin computed in float32."""
+
+    def __init__(self, dim: int, base: float):
+        super().__init__()
+        self.dim, self.base = dim, base
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape [B, 1, q, dim] for integer `positions` [B, q]."""
+        needed = int(positions.max()) + 1 if positions.numel() else 1
+        if self._cache is None or self._cache[0].shape[0] < needed or self._cache[0].device != positions.device:
+            length = max(needed, 2048)
+            inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=positions.device).float() / self.dim))
+            t = torch.arange(length, device=positions.device, dtype=torch.int64).type_as(inv_freq)
+            emb = torch.cat([torch.outer(t, inv_freq)] * 2, dim=-1)
+            self._cache = (emb.cos(), emb.sin())
+        cos, sin = self._cache
+        return cos[positions].to(dtype).unsqueeze(1), sin[positions].to(dtype).unsqueeze(1)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    d = cos.shape[-1]
+    rot, rest = x[..., :d], x[..., d:]
+    return torch.cat(((rot * cos) + (rotate_half(rot) * sin), rest), dim=-1)
+
+
+class PhiAttention(nn.Module):
+    def __init__(self, cfg: PhiConfig):
+        super().__init__()
+        h, self.heads, self.head_dim = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        self.dense = nn.Linear(h, h)
+        # Show-o: one LayerNorm over head_dim, shared by all heads, applied after the head split.
+        self.q_layernorm = nn.LayerNorm(self.head_dim, eps=cfg.layer_norm_eps)
+        self.k_layernorm = nn.LayerNorm(self.head_dim, eps=cfg.layer_norm_eps)
+        self.rotary = RotaryEmbedding(cfg.rotary_dim, cfg.rope_theta)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor,
+                cache: KVCache | None = None, layer: int = 0, start: int = 0) -> torch.Tensor:
+        b, q_len, _ = x.shape
+        split = lambda t: t.view(b, q_len, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        q = self.q_layernorm(split(self.q_proj(x)))
+        k = self.k_layernorm(split(self.k_proj(x)))
+        v = split(self.v_proj(x))
+        cos, sin = self.rotary.cos_sin(positions, q.dtype)
+        q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, start, k, v)
+        causal = mask is None and q_len > 1
+        if causal and k.shape[2] != q_len:
+            raise ValueError("a cached forward needs an explicit attention mask")
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        return self.dense(out.transpose(1, 2).reshape(b, q_len, -1))
+
+
+class PhiMLP(nn.Module):
+    def __init__(self, cfg: PhiConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))  # gelu_new
+
+
+class PhiDecoderLayer(nn.Module):
+    """Parallel block: `x + attn(ln(x)) + mlp(ln(x))`."""
+
+    def __init__(self, cfg: PhiConfig):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.self_attn = PhiAttention(cfg)
+        self.mlp = PhiMLP(cfg)
+
+    def forward(self, x, mask, positions, cache=None, layer=0, start=0):
+        h = self.input_layernorm(x)
+        return self.self_attn(h, mask, positions, cache, layer, start) + self.mlp(h) + x
+
+
+class PhiModel(nn.Module):
+    def __init__(self, cfg: PhiConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(PhiDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.final_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(self, embeds, mask, positions, cache=None, start=0):
+        x = embeds
+        for i, layer in enumerate(self.layers):
+            if self.gradient_checkpointing and self.training and cache is None:
+                x = checkpoint(layer, x, mask, positions, use_reentrant=False)
+            else:
+                x = layer(x, mask, positions, cache, i, start)
+        return self.final_layernorm(x)
+
+
+class PhiForCausalLM(nn.Module):
+    """Embeddings -> decoder -> untied LM head (with bias). Logits are returned in float32."""
+
+    def __init__(self, cfg: PhiConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = PhiModel(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
+
+    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                cache: KVCache | None = None, start: int = 0, logits_slice: slice | None = None) -> torch.Tensor:
+        """Logits [B, q, V] (float32).
+
+        attention_mask: [B, 1, q, start+q], boolean (True = may attend) or additive float; None = causal.
+        position_ids: [B, q]; default `start + arange(q)` for every row (the official behaviour).
+        cache/start: keys and values are written at positions `[start, start+q)` and attention runs over
+        `[0, start+q)`. logits_slice: compute the LM head only on these positions (saves a 58k-wide matmul).
+        """
+        x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        if position_ids is None:
+            position_ids = torch.arange(start, start + x.shape[1], device=x.device).expand(x.shape[0], -1)
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            attention_mask = attention_mask.to(x.dtype)
+        h = self.model(x, attention_mask, position_ids, cache, start)
+        if logits_slice is not None:
+            h = h[:, logits_slice]
+        return self.lm_head(h).float()
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty cache matching this model's dtype and device."""
+        cfg, w = self.config, self.lm_head.weight
+        return KVCache(cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim, w.dtype, w.device)

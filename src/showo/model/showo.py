@@ -1,0 +1,112 @@
+"""Show-o: one Phi decoder over text tokens, task tokens and MAGVIT image codes (official key names)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from ..backbone import KVCache, PhiForCausalLM
+from ..checkpoints import find_weights, load_checked, read_state_dict, resolve
+from ..errors import CheckpointError, ConfigError
+from .config import ShowoConfig
+
+WEIGHTS_NAME = "pytorch_model.safetensors"  # what the official loader looks for first
+
+
+class Showo(nn.Module):
+    """`showo` is the Phi causal LM (keys `showo.model.*`, `showo.lm_head.*`); `mm_projector` maps CLIP
+    features into the embedding space for the `w_clip_vit` checkpoints."""
+
+    def __init__(self, config: ShowoConfig):
+        super().__init__()
+        self.config = config
+        self.showo = PhiForCausalLM(config.llm)
+        if config.w_clip_vit:
+            h = config.llm.hidden_size
+            self.mm_projector = nn.Sequential(nn.Linear(config.clip_hidden_size, h), nn.GELU(), nn.Linear(h, h))
+
+    def forward(self, input_ids: torch.Tensor | None = None, input_embeddings: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                cache: KVCache | None = None, start: int = 0, logits_slice: slice | None = None) -> torch.Tensor:
+        """Float32 logits [B, q, vocab_size]; see `PhiForCausalLM.forward` for the mask, cache and slicing."""
+        return self.showo(input_ids, input_embeddings, attention_mask, position_ids, cache, start, logits_slice)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.showo.model.embed_tokens(input_ids)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return self.showo.new_cache(batch, max_len)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        self.showo.model.gradient_checkpointing = enabled
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.showo.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.showo.lm_head.weight.device
+
+    # ---- loading and saving ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu", config: ShowoConfig | None = None) -> "Showo":
+        """Load an official checkpoint directory (config.json + pytorch_model.safetensors or .bin), a hub id
+        (e.g. `showlab/show-o`), or a directory written by `save_pretrained`. No conversion step."""
+        directory = resolve(path_or_id, allow_patterns=["config.json", "*.safetensors", "*.bin"])
+        if directory.is_file():
+            raise CheckpointError(f"expected a checkpoint directory, got the file {directory}")
+        if config is None:
+            config_file = directory / "config.json"
+            if not config_file.is_file():
+                raise CheckpointError(f"no config.json in {directory}")
+            try:
+                raw = json.loads(config_file.read_text())
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
+            config = ShowoConfig.from_dict(raw, base_dir=directory)
+        state = read_state_dict(find_weights(directory))
+        with torch.device("meta"):
+            model = cls(config)
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        load_checked(model, state, what=f"checkpoint {directory}", assign=True)
+        return model.to(device).eval()
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json + pytorch_model.safetensors atomically (a temp dir renamed into place)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        if directory.exists():
+            old = directory.with_name(directory.name + ".old")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            _rmtree(old)
+        else:
+            os.replace(tmp, directory)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def check_vocab(model: Showo, vocab) -> None:
+    """Refuse a tokenizer whose layout does not match the checkpoint (ids would silently be wrong)."""
+    c = model.config
+    if (vocab.text_size, vocab.codebook_size, vocab.size) != (c.llm_vocab_size, c.codebook_size, c.vocab_size):
+        raise ConfigError(
+            f"tokenizer layout (text {vocab.text_size}, codes {vocab.codebook_size}, total {vocab.size}) does not "
+            f"match the model (text {c.llm_vocab_size}, codes {c.codebook_size}, total {c.vocab_size})")
