@@ -27,3 +27,14 @@ def test_tokenizer_encodes_without_bos(golden_tokenizer):
     ids = golden_tokenizer.encode("a cat")
     assert ids and golden_tokenizer.vocab.eos not in ids
     assert golden_tokenizer.decode(ids) == "a cat"
+
+
+def test_byte_level_tokenizer_needs_no_files():
+    from showo.tokenizers.text import TextTokenizer
+
+    tok = TextTokenizer.byte_level(codebook_size=32)
+    ids = tok.encode("a red cube, é")
+    assert len(ids) == len("a red cube, é".encode())
+    assert tok.decode(ids) == "a red cube, é"
+    v = tok.vocab
+    assert (v.text_size, v.pad, v.image_offset, v.mask, v.size) == (257, 257, 267, 299, 300)

@@ -41,6 +41,23 @@ class TextTokenizer:
             raise CheckpointError(f"cannot load the text tokenizer in {path}: {e}") from None
         return cls(hf, codebook_size)
 
+    @classmethod
+    def byte_level(cls, codebook_size: int) -> "TextTokenizer":
+        """A byte-level tokenizer with no merges (256 bytes + <|endoftext|>): needs no files, for random
+        test models and demos; real checkpoints use their own (Phi-1.5) tokenizer."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+        vocab["<|endoftext|>"] = len(vocab)
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        eos = "<|endoftext|>"
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos, unk_token=eos,
+                                     padding_side="left", clean_up_tokenization_spaces=False)
+        return cls(hf, codebook_size)
+
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no BOS/EOS added."""
         return list(self.hf(text, add_special_tokens=False)["input_ids"])
