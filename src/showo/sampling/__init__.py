@@ -1,0 +1,1 @@
+"""Decoding: MaskGIT-style parallel image sampling, autoregressive text sampling, schedules and filters."""

@@ -1,0 +1,1 @@
+"""Training-time helpers (masked-token modelling of image tokens)."""

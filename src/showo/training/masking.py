@@ -1,0 +1,36 @@
+"""Masked-token modelling of image tokens for t2i training (the official `mask_or_random_replace_tokens`).
+
+Per image: t ~ U(0, 1), mask ratio p = schedule(t) (clipped below at `min_masking_rate`), then
+k = max(1, round(N * p)) positions chosen uniformly at random are replaced by the mask token; only those
+positions are supervised. The random draws are the official ones, in the official order
+(`rand(B)` then `rand(B, N)`), so a seeded global RNG or generator reproduces the official batches.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+IGNORE_INDEX = -100  # label of positions that do not contribute to the loss
+
+
+def mask_image_tokens(image_ids: torch.Tensor, mask_id: int, schedule: Callable[[torch.Tensor], torch.Tensor],
+                      min_masking_rate: float = 0.0, generator: torch.Generator | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mask a random subset of each row of `image_ids` [B, N] (token ids, image offset included).
+
+    Returns (input_ids, labels, mask_prob): input_ids has `mask_id` at the masked positions, labels holds the
+    original id there and IGNORE_INDEX elsewhere, mask_prob [B] is the sampled masking ratio per row.
+    With generator=None the global RNG is used, exactly as the official training script does.
+    """
+    batch, n = image_ids.shape
+    device = image_ids.device
+    timesteps = torch.rand(batch, device=device, generator=generator)
+    mask_prob = schedule(timesteps).clip(min_masking_rate)
+    num_masked = (n * mask_prob).round().clamp(min=1)
+    # The argsort of i.i.d. uniforms is a random permutation; its entries < k mark a random k-subset.
+    ranks = torch.rand(batch, n, device=device, generator=generator).argsort(dim=-1)
+    mask = ranks < num_masked.unsqueeze(-1)
+    input_ids = torch.where(mask, torch.tensor(mask_id, device=device), image_ids)
+    labels = torch.where(mask, image_ids, IGNORE_INDEX)
+    return input_ids, labels, mask_prob

@@ -1,0 +1,295 @@
+"""Mask schedules, Gumbel noise, re-masking and logit filters: golden vectors of the official
+`models/sampling.py` (case `sampling`, bit-exact) plus properties of the clean decoding helpers."""
+from __future__ import annotations
+
+import ast
+import math
+import re
+
+import pytest
+import torch
+
+from showo.errors import ConfigError, InputError
+from showo.sampling.filters import (apply_top_k, apply_top_p, gumbel_noise, gumbel_sample, log, mask_by_random_topk,
+                                    top_k, top_k_top_p_filtering)
+from showo.sampling.schedules import get_mask_schedule, mask_count
+
+CASE = "sampling"
+
+
+def _call(golden, needle: str) -> str:
+    """The golden.json call string of case `sampling` that mentions `needle`."""
+    hits = [c for c in golden.info(CASE)["calls"] if needle in c]
+    assert len(hits) == 1, f"expected one call mentioning {needle!r}, got {hits}"
+    return hits[0]
+
+
+def _seed(call: str) -> int:
+    return int(re.search(r"manual_seed\((\d+)\)", call).group(1))
+
+
+def _kwargs(text: str) -> dict:
+    """'start=-2, end=4, tau=0.7' -> {'start': -2, 'end': 4, 'tau': 0.7}."""
+    return {k.strip(): ast.literal_eval(v.strip()) for k, v in (item.split("=") for item in text.split(","))}
+
+
+def _outputs(golden, prefix: str) -> dict[str, torch.Tensor]:
+    """Output tensors named `output.<prefix><suffix>`, keyed by suffix."""
+    return {k[len("output." + prefix):]: v for k, v in golden.case(CASE).items() if k.startswith("output." + prefix)}
+
+
+# ---------------------------------------------------------------- golden
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("name, key", [("cosine", "cosine_schedule"), ("linear", "linear_schedule"),
+                                       ("pow2", "pow2"), ("pow0.5", "pow0.5"), ("sigmoid", "sigmoid_default")])
+def test_schedules_golden(golden, name, key):
+    d = golden.case(CASE)
+    got = get_mask_schedule(name)(d["input.ratios"])
+    assert got.dtype == torch.float32
+    assert torch.equal(got, d[f"output.{key}"])
+
+
+@pytest.mark.golden
+def test_sigmoid_custom_params_golden(golden):
+    call = _call(golden, "get_mask_chedule('sigmoid', ")
+    params = _kwargs(re.search(r"get_mask_chedule\('sigmoid', ([^)]*)\)", call).group(1))
+    assert params  # e.g. start=-2, end=4, tau=0.7
+    d = golden.case(CASE)
+    assert torch.equal(get_mask_schedule("sigmoid", **params)(d["input.ratios"]), d["output.sigmoid_custom"])
+
+
+@pytest.mark.golden
+def test_t2i_step_mask_ratio_golden(golden):
+    # t2i_generate evaluates the schedule on a 0-d float32 tensor built from the Python ratio (s+1)/S.
+    want = golden.case(CASE)["output.t2i_step_mask_ratio"]
+    steps = int(re.search(r"\(s\+1\)/(\d+)", _call(golden, "t2i_step_mask_ratio")).group(1))
+    assert steps == want.shape[0]
+    schedule = get_mask_schedule("cosine")
+    got = torch.stack([schedule(torch.tensor((s + 1) / steps)) for s in range(steps)])
+    assert torch.equal(got, want)
+
+
+@pytest.mark.golden
+def test_mask_by_random_topk_golden(golden):
+    d = golden.case(CASE)
+    seed = _seed(_call(golden, "mask_by_random_topk("))
+    wants = _outputs(golden, "mask_by_random_topk_T")
+    assert set(wants) == {"0.0", "0.5", "1.0", "4.5"}
+    for temperature, want in wants.items():
+        got = mask_by_random_topk(d["input.topk_mask_len"], d["input.topk_probs"], float(temperature),
+                                  generator=torch.Generator().manual_seed(seed))
+        assert got.dtype == torch.bool
+        assert torch.equal(got, want), f"temperature {temperature}"
+        assert torch.equal(got.sum(-1, keepdim=True), d["input.topk_mask_len"])
+        # Positions holding float32 max (known tokens in t2i_generate) are never re-masked.
+        assert not got[0, :3].any()
+
+
+@pytest.mark.golden
+def test_gumbel_noise_golden(golden):
+    d = golden.case(CASE)
+    seed = _seed(_call(golden, "gumbel_noise("))
+    got = gumbel_noise(d["input.topk_probs"], generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(got, d["output.gumbel_noise"])
+
+
+@pytest.mark.golden
+def test_gumbel_sample_golden(golden):
+    d = golden.case(CASE)
+    seed = _seed(_call(golden, "gumbel_sample("))
+    (suffix, want), = _outputs(golden, "gumbel_sample_T").items()
+    got = gumbel_sample(d["input.logits3d"], temperature=float(suffix), generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(got, want)
+
+
+@pytest.mark.golden
+def test_top_k_thres_golden(golden):
+    d = golden.case(CASE)
+    (suffix, want), = _outputs(golden, "top_k_thres").items()
+    assert torch.equal(top_k(d["input.logits3d"], thres=float(suffix)), want)
+
+
+def _filter_params(suffix: str) -> dict:
+    """'k7_p0.6_min2' -> {'top_k': 7, 'top_p': 0.6, 'min_tokens_to_keep': 2}."""
+    names = {"k": ("top_k", int), "p": ("top_p", float), "min": ("min_tokens_to_keep", int)}
+    out = {}
+    for part in suffix.split("_"):
+        tag, value = re.fullmatch(r"(min|k|p)([0-9.]+)", part).groups()
+        out[names[tag][0]] = names[tag][1](value)
+    return out
+
+
+@pytest.mark.golden
+def test_top_k_top_p_filtering_golden(golden):
+    d = golden.case(CASE)
+    logits = d["input.logits2d"]
+    before = logits.clone()
+    wants = _outputs(golden, "top_k_top_p_")
+    assert set(wants) == {"k5", "p0.8", "k7_p0.6_min2"}
+    for suffix, want in wants.items():
+        assert torch.equal(top_k_top_p_filtering(logits, **_filter_params(suffix)), want), suffix
+    assert torch.equal(logits, before)  # unlike the official function, the input is left untouched
+
+
+@pytest.mark.golden
+def test_log_of_probs_golden(golden):
+    probs = golden.case(CASE)["input.topk_probs"]
+    got = log(torch.cat([probs[1:], torch.zeros(1, probs.shape[1])]))
+    assert torch.equal(got, golden.case(CASE)["output.log_of_probs"])
+    assert torch.isfinite(got).all()
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def test_unknown_schedule_raises_config_error():
+    for bad in ("cosinus", "pow", "powx", "pow-1", "xpow2", ""):
+        with pytest.raises(ConfigError):
+            get_mask_schedule(bad)
+
+
+def test_bad_schedule_params_raise_config_error():
+    with pytest.raises(ConfigError):
+        get_mask_schedule("cosine", tau=2.0)
+    with pytest.raises(ConfigError):
+        get_mask_schedule("sigmoid", temperature=2.0)
+    with pytest.raises(ConfigError):
+        get_mask_schedule("sigmoid", tau=0)
+    with pytest.raises(ConfigError):
+        get_mask_schedule("sigmoid", start=3, end=-3)
+    with pytest.raises(ConfigError):
+        get_mask_schedule("sigmoid", start="a")
+
+
+def test_schedules_start_full_and_decrease():
+    t = torch.linspace(0, 1, 101)
+    for name in ("cosine", "linear", "pow2", "pow0.5", "sigmoid"):
+        r = get_mask_schedule(name)(t)
+        assert r.dtype == torch.float32
+        assert r[0] == pytest.approx(1.0, abs=1e-6)
+        assert (r[1:] <= r[:-1]).all(), name
+        assert r[-1] < 1e-5, name
+
+
+def test_mask_count_matches_official_counts():
+    # Masked-token counts after each step of the official cosine sampler (spec section 6.1), all slots unknown.
+    expected = {(16, 256): [254, 251, 244, 236, 225, 212, 197, 181, 162, 142, 120, 97, 74, 49, 25, 1],
+                (12, 256): [253, 247, 236, 221, 203, 181, 155, 127, 97, 66, 33, 1]}
+    cosine = get_mask_schedule("cosine")
+    for (steps, n), want in expected.items():
+        counts, unknown = [], n
+        for step in range(steps):
+            unknown = mask_count(step, steps, n, cosine, num_unknown=unknown)
+            counts.append(unknown)
+        assert counts == want
+    assert mask_count(7, 8, 16, cosine) == 1  # cos(pi/2) is slightly negative in float32: floor -1 -> 1
+
+
+# ---------------------------------------------------------------- re-masking
+
+
+def test_mask_by_random_topk_masks_exactly_mask_len():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(6, 32, generator=g).softmax(-1)
+    mask_len = torch.tensor([[0], [1], [5], [16], [30], [31]])
+    for temperature in (0.0, 1.0, 3.0):
+        m = mask_by_random_topk(mask_len, probs, temperature, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(m.sum(-1, keepdim=True), mask_len)
+    # temperature 0: the least probable tokens are the masked ones
+    m = mask_by_random_topk(mask_len, probs, 0.0, generator=torch.Generator().manual_seed(1))
+    for row in range(6):
+        k = int(mask_len[row])
+        assert set(m[row].nonzero().flatten().tolist()) == set(probs[row].argsort()[:k].tolist())
+
+
+def test_mask_by_random_topk_int_mask_len_and_rng_use():
+    probs = torch.rand(3, 10, generator=torch.Generator().manual_seed(2))
+    a = mask_by_random_topk(4, probs, 1.0, generator=torch.Generator().manual_seed(5))
+    b = mask_by_random_topk(torch.full((3, 1), 4.0), probs, 1.0, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and (a.sum(-1) == 4).all()
+    # one uniform_ draw of probs' shape, even at temperature 0
+    g = torch.Generator().manual_seed(5)
+    mask_by_random_topk(4, probs, 0.0, generator=g)
+    ref = torch.Generator().manual_seed(5)
+    torch.zeros(3, 10).uniform_(0, 1, generator=ref)
+    assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=ref))
+
+
+# ---------------------------------------------------------------- logit filters
+
+
+def _brute_force_min_nucleus(probs: torch.Tensor, p: float) -> int:
+    """Size of the smallest prefix of the descending probabilities with mass >= p."""
+    cum = 0.0
+    for i, q in enumerate(sorted(probs.tolist(), reverse=True), start=1):
+        cum += q
+        if cum >= p - 1e-6:
+            return i
+    return len(probs)
+
+
+def test_apply_top_p_keeps_smallest_set_reaching_p():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(8, 50, generator=g) * 2
+    for p in (0.01, 0.3, 0.5, 0.9, 0.99):
+        out = apply_top_p(logits, p)
+        probs = logits.softmax(-1)
+        for row in range(logits.shape[0]):
+            kept = torch.isfinite(out[row])
+            assert kept.sum() >= 1
+            assert int(kept.sum()) == _brute_force_min_nucleus(probs[row], p)
+            assert probs[row][kept].sum() >= p - 1e-6
+            # the kept tokens are the most probable ones and keep their logits
+            if (~kept).any():
+                assert probs[row][kept].min() >= probs[row][~kept].max()
+            assert torch.equal(out[row][kept], logits[row][kept])
+
+
+def test_apply_top_p_keeps_one_token_on_peaked_rows_and_p1_is_noop():
+    logits = torch.tensor([[20.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    out = apply_top_p(logits, 0.5)
+    assert torch.isfinite(out).sum(-1).tolist() == [1, 2]
+    assert torch.equal(apply_top_p(logits, 1.0), logits)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(InputError):
+            apply_top_p(logits, bad)
+
+
+def test_apply_top_k():
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(5, 30, generator=g)
+    for k in (1, 3, 29):
+        out = apply_top_k(logits, k)
+        assert (torch.isfinite(out).sum(-1) == k).all()
+        kept = torch.isfinite(out)
+        assert torch.equal(out[kept], logits[kept])
+        assert torch.equal(kept, logits >= logits.topk(k, -1).values[:, -1:])
+    for k in (30, 31, 1000):  # k >= V is a no-op
+        assert torch.equal(apply_top_k(logits, k), logits)
+    assert torch.equal(apply_top_k(logits[None], 3)[0], apply_top_k(logits, 3))  # leading dims
+    for bad in (0, -1, 2.5):
+        with pytest.raises(InputError):
+            apply_top_k(logits, bad)
+
+
+def test_top_k_top_p_filtering_official_quirks():
+    logits = torch.tensor([[10.0, 0.0, 0.0, 0.0, -1.0, -2.0]])
+    # min_tokens_to_keep=2 keeps 3 tokens in the top-p step (official off-by-one); 1 keeps 1.
+    assert torch.isfinite(top_k_top_p_filtering(logits, top_p=0.5)).sum() == 1
+    assert torch.isfinite(top_k_top_p_filtering(logits, top_p=0.5, min_tokens_to_keep=2)).sum() == 3
+    # top-k keeps ties with the k-th value
+    assert torch.isfinite(top_k_top_p_filtering(logits, top_k=2)).sum() == 4
+    assert torch.equal(top_k_top_p_filtering(logits), logits)
+
+
+def test_official_top_k_count():
+    logits = torch.randn(1, 2, 40)
+    assert torch.isfinite(top_k(logits, thres=0.9)).sum(-1).tolist() == [[math.ceil((1 - 0.9) * 40)] * 2]
+
+
+def test_gumbel_sample_low_temperature_is_argmax():
+    logits = torch.randn(4, 7, 25, generator=torch.Generator().manual_seed(6))
+    got = gumbel_sample(logits, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got, logits.argmax(-1))
