@@ -39,6 +39,15 @@ class Showo(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.showo.model.embed_tokens(input_ids)
 
+    def embed_with_features(self, input_ids: torch.Tensor, features: torch.Tensor, insert_at: int) -> torch.Tensor:
+        """Embed `input_ids` and insert the projected CLIP `features` ([B, P, clip_hidden]) before position
+        `insert_at` (right after `<soi>`), as the official CLIP-ViT understanding path does."""
+        if not self.config.w_clip_vit:
+            raise ConfigError("this checkpoint has no mm_projector (w_clip_vit is false)")
+        e = self.embed(input_ids)
+        image = self.mm_projector(features.to(e.dtype))
+        return torch.cat([e[:, :insert_at], image, e[:, insert_at:]], dim=1)
+
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return self.showo.new_cache(batch, max_len)
 

@@ -1,0 +1,112 @@
+"""Sampled ids against the official implementation: MaskGIT image decoding and autoregressive text."""
+import re
+
+import pytest
+import torch
+
+from showo.prompting.masks import mmu_mask, t2i_mask
+from showo.sampling.autoregressive import generate_text
+from showo.sampling.maskgit import maskgit_generate
+from golden_models import showo_model
+
+pytestmark = pytest.mark.golden
+T2I_CASES = ["t2i_generate_cfg", "t2i_generate_nocfg", "t2i_inpaint"]
+
+
+@pytest.fixture(scope="module")
+def model(golden):
+    return showo_model(golden)
+
+
+def _seed(text: str) -> int:
+    return int(re.search(r"manual_seed\((\d+)\)", text).group(1))
+
+
+def _schedule(text: str) -> str:
+    return re.search(r"get_mask_chedule\('(\w+)'\)", text).group(1)
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False], ids=["prefix-cache", "full-recompute"])
+@pytest.mark.parametrize("case", T2I_CASES)
+def test_maskgit_matches_official_ids_and_trace(golden, golden_tokenizer, model, case, reuse_prefix):
+    d, args = golden.case(case), golden.info(case)["args"]
+    steps: list = []
+    codes = maskgit_generate(
+        model, d["input.input_ids"], golden_tokenizer.vocab, golden.layout["num_vq_tokens"],
+        uncond_input_ids=d.get("input.uncond_input_ids"), num_inference_steps=args["timesteps"],
+        guidance_scale=args["guidance_scale"], temperature=args["temperature"],
+        schedule=_schedule(args["noise_schedule"]), generator=torch.Generator().manual_seed(_seed(args["generator"])),
+        reuse_prefix=reuse_prefix, callback=steps.append)
+    b = d["input.input_ids"].shape[0]
+    assert len(steps) == args["timesteps"]
+    for s, st in enumerate(steps):
+        assert torch.equal(st.input_ids, d["trace.model_input_ids"][s, :b]), f"step {s}: model input differs"
+        assert torch.equal(st.mask_len, d["trace.mask_len"][s]), f"step {s}"
+        torch.testing.assert_close(st.selected_probs, d["trace.selected_probs"][s], atol=1e-5, rtol=1e-4)
+        assert st.temperature == pytest.approx(float(d["trace.temperature"][s]), abs=1e-12)
+        assert torch.equal(st.masking, d["trace.masking"][s]), f"step {s}: re-masked slots differ"
+    assert torch.equal(codes, d["output.sampled_ids"])
+
+
+def test_maskgit_keeps_known_tokens(golden, golden_tokenizer, model):
+    d, vocab = golden.case("t2i_inpaint"), golden_tokenizer.vocab
+    n = golden.layout["num_vq_tokens"]
+    slots = d["input.input_ids"][:, -n - 1:-1]
+    known = slots != vocab.mask
+    codes = maskgit_generate(model, d["input.input_ids"], vocab, n, uncond_input_ids=d["input.uncond_input_ids"],
+                             num_inference_steps=4, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(codes[known], slots[known] - vocab.image_offset)
+    assert ((codes >= 0) & (codes < vocab.codebook_size)).all()
+
+
+@pytest.mark.parametrize("case", ["t2i_generate_cfg", "t2i_generate_nocfg"])
+def test_prefix_cache_logits_match_full_forward_at_every_step(golden, golden_tokenizer, model, case):
+    # Along the official trajectory, the cached-prefix forward gives the full-recompute logits at every step.
+    d, vocab = golden.case(case), golden_tokenizer.vocab
+    n = golden.layout["num_vq_tokens"]
+    trace = d["trace.model_input_ids"]
+    length = trace.shape[-1]
+    prefix = length - n - 2
+    mask = t2i_mask(trace[0], vocab, rm_pad_in_image=True)
+    cache = model.new_cache(trace.shape[1], length)
+    with torch.no_grad():
+        model(trace[0, :, :prefix], attention_mask=mask[:, :, :prefix, :prefix], cache=cache, start=0)
+        for s in range(trace.shape[0]):
+            full = model(trace[s], attention_mask=mask)[:, prefix:]
+            fast = model(trace[s, :, prefix:], attention_mask=mask[:, :, prefix:], cache=cache, start=prefix)
+            torch.testing.assert_close(fast, full, atol=1e-4, rtol=0)
+
+
+def _mmu_runs(golden):
+    return [r["prefix"] for r in golden.info("mmu_generate")["runs"]]
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["kv-cache", "full-recompute"])
+def test_mmu_generate_matches_official(golden, golden_tokenizer, model, use_cache):
+    d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
+    for run in golden.info("mmu_generate")["runs"]:
+        ids = d[f"{run['prefix']}.input.input_ids"]
+        mask = mmu_mask(ids, vocab)[0, 0]
+        torch.manual_seed(run["torch.manual_seed"])
+        out = generate_text(model, [ids[0]], [mask], max_new_tokens=run["max_new_tokens"],
+                            temperature=run["temperature"], top_k=run["top_k"], eos_id=run["eot_token"],
+                            use_cache=use_cache)
+        assert out[0] == d[f"{run['prefix']}.output.token_ids"].tolist(), run["prefix"]
+
+
+def test_mmu_greedy_temperature_zero_equals_top1(golden, golden_tokenizer, model):
+    d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
+    ids = d["greedy0.input.input_ids"]
+    out = generate_text(model, [ids[0]], [mmu_mask(ids, vocab)[0, 0]], max_new_tokens=10, temperature=0)
+    assert out[0] == d["greedy0.output.token_ids"].tolist()
+
+
+def test_mmu_batch_with_different_prompt_lengths_equals_single_runs(golden, golden_tokenizer, model):
+    d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
+    prompts = [d["greedy0.input.input_ids"], d["greedy1.input.input_ids"], d["greedy0.input.input_ids"]]
+    assert len({p.shape[1] for p in prompts}) > 1
+    masks = [mmu_mask(p, vocab)[0, 0] for p in prompts]
+    batch = generate_text(model, [p[0] for p in prompts], masks, max_new_tokens=10, temperature=0)
+    assert batch[0] == d["greedy0.output.token_ids"].tolist()
+    assert batch[1] == d["greedy1.output.token_ids"].tolist()
+    assert batch[2] == batch[0]
