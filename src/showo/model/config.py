@@ -19,7 +19,8 @@ class ShowoConfig:
 
     Official `config.json` keys: vocab_size, llm_vocab_size, codebook_size, num_vq_tokens, w_clip_vit,
     llm_model_path (mask_token_id is always vocab_size - 1). Ours adds `llm_config` so a checkpoint with a
-    non-Phi-1.5 backbone (tiny test models, the embedded model) is self-describing.
+    non-Phi-1.5 backbone (tiny test models, the embedded model) is self-describing, and `max_seq_length`
+    (the official yaml's `dataset.preprocessing.max_seq_length`, 128 for every released demo config).
     """
 
     vocab_size: int = 58498
@@ -29,6 +30,7 @@ class ShowoConfig:
     w_clip_vit: bool = False
     clip_hidden_size: int = 1024
     llm_model_path: str = "microsoft/phi-1_5"
+    max_seq_length: int = 128  # text region of the t2i layout (T); the official demo configs use 128
     llm: PhiConfig = field(default_factory=PhiConfig)
 
     def __post_init__(self):
@@ -81,7 +83,7 @@ class ShowoConfig:
         return cls(vocab_size=int(d["vocab_size"]), llm_vocab_size=int(d["llm_vocab_size"]),
                    codebook_size=int(d.get("codebook_size", 8192)), num_vq_tokens=int(d.get("num_vq_tokens", 256)),
                    w_clip_vit=bool(d.get("w_clip_vit", False)), clip_hidden_size=int(d.get("clip_hidden_size", 1024)),
-                   llm_model_path=path, llm=llm)
+                   llm_model_path=path, max_seq_length=int(d.get("max_seq_length", 128)), llm=llm)
 
     def to_dict(self) -> dict:
         """The official keys (so the official code can read it too) plus `llm_config`."""
@@ -89,4 +91,5 @@ class ShowoConfig:
                 "codebook_size": self.codebook_size, "num_vq_tokens": self.num_vq_tokens,
                 "w_clip_vit": self.w_clip_vit, "clip_hidden_size": self.clip_hidden_size,
                 "llm_model_path": self.llm_model_path, "mask_token_id": self.mask_token_id,
+                "max_seq_length": self.max_seq_length,
                 "llm_config": self.llm.to_dict()}

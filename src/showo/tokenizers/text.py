@@ -29,10 +29,13 @@ class TextTokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, codebook_size: int) -> "TextTokenizer":
-        """Load from a local tokenizer directory (e.g. a copy of `microsoft/phi-1_5`)."""
+        """Load from a tokenizer directory (e.g. a copy of `microsoft/phi-1_5`) or a hub id."""
         from transformers import AutoTokenizer
 
-        path = Path(path)
+        from ..checkpoints import resolve
+
+        path = resolve(path, allow_patterns=["tokenizer*", "vocab.json", "merges.txt", "special_tokens_map.json",
+                                             "added_tokens.json"])
         if not (path / "tokenizer.json").is_file() and not (path / "vocab.json").is_file():
             raise CheckpointError(f"no tokenizer in {path} (expected tokenizer.json or vocab.json + merges.txt)")
         try:
@@ -72,6 +75,10 @@ class TextTokenizer:
             drop = {self.vocab.eos, self.vocab.pad, *range(self.vocab.soi, self.vocab.image_offset)}
             ids = [i for i in ids if i not in drop]
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the tokenizer files (with Show-o's tokens already added; loading adds nothing twice)."""
+        self.hf.save_pretrained(str(directory))
 
     def __len__(self) -> int:
         return len(self.hf)

@@ -1,0 +1,97 @@
+"""Validation of user inputs: images, masks, prompts and numbers. Problems raise `InputError` (one line);
+recoverable oddities (a resized mask, a truncated prompt) are reported with `ShowoWarning`."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import InputError
+
+MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
+
+
+class ShowoWarning(UserWarning):
+    """Something was adjusted to make an input usable (said once, in one line)."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, ShowoWarning, stacklevel=3)
+
+
+def load_image(source: str | Path | Image.Image, what: str = "image") -> Image.Image:
+    """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, ...)."""
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{what} not found: {path}")
+        if path.stat().st_size == 0:
+            raise InputError(f"{what} is an empty file: {path}")
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(path)
+                image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{what} {path} is too large (over {MAX_IMAGE_PIXELS} pixels)") from None
+        except Image.UnidentifiedImageError:
+            raise InputError(f"{what} {path} is not an image file Pillow can read") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise InputError(f"{what} {path} is corrupt or truncated ({e})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"{what} has no pixels")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{what} is too large ({image.width}x{image.height} pixels)")
+    return _to_rgb(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits, don't clip
+        hi = max(image.getextrema()[1], 1)
+        image = image.point(lambda v: v * (255.0 / hi)).convert("L")
+    if image.mode == "F":
+        image = image.convert("L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, P, CMYK, YCbCr, ... convert directly
+
+
+def load_mask(source: str | Path | Image.Image, size: tuple[int, int]) -> Image.Image:
+    """An 'L' mask (white = regenerate) of the image's `size`; resized with a warning when it differs."""
+    mask = load_image(source, what="mask").convert("L")
+    if mask.size != size:
+        warn(f"mask is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}: mask resized")
+        mask = mask.resize(size, Image.NEAREST)
+    return mask
+
+
+def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise InputError(f"no {what} given")
+    for p in prompts:
+        if not isinstance(p, str):
+            raise InputError(f"{what} must be text, got {type(p).__name__}")
+        if not p.strip():
+            raise InputError(f"empty {what}")
+    return prompts
+
+
+def check_positive(name: str, value, integer: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int,) if integer else (int, float)) or value <= 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise InputError(f"{name} must be {kind}, got {value!r}")
+
+
+def check_non_negative(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+        raise InputError(f"{name} must be a number >= 0, got {value!r}")

@@ -1,0 +1,265 @@
+"""`ShowoPipeline`: every Show-o task behind one object, in the diffusers calling convention.
+
+The pipeline owns user concerns (loading, validation, batching, seeds, decoding to PIL, metadata); the
+model knows nothing about sampling and the samplers know nothing about files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import ConfigError, InputError
+from ..model import Showo
+from ..model.clip import ClipVisionTower, clip_preprocess
+from ..model.showo import check_vocab
+from ..prompting.masks import causal_mask, mmu_clip_mask, mmu_mask
+from ..prompting.sequences import (SYSTEM_PROMPT, clip_image_slot, clip_question_text, mmu_clip_prompt_ids,
+                                   mmu_prompt_ids, mmu_question_text, t2i_gen_sequence)
+from ..sampling.autoregressive import generate_text
+from ..sampling.maskgit import MaskGITStep, maskgit_generate
+from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
+from ..tokenizers.magvit import MagvitV2
+from ..tokenizers.text import TextTokenizer
+from .inputs import check_non_negative, check_positive, check_prompts, load_image, load_mask, warn
+from .outputs import ImageOutput, TextOutput
+
+DEFAULT_VQ = "showlab/magvitv2"
+DEFAULT_TOKENIZER = "microsoft/phi-1_5"
+CAPTION_QUESTION = "Please describe this image in detail."
+
+
+class ShowoPipeline:
+    """Text-to-image, inpainting, understanding and text generation with one Show-o model."""
+
+    def __init__(self, model: Showo, vq: MagvitV2, tokenizer: TextTokenizer, clip: ClipVisionTower | None = None,
+                 model_id: str = ""):
+        check_vocab(model, tokenizer.vocab)
+        if vq.config.codebook_size != model.config.codebook_size:
+            raise ConfigError(f"image tokenizer has {vq.config.codebook_size} codes, the model expects "
+                              f"{model.config.codebook_size}")
+        self.model, self.vq, self.tokenizer, self.clip = model.eval(), vq.eval(), tokenizer, clip
+        self.model_id = model_id
+
+    # ---- construction ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, vq: str | Path | None = None, tokenizer: str | Path | None = None,
+                        clip: str | Path | None = None, dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu") -> "ShowoPipeline":
+        """A pipeline directory written by `save_pretrained` (showo/, magvit/, tokenizer/), or an official
+        checkpoint directory / hub id with the image and text tokenizers given separately (defaults:
+        showlab/magvitv2 and microsoft/phi-1_5). `clip` is required for the w_clip_vit checkpoints' understanding."""
+        root = Path(model)
+        bundled = root.is_dir() and (root / "showo").is_dir()
+        model_dir = root / "showo" if bundled else model
+        showo = Showo.from_pretrained(model_dir, dtype=dtype, device=device)
+        vq_src = vq or (root / "magvit" if bundled else DEFAULT_VQ)
+        tok_src = tokenizer or (root / "tokenizer" if bundled else DEFAULT_TOKENIZER)
+        magvit = MagvitV2.from_pretrained(vq_src, device=device)
+        text = TextTokenizer.from_pretrained(tok_src, codebook_size=showo.config.codebook_size)
+        tower = ClipVisionTower.from_pretrained(clip).to(device) if clip is not None else None
+        return cls(showo, magvit, text, tower, model_id=str(model))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        self.model.save_pretrained(directory / "showo")
+        self.vq.save_pretrained(directory / "magvit")
+        self.tokenizer.save_pretrained(directory / "tokenizer")
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ShowoPipeline":
+        """Move the model (and image tokenizer, kept in float32) to `device`; cast the model to `dtype`."""
+        self.model.to(device=device, dtype=dtype)
+        self.vq.to(device=device)
+        if self.clip is not None:
+            self.clip.to(device=device)
+        return self
+
+    # ---- geometry ----------------------------------------------------------------------------------------------
+
+    @property
+    def vocab(self):
+        return self.tokenizer.vocab
+
+    @property
+    def grid_size(self) -> int:
+        return self.model.config.grid_size
+
+    @property
+    def resolution(self) -> int:
+        """Pixels per side of a generated image (code grid side x tokenizer downsampling)."""
+        return self.grid_size * self.vq.config.downsample_factor
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- helpers -------------------------------------------------------------------------------------------------
+
+    def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+        if generator is not None:
+            return generator
+        if seed is None:
+            return None
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        """Tokens of a generation prompt; prompts longer than the model's text region are truncated (warned)."""
+        ids = self.tokenizer.encode(prompt)
+        room = self.model.config.max_seq_length - 2  # [<t2i>, bos, text, eos] must fit in T + 1
+        if len(ids) > room:
+            warn(f"prompt is {len(ids)} tokens; only the first {room} are used: {prompt[:40]!r}...")
+        return ids
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence) -> torch.Tensor:
+        """Codes [B, N] of images (paths or PIL) after the official resize/centre-crop pre-processing."""
+        pixels = torch.stack([preprocess(load_image(i), self.resolution) for i in images])
+        return self.vq.get_code(pixels.to(self.device))
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor, grid: tuple[int, int] | None = None) -> list[Image.Image]:
+        codes = codes.clamp(0, self.vq.config.codebook_size - 1)
+        return postprocess(self.vq.decode_code(codes.to(self.device), shape=grid))
+
+    def _fill(self, prompts: list[str], image_ids: torch.Tensor, steps: int, guidance: float, temperature: float,
+              schedule: str, generator, callback, exact: bool) -> torch.Tensor:
+        """Run MaskGIT on t2i-layout sequences whose image slots hold `image_ids` (mask id where unknown)."""
+        check_positive("num_inference_steps", steps)
+        check_non_negative("guidance_scale", guidance)
+        check_non_negative("temperature", temperature)
+        t = self.model.config.max_seq_length
+        text = [self._prompt_ids(p) for p in prompts]
+        ids = t2i_gen_sequence(self.vocab, text, image_ids, t).to(self.device)
+        uncond = t2i_gen_sequence(self.vocab, [[]] * len(prompts), image_ids, t).to(self.device) if guidance > 0 else None
+        return maskgit_generate(self.model, ids, self.vocab, image_ids.shape[1], uncond_input_ids=uncond,
+                                num_inference_steps=steps, guidance_scale=guidance, temperature=temperature,
+                                schedule=schedule, generator=generator, reuse_prefix=not exact, callback=callback)
+
+    def _meta(self, task: str, **kw) -> dict:
+        return {"task": task, "model": self.model_id, **kw}
+
+    # ---- image generation ------------------------------------------------------------------------------------
+
+    def text_to_image(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int = 18,
+                      guidance_scale: float = 1.75, temperature: float = 1.0, schedule: str = "cosine",
+                      seed: int | None = None, generator: torch.Generator | None = None,
+                      callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
+        """Images for each prompt. `guidance_scale` g uses Show-o's `(1+g)*cond - g*uncond` (0 disables it);
+        `exact=True` recomputes the prompt at every step like the official code (same tokens, slower)."""
+        prompts = check_prompts(prompt)
+        check_positive("num_images_per_prompt", num_images_per_prompt)
+        rows = [p for p in prompts for _ in range(num_images_per_prompt)]
+        n = self.model.config.num_vq_tokens
+        image_ids = torch.full((len(rows), n), self.vocab.mask, dtype=torch.long)
+        codes = self._fill(rows, image_ids, num_inference_steps, guidance_scale, temperature, schedule,
+                           self._generator(seed, generator), callback, exact)
+        meta = [self._meta("text_to_image", prompt=p, index=i % num_images_per_prompt, seed=seed,
+                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                           temperature=temperature, schedule=schedule, batch_prompts=prompts,
+                           num_images_per_prompt=num_images_per_prompt) for i, p in enumerate(rows)]
+        g = self.grid_size
+        return ImageOutput(self.decode_codes(codes), codes.cpu(), (g, g), meta)
+
+    def inpaint(self, image, mask_image, prompt: str, num_images: int = 1, num_inference_steps: int = 16,
+                guidance_scale: float = 1.75, temperature: float = 1.0, schedule: str = "cosine",
+                seed: int | None = None, generator: torch.Generator | None = None,
+                callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
+        """Regenerate the white part of `mask_image` following `prompt`; codes outside it are kept exactly."""
+        check_prompts(prompt)
+        check_positive("num_images", num_images)
+        picture = load_image(image)
+        mask = load_mask(mask_image, picture.size)
+        grid = mask_to_grid(mask, self.resolution, (self.grid_size, self.grid_size))
+        if not grid.any():
+            raise InputError("the mask selects nothing to regenerate (no white area survives at the token grid)")
+        if grid.all():
+            warn("the mask covers the whole image: this is plain text-to-image")
+        codes = self.encode_images([picture]).cpu().repeat(num_images, 1)
+        image_ids = torch.where(grid, self.vocab.mask, self.vocab.codes_to_ids(codes))
+        out = self._fill([prompt] * num_images, image_ids, num_inference_steps, guidance_scale, temperature,
+                         schedule, self._generator(seed, generator), callback, exact)
+        meta = [self._meta("inpaint", prompt=prompt, index=i, seed=seed, num_inference_steps=num_inference_steps,
+                           guidance_scale=guidance_scale, temperature=temperature, schedule=schedule,
+                           regenerated_tokens=int(grid.sum())) for i in range(num_images)]
+        g = self.grid_size
+        return ImageOutput(self.decode_codes(out), out.cpu(), (g, g), meta)
+
+    # ---- understanding and text ----------------------------------------------------------------------------
+
+    def _decode(self, prompts_ids, masks, max_new_tokens, temperature, top_k, top_p, generator, on_token,
+                exact, embeds=None) -> list[list[int]]:
+        check_positive("max_new_tokens", max_new_tokens)
+        check_non_negative("temperature", temperature)
+        if top_k is not None:
+            check_positive("top_k", top_k)
+        if top_p is not None and not (0 < top_p <= 1):
+            raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
+        return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
+                             generator=generator, use_cache=not exact, on_token=on_token)
+
+    def ask(self, image, question: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
+            top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+            generator: torch.Generator | None = None, on_token=None, exact: bool = False) -> TextOutput:
+        """Answer every question about every image (one image or a list). temperature 0 = greedy, as the
+        official demo; answers are batched. `on_token(step, ids, finished)` streams tokens as they come."""
+        images = image if isinstance(image, (list, tuple)) else [image]
+        if not images:
+            raise InputError("no image given")
+        questions = check_prompts(question, what="question")
+        pairs = [(i, q) for i in range(len(images)) for q in questions]
+        gen = self._generator(seed, generator)
+        if self.model.config.w_clip_vit:
+            ids = self._ask_clip(images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
+        else:
+            codes = self.encode_images(images).cpu()
+            prompts = [mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes[i]),
+                                      self.tokenizer.encode(mmu_question_text(q)))[0] for i, q in pairs]
+            masks = [mmu_mask(p[None], self.vocab)[0, 0] for p in prompts]
+            ids = self._decode(prompts, masks, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
+        texts = [self.tokenizer.decode(t).strip() for t in ids]
+        meta = [self._meta("ask", image_index=i, question=q, seed=seed, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_k=top_k, top_p=top_p) for i, q in pairs]
+        return TextOutput(texts, ids, meta)
+
+    def _ask_clip(self, images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact):
+        if self.clip is None:
+            raise ConfigError("this is a CLIP-ViT checkpoint: pass clip=<CLIP directory> to from_pretrained")
+        pixels = torch.stack([clip_preprocess(load_image(i), self.clip.image_size) for i in images])
+        feats = self.clip(pixels.to(self.device))
+        system = self.tokenizer.encode(SYSTEM_PROMPT)
+        slot = clip_image_slot(len(system))
+        embeds, masks = [], []
+        with torch.no_grad():
+            for i, q in pairs:
+                ids = mmu_clip_prompt_ids(self.vocab, system, self.tokenizer.encode(clip_question_text(q)))
+                e = self.model.embed_with_features(ids.to(self.device), feats[i:i + 1], slot)[0]
+                embeds.append(e)
+                masks.append(mmu_clip_mask(e.shape[0], len(system), num_image_tokens=feats.shape[1])[0, 0])
+        return self._decode(None, masks, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact, embeds)
+
+    def caption(self, image, question: str = CAPTION_QUESTION, **kwargs) -> TextOutput:
+        """A description of each image (the understanding prompt with a captioning question)."""
+        out = self.ask(image, question, **kwargs)
+        for m in out.metadata:
+            m["task"] = "caption"
+        return out
+
+    def write(self, prompt: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
+              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+              generator: torch.Generator | None = None, on_token=None, exact: bool = False) -> TextOutput:
+        """Continue text prompts (pure language modelling, causal attention); returns the continuations."""
+        prompts = check_prompts(prompt)
+        ids = [torch.tensor([self.vocab.bos, *self.tokenizer.encode(p)]) for p in prompts]
+        masks = [causal_mask(len(i)) for i in ids]
+        out = self._decode(ids, masks, max_new_tokens, temperature, top_k, top_p,
+                           self._generator(seed, generator), on_token, exact)
+        texts = [self.tokenizer.decode(t) for t in out]
+        meta = [self._meta("write", prompt=p, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
+                           top_k=top_k, top_p=top_p) for p in prompts]
+        return TextOutput(texts, out, meta)

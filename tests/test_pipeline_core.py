@@ -1,0 +1,88 @@
+"""The pipeline on a tiny random model: shapes, reproducibility, kept tokens, batching, errors."""
+import pytest
+import torch
+from PIL import Image
+
+from showo.errors import InputError
+from showo.pipelines import ShowoPipeline, ShowoWarning
+from showo.tiny import tiny_random_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_random_pipeline(seed=0)
+
+
+def test_text_to_image_is_reproducible_and_batched(pipe):
+    a = pipe.text_to_image(["a red cube", "two blue balls"], num_images_per_prompt=2, num_inference_steps=4, seed=7)
+    b = pipe.text_to_image(["a red cube", "two blue balls"], num_images_per_prompt=2, num_inference_steps=4, seed=7)
+    assert len(a.images) == 4 and a.images[0].size == (pipe.resolution, pipe.resolution)
+    assert torch.equal(a.codes, b.codes)
+    assert a.metadata[2]["prompt"] == "two blue balls" and a.metadata[2]["seed"] == 7
+    exact = pipe.text_to_image(["a red cube", "two blue balls"], num_images_per_prompt=2, num_inference_steps=4,
+                               seed=7, exact=True)
+    assert torch.equal(a.codes, exact.codes)
+
+
+def test_inpaint_keeps_unmasked_tokens(pipe):
+    image = Image.new("RGB", (40, 40), (200, 30, 30))
+    mask = Image.new("L", (40, 40), 0)
+    mask.paste(255, (0, 0, 20, 40))  # left half
+    out = pipe.inpaint(image, mask, "a green ball", num_inference_steps=3, seed=1)
+    original = pipe.encode_images([image])[0]
+    g = pipe.grid_size
+    keep = torch.ones(g, g, dtype=torch.bool)
+    keep[:, : g // 2] = False
+    assert torch.equal(out.codes[0][keep.reshape(-1)], original[keep.reshape(-1)])
+
+
+def test_inpaint_rejects_black_mask_and_warns_on_resize(pipe):
+    image = Image.new("RGB", (32, 32))
+    with pytest.raises(InputError, match="selects nothing"):
+        pipe.inpaint(image, Image.new("L", (32, 32), 0), "x", num_inference_steps=2)
+    with pytest.warns(ShowoWarning, match="resized"):
+        pipe.inpaint(image, Image.new("L", (16, 16), 255), "x", num_inference_steps=2)
+
+
+def test_ask_batches_questions_and_images_like_single_calls(pipe):
+    images = [Image.new("RGB", (32, 32), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    both = pipe.ask(images, ["what colour?", "how many objects are there?"], max_new_tokens=6)
+    assert len(both.texts) == 4
+    single = pipe.ask(images[1], "how many objects are there?", max_new_tokens=6)
+    assert both.token_ids[3] == single.token_ids[0]
+    streamed = []
+    pipe.ask(images[0], "what colour?", max_new_tokens=6, on_token=lambda s, ids, done: streamed.append(int(ids[0])))
+    assert streamed == both.token_ids[0][: len(streamed)]
+
+
+def test_write_and_sampling_reproducible(pipe):
+    a = pipe.write("once upon a time", max_new_tokens=8, temperature=1.0, top_k=20, seed=3)
+    b = pipe.write("once upon a time", max_new_tokens=8, temperature=1.0, top_k=20, seed=3)
+    assert a.token_ids == b.token_ids and len(a.token_ids[0]) == 8
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_inference_steps": 0}, "num_inference_steps"),
+    ({"guidance_scale": -1.0}, "guidance_scale"),
+    ({"num_images_per_prompt": 0}, "num_images_per_prompt"),
+    ({"seed": -4}, "seed"),
+])
+def test_bad_numbers_are_input_errors(pipe, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        pipe.text_to_image("a cube", **kwargs)
+
+
+def test_empty_and_long_prompts(pipe):
+    with pytest.raises(InputError, match="empty prompt"):
+        pipe.text_to_image("   ")
+    with pytest.warns(ShowoWarning, match="only the first"):
+        pipe.text_to_image("x" * 100, num_inference_steps=2)
+
+
+def test_save_and_load_pipeline_directory(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    again = ShowoPipeline.from_pretrained(tmp_path / "p")
+    a = pipe.text_to_image("a cube", num_inference_steps=3, seed=5)
+    b = again.text_to_image("a cube", num_inference_steps=3, seed=5)
+    assert torch.equal(a.codes, b.codes)
+    assert again.tokenizer.vocab == pipe.tokenizer.vocab
