@@ -51,12 +51,17 @@ def maskgit_generate(
     generator: torch.Generator | None = None,
     reuse_prefix: bool = True,
     callback: Callable[[MaskGITStep], None] | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill the masked image slots of t2i-layout sequences; return all N codes per row ([B, N], 0..K-1).
 
     input_ids: [B, L] `[pads, <t2i>, bos, text, eos, <soi>, N image ids (mask id where unknown), <eoi>]`.
     uncond_input_ids: the same layout built on an empty prompt; used when `guidance_scale > 0` with the
     official formula `(1 + g) * cond - g * uncond` (the unconditional branch sees the current image tokens).
+    The image block must be the last N + 2 positions; everything before it is the cacheable prefix, which
+    must not attend to the image block. attention_mask: boolean [B (2B with guidance), 1, L, L]; default the
+    official t2i omni-attention mask of the sequences (other layouts, e.g. interleaved text and images,
+    pass their own).
     """
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
@@ -68,7 +73,9 @@ def maskgit_generate(
     prefix = length - n - 2  # text region: everything before <soi>
     guided = uncond_input_ids is not None and guidance_scale > 0
     rows = torch.cat([ids, uncond_input_ids]) if guided else ids
-    mask = t2i_mask(rows, vocab, rm_pad_in_image=True)
+    mask = t2i_mask(rows, vocab, rm_pad_in_image=True) if attention_mask is None else attention_mask
+    if mask.shape != (rows.shape[0], 1, length, length):
+        raise ValueError(f"attention_mask must be [{rows.shape[0]}, 1, {length}, {length}], got {tuple(mask.shape)}")
 
     cache = None
     if reuse_prefix:
