@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from ..prompting.sequences import IGNORE_INDEX
 
 
 @dataclass

@@ -91,19 +91,24 @@ class Showo(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json + pytorch_model.safetensors atomically (a temp dir renamed into place)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
-        if directory.exists():
-            old = directory.with_name(directory.name + ".old")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            _rmtree(old)
-        else:
-            os.replace(tmp, directory)
+        save_showo(directory, self.config, self.state_dict())
+
+
+def save_showo(directory: str | Path, config: ShowoConfig, state: dict[str, torch.Tensor]) -> None:
+    """Write a Show-o checkpoint directory from a state dict (also used for gathered FSDP weights)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if directory.exists():
+        old = directory.with_name(directory.name + ".old")
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        _rmtree(old)
+    else:
+        os.replace(tmp, directory)
 
 
 def _rmtree(path: Path) -> None:

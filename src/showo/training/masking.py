@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-IGNORE_INDEX = -100  # label of positions that do not contribute to the loss
+from ..prompting.sequences import IGNORE_INDEX  # label of positions that do not contribute to the loss
 
 
 def mask_image_tokens(image_ids: torch.Tensor, mask_id: int, schedule: Callable[[torch.Tensor], torch.Tensor],

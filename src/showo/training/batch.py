@@ -1,0 +1,103 @@
+"""Training batches: the objectives' rows as token sequences, omni-attention masks and targets.
+
+A `Part` is rows of one objective sharing one sequence length. Targets come in two kinds: `here` (masked
+image tokens predicted at their own position, unshifted, as the official t2i loss) and `next` (next-token
+prediction, already shifted: `next[:, i]` is what position i must predict). Interleaved rows use both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..prompting.masks import lm_mask, mmu_mask, t2i_mask
+from ..prompting.sequences import IGNORE_INDEX, lm_sequence, mmu_sequence, t2i_sequence
+from ..prompting.vocab import Vocabulary
+from ..sampling.schedules import get_mask_schedule
+from .config import MixConfig
+from .masking import mask_image_tokens
+
+
+@dataclass
+class Part:
+    name: str
+    ids: torch.Tensor  # [B, L]
+    mask: torch.Tensor  # [B, 1, L, L] bool, True = may attend
+    here: torch.Tensor | None = None  # [B, L] targets at their own position
+    next: torch.Tensor | None = None  # [B, L] targets of the following position
+
+    def to(self, device) -> "Part":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Part(self.name, move(self.ids), move(self.mask), move(self.here), move(self.next))
+
+    def num_targets(self) -> int:
+        return sum(int((t != IGNORE_INDEX).sum()) for t in (self.here, self.next) if t is not None)
+
+
+def shift_left(labels: torch.Tensor) -> torch.Tensor:
+    """Next-token targets from unshifted labels: position i predicts labels[i + 1]; the last predicts nothing."""
+    out = torch.full_like(labels, IGNORE_INDEX)
+    out[:, :-1] = labels[:, 1:]
+    return out
+
+
+def t2i_part(vocab: Vocabulary, text_ids: Sequence[Sequence[int]], codes: torch.Tensor, max_text_len: int,
+             mix: MixConfig, generator: torch.Generator | None = None) -> tuple[Part, torch.Tensor]:
+    """Masked image modelling rows (with condition dropout); also returns the sampled mask ratios [B]."""
+    image_in, image_labels, ratio = mask_image_tokens(vocab.codes_to_ids(codes), vocab.mask,
+                                                      get_mask_schedule(mix.mask_schedule), mix.min_masking_rate,
+                                                      generator)
+    ids, labels = t2i_sequence(vocab, text_ids, image_in, image_labels, max_text_len,
+                               cond_dropout_prob=mix.cond_dropout_prob, generator=generator)
+    here = labels.clone()
+    here[:, : max_text_len + 1] = IGNORE_INDEX  # the official t2i loss starts at <soi>
+    return Part("t2i", ids, t2i_mask(ids, vocab, rm_pad_in_image=True), here=here), ratio
+
+
+def lm_part(vocab: Vocabulary, text_ids: Sequence[Sequence[int]], max_len: int) -> Part:
+    ids, labels = lm_sequence(vocab, text_ids, max_len)
+    return Part("lm", ids, lm_mask(ids, vocab), next=shift_left(labels))
+
+
+def mmu_part(vocab: Vocabulary, codes: torch.Tensor, text_ids: Sequence[Sequence[int]], max_text_len: int) -> Part:
+    """Understanding rows `[<mmu>, <soi>, image, <eoi>, bos, text, eos, pads]`; text targets only."""
+    ids, labels = mmu_sequence(vocab, vocab.codes_to_ids(codes), text_ids, max_text_len)
+    return Part("mmu", ids, mmu_mask(ids, vocab, per_row=True), next=shift_left(labels))
+
+
+def group_by_length(parts: Sequence[Part]) -> list[list[Part]]:
+    """Non-empty parts grouped by sequence length: each group is one forward pass (the official t2i|lm|mmu
+    batch is one group because all three share the t2i length)."""
+    groups: dict[int, list[Part]] = {}
+    for p in parts:
+        if p.ids.shape[0]:
+            groups.setdefault(p.ids.shape[1], []).append(p)
+    return list(groups.values())
+
+
+def cat_parts(parts: Sequence[Part]) -> Part:
+    """Rows of one objective built separately (e.g. one per row, each with its own seed), as one part."""
+    if len({p.name for p in parts}) != 1 or len({p.ids.shape[1] for p in parts}) != 1:
+        raise ValueError("cat_parts needs parts of one objective and one length")
+
+    def cat(attr: str) -> torch.Tensor | None:
+        ts = [getattr(p, attr) for p in parts]
+        return None if all(t is None for t in ts) else torch.cat(
+            [t if t is not None else torch.full_like(p.ids, IGNORE_INDEX) for t, p in zip(ts, parts)])
+
+    return Part(parts[0].name, cat("ids"), cat("mask"), cat("here"), cat("next"))
+
+
+def row_generator(seed: int, step: int, kind: str, index: int) -> torch.Generator:
+    """A generator determined by (seed, step, objective, global row index) alone: the rows of a step are the
+    same whether one process or many build them, and resuming at a step needs no saved random state."""
+    salt = {"t2i": 1, "lm": 2, "mmu": 3, "story": 4}.get(kind, 9)
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 10 + salt) * 1_000_033 + index)
+
+
+def local_rows(global_rows: int, rank: int, world_size: int) -> range:
+    """The global row indices a rank builds: a contiguous block (ranks get equal shares when divisible)."""
+    per, extra = divmod(global_rows, world_size)
+    start = rank * per + min(rank, extra)
+    return range(start, start + per + (1 if rank < extra else 0))

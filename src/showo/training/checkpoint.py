@@ -1,0 +1,85 @@
+"""Training checkpoints: weights, optimizer, scheduler, step and random state, written atomically.
+
+Layout: `<output_dir>/checkpoint-<step>/` holding `model/` (a normal Show-o directory, usable for inference),
+`optimizer.pt`, `rng.pt` and `trainer.json`; `<output_dir>/latest` names the newest complete checkpoint. A
+checkpoint is written into a temporary directory and renamed, and `latest` is replaced atomically afterwards,
+so a kill at any moment leaves the previous checkpoint as "latest". Optimizer and RNG files hold tensors and
+plain containers only and are read back with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
+
+from ..checkpoints import read_state_dict
+from ..errors import CheckpointError
+from ..model import Showo
+from ..model.showo import save_showo
+
+LATEST = "latest"
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _write_atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module, showo: Showo, optimizer, scheduler,
+                    extra: dict, is_main: bool, keep: int = 2) -> Path | None:
+    """Collective (every rank calls it: FSDP gathers full tensors); rank 0 writes. Returns the directory."""
+    model_state = get_model_state_dict(model, options=_FULL)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
+    if not is_main:
+        return None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name = f"checkpoint-{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=output_dir))
+    save_showo(tmp / "model", showo.config, model_state)
+    torch.save(optim_state, tmp / "optimizer.pt")
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    (tmp / "trainer.json").write_text(json.dumps({"step": step, "scheduler": scheduler.state_dict(), **extra},
+                                                 indent=2))
+    final = output_dir / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_atomic_text(output_dir / LATEST, name + "\n")
+    for old in sorted(output_dir.glob("checkpoint-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    pointer = output_dir / LATEST
+    if not pointer.is_file():
+        return None
+    path = output_dir / pointer.read_text().strip()
+    if not (path / "trainer.json").is_file():
+        raise CheckpointError(f"{pointer} names {path.name}, which is incomplete or missing")
+    return path
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and RNG state in place; returns trainer.json (incl. `step`)."""
+    meta = json.loads((path / "trainer.json").read_text())
+    state = read_state_dict(path / "model" / "pytorch_model.safetensors")
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
+    scheduler.load_state_dict(meta["scheduler"])
+    rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    return meta

@@ -1,0 +1,110 @@
+"""Training configuration as typed dataclasses, read from and written to YAML."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to `min_lr_ratio * lr` (the official schedule decays to 0)."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping (official default)
+    official_decay_groups: bool = False  # official: only biases skip weight decay; ours: biases, norms, embeddings
+
+
+@dataclass
+class MixConfig:
+    """Rows per step of each objective (global batch, split across ranks) and loss coefficients."""
+
+    t2i: int = 8
+    lm: int = 2
+    mmu: int = 8
+    story: int = 0
+    cond_dropout_prob: float = 0.1
+    mask_schedule: str = "cosine"
+    min_masking_rate: float = 0.0
+    t2i_coeff: float = 1.0
+    lm_coeff: float = 0.1
+    mmu_coeff: float = 1.0
+    story_coeff: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/showo"
+    seed: int = 0
+    max_steps: int = 1000
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; master weights stay fp32)
+    gradient_checkpointing: bool = False
+    distributed: str = "auto"  # "auto" (DDP when launched by torchrun), "ddp", "fsdp", "none"
+    log_every: int = 10
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.optim, dict):
+            self.optim = _build(OptimConfig, self.optim, "optim")
+        if isinstance(self.mix, dict):
+            self.mix = _build(MixConfig, self.mix, "mix")
+        self.optim.betas = tuple(self.optim.betas)
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.distributed not in ("auto", "ddp", "fsdp", "none"):
+            raise ConfigError(f"distributed must be auto, ddp, fsdp or none, got {self.distributed!r}")
+        for name in ("max_steps", "log_every", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.optim.lr <= 0 or self.optim.warmup_steps < 0:
+            raise ConfigError("optim.lr must be > 0 and optim.warmup_steps >= 0")
+        m = self.mix
+        if min(m.t2i, m.lm, m.mmu, m.story) < 0 or m.t2i + m.lm + m.mmu + m.story == 0:
+            raise ConfigError("mix: row counts must be >= 0 and not all zero")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["optim"]["betas"] = list(self.optim.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return _build(cls, d, "train config")
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping")
+        return cls.from_dict(data)
+
+
+def _build(cls, d: dict, what: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} keys: {', '.join(unknown)}")
+    try:
+        return cls(**d)
+    except TypeError as e:
+        raise ConfigError(f"bad {what}: {e}") from None

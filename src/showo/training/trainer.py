@@ -1,0 +1,174 @@
+"""The Show-o training loop: mixed objectives, AdamW + warmup/cosine, clipping, bf16 autocast, gradient
+checkpointing, DDP/FSDP2 under torchrun, atomic checkpoints and exact resume.
+
+Data comes from a `BatchSource`, which builds the rows of a step from (step, row index) alone; so the same
+global batch is produced whatever the number of processes, and resuming needs only the step number. Losses
+are sums over targets divided by the *global* number of targets of each objective, so that a run on W
+processes computes the same losses and updates as one process on the same global batch.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ..model import Showo
+from ..prompting.sequences import IGNORE_INDEX
+from .batch import Part, group_by_length
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, wrap
+from .optim import build_optimizer
+
+OBJECTIVES = ("t2i", "lm", "mmu", "story")
+
+
+class BatchSource(Protocol):
+    def parts(self, step: int, rank: int, world_size: int) -> list[Part]:
+        """This rank's share of the rows of global step `step`."""
+
+
+def _ce_sum(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    if targets is None:
+        return logits.new_zeros(())
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+                           reduction="sum")
+
+
+class Trainer:
+    def __init__(self, model: Showo, source: BatchSource, config: TrainConfig, device: str | torch.device = "cpu",
+                 on_log: Callable[[dict], None] | None = None):
+        self.cfg, self.source, self.showo = config, source, model
+        self.device = torch.device(device)
+        self.dist: DistInfo = init_from_env(self.device)
+        self.output_dir = Path(config.output_dir)
+        model.to(self.device).train()
+        model.set_gradient_checkpointing(config.gradient_checkpointing)
+        mode = "ddp" if config.distributed == "auto" else config.distributed
+        self.model = wrap(model, mode, self.dist)
+        self.optimizer, self.scheduler = build_optimizer(self.model, config.optim, config.max_steps)
+        self.step = 0
+        self.on_log = on_log
+        self.coeff = {"t2i": config.mix.t2i_coeff, "lm": config.mix.lm_coeff, "mmu": config.mix.mmu_coeff,
+                      "story": config.mix.story_coeff}
+
+    def resume(self) -> bool:
+        """Continue from `<output_dir>/latest` if it exists (weights, optimizer, scheduler, RNG, step)."""
+        path = latest_checkpoint(self.output_dir)
+        if path is None:
+            return False
+        self.step = load_checkpoint(path, self.model, self.optimizer, self.scheduler)["step"]
+        return True
+
+    def _autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self) -> dict:
+        """One optimizer step on the global batch of `self.step`; returns global losses and stats."""
+        parts = [p.to(self.device) for p in self.source.parts(self.step, self.dist.rank, self.dist.world_size)]
+        counts = torch.zeros(len(OBJECTIVES), dtype=torch.float64)
+        for p in parts:
+            counts[OBJECTIVES.index(p.name)] += p.num_targets()
+        counts = all_reduce_sum(counts, self.dist)
+        present = [k for k, c in zip(OBJECTIVES, counts) if c > 0]
+        counts = counts.clamp(min=1)
+        sums = {}
+        total = torch.zeros((), device=self.device)
+        for group in group_by_length(parts):
+            with self._autocast():
+                logits = self.model(torch.cat([p.ids for p in group]), attention_mask=torch.cat([p.mask for p in group]))
+            row = 0
+            for p in group:
+                lg = logits[row: row + p.ids.shape[0]]
+                row += p.ids.shape[0]
+                s = _ce_sum(lg, p.here) + _ce_sum(lg, p.next)
+                norm = float(counts[OBJECTIVES.index(p.name)])
+                sums[p.name] = sums.get(p.name, 0.0) + s.detach() / norm
+                total = total + self.coeff[p.name] * s / norm
+        # DDP/FSDP average gradients over ranks; our losses are already global sums, so undo the averaging.
+        (total * self.dist.world_size).backward()
+        grad_norm = None
+        if self.cfg.optim.grad_clip is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        losses = torch.stack([torch.as_tensor(sums.get(k, 0.0), dtype=torch.float64).cpu() for k in OBJECTIVES])
+        losses = all_reduce_sum(losses, self.dist)
+        out = {"step": self.step, "lr": lr, "grad_norm": grad_norm,
+               "tokens": int(sum(p.ids.numel() for p in parts)) * self.dist.world_size}
+        out.update({f"loss_{k}": float(v) for k, v in zip(OBJECTIVES, losses) if k in present})
+        out["loss"] = sum(self.coeff[k] * out.get(f"loss_{k}", 0.0) for k in OBJECTIVES)
+        return out
+
+    def save(self) -> None:
+        save_checkpoint(self.output_dir, self.step, self.model, self.showo, self.optimizer, self.scheduler,
+                        {"config": self.cfg.to_dict()}, self.dist.is_main, self.cfg.keep_checkpoints)
+        barrier(self.dist)
+
+    def train(self, progress: bool = True) -> list[dict]:
+        """Run to `max_steps` (from the resumed step); log every `log_every`, save every `save_every` and at the end."""
+        history: list[dict] = []
+        writer = self._tensorboard()
+        log_file = None
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.cfg.to_yaml(self.output_dir / "config.yaml")
+            log_file = open(self.output_dir / "metrics.jsonl", "a")
+        bar = None
+        if progress and self.dist.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        t0, tokens = time.perf_counter(), 0
+        try:
+            while self.step < self.cfg.max_steps:
+                m = self.train_step()
+                tokens += m["tokens"]
+                history.append(m)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
+                    elapsed = time.perf_counter() - t0
+                    m["tokens_per_s"] = tokens / max(elapsed, 1e-9)
+                    t0, tokens = time.perf_counter(), 0
+                    if log_file is not None:
+                        log_file.write(json.dumps(m) + "\n")
+                        log_file.flush()
+                    if writer is not None:
+                        for k, v in m.items():
+                            if isinstance(v, (int, float)) and k != "step":
+                                writer.add_scalar(k, v, self.step)
+                    if self.on_log is not None and self.dist.is_main:
+                        self.on_log(m)
+                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps:
+                    self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            if log_file is not None:
+                log_file.close()
+            if writer is not None:
+                writer.close()
+        return history
+
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.dist.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from ..errors import ConfigError
+
+            raise ConfigError("tensorboard logging needs the `tensorboard` package (pip install tensorboard)") from None
+        return SummaryWriter(str(self.output_dir / "tensorboard"))

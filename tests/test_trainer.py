@@ -1,0 +1,96 @@
+"""The training loop: losses fall, resume is exact, checkpoints are atomic, distributed runs match one process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from showo.model import Showo
+from showo.training.checkpoint import latest_checkpoint
+from showo.training.config import MixConfig, OptimConfig, TrainConfig
+from showo.training.trainer import Trainer
+from train_helpers import SyntheticSource, tiny_model
+
+MIX = MixConfig(t2i=4, lm=2, mmu=2)
+
+
+def _trainer(tmp, steps, seed=0, **kw):
+    model, vocab = tiny_model(seed)
+    cfg = TrainConfig(output_dir=str(tmp), max_steps=steps, mix=MIX, save_every=kw.pop("save_every", steps),
+                      optim=OptimConfig(lr=kw.pop("lr", 3e-3), warmup_steps=1), **kw)
+    return Trainer(model, SyntheticSource(vocab, 8, 4, MIX), cfg)
+
+
+def test_losses_fall(tmp_path):
+    history = _trainer(tmp_path, 40).train(progress=False)
+    first, last = history[0], history[-1]
+    assert {"loss_t2i", "loss_lm", "loss_mmu"} <= first.keys()
+    assert last["loss"] < 0.6 * first["loss"], (first["loss"], last["loss"])
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") >= 4
+    model = Showo.from_pretrained(latest_checkpoint(tmp_path) / "model")  # checkpoints are inference-ready
+    assert model.config.num_vq_tokens == 4
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = _trainer(tmp_path / "a", 6)
+    full = straight.train(progress=False)
+    part = _trainer(tmp_path / "b", 6)
+    for _ in range(3):
+        part.train_step()
+    part.save()
+    resumed = _trainer(tmp_path / "b", 6, seed=1)  # different init: everything must come from the checkpoint
+    assert resumed.resume() and resumed.step == 3
+    rest = resumed.train(progress=False)
+    assert [m["loss"] for m in rest] == [m["loss"] for m in full[3:]]
+    for (k, a), b in zip(straight.showo.state_dict().items(), resumed.showo.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    t = _trainer(tmp_path, 4, save_every=2)
+    t.train_step(); t.train_step()
+    t.save()
+    t.train_step(); t.train_step()
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        raise KeyboardInterrupt("killed mid-checkpoint")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        t.save()
+    monkeypatch.setattr(torch, "save", real_save)
+    assert latest_checkpoint(tmp_path).name == "checkpoint-0000002"
+    resumed = _trainer(tmp_path, 4)
+    assert resumed.resume() and resumed.step == 2
+
+
+def test_gradient_checkpointing_and_bf16(tmp_path):
+    plain = _trainer(tmp_path / "p", 2).train_step()
+    ckpt = _trainer(tmp_path / "c", 2, gradient_checkpointing=True).train_step()
+    assert ckpt["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    assert ckpt["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4)
+    bf16 = _trainer(tmp_path / "b", 2, precision="bf16").train_step()
+    assert bf16["loss"] == pytest.approx(plain["loss"], rel=0.05)
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, mode):
+    steps = 3
+    single = _trainer(tmp_path / "single", steps).train(progress=False)
+    here = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(here / "dist_train_worker.py"), str(tmp_path / "dist"), mode, str(steps)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "dist" / "history.json").read_text())
+    assert result["world_size"] == 2
+    for a, b in zip(single, result["history"]):
+        for k in ("loss_t2i", "loss_lm", "loss_mmu", "loss"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), (k, a[k], b[k])
