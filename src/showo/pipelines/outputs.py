@@ -1,7 +1,11 @@
 """What the pipelines return: results plus the metadata needed to reproduce them."""
 from __future__ import annotations
 
+import base64
+import html
+import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -24,3 +28,52 @@ class TextOutput:
     texts: list[str]
     token_ids: list[list[int]]
     metadata: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class MixedOutput:
+    """Interleaved text and images in generation order, the whole token row, and its metadata."""
+
+    segments: list[str | Image.Image]
+    token_ids: list[int]  # the whole row: [<lvg>, bos, prompt..., generated...]
+    metadata: dict = field(default_factory=dict)
+
+    def _images(self) -> list[tuple[int, Image.Image]]:
+        return [(i, s) for i, s in enumerate(self.segments) if isinstance(s, Image.Image)]
+
+    def to_markdown(self, directory: str | Path, name: str = "mixed") -> Path:
+        """Write `<name>.md` with each image as `<name>_<k>.png` beside it; returns the .md path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        parts, k = [], 0
+        for s in self.segments:
+            if isinstance(s, Image.Image):
+                file = f"{name}_{k}.png"
+                s.save(directory / file)
+                parts.append(f"![image {k}]({file})")
+                k += 1
+            else:
+                parts.append(s.strip())
+        path = directory / f"{name}.md"
+        path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+        return path
+
+    def to_html(self, directory: str | Path, name: str = "mixed") -> Path:
+        """Write a self-contained `<name>.html` (images embedded as PNG data URIs); returns its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        body = []
+        for s in self.segments:
+            if isinstance(s, Image.Image):
+                buf = io.BytesIO()
+                s.save(buf, format="PNG")
+                data = base64.b64encode(buf.getvalue()).decode("ascii")
+                body.append(f'<img src="data:image/png;base64,{data}" alt="generated image">')
+            else:
+                body.append(f'<p style="white-space: pre-wrap">{html.escape(s.strip())}</p>')
+        title = html.escape(str(self.metadata.get("prompt", "Show-o mixed output")))
+        page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n"
+                + "\n".join(body) + "\n</body></html>\n")
+        path = directory / f"{name}.html"
+        path.write_text(page, encoding="utf-8")
+        return path

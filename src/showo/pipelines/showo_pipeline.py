@@ -23,8 +23,10 @@ from ..sampling.maskgit import MaskGITStep, maskgit_generate
 from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
+from .extrapolate import check_extrapolation, extend_canvas
 from .inputs import check_non_negative, check_positive, check_prompts, load_image, load_mask, warn
-from .outputs import ImageOutput, TextOutput
+from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
+from .outputs import ImageOutput, MixedOutput, TextOutput
 
 DEFAULT_VQ = "showlab/magvitv2"
 DEFAULT_TOKENIZER = "microsoft/phi-1_5"
@@ -188,6 +190,62 @@ class ShowoPipeline:
                            regenerated_tokens=int(grid.sum())) for i in range(num_images)]
         g = self.grid_size
         return ImageOutput(self.decode_codes(out), out.cpu(), (g, g), meta)
+
+    def extrapolate(self, image, prompts: str | list[str], directions: str | list[str], offset: int = 0,
+                    num_images: int = 1, num_inference_steps: int = 16, guidance_scale: float = 1.75,
+                    temperature: float = 1.0, schedule: str = "cosine", seed: int | None = None,
+                    generator: torch.Generator | None = None,
+                    callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
+        """Grow `image` beyond its borders, one direction (left/right/up/down) per step, each step adding
+        grid//2 + offset token columns/rows drawn from its prompt (one prompt per step, or one for all).
+        The image's own codes are kept exactly; the whole canvas is decoded as one image (see extrapolate.py)."""
+        g = self.grid_size
+        texts, dirs = check_extrapolation(check_prompts(prompts), directions, offset, g)
+        check_positive("num_images", num_images)
+        gen = self._generator(seed, generator)
+        canvas = self.encode_images([image]).cpu().reshape(1, g, g).repeat(num_images, 1, 1)
+        for text, direction in zip(texts, dirs):
+            fill = lambda ids, t=text: self._fill([t] * num_images, ids, num_inference_steps, guidance_scale,  # noqa: E731
+                                                  temperature, schedule, gen, callback, exact).cpu()
+            canvas = extend_canvas(canvas, direction, offset, g, self.vocab, fill)
+        h, w = canvas.shape[1:]
+        codes = canvas.reshape(num_images, -1)
+        meta = [self._meta("extrapolate", prompts=texts, directions=dirs, offset=offset, index=i, seed=seed,
+                           num_images=num_images, num_inference_steps=num_inference_steps,
+                           guidance_scale=guidance_scale, temperature=temperature, schedule=schedule, exact=exact)
+                for i in range(num_images)]
+        return ImageOutput(self.decode_codes(codes, (h, w)), codes, (h, w), meta)
+
+    def mixed(self, prompt: str, max_images: int = 4, max_new_tokens: int = 200, num_inference_steps: int = 16,
+              guidance_scale: float = 0.0, text_temperature: float = 0.0, image_temperature: float = 1.0,
+              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+              generator: torch.Generator | None = None, on_token=None,
+              callback: Callable[[MaskGITStep], None] | None = None,
+              force_image_every_sentence: bool = False) -> MixedOutput:
+        """Continue `prompt` with interleaved text and images: the model writes text and opens an image with
+        `<soi>`, which MaskGIT then fills (layout and stopping rules: pipelines/interleaved.py). With
+        `force_image_every_sentence`, an image follows every text that ends with '.', '!' or '?'."""
+        check_mixed(prompt, max_images, max_new_tokens, num_inference_steps, guidance_scale, text_temperature,
+                    image_temperature, top_k, top_p)
+        force = (lambda seg: ends_sentence(self.tokenizer.decode(seg))) if force_image_every_sentence else None
+        n = self.model.config.num_vq_tokens
+        result = generate_interleaved(
+            self.model, self.vocab, self.tokenizer.encode(prompt), n, max_images=max_images,
+            max_new_tokens=max_new_tokens, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            text_temperature=text_temperature, image_temperature=image_temperature, top_k=top_k, top_p=top_p,
+            generator=self._generator(seed, generator), on_token=on_token, callback=callback,
+            force_sentence_end=force)
+        parts = split_segments(result, self.vocab, n)
+        codes = [p for p in parts if isinstance(p, torch.Tensor)]
+        pictures = iter(self.decode_codes(torch.stack(codes)) if codes else [])
+        segments = [next(pictures) if isinstance(p, torch.Tensor) else self.tokenizer.decode(p) for p in parts]
+        meta = self._meta("mixed", prompt=prompt, seed=seed, max_images=max_images, max_new_tokens=max_new_tokens,
+                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          text_temperature=text_temperature, image_temperature=image_temperature, top_k=top_k,
+                          top_p=top_p, force_image_every_sentence=force_image_every_sentence,
+                          num_images=len(codes),
+                          prompt_length=result.prompt_length, stop_reason=result.stop_reason)
+        return MixedOutput(segments, result.ids, meta)
 
     # ---- understanding and text ----------------------------------------------------------------------------
 
