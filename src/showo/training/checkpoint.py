@@ -13,16 +13,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from ..checkpoints import read_state_dict
+from ..checkpoints import find_weights, read_state_dict
 from ..errors import CheckpointError
-from ..model import Showo
-from ..model.showo import save_showo
 
 LATEST = "latest"
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -37,9 +36,12 @@ def _write_atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module, showo: Showo, optimizer, scheduler,
+def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module,
+                    write_model: Callable[[Path, dict[str, torch.Tensor]], None], optimizer, scheduler,
                     extra: dict, is_main: bool, keep: int = 2) -> Path | None:
-    """Collective (every rank calls it: FSDP gathers full tensors); rank 0 writes. Returns the directory."""
+    """Collective (every rank calls it: FSDP gathers full tensors); rank 0 writes. Returns the directory.
+
+    `write_model(directory, full_state_dict)` writes the inference-ready weights (e.g. `save_showo`)."""
     model_state = get_model_state_dict(model, options=_FULL)
     optim_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
     if not is_main:
@@ -47,7 +49,7 @@ def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module, showo: 
     output_dir.mkdir(parents=True, exist_ok=True)
     name = f"checkpoint-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=output_dir))
-    save_showo(tmp / "model", showo.config, model_state)
+    write_model(tmp / "model", model_state)
     torch.save(optim_state, tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "trainer.json").write_text(json.dumps({"step": step, "scheduler": scheduler.state_dict(), **extra},
@@ -75,7 +77,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and RNG state in place; returns trainer.json (incl. `step`)."""
     meta = json.loads((path / "trainer.json").read_text())
-    state = read_state_dict(path / "model" / "pytorch_model.safetensors")
+    state = read_state_dict(find_weights(path / "model", ("pytorch_model.safetensors", "model.safetensors")))
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
     optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import Showo
+from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
 from .batch import Part, group_by_length
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -111,7 +112,8 @@ class Trainer:
         return out
 
     def save(self) -> None:
-        save_checkpoint(self.output_dir, self.step, self.model, self.showo, self.optimizer, self.scheduler,
+        write = lambda d, state: save_showo(d, self.showo.config, state)  # noqa: E731
+        save_checkpoint(self.output_dir, self.step, self.model, write, self.optimizer, self.scheduler,
                         {"config": self.cfg.to_dict()}, self.dist.is_main, self.cfg.keep_checkpoints)
         barrier(self.dist)
 
