@@ -86,7 +86,7 @@ class TokenizerTrainer:
             used = q.indices.unique().numel()
         loss, mse, l1 = loss.detach(), mse.detach(), l1.detach()
         return {"step": self.step, "loss": float(loss), "mse": float(mse), "l1": float(l1),
-                "quantizer": float(q.quantizer_loss), "entropy": float(q.entropy_loss),
+                "quantizer": float(q.quantizer_loss.detach()), "entropy": float(q.entropy_loss.detach()),
                 "psnr": float(psnr(x, recon.detach()).mean()), "codes_used": used, "lr": lr, "grad_norm": grad_norm}
 
     def save(self) -> None:
