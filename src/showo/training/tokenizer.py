@@ -36,6 +36,7 @@ class TokenizerTrainConfig:
     mse_weight: float = 1.0
     quantizer_weight: float = 1.0  # multiplies the LFQ commitment loss (already x0.1 inside, as official)
     entropy_weight: float = 1.0  # multiplies the LFQ entropy loss (already x0.1 inside)
+    precision: str = "fp32"  # "bf16": autocast the convolutions (2-3x faster on AMX CPUs); losses in fp32
     log_every: int = 50
     save_every: int = 500
     keep_checkpoints: int = 2
@@ -71,7 +72,9 @@ class TokenizerTrainer:
 
     def train_step(self) -> dict:
         x = self.images(self.step)
-        recon, q = self.model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            recon, q = self.model(x)
+        recon = recon.float()
         mse, l1 = F.mse_loss(recon, x), F.l1_loss(recon, x)
         c = self.cfg
         loss = c.mse_weight * mse + c.l1_weight * l1 + c.quantizer_weight * q.quantizer_loss + c.entropy_weight * q.entropy_loss
