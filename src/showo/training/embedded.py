@@ -1,0 +1,125 @@
+"""The recipe of the embedded default model: a small Show-o trained from scratch on the procedural world.
+
+Three stages, each resumable, each writing into one run directory:
+  1. text tokenizer: byte-level BPE on world text (seconds);
+  2. image tokenizer: MAGVIT-v2 (LFQ) on 64x64 world images;
+  3. Show-o: the joint objective (t2i, lm, mmu, interleaved stories) with the frozen tokenizers.
+`package` copies the result (weights stored in bfloat16) into the package as the embedded default.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..backbone import PhiConfig
+from ..data.dataset import WorldStream
+from ..data.world import WorldConfig
+from ..model import Showo, ShowoConfig
+from ..tokenizers.magvit import MagvitConfig, MagvitV2
+from ..tokenizers.text import TextTokenizer
+from .config import MixConfig, OptimConfig, TrainConfig
+from .text_tokenizer import train_bpe
+from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
+from .trainer import Trainer
+from .world_source import WorldBatchSource
+
+
+@dataclass
+class EmbeddedRecipe:
+    seed: int = 0
+    text_vocab_size: int = 1024
+    text_corpus_samples: int = 4000
+    magvit: MagvitConfig = field(default_factory=lambda: MagvitConfig(
+        encoder_ch=32, encoder_ch_mult=(1, 2, 2, 4), encoder_num_res_blocks=(1, 1, 1, 1),
+        decoder_ch=32, decoder_ch_mult=(1, 2, 2, 4), decoder_num_res_blocks=(1, 1, 1, 1),
+        z_channels=12, resolution=64))
+    tokenizer_train: TokenizerTrainConfig = field(default_factory=lambda: TokenizerTrainConfig(
+        max_steps=3000, batch_size=16, lr=2e-3, warmup_steps=100, precision="bf16", save_every=250))
+    hidden_size: int = 256
+    num_layers: int = 8
+    num_heads: int = 8
+    max_seq_length: int = 40
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=4000, precision="bf16", save_every=200, log_every=20,
+        optim=OptimConfig(lr=1e-3, warmup_steps=200, weight_decay=0.05, min_lr_ratio=0.05, grad_clip=1.0),
+        mix=MixConfig(t2i=16, lm=4, mmu=16, story=2, cond_dropout_prob=0.1, lm_coeff=0.2)))
+
+
+def world_texts(recipe: EmbeddedRecipe):
+    """Every kind of text the model will read or write: prompts, questions, answers, captions, stories."""
+    cfg = WorldConfig()
+    streams = {k: WorldStream.for_split("train", cfg, kind=k) for k in ("t2i", "mmu", "lm", "story")}
+    for i in range(recipe.text_corpus_samples):
+        yield streams["t2i"].sample(i)["prompt"]
+        m = streams["mmu"].sample(i)
+        yield f"USER: \n{m['question']} ASSISTANT: {m['answer']}"
+        yield streams["lm"].sample(i)["text"]
+        if i % 4 == 0:
+            yield " ".join(streams["story"].sample(i)["sentences"])
+
+
+def build_text_tokenizer(run: Path, recipe: EmbeddedRecipe) -> TextTokenizer:
+    out = run / "tokenizer"
+    codebook = 2 ** recipe.magvit.z_channels
+    if (out / "tokenizer.json").is_file():
+        return TextTokenizer.from_pretrained(out, codebook)
+    tok = train_bpe(world_texts(recipe), recipe.text_vocab_size, codebook)
+    tok.save_pretrained(out)
+    return tok
+
+
+def world_images(batch_size: int, config: WorldConfig | None = None):
+    """`images(step)`: a batch of train-split world images in [-1, 1], a function of the step only."""
+    stream = WorldStream.for_split("train", config or WorldConfig(), kind="t2i")
+    return lambda step: torch.stack([stream.sample(step * batch_size + i)["image"] for i in range(batch_size)])
+
+
+def train_image_tokenizer(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> MagvitV2:
+    torch.manual_seed(recipe.seed)
+    cfg = recipe.tokenizer_train
+    cfg.output_dir = str(run / "magvit-train")
+    trainer = TokenizerTrainer(MagvitV2(recipe.magvit), world_images(cfg.batch_size), cfg)
+    trainer.resume()
+    trainer.train(progress=progress)
+    trainer.model.eval().save_pretrained(run / "magvit")
+    return trainer.model
+
+
+def build_model(tok: TextTokenizer, recipe: EmbeddedRecipe, num_vq_tokens: int) -> Showo:
+    v = tok.vocab
+    llm = PhiConfig(vocab_size=v.size, hidden_size=recipe.hidden_size, intermediate_size=4 * recipe.hidden_size,
+                    num_hidden_layers=recipe.num_layers, num_attention_heads=recipe.num_heads,
+                    max_position_embeddings=1024)
+    cfg = ShowoConfig(vocab_size=v.size, llm_vocab_size=v.text_size, codebook_size=v.codebook_size,
+                      num_vq_tokens=num_vq_tokens, max_seq_length=recipe.max_seq_length,
+                      llm_model_path="showo-world", llm=llm)
+    torch.manual_seed(recipe.seed)
+    model = Showo(cfg)
+    for name, p in model.named_parameters():  # GPT-2 style init: N(0, 0.02) matrices, zero biases
+        if p.dim() == 2:
+            torch.nn.init.normal_(p, std=0.02)
+        elif name.endswith("bias"):
+            torch.nn.init.zeros_(p)
+    return model
+
+
+def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Showo:
+    tok = build_text_tokenizer(run, recipe)
+    vq = MagvitV2.from_pretrained(run / "magvit")
+    side = WorldConfig().image_size // vq.config.downsample_factor
+    model = build_model(tok, recipe, side * side)
+    cfg = recipe.train
+    cfg.output_dir = str(run / "showo-train")
+    source = WorldBatchSource(tok, vq, cfg.mix, recipe.max_seq_length, seed=recipe.seed)
+    trainer = Trainer(model, source, cfg)
+    trainer.resume()
+    trainer.train(progress=progress)
+    return model
+
+
+def corpus_stats(tok: TextTokenizer, recipe: EmbeddedRecipe, n: int = 200) -> dict:
+    lengths = [len(tok.encode(t)) for t in itertools.islice(world_texts(recipe), n)]
+    return {"max_tokens": max(lengths), "mean_tokens": sum(lengths) / len(lengths)}

@@ -1,0 +1,103 @@
+"""Training batches drawn from the procedural world (`showo.data`): the recipe of the embedded model.
+
+Row i of objective k at step s is world sample `s * rows_k + i` of the train split: it depends on (step, row)
+only, so any number of processes builds the same global batch and a resumed run sees the same data.
+Understanding rows supervise the answer only (the official captioning data also supervised the question
+prefix); the question uses the official inference prompt `USER: \\n{question} ASSISTANT:` with a bos.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.dataset import WorldStream
+from ..data.world import WorldConfig
+from ..prompting.interleaved import interleaved_mask, interleaved_sequence, mask_interleaved_images
+from ..prompting.masks import causal_mask
+from ..prompting.sequences import IGNORE_INDEX, mmu_question_text
+from ..sampling.schedules import get_mask_schedule
+from ..tokenizers.magvit import MagvitV2
+from ..tokenizers.text import TextTokenizer
+from .batch import Part, cat_parts, lm_part, local_rows, mmu_part, row_generator, shift_left, t2i_part
+from .config import MixConfig
+
+
+class WorldBatchSource:
+    def __init__(self, tokenizer: TextTokenizer, magvit: MagvitV2, mix: MixConfig, max_text_len: int,
+                 world: WorldConfig | None = None, seed: int = 0):
+        self.tok, self.vq, self.mix, self.t, self.seed = tokenizer, magvit.eval(), mix, max_text_len, seed
+        self.vocab = tokenizer.vocab
+        world = world or WorldConfig()
+        self.streams = {k: WorldStream.for_split("train", world, kind=k) for k in ("t2i", "mmu", "lm", "story")}
+        side = world.image_size // magvit.config.downsample_factor
+        self.n = side * side
+        self.seq_len = max_text_len + self.n + 3
+
+    @torch.no_grad()
+    def _codes(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vq.get_code(images)
+
+    def _samples(self, kind: str, step: int, rank: int, world_size: int) -> list[tuple[int, dict]]:
+        count = getattr(self.mix, kind)
+        return [(i, self.streams[kind].sample(step * count + i)) for i in local_rows(count, rank, world_size)]
+
+    def _t2i(self, step, rank, world_size) -> list[Part]:
+        rows = self._samples("t2i", step, rank, world_size)
+        if not rows:
+            return []
+        codes = self._codes(torch.stack([s["image"] for _, s in rows]))
+        return [cat_parts([t2i_part(self.vocab, [self.tok.encode(s["prompt"])], codes[j:j + 1], self.t, self.mix,
+                                    row_generator(self.seed, step, "t2i", i))[0]
+                           for j, (i, s) in enumerate(rows)])]
+
+    def _mmu(self, step, rank, world_size) -> list[Part]:
+        rows = self._samples("mmu", step, rank, world_size)
+        if not rows:
+            return []
+        codes = self._codes(torch.stack([s["image"] for _, s in rows]))
+        parts = []
+        for j, (_, s) in enumerate(rows):
+            question = self.tok.encode(mmu_question_text(s["question"]))
+            answer = self.tok.encode(" " + s["answer"])
+            part = mmu_part(self.vocab, codes[j:j + 1], [question + answer], self.t)
+            # Supervise the answer (and eos) only: position p predicts token p+1; the question ends at
+            # index n + 3 (bos) + len(question).
+            last_question = self.n + 3 + len(question)
+            part.next[:, : last_question] = IGNORE_INDEX
+            parts.append(part)
+        return [cat_parts(parts)]
+
+    def _lm(self, step, rank, world_size) -> list[Part]:
+        rows = self._samples("lm", step, rank, world_size)
+        return [cat_parts([lm_part(self.vocab, [self.tok.encode(s["text"])], self.seq_len) for _, s in rows])] if rows else []
+
+    def _story(self, step, rank, world_size) -> list[Part]:
+        """Interleaved rows, right padded to a common length (a multiple of 32): pads come after the content,
+        so causal attention keeps them invisible, and they are never targets."""
+        rows = self._samples("story", step, rank, world_size)
+        if not rows:
+            return []
+        schedule = get_mask_schedule(self.mix.mask_schedule)
+        built = []
+        for i, s in rows:
+            codes = self._codes(s["images"])
+            segments = []
+            for k, sentence in enumerate(s["sentences"]):
+                segments += [self.tok.encode((" " if k else "") + sentence), codes[k]]
+            row = interleaved_sequence(self.vocab, segments)
+            ids, here = mask_interleaved_images(row, self.vocab.mask, schedule, self.n, self.mix.min_masking_rate,
+                                                row_generator(self.seed, step, "story", i))
+            built.append((row, ids, here))
+        length = -(-max(ids.shape[0] for _, ids, _ in built) // 32) * 32
+        parts = []
+        for row, ids, here in built:
+            n, pad = ids.shape[0], length - ids.shape[0]
+            mask = causal_mask(length)
+            mask[:n, :n] = interleaved_mask(row.ids, self.vocab)
+            fill = lambda t, v: torch.cat([t, torch.full((pad,), v, dtype=t.dtype)])[None]  # noqa: E731
+            parts.append(Part("story", fill(ids, self.vocab.pad), mask[None, None], here=fill(here, IGNORE_INDEX),
+                              next=shift_left(fill(row.text_labels, IGNORE_INDEX))))
+        return [cat_parts(parts)]
+
+    def parts(self, step: int, rank: int, world_size: int) -> list[Part]:
+        return [*self._t2i(step, rank, world_size), *self._lm(step, rank, world_size),
+                *self._mmu(step, rank, world_size), *self._story(step, rank, world_size)]

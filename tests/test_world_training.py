@@ -1,0 +1,45 @@
+"""The embedded model's recipe end to end at toy scale: world batches of every objective train."""
+import dataclasses
+
+import pytest
+import torch
+
+from showo.training.config import MixConfig, OptimConfig, TrainConfig
+from showo.training.embedded import EmbeddedRecipe, build_model
+from showo.training.text_tokenizer import train_bpe
+from showo.training.trainer import Trainer
+from showo.training.world_source import WorldBatchSource
+from showo.tokenizers.magvit import MagvitConfig, MagvitV2
+
+
+@pytest.fixture(scope="module")
+def parts():
+    recipe = EmbeddedRecipe(text_corpus_samples=40, hidden_size=32, num_layers=1, num_heads=2)
+    from showo.training.embedded import world_texts
+
+    tok = train_bpe(world_texts(recipe), 300, codebook_size=2 ** 6)
+    vq = MagvitV2(MagvitConfig(encoder_ch=32, encoder_ch_mult=(1, 1, 1, 1), encoder_num_res_blocks=(1, 1, 1, 1),
+                               decoder_ch=32, decoder_ch_mult=(1, 1, 1, 1), decoder_num_res_blocks=(1, 1, 1, 1),
+                               z_channels=6, resolution=64))
+    return recipe, tok, vq
+
+
+def test_world_batches_have_every_objective_and_train(parts, tmp_path):
+    recipe, tok, vq = parts
+    mix = MixConfig(t2i=2, lm=1, mmu=2, story=1)
+    source = WorldBatchSource(tok, vq, mix, recipe.max_seq_length)
+    batch = source.parts(0, 0, 1)
+    assert [p.name for p in batch] == ["t2i", "lm", "mmu", "story"]
+    t2i, lm, mmu, story = batch
+    assert t2i.ids.shape[1] == lm.ids.shape[1] == mmu.ids.shape[1] == recipe.max_seq_length + source.n + 3
+    assert story.ids.shape[1] % 32 == 0 and story.here is not None and story.next is not None
+    # understanding rows supervise only the answer: the decoded targets are the answer and eos
+    targets = mmu.next[0][mmu.next[0] != -100]
+    answer = tok.decode(targets.tolist())
+    assert answer and "ASSISTANT" not in answer and "USER" not in answer
+    assert [p.ids.tolist() for p in source.parts(3, 0, 1)] == [p.ids.tolist() for p in source.parts(3, 0, 1)]
+    model = build_model(tok, recipe, source.n)
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=3, mix=mix, optim=OptimConfig(lr=1e-3, warmup_steps=1))
+    history = Trainer(model, source, cfg).train(progress=False)
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in history)
+    assert {"loss_t2i", "loss_lm", "loss_mmu", "loss_story"} <= history[0].keys()
