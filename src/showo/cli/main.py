@@ -1,0 +1,56 @@
+"""`showo` entry point: parse, dispatch to the subcommand, and turn user errors into one line + exit code 2.
+
+User errors are `ShowoError`s (bad inputs, missing or incomplete models, unavailable devices) and usage errors
+from argparse: they print `showo: error: <problem>` on stderr, never a traceback. Any other exception is a bug
+and keeps its traceback. Exit codes: 0 success, 2 user error, 130 interrupted, 141 stdout closed early.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from typing import Sequence
+
+from ..errors import ShowoError
+from .parser import build_parser
+from .progress import Progress, one_line_warnings, say, stderr_is_tty
+
+EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 2, 130, 141
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `showo` with `argv` (default: the process arguments); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    progress: Progress | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        with one_line_warnings():
+            from .commands import COMMANDS, Context
+            from .models import model_spec
+
+            spec, note = model_spec(args)
+            seed_given = args.seed is not None
+            seed = args.seed if seed_given else secrets.randbelow(2 ** 31)
+            progress = Progress(enabled=not args.quiet and stderr_is_tty())
+            ctx = Context(args, argv, spec, note, seed, seed_given, progress)
+            return COMMANDS[args.command](ctx)
+    except SystemExit as e:  # --help and --version exit through argparse
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USER_ERROR)
+    except ShowoError as e:
+        if progress is not None:
+            progress.close()
+        say("error", str(e) or type(e).__name__)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        say("error", "interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (`showo ... | head`): stop quietly, like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""From --model/--vq/--tokenizer/--clip/--device/--dtype to a loaded `ShowoPipeline`.
+
+`DEFAULT_MODEL` is the one place that decides what runs without --model: today the tiny random model,
+announced on stderr; once the embedded trained model ships, point `DEFAULT_MODEL` at it and set
+`DEFAULT_MODEL_NOTE` to None.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ..errors import ConfigError
+
+TINY_RANDOM = "tiny-random"
+#: What runs when --model is not given (a path, hub id or TINY_RANDOM).
+DEFAULT_MODEL = TINY_RANDOM
+#: Said on stderr when DEFAULT_MODEL is used; None once the default is a real model.
+DEFAULT_MODEL_NOTE: str | None = ("the embedded Show-o model is not shipped yet; using a tiny RANDOM model "
+                                  "(--model tiny-random): images are noise and text is gibberish")
+TINY_NOTE = "--model tiny-random is a tiny RANDOMLY initialised model: images are noise and text is gibberish"
+
+
+@dataclass
+class ModelSpec:
+    """What to load, as resolved from the command line (recorded in every output's metadata)."""
+
+    model: str
+    vq: str | None
+    tokenizer: str | None
+    clip: str | None
+    device: str
+    dtype: str
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "vq": self.vq, "tokenizer": self.tokenizer, "clip": self.clip,
+                "device": self.device, "dtype": self.dtype}
+
+
+def resolve_device(name: str) -> str:
+    """A concrete torch device string for `name` (auto/cpu/cuda/cuda:N/mps); unavailable ones are errors."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+        index = int(name.split(":", 1)[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("--device mps: Apple MPS is not available on this machine (use --device cpu or auto)")
+    return name
+
+
+def model_spec(args) -> tuple[ModelSpec, str | None]:
+    """The model to load and the note to print about it (None when there is nothing to say)."""
+    if args.model is None:
+        model, note = DEFAULT_MODEL, DEFAULT_MODEL_NOTE
+    else:
+        model = args.model.strip()
+        if not model:
+            raise ConfigError("--model is empty")
+        note = TINY_NOTE if model == TINY_RANDOM else None
+    if model == TINY_RANDOM:
+        given = [flag for flag in ("vq", "tokenizer", "clip") if getattr(args, flag) is not None]
+        if given:
+            raise ConfigError(f"--{', --'.join(given)} cannot be used with the tiny random model (it brings its "
+                              f"own image and text tokenizers); give a real --model")
+    return ModelSpec(model, args.vq, args.tokenizer, args.clip, resolve_device(args.device), args.dtype), note
+
+
+def load_pipeline(spec: ModelSpec):
+    """The `ShowoPipeline` of `spec` on its device and dtype."""
+    import torch
+
+    from ..pipelines import ShowoPipeline
+
+    dtype = getattr(torch, spec.dtype)
+    if spec.model == TINY_RANDOM:
+        from ..tiny import tiny_random_pipeline
+
+        pipe = tiny_random_pipeline(seed=0)
+        return pipe.to(device=spec.device, dtype=dtype)
+    return ShowoPipeline.from_pretrained(spec.model, vq=spec.vq, tokenizer=spec.tokenizer, clip=spec.clip,
+                                         dtype=dtype, device=spec.device)

@@ -1,0 +1,173 @@
+"""Rendering results to files and writing them atomically.
+
+Everything is rendered in memory first (`Files`), and only written once the whole command has succeeded; each
+file goes to a temporary name in the target directory and is renamed into place with `os.replace`, so a
+reader never sees half a file and a failed command leaves nothing behind.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+from PIL import Image
+
+from ..errors import ShowoError
+
+
+class OutputError(ShowoError):
+    """The results could not be written (the --out directory is a file, not writable, the disk is full...)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and `os.replace`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The PNG encoding of `image` (deterministic: no timestamps, no metadata chunks)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def json_bytes(data) -> bytes:
+    """Indented UTF-8 JSON with every flat list of numbers (codes, token ids) kept on one line."""
+    flat: dict[str, str] = {}
+    tag = secrets.token_hex(8)  # placeholders no user text can contain by chance
+
+    def pack(value):
+        if isinstance(value, dict):
+            return {k: pack(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                key = f"\x00{tag}:{len(flat)}\x00"
+                flat[key] = json.dumps(list(value))
+                return key
+            return [pack(v) for v in value]
+        return value
+
+    text = json.dumps(pack(data), indent=2, ensure_ascii=False, default=_jsonable)
+    for key, compact in flat.items():
+        text = text.replace(json.dumps(key), compact, 1)
+    return (text + "\n").encode("utf-8")
+
+
+def _jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # tensors, numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A short file-name-safe form of `text` ('A red cube!' -> 'a-red-cube')."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].rstrip("-") or "image"
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an --out that cannot be a directory, before any work is done (nothing is created here)."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"--out {out}: {parent} exists and is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise OutputError(f"--out {out}: {parent} is not writable")
+            return
+
+
+class Files:
+    """The files of one command's result, kept in memory until `write`."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.items: list[tuple[str, bytes]] = []
+
+    def add(self, name: str, data: bytes) -> Path:
+        if any(n == name for n, _ in self.items):
+            raise ValueError(f"two outputs named {name}")
+        self.items.append((name, data))
+        return self.out / name
+
+    def write(self) -> list[Path]:
+        """Create the directory and write every file atomically (in the order added)."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for name, data in self.items:
+                atomic_write(self.out / name, data)
+                paths.append(self.out / name)
+            return paths
+        except OSError as e:
+            raise OutputError(f"cannot write the results to {self.out}: {e.strerror or e}") from None
+
+
+def add_images(files: Files, images: list[Image.Image], records: list[dict], stems: list[str]) -> list[Path]:
+    """Each image as `<stem>.png` with its record as `<stem>.json` (which also names the PNG)."""
+    paths = []
+    for image, record, stem in zip(images, records, stems):
+        record = {"image": f"{stem}.png", **record}
+        paths.append(files.add(f"{stem}.png", png_bytes(image)))
+        files.add(f"{stem}.json", json_bytes(record))
+    return paths
+
+
+GALLERY_KEYS = ("directions", "offset", "seed", "num_inference_steps", "guidance_scale", "temperature", "schedule",
+                "index", "regenerated_tokens")
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
+code{background:#eee;padding:.1em .3em;word-break:break-all}
+.grid{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0;background:#fff;border:1px solid #ddd;padding:.6em;width:272px}
+figure img{width:256px;height:256px;object-fit:contain;image-rendering:pixelated;background:#eee}
+figcaption{font-size:.85em}figcaption p{font-weight:600;margin:.3em 0}
+table{border-collapse:collapse;font-size:.85em}td{padding:0 .5em 0 0;vertical-align:top}"""
+
+
+def gallery_html(title: str, command_line: str, entries: list[tuple[str, dict]]) -> bytes:
+    """An index.html showing every image with its prompt and parameters (all user text escaped)."""
+    e = html.escape
+    figures = []
+    for name, record in entries:
+        rows = "".join(f"<tr><td>{e(k)}</td><td>{e(_short(record[k]))}</td></tr>" for k in GALLERY_KEYS if k in record)
+        prompt = str(record.get("prompt") or " | ".join(map(str, record.get("prompts", []))))
+        figures.append(
+            f'<figure><a href="{e(quote(name))}"><img src="{e(quote(name))}" alt="{e(prompt or name)}">'
+            f'</a><figcaption><p>{e(prompt)}</p><table>{rows}</table>'
+            f'<a href="{e(quote(Path(name).stem + ".json"))}">parameters</a></figcaption></figure>')
+    page = (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{e(title)}</title><style>{_STYLE}</style>'
+            f'</head><body><h1>{e(title)}</h1><p><code>{e(command_line)}</code></p>'
+            f'<div class="grid">{"".join(figures)}</div></body></html>\n')
+    return page.encode("utf-8")
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=_jsonable) if not isinstance(value, str) else value
+    return text if len(text) <= 120 else text[:117] + "..."

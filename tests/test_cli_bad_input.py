@@ -1,0 +1,205 @@
+"""Every user error of the `showo` command line: exit code 2, exactly one `showo: error: ...` line on stderr,
+no traceback, and nothing written (the --out directory is never created)."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from showo.cli.main import main
+from showo.tiny import tiny_random_pipeline
+
+FAST = ["--model", "tiny-random", "--device", "cpu", "--steps", "2"]
+TEXT = ["--model", "tiny-random", "--device", "cpu", "--max-new-tokens", "4"]
+
+
+def fails(capsys, tmp_path: Path, *argv: str, match: str = "") -> str:
+    """Run `showo argv --out <tmp>/out`; assert a clean user error and return its message."""
+    out_dir = tmp_path / "out"
+    code = main([*argv, "--out", str(out_dir)])
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("showo: error:")]
+    assert code == 2, (argv, err)
+    assert len(errors) == 1, err
+    assert all(line.startswith("showo: ") for line in err.splitlines()), err  # notes at most, no traceback
+    assert "Traceback" not in err and out == ""
+    assert not out_dir.exists()
+    assert match.lower() in errors[0].lower(), errors[0]
+    return errors[0]
+
+
+def png_header(width: int, height: int, bit_depth: int = 1, color_type: int = 0) -> bytes:
+    """A PNG that declares `width`x`height` pixels but carries almost no data (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def picture(tmp_path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (32, 24), (120, 30, 200)).save(path)
+    return path
+
+
+def _bad_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.png"
+    good = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(good, format="PNG")
+    data = {"empty": b"", "corrupt": b"\x89PNG\r\n\x1a\n" + os.urandom(200), "truncated": good.getvalue()[:60],
+            "text": b"just some text, not an image\n", "bomb": png_header(20000, 20000)}[kind]
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("kind, match", [("empty", "empty file"), ("corrupt", ""), ("truncated", ""),
+                                         ("text", "not an image"), ("bomb", "too large")])
+def test_bad_image_files(capsys, tmp_path, kind, match):
+    bad = _bad_file(tmp_path, kind)
+    start = time.perf_counter()
+    fails(capsys, tmp_path, "caption", str(bad), *TEXT, match=match)
+    assert time.perf_counter() - start < 5
+    fails(capsys, tmp_path, "ask", str(bad), "what?", *TEXT, match=match)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8)).save(good)
+    fails(capsys, tmp_path, "inpaint", str(good), str(bad), "x", *FAST, match=match)
+    fails(capsys, tmp_path, "extrapolate", str(bad), "x", "--direction", "left", *FAST, match=match)
+
+
+def test_missing_image_and_empty_directory(capsys, tmp_path):
+    fails(capsys, tmp_path, "caption", str(tmp_path / "nope.png"), *TEXT, match="not found")
+    (tmp_path / "empty").mkdir()
+    fails(capsys, tmp_path, "ask", str(tmp_path / "empty"), "q?", *TEXT, match="no image files")
+
+
+def test_bomb_just_over_the_limit_is_refused(capsys, tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(png_header(9000, 9000, bit_depth=8))  # 81 Mpx: over the 64 Mpx limit, under 2x
+    fails(capsys, tmp_path, "caption", str(path), *TEXT, match="too large")
+
+
+def test_masks(capsys, tmp_path, picture):
+    Image.new("L", (32, 24), 0).save(tmp_path / "black.png")
+    fails(capsys, tmp_path, "inpaint", str(picture), str(tmp_path / "black.png"), "x", *FAST, match="all black")
+    tiny = Image.new("L", (32, 24), 0)
+    tiny.putpixel((0, 0), 255)  # white, but not enough to cover one token after reduction to the grid
+    tiny.save(tmp_path / "speck.png")
+    fails(capsys, tmp_path, "inpaint", str(picture), str(tmp_path / "speck.png"), "x", *FAST, match="selects nothing")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["generate", ""], "empty prompt"),
+    (["generate", "a cube", "   "], "empty prompt"),
+    (["write", "  "], "empty prompt"),
+    (["mixed", ""], "empty prompt"),
+    (["generate", "x", "--steps", "0"], "--steps"),
+    (["generate", "x", "--steps", "-3"], "--steps"),
+    (["generate", "x", "--steps", "two"], "--steps"),
+    (["generate", "x", "--guidance", "-1"], "--guidance"),
+    (["generate", "x", "--guidance", "nan"], "--guidance"),
+    (["generate", "x", "--temperature", "-0.5"], "--temperature"),
+    (["generate", "x", "-n", "0"], "--images-per-prompt"),
+    (["generate", "x", "--seed", "-1"], "--seed"),
+    (["generate", "x", "--schedule", "wobbly"], "schedule"),
+    (["generate", "x", "--dtype", "float8"], "--dtype"),
+    (["generate", "x", "--device", "tpu"], "--device"),
+    (["write", "x", "--top-p", "0"], "--top-p"),
+    (["write", "x", "--top-k", "0"], "--top-k"),
+    (["write", "x", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["mixed", "x", "--max-images", "0"], "--max-images"),
+    (["generate", "x", "--vq", "somewhere"], "tiny random"),
+    (["generate", "x", "--bogus"], "unrecognized arguments"),
+    (["paint", "x"], "invalid choice"),
+])
+def test_bad_options(capsys, tmp_path, argv, match):
+    base = [] if not argv or argv[0] == "paint" else ["--model", "tiny-random", "--device", "cpu"]
+    fails(capsys, tmp_path, *argv, *base, match=match)
+
+
+def test_no_command(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "showo: error: the following arguments are required: COMMAND (see 'showo --help')"]
+
+
+def test_unavailable_device(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    fails(capsys, tmp_path, "generate", "x", "--model", "tiny-random", "--device", "cuda", match="not available")
+
+
+def test_empty_question(capsys, tmp_path, picture):
+    fails(capsys, tmp_path, "ask", str(picture), "what?", " ", *TEXT, match="empty question")
+    fails(capsys, tmp_path, "caption", str(picture), "--question", "", *TEXT, match="empty question")
+
+
+def test_extrapolate_directions(capsys, tmp_path, picture):
+    fails(capsys, tmp_path, "extrapolate", str(picture), "x", "--direction", "sideways", *FAST,
+          match="unknown direction 'sideways'")
+    fails(capsys, tmp_path, "extrapolate", str(picture), "a", "b", "c", "--direction", "left", "up", *FAST,
+          match="3 prompts but 2 directions")
+    fails(capsys, tmp_path, "extrapolate", str(picture), "x", "--direction", "up", "--offset", "9", *FAST,
+          match="offset")
+    fails(capsys, tmp_path, "extrapolate", str(picture), "x", *FAST, match="--direction")
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("model")
+    tiny_random_pipeline(seed=0).save_pretrained(root / "pipe")
+    return root / "pipe"
+
+
+def test_missing_or_incomplete_model_directories(capsys, tmp_path, saved_model):
+    run = ["generate", "x", "--device", "cpu", "--steps", "2", "--model"]
+    fails(capsys, tmp_path, *run, str(tmp_path / "no-such-model"), match="not found")
+    (tmp_path / "empty").mkdir()
+    fails(capsys, tmp_path, *run, str(tmp_path / "empty"), match="no config.json")
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(saved_model, no_weights)
+    for weights in (no_weights / "showo").glob("*.safetensors"):
+        weights.unlink()
+    fails(capsys, tmp_path, *run, str(no_weights), match="no weights")
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_model, broken)
+    for weights in (broken / "showo").glob("*.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:100])
+    fails(capsys, tmp_path, *run, str(broken), match="safetensors")
+    fails(capsys, tmp_path, *run, str(saved_model / "showo" / "config.json"), match="directory")
+
+
+def test_out_is_a_file(capsys, tmp_path):
+    (tmp_path / "out").write_text("occupied")
+    code = main(["generate", "x", *FAST, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "showo: error: --out" in err and (tmp_path / "out").read_text() == "occupied"
+
+
+def test_subprocess_has_no_traceback(tmp_path):
+    """The real process: python -m showo.cli.main and the console script print one line and exit 2."""
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    out_dir = tmp_path / "o"
+    result = subprocess.run([sys.executable, "-m", "showo.cli.main", "generate", "", "--out", str(out_dir)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == ["showo: error: empty prompt"]
+    script = Path(sys.executable).with_name("showo")
+    if script.is_file():
+        (tmp_path / "bad.png").write_bytes(b"not a png")
+        result = subprocess.run([str(script), "caption", str(tmp_path / "bad.png"), "--out", str(out_dir)],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("showo: error:") and "Traceback" not in result.stderr
+    assert not out_dir.exists()
