@@ -24,6 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress: Progress | None = None
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "train":  # no model to load: the recipe builds it
+            from . import train
+
+            with one_line_warnings():
+                return train.run(args)
         with one_line_warnings():
             from .commands import COMMANDS, Context
             from .models import model_spec

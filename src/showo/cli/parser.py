@@ -363,6 +363,9 @@ def build_parser() -> Parser:
     for name in COMMANDS:
         _add_model_options(sub.choices[name])
         _add_output_options(sub.choices[name], name)
+    from . import train
+
+    train.add_parser(sub, Parser)
     return parser
 
 

@@ -9,14 +9,16 @@ Three stages, each resumable, each writing into one run directory:
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+import yaml
 
 from ..backbone import PhiConfig
 from ..data.dataset import WorldStream
 from ..data.world import WorldConfig
+from ..errors import ConfigError
 from ..model import Showo, ShowoConfig
 from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
@@ -46,6 +48,44 @@ class EmbeddedRecipe:
         max_steps=4000, precision="bf16", save_every=200, log_every=20,
         optim=OptimConfig(lr=1e-3, warmup_steps=200, weight_decay=0.05, min_lr_ratio=0.05, grad_clip=1.0),
         mix=MixConfig(t2i=16, lm=4, mmu=16, story=2, cond_dropout_prob=0.1, lm_coeff=0.2)))
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["magvit"] = self.magvit.to_dict()
+        d["tokenizer_train"] = asdict(self.tokenizer_train)
+        d["train"] = self.train.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EmbeddedRecipe":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown recipe keys: {', '.join(unknown)}")
+        d = dict(d)
+        if "magvit" in d:
+            d["magvit"] = MagvitConfig.from_dict(d["magvit"])
+        if "tokenizer_train" in d:
+            try:
+                d["tokenizer_train"] = TokenizerTrainConfig(**d["tokenizer_train"])
+            except TypeError as e:
+                raise ConfigError(f"bad tokenizer_train: {e}") from None
+        if "train" in d:
+            d["train"] = TrainConfig.from_dict(d["train"])
+        return cls(**d)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "EmbeddedRecipe":
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping")
+        return cls.from_dict(data)
 
 
 def world_texts(recipe: EmbeddedRecipe):

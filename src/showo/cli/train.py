@@ -1,0 +1,67 @@
+"""`showo train`: the stages of the embedded model's recipe (see showo.training.embedded)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+
+STAGES = ("text-tokenizer", "image-tokenizer", "model", "all")
+
+DESCRIPTION = """\
+Train Show-o from scratch on the procedural world, in stages that share one run directory: the text tokenizer
+(byte-level BPE on world text), the image tokenizer (MAGVIT-v2 with a lookup-free quantizer) and the Show-o
+model (t2i + lm + mmu + interleaved stories). Every stage resumes from the run directory: rerun the same
+command after an interruption. The model stage runs under torchrun for data parallel training (DDP, or FSDP2
+with train.distributed: fsdp in the recipe)."""
+
+EPILOG = """\
+examples:
+  showo train all --run runs/embedded
+  showo train image-tokenizer --run runs/embedded --max-steps 500
+  showo train model --run runs/embedded --recipe my-recipe.yaml
+  torchrun --standalone --nproc_per_node=2 -m showo.cli.main train model --run runs/embedded
+  showo train all --run /tmp/r --write-recipe recipe.yaml   # write the default recipe to edit, then stop"""
+
+
+def add_parser(sub, parser_class) -> None:
+    p = sub.add_parser("train", help="train the image/text tokenizers and Show-o on the procedural world",
+                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=STAGES, help="what to train (all = the three stages in order)")
+    p.add_argument("--run", required=True, metavar="DIR", help="run directory (created; resumed when it exists)")
+    p.add_argument("--recipe", metavar="YAML", help="recipe file (default: the embedded model's recipe)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="override the stage's number of steps")
+    p.add_argument("--write-recipe", metavar="YAML", help="write the recipe in effect to YAML and exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..training import embedded
+
+    recipe = embedded.EmbeddedRecipe.from_yaml(args.recipe) if args.recipe else embedded.EmbeddedRecipe()
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
+        recipe.tokenizer_train.max_steps = args.max_steps
+        recipe.train.max_steps = args.max_steps
+    if args.write_recipe:
+        recipe.to_yaml(args.write_recipe)
+        return 0
+    run_dir = Path(args.run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(recipe.seed)
+    progress = not args.quiet
+    if args.stage in ("text-tokenizer", "all"):
+        tok = embedded.build_text_tokenizer(run_dir, recipe)
+        print(f"text tokenizer: {len(tok)} tokens -> {run_dir / 'tokenizer'}")
+    if args.stage in ("image-tokenizer", "all"):
+        embedded.train_image_tokenizer(run_dir, recipe, progress=progress)
+        print(f"image tokenizer -> {run_dir / 'magvit'}")
+    if args.stage in ("model", "all"):
+        if not (run_dir / "magvit" / "config.json").is_file():
+            raise ConfigError(f"no image tokenizer in {run_dir / 'magvit'}: run the image-tokenizer stage first")
+        embedded.train_showo(run_dir, recipe, progress=progress)
+        print(f"model -> {run_dir / 'showo-train' / 'latest'}")
+    return 0
