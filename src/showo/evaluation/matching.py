@@ -1,0 +1,92 @@
+"""Scores: a parsed image against the scene its prompt described (GenEval-style), a free-text answer against gold.
+
+`match_scene` pairs target and parsed objects one-to-one, preferring pairs that agree on colour and shape,
+then on cell, then on size (exact search over subsets: scenes hold at most 9 objects), and reports what
+fraction of the target each attribute gets right.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from ..data.language import NUMBERS
+
+_SYNONYMS = {"grey": "gray", "center": "centre", "middle": "centre", "upper": "top", "lower": "bottom",
+             "violet": "purple"}
+_ARTICLES = {"the", "a", "an"}
+
+
+def _pair_score(target, parsed) -> int:
+    """Lexicographic preference: colour+shape (100), then cell (10), then size (1)."""
+    same_kind = target.colour == parsed.colour and target.shape == parsed.shape
+    same_cell = (target.col, target.row) == (parsed.col, parsed.row)
+    return 100 * same_kind + 10 * (same_kind and same_cell) + (same_kind and target.size == parsed.size)
+
+
+def assign(targets, parsed) -> list[tuple[int, int]]:
+    """Best one-to-one pairs (target index, parsed index) by `_pair_score`; unpaired objects are left out."""
+    if len(targets) > 12:
+        raise ValueError(f"too many target objects for an exact assignment: {len(targets)}")
+    scores = [[_pair_score(t, p) for p in parsed] for t in targets]
+    best: dict[int, tuple[int, tuple[tuple[int, int], ...]]] = {0: (0, ())}  # used targets -> (score, pairs)
+    for j in range(len(parsed)):
+        grown = dict(best)
+        for used, (value, pairs) in best.items():
+            for i in range(len(targets)):
+                if not used >> i & 1 and scores[i][j] > 0:
+                    key, candidate = used | 1 << i, (value + scores[i][j], pairs + ((i, j),))
+                    if candidate[0] > grown.get(key, (-1, ()))[0]:
+                        grown[key] = candidate
+        best = grown
+    return sorted(max(best.values(), key=lambda v: v[0])[1])
+
+
+def match_scene(parsed, target) -> dict:
+    """How well a parsed image (`ParsedScene` or `Scene`) realises a target `Scene`.
+
+    Fractions of target objects: 'objects' (a parsed object of the same colour and shape), 'positions'
+    (... also in the same cell), 'sizes' (... also the same size), 'colours' / 'shapes' (multiset overlap,
+    ignoring pairing). Booleans: 'count' (as many objects as the target), 'overall' (count right and every
+    target object found with its colour, shape, size and cell), 'background'.
+    """
+    targets, found = list(target.objects), list(parsed.objects)
+    n = max(1, len(targets))
+    pairs = [(targets[i], found[j]) for i, j in assign(targets, found)]
+    kind = [(t, p) for t, p in pairs if t.colour == p.colour and t.shape == p.shape]
+    placed = [(t, p) for t, p in kind if (t.col, t.row) == (p.col, p.row)]
+    sized = [(t, p) for t, p in kind if t.size == p.size]
+    exact = [(t, p) for t, p in placed if t.size == p.size]
+
+    def overlap(attr: str) -> int:
+        return sum((Counter(getattr(o, attr) for o in targets) & Counter(getattr(o, attr) for o in found)).values())
+
+    return {
+        "objects": len(kind) / n, "positions": len(placed) / n, "sizes": len(sized) / n,
+        "colours": overlap("colour") / n, "shapes": overlap("shape") / n,
+        "count": len(found) == len(targets), "overall": len(found) == len(targets) == len(exact),
+        "background": parsed.background == target.background,
+    }
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, hyphens to spaces, punctuation and articles dropped, digits to number words, a few synonyms."""
+    words = re.sub(r"[^a-z0-9 ]", " ", text.lower().replace("-", " ")).split()
+    out = []
+    for word in words:
+        word = NUMBERS[int(word)] if word.isdigit() and int(word) < len(NUMBERS) else word
+        word = _SYNONYMS.get(word, word)
+        if word not in _ARTICLES:
+            out.append(word)
+    return " ".join(out)
+
+
+def answer_correct(question_type: str, predicted_text: str, gold_answer: str) -> bool:
+    """Whether a model's answer matches the gold one after `normalise_answer`.
+
+    Yes/no and count questions only look at the first word ('Yes, there is.' is right); everything else must
+    match whole ('top left' == 'Top-left.', 'centre' == 'center', '2' == 'two').
+    """
+    predicted, gold = normalise_answer(predicted_text), normalise_answer(gold_answer)
+    if question_type in ("existence", "yesno", "count"):
+        return bool(predicted) and predicted.split()[0] == gold
+    return predicted == gold
