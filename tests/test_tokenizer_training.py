@@ -52,3 +52,16 @@ def test_resume_is_exact(tmp_path):
     assert c.resume() and c.step == 2
     rest = c.train(progress=False)
     assert [m["loss"] for m in rest] == [m["loss"] for m in full[2:]]
+
+
+def test_codebook_entropy_prefers_diverse_confident_codes():
+    from showo.tokenizers.lfq import code_bits
+    from showo.training.tokenizer import codebook_entropy_loss
+
+    bits = code_bits(3).float()
+    diverse = (bits * 2 - 1).T.reshape(1, 3, 2, 4) * 10  # all 8 codes once, confidently
+    collapsed = torch.ones(1, 3, 2, 4) * 10  # one code everywhere
+    torch.testing.assert_close(codebook_entropy_loss(diverse, bits), -torch.log(torch.tensor(8.0)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(codebook_entropy_loss(collapsed, bits), torch.tensor(0.0), atol=1e-4, rtol=0)
+    unsure = torch.zeros(1, 3, 2, 4)  # every code equally likely at every position: no reward
+    assert codebook_entropy_loss(unsure, bits) > codebook_entropy_loss(diverse, bits) + 1

@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .optim import lr_factor
@@ -35,11 +37,29 @@ class TokenizerTrainConfig:
     l1_weight: float = 1.0
     mse_weight: float = 1.0
     quantizer_weight: float = 1.0  # multiplies the LFQ commitment loss (already x0.1 inside, as official)
-    entropy_weight: float = 1.0  # multiplies the LFQ entropy loss (already x0.1 inside)
+    entropy_weight: float = 1.0  # multiplies the LFQ per-bit entropy loss (already x0.1 inside, as official)
+    # "codebook": the MAGVIT-v2 paper's entropy over the whole codebook (per-position entropy minus entropy of
+    # the batch's average code distribution). The official per-bit form ("bitwise") balances each bit but not
+    # their combinations: measured on the world, it collapsed to 4 of 4096 codes in 150 steps; "codebook"
+    # kept ~450 codes in use per batch and halved the reconstruction error.
+    entropy: str = "codebook"
+    codebook_entropy_weight: float = 0.1
     precision: str = "fp32"  # "bf16": autocast the convolutions (2-3x faster on AMX CPUs); losses in fp32
     log_every: int = 50
     save_every: int = 500
     keep_checkpoints: int = 2
+
+
+def codebook_entropy_loss(z: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Mean per-position entropy of the code distribution minus the entropy of the batch's average code
+    distribution (MAGVIT-v2 paper). Each position's distribution over the 2^C codes factorises over bits, with
+    bit logits `[-(z+1)^2, -(z-1)^2]` as in the official quantizer; `bits` is `code_bits(C)` as float."""
+    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
+    log_p = torch.stack([-(flat + 1).pow(2), -(flat - 1).pow(2)], dim=-1).log_softmax(-1)  # [N, C, {0, 1}]
+    sample = -(log_p.exp() * log_p).sum((-1, -2)).mean()
+    log_codes = log_p[..., 0] @ (1 - bits).T + log_p[..., 1] @ bits.T  # [N, 2^C]
+    average = log_codes.exp().mean(0)
+    return sample + (average * average.clamp_min(1e-12).log()).sum()
 
 
 def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -62,6 +82,9 @@ class TokenizerTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio))
         self.step = 0
+        if config.entropy not in ("codebook", "bitwise"):
+            raise ConfigError(f"entropy must be codebook or bitwise, got {config.entropy!r}")
+        self.bits = code_bits(model.config.z_channels).float()
 
     def resume(self) -> bool:
         path = latest_checkpoint(self.output_dir)
@@ -72,12 +95,21 @@ class TokenizerTrainer:
 
     def train_step(self) -> dict:
         x = self.images(self.step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-            recon, q = self.model(x)
+        c = self.cfg
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.precision == "bf16")
+        with autocast:
+            z = self.model.encoder(x)
+        z = z.float()  # quantize and its losses in float32
+        q = self.model.quantize(z)
+        with autocast:
+            recon = self.model.decoder(q.z_q)
         recon = recon.float()
         mse, l1 = F.mse_loss(recon, x), F.l1_loss(recon, x)
-        c = self.cfg
-        loss = c.mse_weight * mse + c.l1_weight * l1 + c.quantizer_weight * q.quantizer_loss + c.entropy_weight * q.entropy_loss
+        if c.entropy == "codebook":
+            entropy = c.codebook_entropy_weight * codebook_entropy_loss(z, self.bits)
+        else:
+            entropy = c.entropy_weight * q.entropy_loss
+        loss = c.mse_weight * mse + c.l1_weight * l1 + c.quantizer_weight * q.quantizer_loss + entropy
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
         lr = self.scheduler.get_last_lr()[0]
@@ -89,7 +121,7 @@ class TokenizerTrainer:
             used = q.indices.unique().numel()
         loss, mse, l1 = loss.detach(), mse.detach(), l1.detach()
         return {"step": self.step, "loss": float(loss), "mse": float(mse), "l1": float(l1),
-                "quantizer": float(q.quantizer_loss.detach()), "entropy": float(q.entropy_loss.detach()),
+                "quantizer": float(q.quantizer_loss.detach()), "entropy": float(entropy.detach()),
                 "psnr": float(psnr(x, recon.detach()).mean()), "codes_used": used, "lr": lr, "grad_norm": grad_norm}
 
     def save(self) -> None:
