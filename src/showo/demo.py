@@ -1,44 +1,93 @@
-"""`make demo`: run the main tasks end to end and write the results to out/demo/.
+"""`make demo`: every Show-o task on the embedded model, written to out/demo/ with an index.html gallery.
 
-Until the embedded trained model ships, this runs on a tiny RANDOMLY INITIALISED model: the pictures are
-noise and the answers gibberish. What it shows is that every stage (prompting, omni-attention, MaskGIT
-decoding with the cached prompt, MAGVIT decoding, batched KV-cache understanding) runs end to end.
+The embedded model is a small Show-o trained here on a procedural world of coloured shapes (see README):
+prompts and questions come from that world's evaluation split, which training never saw. Without the
+embedded weights (a broken install), it falls back to a tiny random model and says so.
 """
 from __future__ import annotations
 
-import json
+import html
 import sys
 import time
 from pathlib import Path
 
 from PIL import Image
 
-from .tiny import tiny_random_pipeline
+from .data.dataset import WorldStream
+from .data.world import render
+from .embedded import embedded_available, load_embedded
+
+
+def _img(image: Image.Image, out: Path, name: str, scale: int = 3) -> str:
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(out / name)
+    return f'<img src="{name}" alt="{html.escape(name)}">'
 
 
 def main(out_dir: str = "out/demo") -> int:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    print("showo demo: NOTE the model is a tiny random one (no trained weights yet) - outputs are noise.")
     t0 = time.perf_counter()
-    pipe = tiny_random_pipeline(seed=0)
-    images = pipe.text_to_image(["a red circle on the left", "two blue squares"], num_images_per_prompt=2,
-                                num_inference_steps=8, guidance_scale=1.75, seed=0)
-    for i, (img, meta) in enumerate(zip(images.images, images.metadata)):
-        img.resize((128, 128), Image.NEAREST).save(out / f"t2i_{i}.png")
-        (out / f"t2i_{i}.json").write_text(json.dumps(meta, indent=2))
-    print(f"  text-to-image: {len(images.images)} images ({pipe.resolution}px, {pipe.grid_size}x{pipe.grid_size} tokens)")
-    mask = Image.new("L", images.images[0].size, 0)
-    mask.paste(255, (0, 0, mask.width // 2, mask.height))
-    painted = pipe.inpaint(images.images[0], mask, "a green triangle", num_inference_steps=8, seed=0)
-    painted.images[0].resize((128, 128), Image.NEAREST).save(out / "inpaint.png")
-    print(f"  inpainting: regenerated {painted.metadata[0]['regenerated_tokens']} of {pipe.grid_size ** 2} tokens")
-    answers = pipe.ask(images.images[:2], ["what colour is the object?", "how many objects?"], max_new_tokens=12)
-    for meta, text in zip(answers.metadata, answers.texts):
-        print(f"  ask image {meta['image_index']}: {meta['question']!r} -> {text!r}")
-    story = pipe.write("Once upon a time", max_new_tokens=16, temperature=0.8, top_k=40, seed=0)
-    print(f"  write: {story.texts[0]!r}")
-    print(f"done in {time.perf_counter() - t0:.1f}s; outputs in {out}/")
+    if embedded_available():
+        pipe = load_embedded()
+        print(f"showo demo on the embedded model ({pipe.model_id}); outputs in {out}/")
+    else:
+        from .tiny import tiny_random_pipeline
+
+        pipe = tiny_random_pipeline(seed=0)
+        print("showo demo: the embedded model is missing, using a tiny RANDOM model (outputs are noise)")
+    world = WorldStream.for_split("eval", kind="t2i")
+    qa = WorldStream.for_split("eval", kind="mmu")
+    rows: list[str] = []
+
+    def section(title: str, body: str) -> None:
+        rows.append(f"<h2>{html.escape(title)}</h2>\n{body}")
+        print(f"[{time.perf_counter() - t0:5.1f}s] {title}")
+
+    prompts = [world.sample(i)["prompt"] for i in range(4)]
+    gen = pipe.text_to_image(prompts, num_inference_steps=12, guidance_scale=1.75, seed=0)
+    section("text-to-image", "".join(f"<figure>{_img(im, out, f't2i_{i}.png')}<figcaption>{html.escape(p)}"
+                                     f"</figcaption></figure>" for i, (im, p) in enumerate(zip(gen.images, prompts))))
+
+    samples = [qa.sample(i) for i in range(4)]
+    images = [Image.fromarray(((s["image"].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy())
+              for s in samples]
+    per_image = [pipe.ask(im, s["question"], max_new_tokens=24).texts[0] for im, s in zip(images, samples)]
+    section("visual question answering", "".join(
+        f"<figure>{_img(im, out, f'vqa_{i}.png')}<figcaption>Q: {html.escape(s['question'])}<br>A: "
+        f"{html.escape(a)}<br><small>truth: {html.escape(s['answer'])}</small></figcaption></figure>"
+        for i, (im, s, a) in enumerate(zip(images, samples, per_image))))
+
+    caps = pipe.caption(images[:2], question="Describe the image.", max_new_tokens=40)
+    section("captioning", "".join(f"<figure>{_img(im, out, f'cap_{i}.png')}<figcaption>{html.escape(c)}</figcaption>"
+                                  f"</figure>" for i, (im, c) in enumerate(zip(images, caps.texts))))
+
+    scene = world.scene(10)
+    source = render(scene, world.config)
+    mask = Image.new("L", source.size, 0)
+    mask.paste(255, (0, 0, source.width // 2, source.height))
+    painted = pipe.inpaint(source, mask, "one object: large red circle left", num_inference_steps=12, seed=0)
+    section("inpainting (left half: 'large red circle left')",
+            f"<figure>{_img(source, out, 'inpaint_in.png')}<figcaption>input</figcaption></figure>"
+            f"<figure>{_img(painted.images[0], out, 'inpaint_out.png')}<figcaption>output</figcaption></figure>")
+
+    wide = pipe.extrapolate(source, "a small blue square right", "right", num_inference_steps=12, seed=0)
+    section("extrapolation (to the right)", f"<figure>{_img(wide.images[0], out, 'extrapolate.png')}</figure>")
+
+    text = pipe.write("A small red circle", max_new_tokens=30)
+    section("text generation", f"<p>A small red circle<b>{html.escape(text.texts[0])}</b></p>")
+
+    story = pipe.mixed("An image of a large blue square on the left.", max_images=3, max_new_tokens=60,
+                       num_inference_steps=12, force_image_every_sentence=True, seed=0)
+    parts = []
+    for k, seg in enumerate(story.segments):
+        parts.append(_img(seg, out, f"mixed_{k}.png") if isinstance(seg, Image.Image) else f"<p>{html.escape(seg)}</p>")
+    section("mixed-modality story", "".join(parts))
+
+    page = ("<!doctype html><meta charset='utf-8'><title>showo demo</title><style>figure{display:inline-block;"
+            "margin:6px;max-width:220px;font:12px sans-serif}img{image-rendering:pixelated}</style>"
+            f"<h1>showo demo: {html.escape(pipe.model_id)}</h1>" + "\n".join(rows))
+    (out / "index.html").write_text(page)
+    print(f"done in {time.perf_counter() - t0:.1f}s: open {out / 'index.html'}")
     return 0
 
 

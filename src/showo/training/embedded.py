@@ -166,3 +166,23 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Sho
 def corpus_stats(tok: TextTokenizer, recipe: EmbeddedRecipe, n: int = 200) -> dict:
     lengths = [len(tok.encode(t)) for t in itertools.islice(world_texts(recipe), n)]
     return {"max_tokens": max(lengths), "mean_tokens": sum(lengths) / len(lengths)}
+
+
+def package(run: Path, dest: Path, step: int | None = None) -> Path:
+    """Copy a trained run into `dest` as a pipeline directory (showo/, magvit/, tokenizer/), weights in bfloat16.
+
+    `step`: a specific Show-o checkpoint (default: the latest)."""
+    from .checkpoint import latest_checkpoint
+
+    train_dir = run / "showo-train"
+    ckpt = train_dir / f"checkpoint-{step:07d}" if step is not None else latest_checkpoint(train_dir)
+    if ckpt is None or not (ckpt / "model" / "config.json").is_file():
+        raise ConfigError(f"no Show-o checkpoint in {train_dir}")
+    model = Showo.from_pretrained(ckpt / "model", dtype=torch.bfloat16)
+    vq = MagvitV2.from_pretrained(run / "magvit", dtype=torch.bfloat16)
+    tok = TextTokenizer.from_pretrained(run / "tokenizer", codebook_size=model.config.codebook_size)
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest / "showo")
+    vq.save_pretrained(dest / "magvit")
+    tok.save_pretrained(dest / "tokenizer")
+    return dest
