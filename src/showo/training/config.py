@@ -90,13 +90,18 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping")
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml(path))
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML file; unreadable, malformed or non-mapping files are one-line ConfigErrors."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping")
+    return data
 
 
 def _build(cls, d: dict, what: str):

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..model import Showo, ShowoConfig
 from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
-from .config import MixConfig, OptimConfig, TrainConfig
+from .config import MixConfig, OptimConfig, TrainConfig, read_yaml
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
 from .trainer import Trainer
@@ -82,13 +82,7 @@ class EmbeddedRecipe:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EmbeddedRecipe":
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping")
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml(path))
 
 
 def world_texts(recipe: EmbeddedRecipe):
