@@ -323,5 +323,11 @@ def mixed(ctx: Context) -> int:
     return 0
 
 
-COMMANDS = {"generate": generate, "inpaint": inpaint, "extrapolate": extrapolate, "ask": ask, "caption": caption,
+def evaluate(ctx: Context) -> int:
+    from . import evaluate as evaluation
+
+    return evaluation.run(ctx)
+
+
+COMMANDS = {"eval": evaluate, "generate": generate, "inpaint": inpaint, "extrapolate": extrapolate, "ask": ask, "caption": caption,
             "write": write, "mixed": mixed}

@@ -335,7 +335,7 @@ def build_parser() -> Parser:
     p = _subparser(sub, "caption")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
     p.add_argument("--question", metavar="TEXT", help="the captioning question (default: the pipeline's, "
-                                                      "'Please describe this image in detail.')")
+                                                      "'Describe the image.')")
     g = p.add_argument_group("sampling")
     _add_seed(g)
     _add_text_sampling(g, "caption")
@@ -363,8 +363,9 @@ def build_parser() -> Parser:
     for name in COMMANDS:
         _add_model_options(sub.choices[name])
         _add_output_options(sub.choices[name], name)
-    from . import train
+    from . import evaluate, train
 
+    evaluate.add_parser(sub, _add_model_options, _add_output_options, positive_int)
     train.add_parser(sub, Parser)
     return parser
 

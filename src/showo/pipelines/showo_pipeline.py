@@ -30,7 +30,7 @@ from .outputs import ImageOutput, MixedOutput, TextOutput
 
 DEFAULT_VQ = "showlab/magvitv2"
 DEFAULT_TOKENIZER = "microsoft/phi-1_5"
-CAPTION_QUESTION = "Please describe this image in detail."
+CAPTION_QUESTION = "Describe the image."  # also the embedded model's training question
 
 
 class ShowoPipeline:

@@ -7,9 +7,12 @@ prefix); the question uses the official inference prompt `USER: \\n{question} AS
 """
 from __future__ import annotations
 
+import random
+
 import torch
 
 from ..data.dataset import WorldStream
+from ..data.language import captions
 from ..data.world import WorldConfig
 from ..prompting.interleaved import interleaved_mask, interleaved_sequence, mask_interleaved_images
 from ..prompting.masks import causal_mask
@@ -55,9 +58,13 @@ class WorldBatchSource:
             return []
         codes = self._codes(torch.stack([s["image"] for _, s in rows]))
         parts = []
-        for j, (_, s) in enumerate(rows):
+        for j, (i, s) in enumerate(rows):
             question = self.tok.encode(mmu_question_text(s["question"]))
-            answer = self.tok.encode(" " + s["answer"])
+            answer = s["answer"]
+            if s["qtype"] == "caption":  # always the complete description (the stream also gives partial ones)
+                stream = self.streams["mmu"]
+                answer = captions(stream.scene(step * self.mix.mmu + i), random.Random(step * 7919 + i))[0]
+            answer = self.tok.encode(" " + answer)
             part = mmu_part(self.vocab, codes[j:j + 1], [question + answer], self.t)
             # Supervise the answer (and eos) only: position p predicts token p+1; the question ends at
             # index n + 3 (bos) + len(question).
