@@ -42,7 +42,8 @@ class EmbeddedRecipe:
         decoder_ch=32, decoder_ch_mult=(2, 2, 2, 4), decoder_num_res_blocks=(1, 1, 1, 1),
         z_channels=12, resolution=64))
     tokenizer_train: TokenizerTrainConfig = field(default_factory=lambda: TokenizerTrainConfig(
-        max_steps=2500, batch_size=16, lr=2e-3, warmup_steps=100, precision="bf16", save_every=250))
+        max_steps=5000, batch_size=16, lr=3e-3, warmup_steps=200, precision="bf16", save_every=250,
+        foreground_weight=3.0))
     hidden_size: int = 256
     num_layers: int = 8
     num_heads: int = 8

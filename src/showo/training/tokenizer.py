@@ -44,6 +44,10 @@ class TokenizerTrainConfig:
     # kept ~450 codes in use per batch and halved the reconstruction error.
     entropy: str = "codebook"
     codebook_entropy_weight: float = 0.1
+    # Pixels farther than 0.25 (on [-1, 1]) from the image's median colour count (1 + foreground_weight) times:
+    # in sparse scenes the background dominates a plain mean and object colours are learnt last (measured on
+    # the world: after 500 steps objects were still colourless blobs). 0 = plain mean.
+    foreground_weight: float = 0.0
     precision: str = "fp32"  # "bf16": autocast the convolutions (2-3x faster on AMX CPUs); losses in fp32
     log_every: int = 50
     save_every: int = 500
@@ -60,6 +64,15 @@ def codebook_entropy_loss(z: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     log_codes = log_p[..., 0] @ (1 - bits).T + log_p[..., 1] @ bits.T  # [N, 2^C]
     average = log_codes.exp().mean(0)
     return sample + (average * average.clamp_min(1e-12).log()).sum()
+
+
+def pixel_weights(x: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+    """[B, 1, H, W] weights with mean 1: foreground pixels (far from the image's median colour) count more."""
+    if foreground_weight == 0:
+        return torch.ones_like(x[:, :1])
+    median = x.flatten(2).median(-1).values[..., None, None]
+    w = 1 + foreground_weight * ((x - median).abs().amax(1, keepdim=True) > 0.25).float()
+    return w / w.mean((1, 2, 3), keepdim=True)
 
 
 def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -104,7 +117,8 @@ class TokenizerTrainer:
         with autocast:
             recon = self.model.decoder(q.z_q)
         recon = recon.float()
-        mse, l1 = F.mse_loss(recon, x), F.l1_loss(recon, x)
+        w = pixel_weights(x, c.foreground_weight)
+        mse, l1 = (w * (recon - x) ** 2).mean(), (w * (recon - x).abs()).mean()
         if c.entropy == "codebook":
             entropy = c.codebook_entropy_weight * codebook_entropy_loss(z, self.bits)
         else:
