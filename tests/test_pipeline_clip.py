@@ -1,0 +1,52 @@
+"""Understanding with a w_clip_vit checkpoint through the pipeline, on a tiny random CLIP tower."""
+import dataclasses
+
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from showo.errors import ConfigError
+from showo.model import Showo
+from showo.model.clip import ClipVisionTower
+from showo.pipelines import ShowoPipeline
+from showo.tiny import tiny_random_pipeline
+
+
+@pytest.fixture(scope="module")
+def clip_pipe(tmp_path_factory):
+    base = tiny_random_pipeline(seed=0)
+    cfg = dataclasses.replace(base.model.config, w_clip_vit=True, clip_hidden_size=24)
+    torch.manual_seed(1)
+    model = Showo(cfg)
+    model.load_state_dict(base.model.state_dict(), strict=False)  # backbone from the tiny model, new projector
+    clip_cfg = CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=16, patch_size=4)
+    directory = tmp_path_factory.mktemp("clip")
+    CLIPVisionModel(clip_cfg).save_pretrained(directory)
+    tower = ClipVisionTower.from_pretrained(directory)
+    return ShowoPipeline(model.eval(), base.vq, base.tokenizer, clip=tower, model_id="tiny-clip"), directory
+
+
+def test_clip_ask_batches_like_single_calls(clip_pipe):
+    pipe, _ = clip_pipe
+    images = [Image.new("RGB", (20, 30), (250, 10, 10)), Image.new("RGB", (30, 20), (10, 10, 250))]
+    both = pipe.ask(images, ["what colour?", "what is it?"], max_new_tokens=5)
+    single = pipe.ask(images[1], "what is it?", max_new_tokens=5)
+    assert len(both.texts) == 4 and both.token_ids[3] == single.token_ids[0]
+    exact = pipe.ask(images[1], "what is it?", max_new_tokens=5, exact=True)
+    assert exact.token_ids == single.token_ids
+
+
+def test_clip_checkpoint_without_tower_is_a_clear_error(clip_pipe):
+    pipe, _ = clip_pipe
+    bare = ShowoPipeline(pipe.model, pipe.vq, pipe.tokenizer)
+    with pytest.raises(ConfigError, match="pass clip="):
+        bare.ask(Image.new("RGB", (16, 16)), "what?")
+
+
+def test_clip_tower_reports_its_geometry(clip_pipe):
+    _, directory = clip_pipe
+    tower = ClipVisionTower.from_pretrained(directory)
+    assert tower.image_size == 16 and tower.num_patches == 16
+    assert tower(torch.zeros(1, 3, 16, 16)).shape == (1, 16, 24)
