@@ -48,12 +48,17 @@ class ShowoPipeline:
     # ---- construction ----------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, model: str | Path, vq: str | Path | None = None, tokenizer: str | Path | None = None,
-                        clip: str | Path | None = None, dtype: torch.dtype | None = None,
-                        device: str | torch.device = "cpu") -> "ShowoPipeline":
-        """A pipeline directory written by `save_pretrained` (showo/, magvit/, tokenizer/), or an official
+    def from_pretrained(cls, model: str | Path | None = None, vq: str | Path | None = None,
+                        tokenizer: str | Path | None = None, clip: str | Path | None = None,
+                        dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> "ShowoPipeline":
+        """No `model`: the embedded default (trained on the procedural world, shipped in the package).
+        Otherwise a pipeline directory written by `save_pretrained` (showo/, magvit/, tokenizer/), or an official
         checkpoint directory / hub id with the image and text tokenizers given separately (defaults:
         showlab/magvitv2 and microsoft/phi-1_5). `clip` is required for the w_clip_vit checkpoints' understanding."""
+        if model is None:
+            from ..embedded import load_embedded
+
+            return load_embedded(device=str(device), dtype=dtype)
         root = Path(model)
         bundled = root.is_dir() and (root / "showo").is_dir()
         model_dir = root / "showo" if bundled else model
