@@ -24,11 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress: Progress | None = None
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "train":  # no model to load: the recipe builds it
-            from . import train
+        if args.command in ("train", "bench"):  # no model to load: they build their own
+            from . import bench, train
 
             with one_line_warnings():
-                return train.run(args)
+                return (train if args.command == "train" else bench).run(args)
         with one_line_warnings():
             from .commands import COMMANDS, Context
             from .models import model_spec

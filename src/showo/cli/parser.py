@@ -363,10 +363,11 @@ def build_parser() -> Parser:
     for name in COMMANDS:
         _add_model_options(sub.choices[name])
         _add_output_options(sub.choices[name], name)
-    from . import evaluate, train
+    from . import bench, evaluate, train
 
     evaluate.add_parser(sub, _add_model_options, _add_output_options, positive_int)
     train.add_parser(sub, Parser)
+    bench.add_parser(sub)
     return parser
 
 

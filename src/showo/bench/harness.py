@@ -1,0 +1,228 @@
+"""Side-by-side timings of our fast paths and the official algorithms on the same random weights.
+
+Every comparison runs both variants in this process, alternating, after a warm-up, and checks that their
+outputs agree before it reports a ratio (machines are noisy: only ratios from one run mean anything).
+"""
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from ..backbone import PhiConfig
+from ..model import Showo, ShowoConfig
+from ..prompting.masks import mmu_mask, t2i_mask
+from ..prompting.sequences import mmu_prompt_ids, t2i_gen_sequence
+from ..prompting.vocab import Vocabulary
+from ..sampling.autoregressive import generate_text
+from ..sampling.maskgit import maskgit_generate
+from ..training.batch import Part, lm_part, mmu_part, t2i_part
+from ..training.config import MixConfig
+from .official import official_mmu_generate, official_t2i_generate
+
+
+@dataclass
+class BenchConfig:
+    """Shapes and repeats. Phi-1.5 widths by default; `layers` 24 is the real depth."""
+
+    hidden: int = 2048
+    heads: int = 32
+    mlp: int = 8192
+    layers: int = 2
+    text_size: int = 50295
+    codebook: int = 8192
+    text_len: int = 128  # max_seq_length T
+    image_tokens: tuple[int, ...] = (256,)
+    answer_tokens: int = 32
+    answer_lengths: tuple[int, ...] = (8, 16, 32)
+    t2i_steps: int = 4
+    t2i_batches: tuple[int, ...] = (1, 4)
+    repeats: int = 2
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, mode: str) -> "BenchConfig":
+        if mode == "quick":
+            return cls()
+        if mode == "full":
+            return cls(layers=24, image_tokens=(256, 1024), answer_tokens=100, answer_lengths=(25, 50, 100),
+                       t2i_steps=16, repeats=3)
+        if mode == "tiny":  # CI: checks agreement on toy shapes, timings meaningless
+            return cls(hidden=64, heads=4, mlp=128, layers=2, text_size=300, codebook=64, text_len=12,
+                       image_tokens=(16,), answer_tokens=6, answer_lengths=(3, 6), t2i_steps=3, repeats=1)
+        raise ValueError(f"unknown bench mode {mode!r}")
+
+
+@dataclass
+class Comparison:
+    name: str
+    ours_s: float
+    reference_s: float
+    agree: bool
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.reference_s / self.ours_s if self.ours_s > 0 else float("inf")
+
+
+def _time(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, same=lambda a, b: a == b,
+                 detail: dict | None = None) -> Comparison:
+    """Warm both up, then alternate `repeats` times; best time of each (least disturbed by other load)."""
+    ours(), reference()
+    t_ours, t_ref, agree = [], [], True
+    for _ in range(repeats):
+        a, out_a = _time(ours)
+        b, out_b = _time(reference)
+        t_ours.append(a)
+        t_ref.append(b)
+        agree = agree and bool(same(out_a, out_b))
+    return Comparison(name, min(t_ours), min(t_ref), agree, detail or {})
+
+
+class Bench:
+    def __init__(self, cfg: BenchConfig):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.vocab = Vocabulary.standard(cfg.text_size, eos=cfg.text_size - 1, codebook_size=cfg.codebook)
+        llm = PhiConfig(vocab_size=self.vocab.size, hidden_size=cfg.hidden, intermediate_size=cfg.mlp,
+                        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads)
+        self.model_cfg = ShowoConfig(vocab_size=self.vocab.size, llm_vocab_size=cfg.text_size,
+                                     codebook_size=cfg.codebook, num_vq_tokens=max(cfg.image_tokens),
+                                     max_seq_length=cfg.text_len, llm_model_path="bench", llm=llm)
+        self.model = Showo(self.model_cfg).eval()
+        for p in self.model.parameters():  # peaky logits so greedy/sampled tokens are well separated
+            if p.dim() == 2:
+                torch.nn.init.normal_(p, std=0.5 / p.shape[1] ** 0.5 * 4)
+        self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self.g = torch.Generator().manual_seed(cfg.seed)
+
+    def _text(self, n: int) -> list[int]:
+        return torch.randint(0, self.cfg.text_size - 1, (n,), generator=self.g).tolist()
+
+    def _mmu_prompt(self, question_len: int, n_image: int) -> torch.Tensor:
+        codes = torch.randint(0, self.cfg.codebook, (n_image,), generator=self.g)
+        return mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes), self._text(question_len))
+
+    # ---- understanding ------------------------------------------------------------------------------------
+
+    def mmu(self, new_tokens: int | None = None) -> Comparison:
+        n = new_tokens or self.cfg.answer_tokens
+        ids = self._mmu_prompt(20, self.cfg.image_tokens[0])
+        mask = mmu_mask(ids, self.vocab)
+        ours = lambda: generate_text(self.model, [ids[0]], [mask[0, 0]], max_new_tokens=n, temperature=0)[0]  # noqa: E731
+        ref = lambda: official_mmu_generate(self.model, ids, torch.where(mask, 0.0, torch.finfo(torch.float32).min), n)  # noqa: E731
+        return side_by_side(f"mmu_{n}_tokens", ours, ref, self.cfg.repeats, detail={"new_tokens": n})
+
+    def mmu_batch(self, batch: int = 8) -> Comparison:
+        """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths."""
+        n = self.cfg.answer_tokens
+        prompts = [self._mmu_prompt(12 + 3 * i, self.cfg.image_tokens[0]) for i in range(batch)]
+        masks = [mmu_mask(p, self.vocab)[0, 0] for p in prompts]
+        batched = lambda: generate_text(self.model, [p[0] for p in prompts], masks, max_new_tokens=n, temperature=0)  # noqa: E731
+        single = lambda: [generate_text(self.model, [p[0]], [m], max_new_tokens=n, temperature=0)[0]  # noqa: E731
+                          for p, m in zip(prompts, masks)]
+        return side_by_side(f"mmu_batch{batch}_vs_1", batched, single, self.cfg.repeats, detail={"batch": batch})
+
+    # ---- generation ---------------------------------------------------------------------------------------
+
+    def _t2i_inputs(self, batch: int, n_image: int):
+        image = torch.full((batch, n_image), self.vocab.mask)
+        cond = t2i_gen_sequence(self.vocab, [self._text(12) for _ in range(batch)], image, self.cfg.text_len)
+        uncond = t2i_gen_sequence(self.vocab, [[]] * batch, image, self.cfg.text_len)
+        return cond, uncond
+
+    def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None) -> Comparison:
+        cond, uncond = self._t2i_inputs(batch, n_image)
+        steps, g = self.cfg.t2i_steps, 1.75
+        ours = lambda: maskgit_generate(self.model, cond, self.vocab, n_image, uncond, steps, g,  # noqa: E731
+                                        generator=torch.Generator().manual_seed(1))
+        if dtype is None:
+            mask = t2i_mask(torch.cat([cond, uncond]), self.vocab)
+            ref = lambda: official_t2i_generate(self.model, cond, uncond, mask, self.vocab, n_image, steps, g,  # noqa: E731
+                                                generator=torch.Generator().manual_seed(1))
+            return side_by_side(f"t2i_b{batch}_n{n_image}", ours, ref, self.cfg.repeats, same=torch.equal,
+                                detail={"batch": batch, "image_tokens": n_image, "steps": steps})
+        half = Showo(self.model_cfg).to(dtype).eval()
+        half.load_state_dict(self.model.state_dict())
+        fast = lambda: maskgit_generate(half, cond, self.vocab, n_image, uncond, steps, g,  # noqa: E731
+                                        generator=torch.Generator().manual_seed(1))
+        # bf16 rounding changes which codes get sampled, so tokens cannot be identical; check the output is a
+        # complete image of valid codes and report how many tokens match (quality is judged by `showo eval`).
+        valid = lambda a, b: a.shape == b.shape and bool(((a >= 0) & (a < self.cfg.codebook)).all())  # noqa: E731
+        out = side_by_side(f"t2i_{str(dtype).split('.')[-1]}_vs_fp32_b{batch}", fast, ours, self.cfg.repeats,
+                           same=valid, detail={"batch": batch, "image_tokens": n_image, "steps": steps})
+        out.detail["token_match_fraction"] = float((fast() == ours()).float().mean())
+        del half
+        gc.collect()
+        return out
+
+    # ---- training -------------------------------------------------------------------------------------------
+
+    def train_step(self, checkpointing: bool) -> Comparison:
+        """Our mixed t2i/lm/mmu step (bool masks, LM head once) vs the official loop's (float masks)."""
+        n = self.cfg.image_tokens[0]
+        mix = MixConfig(t2i=2, lm=1, mmu=1)
+        gen = torch.Generator().manual_seed(3)
+        codes = torch.randint(0, self.cfg.codebook, (2, n), generator=gen)
+        t2i, _ = t2i_part(self.vocab, [self._text(10), self._text(30)], codes, self.cfg.text_len, mix, gen)
+        lm = lm_part(self.vocab, [self._text(60)], t2i.ids.shape[1])
+        mmu = mmu_part(self.vocab, codes[:1], [self._text(20)], self.cfg.text_len)
+        parts: list[Part] = [t2i, lm, mmu]
+        ids = torch.cat([p.ids for p in parts])
+        bool_mask = torch.cat([p.mask for p in parts])
+        float_mask = torch.where(bool_mask, 0.0, float(torch.iinfo(torch.int64).min))
+        targets_here = torch.cat([p.here if p.here is not None else torch.full_like(p.ids, -100) for p in parts])
+        targets_next = torch.cat([p.next if p.next is not None else torch.full_like(p.ids, -100) for p in parts])
+
+        def step(mask, ckpt):
+            self.model.train()
+            self.model.set_gradient_checkpointing(ckpt)
+            logits = self.model(ids, attention_mask=mask)
+            v = logits.shape[-1]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets_here.reshape(-1), ignore_index=-100) + \
+                torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets_next.reshape(-1), ignore_index=-100)
+            loss.backward()
+            self.model.zero_grad(set_to_none=True)
+            self.model.eval()
+            self.model.set_gradient_checkpointing(False)
+            return round(float(loss.detach()), 3)
+
+        return side_by_side("train_step" + ("_checkpointing" if checkpointing else ""),
+                            lambda: step(bool_mask, checkpointing), lambda: step(float_mask, False),
+                            self.cfg.repeats, same=lambda a, b: abs(a - b) < 1e-2, detail={"rows": ids.shape[0]})
+
+    # ---- hardware -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def matmul_peak(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5) -> float:
+        """Measured FLOP/s of a square matmul (the roof that utilisation is measured against)."""
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        best = min(_time(lambda: a @ b)[0] for _ in range(repeats))
+        return 2 * size ** 3 / best
+
+    def decode_flops_per_token(self, context: int) -> float:
+        """Model FLOPs of one cached decode step (matmuls with the weights + attention over the context)."""
+        c = self.cfg
+        per_layer = 2 * (4 * c.hidden * c.hidden + 2 * c.hidden * c.mlp) + 4 * context * c.hidden
+        return c.layers * per_layer + 2 * c.hidden * self.vocab.size
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def as_dict(c: Comparison) -> dict:
+    return {**asdict(c), "ratio": c.ratio}

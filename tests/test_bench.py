@@ -1,0 +1,20 @@
+"""`showo bench --tiny`: every comparison runs and the fast paths agree with the official algorithms.
+(Timings are not asserted: unit tests never judge speed.)"""
+import json
+
+from showo.cli.main import main
+
+
+def test_bench_tiny_outputs_agree(tmp_path, capsys):
+    js, plots = tmp_path / "bench.json", tmp_path / "plots"
+    assert main(["bench", "--tiny", "--json", str(js), "--plots", str(plots)]) == 0
+    data = json.loads(js.read_text())
+    assert data["all_outputs_agree"] is True
+    for key in ("mmu_speedup", "t2i_speedup", "bf16_t2i_speedup", "mmu_batch8_throughput_gain", "train_step_speedup",
+                "peak_rss_ratio_inference", "flops_utilization"):
+        assert isinstance(data[key]["value"], float), key
+    for key in ("mmu_speedup", "t2i_speedup", "train_step_speedup"):
+        assert data[key]["agree"] is True and data[key]["ours_s"] > 0 and data[key]["reference_s"] > 0
+    assert set(data["mmu_time_vs_answer_length"]) == {"3", "6"}
+    assert (plots / "mmu_time_vs_answer_length.png").is_file() and (plots / "t2i_time_vs_image_tokens.png").is_file()
+    assert "x" in capsys.readouterr().out
