@@ -38,3 +38,23 @@ def test_byte_level_tokenizer_needs_no_files():
     assert tok.decode(ids) == "a red cube, é"
     v = tok.vocab
     assert (v.text_size, v.pad, v.image_offset, v.mask, v.size) == (257, 257, 267, 299, 300)
+
+
+def test_tokenizer_directory_errors(tmp_path):
+    from showo.errors import CheckpointError
+    from showo.tokenizers.text import TextTokenizer
+
+    with pytest.raises(CheckpointError, match="no tokenizer"):
+        TextTokenizer.from_pretrained(tmp_path, codebook_size=8)
+    (tmp_path / "tokenizer.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="cannot load"):
+        TextTokenizer.from_pretrained(tmp_path, codebook_size=8)
+
+
+def test_saved_tokenizer_reloads_with_same_layout(tmp_path, golden_tokenizer):
+    from showo.tokenizers.text import TextTokenizer
+
+    golden_tokenizer.save_pretrained(tmp_path)
+    again = TextTokenizer.from_pretrained(tmp_path, codebook_size=golden_tokenizer.vocab.codebook_size)
+    assert again.vocab == golden_tokenizer.vocab
+    assert again.encode("a red house") == golden_tokenizer.encode("a red house")

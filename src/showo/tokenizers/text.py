@@ -42,6 +42,8 @@ class TextTokenizer:
             hf = AutoTokenizer.from_pretrained(str(path), padding_side="left", clean_up_tokenization_spaces=False)
         except Exception as e:  # noqa: BLE001 - transformers raises many types; report one line
             raise CheckpointError(f"cannot load the text tokenizer in {path}: {e}") from None
+        if not hf("a cat", add_special_tokens=False)["input_ids"]:  # transformers 5 can build empty tokenizers
+            raise CheckpointError(f"the text tokenizer in {path} encodes text to nothing (incomplete files?)")
         return cls(hf, codebook_size)
 
     @classmethod
