@@ -46,8 +46,8 @@ class BenchConfig:
 
     @classmethod
     def preset(cls, mode: str) -> "BenchConfig":
-        if mode == "quick":
-            return cls()
+        if mode == "quick":  # a few minutes on 2 cores: Phi widths, 2 layers, short generations
+            return cls(answer_tokens=16, answer_lengths=(4, 8, 16), t2i_steps=2, repeats=1)
         if mode == "full":
             return cls(layers=24, image_tokens=(256, 1024), answer_tokens=100, answer_lengths=(25, 50, 100),
                        t2i_steps=16, repeats=3)
