@@ -49,9 +49,9 @@ class EmbeddedRecipe:
     num_heads: int = 8
     max_seq_length: int = 40
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=4000, precision="bf16", save_every=200, log_every=20,
-        optim=OptimConfig(lr=1e-3, warmup_steps=200, weight_decay=0.05, min_lr_ratio=0.05, grad_clip=1.0),
-        mix=MixConfig(t2i=16, lm=4, mmu=16, story=2, cond_dropout_prob=0.1, lm_coeff=0.2)))
+        max_steps=3000, precision="bf16", save_every=100, log_every=20,
+        optim=OptimConfig(lr=1.5e-3, warmup_steps=150, weight_decay=0.05, min_lr_ratio=0.1, grad_clip=1.0),
+        mix=MixConfig(t2i=12, lm=2, mmu=14, story=2, cond_dropout_prob=0.1, lm_coeff=0.2)))
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
