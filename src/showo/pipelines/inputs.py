@@ -95,3 +95,13 @@ def check_positive(name: str, value, integer: bool = True) -> None:
 def check_non_negative(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
         raise InputError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, temperature_name: str = "temperature") -> None:
+    """The shared validation of autoregressive sampling options."""
+    check_positive("max_new_tokens", max_new_tokens)
+    check_non_negative(temperature_name, temperature)
+    if top_k is not None:
+        check_positive("top_k", top_k)
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")

@@ -31,7 +31,7 @@ from ..prompting.interleaved import interleaved_batch, interleaved_mask
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import next_token
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
-from .inputs import check_non_negative, check_positive, check_prompts
+from .inputs import check_non_negative, check_positive, check_prompts, check_text_sampling
 
 SENTENCE_END = (".", "!", "?")
 
@@ -60,15 +60,10 @@ def check_mixed(prompt: str, max_images: int, max_new_tokens: int, num_inference
     check_prompts(prompt)
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 0:
         raise InputError(f"max_images must be an integer >= 0, got {max_images!r}")
-    check_positive("max_new_tokens", max_new_tokens)
+    check_text_sampling(max_new_tokens, text_temperature, top_k, top_p, temperature_name="text_temperature")
     check_positive("num_inference_steps", num_inference_steps)
     check_non_negative("guidance_scale", guidance_scale)
-    check_non_negative("text_temperature", text_temperature)
     check_non_negative("image_temperature", image_temperature)
-    if top_k is not None:
-        check_positive("top_k", top_k)
-    if top_p is not None and not (0 < top_p <= 1):
-        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
 def _forward(model: torch.nn.Module, ids: list[int], start: int, cache, vocab: Vocabulary) -> torch.Tensor:

@@ -24,7 +24,8 @@ from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
-from .inputs import check_non_negative, check_positive, check_prompts, load_image, load_mask, warn
+from .inputs import (check_non_negative, check_positive, check_prompts, check_text_sampling, load_image, load_mask,
+                     warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
@@ -256,12 +257,7 @@ class ShowoPipeline:
 
     def _decode(self, prompts_ids, masks, max_new_tokens, temperature, top_k, top_p, generator, on_token,
                 exact, embeds=None) -> list[list[int]]:
-        check_positive("max_new_tokens", max_new_tokens)
-        check_non_negative("temperature", temperature)
-        if top_k is not None:
-            check_positive("top_k", top_k)
-        if top_p is not None and not (0 < top_p <= 1):
-            raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
+        check_text_sampling(max_new_tokens, temperature, top_k, top_p)
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
                              generator=generator, use_cache=not exact, on_token=on_token)

@@ -85,3 +85,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) ->
     rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=True)
     torch.set_rng_state(rng["torch"])
     return meta
+
+
+def resume_latest(output_dir: Path, model: torch.nn.Module, optimizer, scheduler) -> int | None:
+    """Restore the latest checkpoint of `output_dir` if there is one; its step, else None."""
+    path = latest_checkpoint(output_dir)
+    return None if path is None else load_checkpoint(path, model, optimizer, scheduler)["step"]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import resume_latest, save_checkpoint
 from .optim import lr_factor
 
 
@@ -100,11 +100,10 @@ class TokenizerTrainer:
         self.bits = code_bits(model.config.z_channels).float()
 
     def resume(self) -> bool:
-        path = latest_checkpoint(self.output_dir)
-        if path is None:
-            return False
-        self.step = load_checkpoint(path, self.model, self.optimizer, self.scheduler)["step"]
-        return True
+        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler)
+        if step is not None:
+            self.step = step
+        return step is not None
 
     def train_step(self) -> dict:
         x = self.images(self.step)

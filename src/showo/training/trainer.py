@@ -21,7 +21,7 @@ from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
 from .batch import Part, group_by_length
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import resume_latest, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, wrap
 from .optim import build_optimizer
@@ -60,11 +60,10 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from `<output_dir>/latest` if it exists (weights, optimizer, scheduler, RNG, step)."""
-        path = latest_checkpoint(self.output_dir)
-        if path is None:
-            return False
-        self.step = load_checkpoint(path, self.model, self.optimizer, self.scheduler)["step"]
-        return True
+        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler)
+        if step is not None:
+            self.step = step
+        return step is not None
 
     def _autocast(self):
         if self.cfg.precision == "bf16":
