@@ -7,8 +7,8 @@ from showo.errors import InputError
 from showo.model import Showo
 from showo.pipelines.interleaved import generate_interleaved
 from showo.prompting import IGNORE_INDEX, causal_mask, lvg_mask
-from showo.prompting.interleaved import (interleaved_batch, interleaved_mask, interleaved_sequence,
-                                         mask_interleaved_images)
+from showo.prompting.interleaved import interleaved_batch, interleaved_mask, interleaved_sequence
+from showo.training.masking import mask_interleaved_images
 from showo.sampling.schedules import get_mask_schedule
 from showo.tiny import tiny_random_pipeline
 

@@ -13,16 +13,15 @@ vocabulary (its embedding was never trained by the released checkpoints).
 
 Training targets (`interleaved_sequence`): text positions are next-token targets (shifted loss on
 `text_labels`), image codes are masked-token targets (unshifted loss at the positions of `is_image`, after
-`mask_interleaved_images`). `<eoi>` is no text target: the row of the last image code before it belongs to the
+`training.masking.mask_interleaved_images`). `<eoi>` is no text target: the row of the last image code before it belongs to the
 image loss, and the sampler writes `<eoi>` itself. Batches are left padded with `interleaved_batch`.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
-from ..training.masking import mask_image_tokens
 from .masks import causal_mask, left_pad_ids, pad_left, positions_left_padded
 from .sequences import IGNORE_INDEX
 from .vocab import Vocabulary
@@ -111,24 +110,3 @@ def interleaved_batch(rows: Sequence[torch.Tensor], vocab: Vocabulary, length: i
     mask = pad_left([interleaved_mask(r, vocab) for r in rows], ids.shape[1])
     positions = positions_left_padded([r.shape[0] for r in rows], ids.shape[1], ids.device)
     return InterleavedBatch(ids, mask, positions)
-
-
-def mask_interleaved_images(row: InterleavedRow, mask_id: int, schedule: Callable[[torch.Tensor], torch.Tensor],
-                            num_image_tokens: int, min_masking_rate: float = 0.0,
-                            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked-token corruption of every image of a row (each with its own ratio, `mask_image_tokens`).
-
-    Returns (input ids [L] with mask ids on the corrupted codes, image labels [L]: the original id where a
-    code was masked, IGNORE_INDEX elsewhere; the image loss is unshifted: `cross_entropy(logits, labels)`).
-    """
-    ids = row.ids.clone()
-    labels = torch.full_like(ids, IGNORE_INDEX)
-    count = int(row.is_image.sum())
-    if count:
-        if count % num_image_tokens:
-            raise ValueError(f"{count} image positions are not a whole number of {num_image_tokens}-token images")
-        images = ids[row.is_image].view(-1, num_image_tokens)
-        masked, image_labels, _ = mask_image_tokens(images, mask_id, schedule, min_masking_rate, generator)
-        ids[row.is_image] = masked.flatten()
-        labels[row.is_image] = image_labels.flatten()
-    return ids, labels

@@ -7,11 +7,14 @@ positions are supervised. The random draws are the official ones, in the officia
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..prompting.sequences import IGNORE_INDEX  # label of positions that do not contribute to the loss
+from ..prompting.sequences import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from ..prompting.interleaved import InterleavedRow  # label of positions that do not contribute to the loss
 
 
 def mask_image_tokens(image_ids: torch.Tensor, mask_id: int, schedule: Callable[[torch.Tensor], torch.Tensor],
@@ -34,3 +37,24 @@ def mask_image_tokens(image_ids: torch.Tensor, mask_id: int, schedule: Callable[
     input_ids = torch.where(mask, torch.tensor(mask_id, device=device), image_ids)
     labels = torch.where(mask, image_ids, IGNORE_INDEX)
     return input_ids, labels, mask_prob
+
+
+def mask_interleaved_images(row: "InterleavedRow", mask_id: int, schedule: Callable[[torch.Tensor], torch.Tensor],
+                            num_image_tokens: int, min_masking_rate: float = 0.0,
+                            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked-token corruption of every image of a row (each with its own ratio, `mask_image_tokens`).
+
+    Returns (input ids [L] with mask ids on the corrupted codes, image labels [L]: the original id where a
+    code was masked, IGNORE_INDEX elsewhere; the image loss is unshifted: `cross_entropy(logits, labels)`).
+    """
+    ids = row.ids.clone()
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    count = int(row.is_image.sum())
+    if count:
+        if count % num_image_tokens:
+            raise ValueError(f"{count} image positions are not a whole number of {num_image_tokens}-token images")
+        images = ids[row.is_image].view(-1, num_image_tokens)
+        masked, image_labels, _ = mask_image_tokens(images, mask_id, schedule, min_masking_rate, generator)
+        ids[row.is_image] = masked.flatten()
+        labels[row.is_image] = image_labels.flatten()
+    return ids, labels

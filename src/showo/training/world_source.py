@@ -14,7 +14,7 @@ import torch
 from ..data.dataset import WorldStream
 from ..data.language import captions
 from ..data.world import WorldConfig
-from ..prompting.interleaved import interleaved_mask, interleaved_sequence, mask_interleaved_images
+from ..prompting.interleaved import interleaved_mask, interleaved_sequence
 from ..prompting.masks import causal_mask
 from ..prompting.sequences import IGNORE_INDEX, mmu_question_text
 from ..sampling.schedules import get_mask_schedule
@@ -22,6 +22,7 @@ from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .batch import Part, cat_parts, lm_part, local_rows, mmu_part, row_generator, shift_left, t2i_part
 from .config import MixConfig
+from .masking import mask_interleaved_images
 
 
 class WorldBatchSource:
