@@ -112,12 +112,23 @@ def test_random_seed_is_recorded_and_reproduces(capsys, tmp_path):
     assert (tmp_path / "a" / "000-a-cube.png").read_bytes() == (tmp_path / "b" / "000-a-cube.png").read_bytes()
 
 
-def test_default_model_is_announced_tiny_random(capsys, tmp_path, monkeypatch):
+def test_default_model_is_the_embedded_one(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "generate", "a small red circle left", "--steps", "2", "--device", "cpu", "--seed", "0")
+    assert code == 0 and "note" not in err
+    meta = json.loads(next((tmp_path / "out" / "generate").glob("*.json")).read_text())
+    assert meta["model_id"].startswith("showo-world") and models.DEFAULT_MODEL == models.EMBEDDED
+
+
+def test_missing_embedded_weights_fall_back_with_a_note(capsys, tmp_path, monkeypatch):
+    import showo.embedded
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(showo.embedded, "embedded_available", lambda: False)
     code, _, err = run(capsys, "generate", "a cube", "--steps", "2", "--device", "cpu", "--seed", "0")
     assert code == 0 and (tmp_path / "out" / "generate" / "000-a-cube.png").is_file()
-    notes = [line for line in err.splitlines() if "not shipped" in line]
-    assert len(notes) == 1 and notes[0].startswith("showo: note:") and models.DEFAULT_MODEL == models.TINY_RANDOM
+    notes = [line for line in err.splitlines() if "missing" in line]
+    assert len(notes) == 1 and notes[0].startswith("showo: note:")
 
 
 def test_pipeline_directory_model(capsys, tmp_path, pipe):

@@ -1,8 +1,8 @@
 """From --model/--vq/--tokenizer/--clip/--device/--dtype to a loaded `ShowoPipeline`.
 
-`DEFAULT_MODEL` is the one place that decides what runs without --model: today the tiny random model,
-announced on stderr; once the embedded trained model ships, point `DEFAULT_MODEL` at it and set
-`DEFAULT_MODEL_NOTE` to None.
+`DEFAULT_MODEL` is the one place that decides what runs without --model: the embedded model trained on the
+procedural world (`--model embedded`); an installation without its weights falls back to the tiny random model
+and says so on stderr.
 """
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 
 TINY_RANDOM = "tiny-random"
-#: What runs when --model is not given (a path, hub id or TINY_RANDOM).
-DEFAULT_MODEL = TINY_RANDOM
-#: Said on stderr when DEFAULT_MODEL is used; None once the default is a real model.
-DEFAULT_MODEL_NOTE: str | None = ("the embedded Show-o model is not shipped yet; using a tiny RANDOM model "
-                                  "(--model tiny-random): images are noise and text is gibberish")
+EMBEDDED = "embedded"
+#: What runs when --model is not given (a path, hub id, EMBEDDED or TINY_RANDOM).
+DEFAULT_MODEL = EMBEDDED
+#: Said on stderr when the default cannot be used (the embedded weights are missing: a broken installation).
+MISSING_EMBEDDED_NOTE = ("the embedded model is missing from this installation; using a tiny RANDOM model "
+                         "(--model tiny-random): images are noise and text is gibberish")
 TINY_NOTE = "--model tiny-random is a tiny RANDOMLY initialised model: images are noise and text is gibberish"
 
 
@@ -59,17 +60,21 @@ def resolve_device(name: str) -> str:
 def model_spec(args) -> tuple[ModelSpec, str | None]:
     """The model to load and the note to print about it (None when there is nothing to say)."""
     if args.model is None:
-        model, note = DEFAULT_MODEL, DEFAULT_MODEL_NOTE
+        from ..embedded import embedded_available
+
+        model, note = DEFAULT_MODEL, None
+        if model == EMBEDDED and not embedded_available():
+            model, note = TINY_RANDOM, MISSING_EMBEDDED_NOTE
     else:
         model = args.model.strip()
         if not model:
             raise ConfigError("--model is empty")
         note = TINY_NOTE if model == TINY_RANDOM else None
-    if model == TINY_RANDOM:
+    if model in (TINY_RANDOM, EMBEDDED):
         given = [flag for flag in ("vq", "tokenizer", "clip") if getattr(args, flag) is not None]
         if given:
-            raise ConfigError(f"--{', --'.join(given)} cannot be used with the tiny random model (it brings its "
-                              f"own image and text tokenizers); give a real --model")
+            raise ConfigError(f"--{', --'.join(given)} cannot be used with the {model} model (it brings its "
+                              f"own image and text tokenizers); give a checkpoint --model")
     return ModelSpec(model, args.vq, args.tokenizer, args.clip, resolve_device(args.device), args.dtype), note
 
 
@@ -80,6 +85,10 @@ def load_pipeline(spec: ModelSpec):
     from ..pipelines import ShowoPipeline
 
     dtype = getattr(torch, spec.dtype)
+    if spec.model == EMBEDDED:
+        from ..embedded import load_embedded
+
+        return load_embedded(device=spec.device, dtype=dtype)
     if spec.model == TINY_RANDOM:
         from ..tiny import tiny_random_pipeline
 

@@ -94,8 +94,8 @@ def _default_model_help() -> str:
     from .models import DEFAULT_MODEL, TINY_RANDOM
 
     if DEFAULT_MODEL == TINY_RANDOM:
-        return "Default: the embedded model once it ships; until then tiny-random (announced on stderr)"
-    return f"Default: the embedded model ({DEFAULT_MODEL})"
+        return "Default: tiny-random"
+    return f"Default: '{DEFAULT_MODEL}', the small model trained on the procedural world, shipped in the package"
 
 
 # ---- option groups ---------------------------------------------------------------------------------------------
