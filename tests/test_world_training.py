@@ -34,9 +34,14 @@ def test_world_batches_have_every_objective_and_train(parts, tmp_path):
     assert t2i.ids.shape[1] == lm.ids.shape[1] == mmu.ids.shape[1] == recipe.max_seq_length + source.n + 3
     assert story.ids.shape[1] % 32 == 0 and story.here is not None and story.next is not None
     # understanding rows supervise only the answer: the decoded targets are the answer and eos
-    targets = mmu.next[0][mmu.next[0] != -100]
-    answer = tok.decode(targets.tolist())
-    assert answer and "ASSISTANT" not in answer and "USER" not in answer
+    # understanding rows supervise exactly the answer and eos: first answer token included
+    stream = source.streams["mmu"]
+    for row in range(mmu.ids.shape[0]):
+        sample = stream.sample(row)
+        targets = mmu.next[row][mmu.next[row] != -100].tolist()
+        assert targets[-1] == tok.vocab.eos
+        if sample["qtype"] != "caption":
+            assert targets[:-1] == tok.encode(" " + sample["answer"]), (targets, sample["answer"])
     assert [p.ids.tolist() for p in source.parts(3, 0, 1)] == [p.ids.tolist() for p in source.parts(3, 0, 1)]
     model = build_model(tok, recipe, source.n)
     cfg = TrainConfig(output_dir=str(tmp_path), max_steps=3, mix=mix, optim=OptimConfig(lr=1e-3, warmup_steps=1))

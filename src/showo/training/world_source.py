@@ -67,10 +67,10 @@ class WorldBatchSource:
                 answer = captions(stream.scene(step * self.mix.mmu + i), random.Random(step * 7919 + i))[0]
             answer = self.tok.encode(" " + answer)
             part = mmu_part(self.vocab, codes[j:j + 1], [question + answer], self.t)
-            # Supervise the answer (and eos) only: position p predicts token p+1; the question ends at
-            # index n + 3 (bos) + len(question).
+            # Supervise the answer (and eos) only. ids: [<mmu>, <soi>, n codes, <eoi>, bos, question, answer,
+            # eos]; the last question token sits at n + 3 + len(question) and predicts the first answer token.
             last_question = self.n + 3 + len(question)
-            part.next[:, : last_question] = IGNORE_INDEX
+            part.next[:, :last_question] = IGNORE_INDEX
             parts.append(part)
         return [cat_parts(parts)]
 
