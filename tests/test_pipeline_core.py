@@ -86,3 +86,11 @@ def test_save_and_load_pipeline_directory(pipe, tmp_path):
     b = again.text_to_image("a cube", num_inference_steps=3, seed=5)
     assert torch.equal(a.codes, b.codes)
     assert again.tokenizer.vocab == pipe.tokenizer.vocab
+
+
+def test_text_longer_than_the_model_context_is_an_input_error(pipe):
+    limit = pipe.model.config.llm.max_position_embeddings
+    with pytest.raises(InputError, match="positions"):
+        pipe.write("x" * limit, max_new_tokens=4)
+    with pytest.raises(InputError, match="positions"):
+        pipe.ask(Image.new("RGB", (16, 16)), "why?", max_new_tokens=limit)

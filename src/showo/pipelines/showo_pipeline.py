@@ -258,6 +258,11 @@ class ShowoPipeline:
     def _decode(self, prompts_ids, masks, max_new_tokens, temperature, top_k, top_p, generator, on_token,
                 exact, embeds=None) -> list[list[int]]:
         check_text_sampling(max_new_tokens, temperature, top_k, top_p)
+        longest = max(len(p) for p in (prompts_ids if prompts_ids is not None else embeds))
+        limit = self.model.config.llm.max_position_embeddings
+        if longest + max_new_tokens > limit:
+            raise InputError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
+                             f"{limit} positions: shorten the text or lower max_new_tokens")
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
                              generator=generator, use_cache=not exact, on_token=on_token)
