@@ -162,7 +162,7 @@ def _answer(question: str, scene) -> str:
     if m := re.fullmatch(r"(?:Where is|In which part of the image is) the (.+?)(?: located)?", q):
         if " relative to the " not in m[1]:
             return position_name(_one(m[1], scene))
-    if m := re.fullmatch(rf"Where is the (.+) relative to the (.+)", q):
+    if m := re.fullmatch(r"Where is the (.+) relative to the (.+)", q):
         return relation(_one(m[1], scene), _one(m[2], scene))
     if m := re.fullmatch(rf"(?:What is|Which object is) ({_ALT(RELATIONS)}) the (.+)", q):
         b = _one(m[2], scene)

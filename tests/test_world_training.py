@@ -1,5 +1,4 @@
 """The embedded model's recipe end to end at toy scale: world batches of every objective train."""
-import dataclasses
 
 import pytest
 import torch

@@ -5,7 +5,6 @@ outputs agree before it reports a ratio (machines are noisy: only ratios from on
 """
 from __future__ import annotations
 
-import gc
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -163,8 +162,6 @@ class Bench:
         out = side_by_side(f"t2i_{str(dtype).split('.')[-1]}_vs_fp32_b{batch}", fast, ours, self.cfg.repeats,
                            same=valid, detail={"batch": batch, "image_tokens": n_image, "steps": steps})
         out.detail["token_match_fraction"] = float((fast() == ours()).float().mean())
-        del half
-        gc.collect()
         return out
 
     # ---- training -------------------------------------------------------------------------------------------

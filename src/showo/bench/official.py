@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..prompting.masks import to_additive
-from ..sampling.filters import mask_by_random_topk
+from ..sampling.maskgit import maskgit_step
 from ..sampling.schedules import get_mask_schedule
 
 
@@ -58,19 +58,9 @@ def official_t2i_generate(model, input_ids: torch.Tensor, uncond_input_ids: torc
             logits = (1 + guidance_scale) * cond_logits - guidance_scale * uncond_logits
         else:
             logits = model(ids, attention_mask=additive)
-        logits = logits[:, -(n + 1):-1, offset:-1]
-        probs = logits.softmax(dim=-1)
-        sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)[:, 0].view(*logits.shape[:-1])
-        unknown = cur == mask_id
-        sampled = torch.where(unknown, sampled, cur)
-        ratio = (step + 1) / timesteps
-        mask_ratio = schedule_fn(torch.tensor(ratio))
-        selected = probs.gather(-1, sampled[..., None]).squeeze(-1)
-        selected = torch.where(unknown, selected, torch.finfo(selected.dtype).max)
-        mask_len = (n * mask_ratio).floor().unsqueeze(0)
-        mask_len = torch.max(torch.tensor([1]), torch.min(unknown.sum(dim=-1, keepdim=True) - 1, mask_len))
-        temperature = temperature * (1.0 - ratio)
-        masking = mask_by_random_topk(mask_len, selected, temperature, generator=generator)
+        # every position's logits were computed (above); the image slots are then sampled as the official code
+        sampled, masking, _, temperature, _ = maskgit_step(logits[:, -(n + 1):-1], cur, vocab, step, timesteps,
+                                                           temperature, schedule_fn, generator)
         ids[:, -(n + 1):-1] = torch.where(masking, mask_id, sampled + offset)
         cur = torch.where(masking, mask_id, sampled)
     return sampled

@@ -98,21 +98,37 @@ def maskgit_generate(
         if guided:
             cond, uncond = logits.chunk(2)
             logits = (1 + guidance_scale) * cond - guidance_scale * uncond
-        probs = logits[..., offset:mask_id].softmax(dim=-1)  # codebook only: text and the mask column dropped
-        sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(b, n)
-        unknown = codes == mask_id
-        sampled = torch.where(unknown, sampled, codes)
-        ratio = (step + 1) / num_inference_steps
-        mask_ratio = schedule_fn(torch.tensor(ratio)).to(ids.device)  # float32, as the official code
-        selected = probs.gather(-1, sampled[..., None]).squeeze(-1)
-        selected = torch.where(unknown, selected, torch.finfo(selected.dtype).max)
-        mask_len = (n * mask_ratio).floor().unsqueeze(0)
-        mask_len = torch.max(torch.ones(1, dtype=torch.long, device=ids.device), torch.min(unknown.sum(dim=-1, keepdim=True) - 1, mask_len))
-        temperature = temperature * (1.0 - ratio)  # official quirk: compounds over the steps (spec §6.1)
-        masking = mask_by_random_topk(mask_len, selected, temperature, generator=generator)
+        sampled, masking, mask_len, temperature, selected = maskgit_step(
+            logits, codes, vocab, step, num_inference_steps, temperature, schedule_fn, generator)
         if callback is not None:
             callback(MaskGITStep(step, num_inference_steps, ids.clone(), sampled, masking, mask_len.long(),
                                  temperature, selected))
         ids[:, img] = torch.where(masking, mask_id, sampled + offset)
         codes = torch.where(masking, mask_id, sampled)
     return sampled
+
+
+def maskgit_step(logits: torch.Tensor, codes: torch.Tensor, vocab: Vocabulary, step: int, num_steps: int,
+                 temperature: float, schedule_fn: Callable[[torch.Tensor], torch.Tensor],
+                 generator: torch.Generator | None = None):
+    """One official decoding step on the (guided) logits of the image slots [B, N, V].
+
+    `codes` [B, N] holds known codes and `vocab.mask` where unknown. Returns (sampled codes [B, N], re-masked
+    slots [B, N], mask_len [B, 1], the compounded temperature, confidences [B, N]). Random draws, in the
+    official order: one multinomial over every slot, then one uniform per slot for the Gumbel noise.
+    """
+    b, n = codes.shape
+    probs = logits[..., vocab.image_offset:vocab.mask].softmax(dim=-1)  # codebook only: text and mask dropped
+    sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(b, n)
+    unknown = codes == vocab.mask
+    sampled = torch.where(unknown, sampled, codes)
+    ratio = (step + 1) / num_steps
+    mask_ratio = schedule_fn(torch.tensor(ratio)).to(codes.device)  # float32, as the official code
+    selected = probs.gather(-1, sampled[..., None]).squeeze(-1)
+    selected = torch.where(unknown, selected, torch.finfo(selected.dtype).max)
+    mask_len = (n * mask_ratio).floor().unsqueeze(0)
+    one = torch.ones(1, dtype=torch.long, device=codes.device)
+    mask_len = torch.max(one, torch.min(unknown.sum(dim=-1, keepdim=True) - 1, mask_len))
+    temperature = temperature * (1.0 - ratio)  # official quirk: compounds over the steps (spec §6.1)
+    masking = mask_by_random_topk(mask_len, selected, temperature, generator=generator)
+    return sampled, masking, mask_len, temperature, selected

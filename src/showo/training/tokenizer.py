@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..tokenizers.lfq import code_bits

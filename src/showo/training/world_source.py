@@ -63,8 +63,7 @@ class WorldBatchSource:
             question = self.tok.encode(mmu_question_text(s["question"]))
             answer = s["answer"]
             if s["qtype"] == "caption":  # always the complete description (the stream also gives partial ones)
-                stream = self.streams["mmu"]
-                answer = captions(stream.scene(step * self.mix.mmu + i), random.Random(step * 7919 + i))[0]
+                answer = captions(self.streams["mmu"].scene(s["index"]), random.Random(step * 7919 + i))[0]
             answer = self.tok.encode(" " + answer)
             part = mmu_part(self.vocab, codes[j:j + 1], [question + answer], self.t)
             # Supervise the answer (and eos) only. ids: [<mmu>, <soi>, n codes, <eoi>, bos, question, answer,
