@@ -1,6 +1,7 @@
 """`showo train` at toy scale: every stage runs from the CLI, resumes, and leaves loadable models."""
 import json
 
+import torch
 import yaml
 
 from showo.cli.main import main
@@ -50,3 +51,34 @@ def test_write_recipe_round_trips(tmp_path):
     out = tmp_path / "r.yaml"
     assert main(["train", "all", "--run", str(tmp_path / "r"), "--write-recipe", str(out)]) == 0
     assert EmbeddedRecipe.from_yaml(out).to_dict() == EmbeddedRecipe().to_dict()
+
+
+def test_init_from_continues_from_saved_weights_on_fresh_data(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    r = tiny_recipe(recipe)
+    first = tmp_path / "first"
+    assert main(["train", "all", "--run", str(first), "--recipe", str(recipe), "-q"]) == 0
+    start = first / "showo-train" / (first / "showo-train" / "latest").read_text().strip() / "model"
+    second = tmp_path / "second"
+    second.mkdir()
+    for part in ("tokenizer", "magvit"):
+        (second / part).symlink_to((first / part).resolve())
+    r.seed, r.train.max_steps, r.train.optim.lr = 1, 1, 1e-9  # one step this small leaves the start weights
+    r.to_yaml(recipe)
+    assert main(["train", "model", "--run", str(second), "--recipe", str(recipe), "--init-from", str(start),
+                 "-q"]) == 0
+    before, after = Showo.from_pretrained(start).state_dict(), Showo.from_pretrained(
+        second / "showo-train" / "checkpoint-0000001" / "model").state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    first_loss = json.loads((first / "showo-train" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    second_loss = json.loads((second / "showo-train" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert first_loss != second_loss  # other weights and (seed 1) other scenes
+
+
+def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    tiny_recipe(recipe)
+    run = tmp_path / "run"
+    assert main(["train", "all", "--run", str(run), "--recipe", str(recipe), "--max-steps", "1",
+                 "--init-from", str(tmp_path / "nowhere"), "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("showo: error: init_from: no Show-o model")

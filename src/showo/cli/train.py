@@ -31,6 +31,8 @@ def add_parser(sub, parser_class) -> None:
     p.add_argument("--run", required=True, metavar="DIR", help="run directory (created; resumed when it exists)")
     p.add_argument("--recipe", metavar="YAML", help="recipe file (default: the embedded model's recipe)")
     p.add_argument("--max-steps", type=int, metavar="N", help="override the stage's number of steps")
+    p.add_argument("--init-from", metavar="DIR",
+                   help="start the model stage from these Show-o weights (fresh optimizer and schedule)")
     p.add_argument("--write-recipe", metavar="YAML", help="write the recipe in effect to YAML and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -46,6 +48,8 @@ def run(args) -> int:
             raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
         recipe.tokenizer_train.max_steps = args.max_steps
         recipe.train.max_steps = args.max_steps
+    if args.init_from is not None:
+        recipe.init_from = args.init_from
     if args.write_recipe:
         recipe.to_yaml(args.write_recipe)
         return 0

@@ -18,6 +18,7 @@ import yaml
 from ..backbone import PhiConfig
 from ..data.dataset import WorldStream
 from ..data.world import WorldConfig
+from ..checkpoints import find_weights, load_checked, read_state_dict
 from ..errors import ConfigError
 from ..model import Showo, ShowoConfig
 from ..tokenizers.magvit import MagvitConfig, MagvitV2
@@ -48,6 +49,9 @@ class EmbeddedRecipe:
     num_layers: int = 8
     num_heads: int = 8
     max_seq_length: int = 40
+    # Start the Show-o stage from these weights (a model directory, e.g. a checkpoint's `model/`) instead of a
+    # random init: continue or fine-tune with a fresh optimizer and schedule. Ignored once the run has a checkpoint.
+    init_from: str | None = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=3000, precision="bf16", save_every=100, log_every=20,
         optim=OptimConfig(lr=1.5e-3, warmup_steps=150, weight_decay=0.05, min_lr_ratio=0.1, grad_clip=1.0),
@@ -153,9 +157,17 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Sho
     cfg.output_dir = str(run / "showo-train")
     source = WorldBatchSource(tok, vq, cfg.mix, recipe.max_seq_length, seed=recipe.seed)
     trainer = Trainer(model, source, cfg)
-    trainer.resume()
+    if not trainer.resume() and recipe.init_from:
+        init_weights(model, Path(recipe.init_from))
     trainer.train(progress=progress)
     return model
+
+
+def init_weights(model: Showo, directory: Path) -> None:
+    """Copy a saved Show-o's weights into `model` (same architecture; one-line error otherwise)."""
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"init_from: no Show-o model in {directory}")
+    load_checked(model, read_state_dict(find_weights(directory)), what=f"init_from {directory}")
 
 
 def corpus_stats(tok: TextTokenizer, recipe: EmbeddedRecipe, n: int = 200) -> dict:

@@ -1,7 +1,7 @@
 """Training batches drawn from the procedural world (`showo.data`): the recipe of the embedded model.
 
-Row i of objective k at step s is world sample `s * rows_k + i` of the train split: it depends on (step, row)
-only, so any number of processes builds the same global batch and a resumed run sees the same data.
+Row i of objective k at step s is world sample `seed * 10**12 + s * rows_k + i` of the train split: it depends on
+(seed, step, row) only, so any number of processes builds the same global batch and a resumed run sees the same data.
 Understanding rows supervise the answer only (the official captioning data also supervised the question
 prefix); the question uses the official inference prompt `USER: \\n{question} ASSISTANT:` with a bos.
 """
@@ -25,6 +25,9 @@ from .config import MixConfig
 from .masking import mask_interleaved_images
 
 
+SCENES_PER_SEED = 10**12  # far more than any run reads: runs with different seeds never share a scene
+
+
 class WorldBatchSource:
     def __init__(self, tokenizer: TextTokenizer, magvit: MagvitV2, mix: MixConfig, max_text_len: int,
                  world: WorldConfig | None = None, seed: int = 0):
@@ -41,8 +44,10 @@ class WorldBatchSource:
         return self.vq.get_code(images)
 
     def _samples(self, kind: str, step: int, rank: int, world_size: int) -> list[tuple[int, dict]]:
+        """The scenes of a step; the seed picks a disjoint stretch of the stream (seed 0 starts at its beginning)."""
         count = getattr(self.mix, kind)
-        return [(i, self.streams[kind].sample(step * count + i)) for i in local_rows(count, rank, world_size)]
+        start = self.seed * SCENES_PER_SEED + step * count
+        return [(i, self.streams[kind].sample(start + i)) for i in local_rows(count, rank, world_size)]
 
     def _t2i(self, step, rank, world_size) -> list[Part]:
         rows = self._samples("t2i", step, rank, world_size)
