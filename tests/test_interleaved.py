@@ -29,14 +29,16 @@ class ScriptedShowo(Showo):
         self.eval()
 
     def forward(self, input_ids=None, input_embeddings=None, attention_mask=None, position_ids=None, cache=None,
-                start=0, logits_slice=None):
-        logits = super().forward(input_ids, input_embeddings, attention_mask, position_ids, cache, start, logits_slice)
+                start=0, logits_slice=None, vocab_slice=None):
+        logits = super().forward(input_ids, input_embeddings, attention_mask, position_ids, cache, start, logits_slice,
+                                 vocab_slice)
+        first = vocab_slice.start if vocab_slice is not None else 0
         q = (input_ids if input_ids is not None else input_embeddings).shape[1]
         positions = torch.arange(start, start + q)
         positions = positions[logits_slice] if logits_slice is not None else positions
         for i, p in enumerate(positions.tolist()):
-            if p in self.script:
-                logits[:, i, self.script[p]] += 1e4
+            if p in self.script and 0 <= self.script[p] - first < logits.shape[-1]:
+                logits[:, i, self.script[p] - first] += 1e4
         return logits
 
 

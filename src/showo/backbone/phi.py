@@ -168,13 +168,16 @@ class PhiForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, start: int = 0, logits_slice: slice | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, start: int = 0, logits_slice: slice | None = None,
+                vocab_slice: slice | None = None) -> torch.Tensor:
         """Logits [B, q, V] (float32).
 
         attention_mask: [B, 1, q, start+q], boolean (True = may attend) or additive float; None = causal.
         position_ids: [B, q]; default `start + arange(q)` for every row (the official behaviour).
         cache/start: keys and values are written at positions `[start, start+q)` and attention runs over
         `[0, start+q)`. logits_slice: compute the LM head only on these positions (saves a 58k-wide matmul).
+        vocab_slice: compute only these vocabulary entries (e.g. the image codebook: 8k of Show-o's 58k rows);
+        the returned last dimension is then the slice's length.
         """
         x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if position_ids is None:
@@ -184,7 +187,9 @@ class PhiForCausalLM(nn.Module):
         h = self.model(x, attention_mask, position_ids, cache, start)
         if logits_slice is not None:
             h = h[:, logits_slice]
-        return self.lm_head(h).float()
+        if vocab_slice is None:
+            return self.lm_head(h).float()
+        return F.linear(h, self.lm_head.weight[vocab_slice], self.lm_head.bias[vocab_slice]).float()
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty cache matching this model's dtype and device."""

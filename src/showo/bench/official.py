@@ -59,8 +59,9 @@ def official_t2i_generate(model, input_ids: torch.Tensor, uncond_input_ids: torc
         else:
             logits = model(ids, attention_mask=additive)
         # every position's logits were computed (above); the image slots are then sampled as the official code
-        sampled, masking, _, temperature, _ = maskgit_step(logits[:, -(n + 1):-1], cur, vocab, step, timesteps,
-                                                           temperature, schedule_fn, generator)
+        codebook_logits = logits[:, -(n + 1):-1, offset:mask_id]
+        sampled, masking, _, temperature, _ = maskgit_step(codebook_logits, cur, vocab, step, timesteps, temperature,
+                                                           schedule_fn, generator)
         ids[:, -(n + 1):-1] = torch.where(masking, mask_id, sampled + offset)
         cur = torch.where(masking, mask_id, sampled)
     return sampled

@@ -83,13 +83,15 @@ def maskgit_generate(
         model(rows[:, :prefix], attention_mask=mask[:, :, :prefix, :prefix], cache=cache, start=0,
               logits_slice=slice(0, 0))
 
+    codebook = slice(offset, mask_id)  # only codes are ever sampled: skip the LM head's other 50k rows
+
     def image_logits(current: torch.Tensor) -> torch.Tensor:
         batch = torch.cat([current, current]) if guided else current
         if cache is None:
             full = torch.cat([rows[:, :prefix], batch[:, prefix:]], dim=1) if guided else batch
-            return model(full, attention_mask=mask, logits_slice=img)
+            return model(full, attention_mask=mask, logits_slice=img, vocab_slice=codebook)
         return model(batch[:, prefix:], attention_mask=mask[:, :, prefix:], cache=cache, start=prefix,
-                     logits_slice=slice(1, n + 1))
+                     logits_slice=slice(1, n + 1), vocab_slice=codebook)
 
     codes = torch.where(ids[:, img] == mask_id, mask_id, ids[:, img] - offset)
     sampled = codes
@@ -111,14 +113,15 @@ def maskgit_generate(
 def maskgit_step(logits: torch.Tensor, codes: torch.Tensor, vocab: Vocabulary, step: int, num_steps: int,
                  temperature: float, schedule_fn: Callable[[torch.Tensor], torch.Tensor],
                  generator: torch.Generator | None = None):
-    """One official decoding step on the (guided) logits of the image slots [B, N, V].
+    """One official decoding step on the (guided) codebook logits of the image slots [B, N, K]
+    (vocabulary entries `vocab.image_offset` to `vocab.mask`).
 
     `codes` [B, N] holds known codes and `vocab.mask` where unknown. Returns (sampled codes [B, N], re-masked
     slots [B, N], mask_len [B, 1], the compounded temperature, confidences [B, N]). Random draws, in the
     official order: one multinomial over every slot, then one uniform per slot for the Gumbel noise.
     """
     b, n = codes.shape
-    probs = logits[..., vocab.image_offset:vocab.mask].softmax(dim=-1)  # codebook only: text and mask dropped
+    probs = logits.softmax(dim=-1)
     sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(b, n)
     unknown = codes == vocab.mask
     sampled = torch.where(unknown, sampled, codes)
