@@ -55,7 +55,9 @@ class PhiConfig:
 
 
 class RotaryEmbedding(nn.Module):
-    """GPT-NeoX rotate-half RoPE on the first `dim` channels of each head, cos/sin computed in float32."""
+    """GPT-NeoX rotate-half RoPE on the first `dim` channels of each head, cos/sin computed in float32.
+
+    One table serves every layer (they share `dim` and `base`), looked up once per forward."""
 
     def __init__(self, dim: int, base: float):
         super().__init__()
@@ -63,27 +65,26 @@ class RotaryEmbedding(nn.Module):
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape [B, 1, q, dim] for integer `positions` [B, q]."""
+        """cos, sin of shape [B, q, 1, dim / 2] for integer `positions` [B, q] (the two halves of the
+        rotate-half table are equal, so one half is kept)."""
         needed = int(positions.max()) + 1 if positions.numel() else 1
         if self._cache is None or self._cache[0].shape[0] < needed or self._cache[0].device != positions.device:
             length = max(needed, 2048)
             inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=positions.device).float() / self.dim))
             t = torch.arange(length, device=positions.device, dtype=torch.int64).type_as(inv_freq)
-            emb = torch.cat([torch.outer(t, inv_freq)] * 2, dim=-1)
-            self._cache = (emb.cos(), emb.sin())
+            freqs = torch.outer(t, inv_freq)
+            self._cache = (freqs.cos(), freqs.sin())
         cos, sin = self._cache
-        return cos[positions].to(dtype).unsqueeze(1), sin[positions].to(dtype).unsqueeze(1)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+        return cos[positions].to(dtype).unsqueeze(2), sin[positions].to(dtype).unsqueeze(2)
 
 
 def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    d = cos.shape[-1]
-    rot, rest = x[..., :d], x[..., d:]
-    return torch.cat(((rot * cos) + (rotate_half(rot) * sin), rest), dim=-1)
+    """`x * cos + rotate_half(x) * sin` on the first 2 * cos.shape[-1] channels of x [B, q, H, D]; the rest
+    passes through. Written per half (`x1 c - x2 s`, `x2 c + x1 s`): the same float operations as the
+    rotate-half form, so the same bits, with one concatenation instead of three copies."""
+    half = cos.shape[-1]
+    x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest), dim=-1)
 
 
 class PhiAttention(nn.Module):
@@ -95,17 +96,15 @@ class PhiAttention(nn.Module):
         # Show-o: one LayerNorm over head_dim, shared by all heads, applied after the head split.
         self.q_layernorm = nn.LayerNorm(self.head_dim, eps=cfg.layer_norm_eps)
         self.k_layernorm = nn.LayerNorm(self.head_dim, eps=cfg.layer_norm_eps)
-        self.rotary = RotaryEmbedding(cfg.rotary_dim, cfg.rope_theta)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor,
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor],
                 cache: KVCache | None = None, layer: int = 0, start: int = 0) -> torch.Tensor:
         b, q_len, _ = x.shape
-        split = lambda t: t.view(b, q_len, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        q = self.q_layernorm(split(self.q_proj(x)))
-        k = self.k_layernorm(split(self.k_proj(x)))
-        v = split(self.v_proj(x))
-        cos, sin = self.rotary.cos_sin(positions, q.dtype)
-        q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
+        # Norm and rotary work on the contiguous [B, q, H, D] layout; attention takes the [B, H, q, D] view.
+        split = lambda t: t.view(b, q_len, self.heads, self.head_dim)  # noqa: E731
+        q = apply_partial_rotary(self.q_layernorm(split(self.q_proj(x))), *rope).transpose(1, 2)
+        k = apply_partial_rotary(self.k_layernorm(split(self.k_proj(x))), *rope).transpose(1, 2)
+        v = split(self.v_proj(x)).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(layer, start, k, v)
         causal = mask is None and q_len > 1
@@ -134,9 +133,9 @@ class PhiDecoderLayer(nn.Module):
         self.self_attn = PhiAttention(cfg)
         self.mlp = PhiMLP(cfg)
 
-    def forward(self, x, mask, positions, cache=None, layer=0, start=0):
+    def forward(self, x, mask, rope, cache=None, layer=0, start=0):
         h = self.input_layernorm(x)
-        return self.self_attn(h, mask, positions, cache, layer, start) + self.mlp(h) + x
+        return self.self_attn(h, mask, rope, cache, layer, start) + self.mlp(h) + x
 
 
 class PhiModel(nn.Module):
@@ -145,15 +144,17 @@ class PhiModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(PhiDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.final_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.rotary = RotaryEmbedding(cfg.rotary_dim, cfg.rope_theta)  # no parameters: not in the state dict
         self.gradient_checkpointing = False
 
     def forward(self, embeds, mask, positions, cache=None, start=0):
         x = embeds
+        rope = self.rotary.cos_sin(positions, x.dtype)
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training and cache is None:
-                x = checkpoint(layer, x, mask, positions, use_reentrant=False)
+                x = checkpoint(layer, x, mask, rope, use_reentrant=False)
             else:
-                x = layer(x, mask, positions, cache, i, start)
+                x = layer(x, mask, rope, cache, i, start)
         return self.final_layernorm(x)
 
 
