@@ -76,9 +76,11 @@ def _time(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, same=lambda a, b: a == b,
-                 detail: dict | None = None) -> Comparison:
-    """Warm both up, then alternate `repeats` times; best time of each (least disturbed by other load)."""
-    ours(), reference()
+                 detail: dict | None = None, warmup: bool = True) -> Comparison:
+    """Warm both up (unless an earlier comparison ran the same code paths), then alternate `repeats` times;
+    best time of each (least disturbed by other load)."""
+    if warmup:
+        ours(), reference()
     t_ours, t_ref, agree = [], [], True
     for _ in range(repeats):
         a, out_a = _time(ours)
@@ -115,13 +117,18 @@ class Bench:
 
     # ---- understanding ------------------------------------------------------------------------------------
 
-    def mmu(self, new_tokens: int | None = None) -> Comparison:
-        n = new_tokens or self.cfg.answer_tokens
+    def mmu_fns(self, n: int) -> tuple[Callable, Callable]:
+        """(ours, official) greedy answers of `n` tokens to one question about an image."""
         ids = self._mmu_prompt(20, self.cfg.image_tokens[0])
         mask = mmu_mask(ids, self.vocab)
         ours = lambda: generate_text(self.model, [ids[0]], [mask[0, 0]], max_new_tokens=n, temperature=0)[0]  # noqa: E731
         ref = lambda: official_mmu_generate(self.model, ids, torch.where(mask, 0.0, torch.finfo(torch.float32).min), n)  # noqa: E731
-        return side_by_side(f"mmu_{n}_tokens", ours, ref, self.cfg.repeats, detail={"new_tokens": n})
+        return ours, ref
+
+    def mmu(self, new_tokens: int | None = None, warmup: bool = True) -> Comparison:
+        n = new_tokens or self.cfg.answer_tokens
+        return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n), self.cfg.repeats, detail={"new_tokens": n},
+                            warmup=warmup)
 
     def mmu_batch(self, batch: int = 8) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths."""
@@ -141,33 +148,40 @@ class Bench:
         uncond = t2i_gen_sequence(self.vocab, [[]] * batch, image, self.cfg.text_len)
         return cond, uncond
 
-    def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None) -> Comparison:
-        cond, uncond = self._t2i_inputs(batch, n_image)
-        steps, g = self.cfg.t2i_steps, 1.75
-        ours = lambda: maskgit_generate(self.model, cond, self.vocab, n_image, uncond, steps, g,  # noqa: E731
+    def _t2i_ours(self, model: Showo, cond: torch.Tensor, uncond: torch.Tensor, n_image: int) -> Callable:
+        return lambda: maskgit_generate(model, cond, self.vocab, n_image, uncond, self.cfg.t2i_steps, 1.75,
                                         generator=torch.Generator().manual_seed(1))
+
+    def t2i_fns(self, batch: int, n_image: int) -> tuple[Callable, Callable]:
+        """(ours, official) guided generation of `batch` images of `n_image` tokens."""
+        cond, uncond = self._t2i_inputs(batch, n_image)
+        mask = t2i_mask(torch.cat([cond, uncond]), self.vocab)
+        ref = lambda: official_t2i_generate(self.model, cond, uncond, mask, self.vocab, n_image,  # noqa: E731
+                                            self.cfg.t2i_steps, 1.75, generator=torch.Generator().manual_seed(1))
+        return self._t2i_ours(self.model, cond, uncond, n_image), ref
+
+    def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None) -> Comparison:
+        detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps}
         if dtype is None:
-            mask = t2i_mask(torch.cat([cond, uncond]), self.vocab)
-            ref = lambda: official_t2i_generate(self.model, cond, uncond, mask, self.vocab, n_image, steps, g,  # noqa: E731
-                                                generator=torch.Generator().manual_seed(1))
-            return side_by_side(f"t2i_b{batch}_n{n_image}", ours, ref, self.cfg.repeats, same=torch.equal,
-                                detail={"batch": batch, "image_tokens": n_image, "steps": steps})
+            return side_by_side(f"t2i_b{batch}_n{n_image}", *self.t2i_fns(batch, n_image), self.cfg.repeats,
+                                same=torch.equal, detail=detail)
+        cond, uncond = self._t2i_inputs(batch, n_image)
         half = Showo(self.model_cfg).to(dtype).eval()
         half.load_state_dict(self.model.state_dict())
-        fast = lambda: maskgit_generate(half, cond, self.vocab, n_image, uncond, steps, g,  # noqa: E731
-                                        generator=torch.Generator().manual_seed(1))
+        fast, ours = self._t2i_ours(half, cond, uncond, n_image), self._t2i_ours(self.model, cond, uncond, n_image)
         # bf16 rounding changes which codes get sampled, so tokens cannot be identical; check the output is a
         # complete image of valid codes and report how many tokens match (quality is judged by `showo eval`).
         valid = lambda a, b: a.shape == b.shape and bool(((a >= 0) & (a < self.cfg.codebook)).all())  # noqa: E731
         out = side_by_side(f"t2i_{str(dtype).split('.')[-1]}_vs_fp32_b{batch}", fast, ours, self.cfg.repeats,
-                           same=valid, detail={"batch": batch, "image_tokens": n_image, "steps": steps})
+                           same=valid, detail=detail)
         out.detail["token_match_fraction"] = float((fast() == ours()).float().mean())
         return out
 
     # ---- training -------------------------------------------------------------------------------------------
 
-    def train_step(self, checkpointing: bool) -> Comparison:
-        """Our mixed t2i/lm/mmu step (bool masks, LM head once) vs the official loop's (float masks)."""
+    def train_fns(self, checkpointing: bool) -> tuple[Callable, Callable]:
+        """(ours, official-style) one forward + backward of a mixed t2i/lm/mmu batch: ours with boolean masks
+        (and gradient checkpointing if asked), the official loop's with float masks."""
         n = self.cfg.image_tokens[0]
         mix = MixConfig(t2i=2, lm=1, mmu=1)
         gen = torch.Generator().manual_seed(3)
@@ -195,9 +209,13 @@ class Bench:
             self.model.set_gradient_checkpointing(False)
             return round(float(loss.detach()), 3)
 
-        return side_by_side("train_step" + ("_checkpointing" if checkpointing else ""),
-                            lambda: step(bool_mask, checkpointing), lambda: step(float_mask, False),
-                            self.cfg.repeats, same=lambda a, b: abs(a - b) < 1e-2, detail={"rows": ids.shape[0]})
+        self.train_rows = ids.shape[0]
+        return lambda: step(bool_mask, checkpointing), lambda: step(float_mask, False)
+
+    def train_step(self, checkpointing: bool) -> Comparison:
+        ours, ref = self.train_fns(checkpointing)
+        return side_by_side("train_step" + ("_checkpointing" if checkpointing else ""), ours, ref, self.cfg.repeats,
+                            same=lambda a, b: abs(a - b) < 1e-2, detail={"rows": self.train_rows})
 
     # ---- hardware -------------------------------------------------------------------------------------------
 
