@@ -57,24 +57,23 @@ class PhiConfig:
 class RotaryEmbedding(nn.Module):
     """GPT-NeoX rotate-half RoPE on the first `dim` channels of each head, cos/sin computed in float32.
 
-    One table serves every layer (they share `dim` and `base`), looked up once per forward."""
+    One table serves every layer (they share `dim` and `base`), looked up once per forward. The table covers
+    `max_positions` and is built up front, so a forward has no data-dependent branch (torch.compile traces it
+    whole); it is a plain attribute, not a buffer, so casting the model never rounds it."""
 
-    def __init__(self, dim: int, base: float):
+    def __init__(self, dim: int, base: float, max_positions: int):
         super().__init__()
-        self.dim, self.base = dim, base
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        cpu = torch.device("cpu")  # explicit: models are often built under a meta-device context
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64, device=cpu).float() / dim))
+        freqs = torch.outer(torch.arange(max_positions, dtype=torch.int64, device=cpu).type_as(inv_freq), inv_freq)
+        self.table = (freqs.cos(), freqs.sin())
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [B, q, 1, dim / 2] for integer `positions` [B, q] (the two halves of the
         rotate-half table are equal, so one half is kept)."""
-        needed = int(positions.max()) + 1 if positions.numel() else 1
-        if self._cache is None or self._cache[0].shape[0] < needed or self._cache[0].device != positions.device:
-            length = max(needed, 2048)
-            inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=positions.device).float() / self.dim))
-            t = torch.arange(length, device=positions.device, dtype=torch.int64).type_as(inv_freq)
-            freqs = torch.outer(t, inv_freq)
-            self._cache = (freqs.cos(), freqs.sin())
-        cos, sin = self._cache
+        if self.table[0].device != positions.device:
+            self.table = tuple(t.to(positions.device) for t in self.table)
+        cos, sin = self.table
         return cos[positions].to(dtype).unsqueeze(2), sin[positions].to(dtype).unsqueeze(2)
 
 
@@ -144,7 +143,7 @@ class PhiModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(PhiDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.final_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.rotary = RotaryEmbedding(cfg.rotary_dim, cfg.rope_theta)  # no parameters: not in the state dict
+        self.rotary = RotaryEmbedding(cfg.rotary_dim, cfg.rope_theta, cfg.max_position_embeddings)  # not in state dict
         self.gradient_checkpointing = False
 
     def forward(self, embeds, mask, positions, cache=None, start=0):
