@@ -73,7 +73,10 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
             by_tokens[n] = (c.ours_s, c.reference_s)
     results["t2i_time_vs_image_tokens"] = {str(n): {"ours_s": a, "official_s": b} for n, (a, b) in by_tokens.items()}
     record("bf16_t2i_speedup", bench.t2i(cfg.t2i_batches[0], cfg.image_tokens[0], dtype=torch.bfloat16))
+    record("bf16_t2i_compiled_speedup", bench.t2i(cfg.t2i_batches[0], cfg.image_tokens[0], dtype=torch.bfloat16,
+                                                  compiled=True))
     record("mmu_batch8_throughput_gain", bench.mmu_batch(8))
+    record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
     record("train_step_speedup", bench.train_step(checkpointing=False))
     record("train_step_checkpointing_speed_ratio", bench.train_step(checkpointing=True))
 
