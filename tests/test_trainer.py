@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from showo.model import Showo
 from showo.training.checkpoint import latest_checkpoint
 from showo.training.config import MixConfig, OptimConfig, TrainConfig
-from showo.training.trainer import Trainer
+from showo.training.batch import group_by_length
+from showo.training.trainer import Trainer, group_loss_sums
 from train_helpers import SyntheticSource, tiny_model
 
 MIX = MixConfig(t2i=4, lm=2, mmu=2)
@@ -94,3 +96,29 @@ def test_two_processes_match_one(tmp_path, mode):
     for a, b in zip(single, result["history"]):
         for k in ("loss_t2i", "loss_lm", "loss_mmu", "loss"):
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), (k, a[k], b[k])
+
+
+def test_target_positions_only_gives_the_full_logits_losses_and_gradients():
+    model, vocab = tiny_model()
+    source = SyntheticSource(vocab, 8, 4, MixConfig(t2i=3, lm=1, mmu=2))
+    group = group_by_length(source.parts(0, 0, 1))[0]
+    assert len(group) == 3  # t2i, lm and mmu rows share one forward pass
+
+    sums = group_loss_sums(model, group)
+    fast = dict(zip([p.name for p in group], sums))
+    torch.stack(sums).sum().backward()
+    fast_grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+
+    logits = model(torch.cat([p.ids for p in group]), attention_mask=torch.cat([p.mask for p in group]))
+    full, row = {}, 0
+    for p in group:
+        lg = logits[row:row + p.ids.shape[0]].reshape(-1, logits.shape[-1])
+        row += p.ids.shape[0]
+        full[p.name] = sum(F.cross_entropy(lg, t.reshape(-1), ignore_index=-100, reduction="sum")
+                           for t in (p.here, p.next) if t is not None)
+    torch.stack(list(full.values())).sum().backward()
+    for k in full:
+        assert torch.allclose(fast[k], full[k], rtol=1e-5), k
+    for k, p in model.named_parameters():
+        assert torch.allclose(fast_grads[k], p.grad, rtol=1e-4, atol=1e-6), k

@@ -168,14 +168,15 @@ class PhiForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, start: int = 0, logits_slice: slice | None = None,
+                cache: KVCache | None = None, start: int = 0, logits_slice: slice | torch.Tensor | None = None,
                 vocab_slice: slice | None = None) -> torch.Tensor:
         """Logits [B, q, V] (float32).
 
         attention_mask: [B, 1, q, start+q], boolean (True = may attend) or additive float; None = causal.
         position_ids: [B, q]; default `start + arange(q)` for every row (the official behaviour).
         cache/start: keys and values are written at positions `[start, start+q)` and attention runs over
-        `[0, start+q)`. logits_slice: compute the LM head only on these positions (saves a 58k-wide matmul).
+        `[0, start+q)`. logits_slice: compute the LM head only on these positions (saves a 58k-wide matmul); a
+        boolean [B, q] tensor selects positions row by row and the logits come back flat, [M, V].
         vocab_slice: compute only these vocabulary entries (e.g. the image codebook: 8k of Show-o's 58k rows);
         the returned last dimension is then the slice's length.
         """
@@ -185,7 +186,9 @@ class PhiForCausalLM(nn.Module):
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             attention_mask = attention_mask.to(x.dtype)
         h = self.model(x, attention_mask, position_ids, cache, start)
-        if logits_slice is not None:
+        if isinstance(logits_slice, torch.Tensor):
+            h = h[logits_slice]
+        elif logits_slice is not None:
             h = h[:, logits_slice]
         if vocab_slice is None:
             return self.lm_head(h).float()

@@ -14,6 +14,7 @@ import torch
 
 from ..backbone import PhiConfig
 from ..model import Showo, ShowoConfig
+from ..model.losses import showo_losses
 from ..prompting.masks import mmu_mask, t2i_mask
 from ..prompting.sequences import mmu_prompt_ids, t2i_gen_sequence
 from ..prompting.vocab import Vocabulary
@@ -21,6 +22,7 @@ from ..sampling.autoregressive import generate_text
 from ..sampling.maskgit import maskgit_generate
 from ..training.batch import Part, lm_part, mmu_part, t2i_part
 from ..training.config import MixConfig
+from ..training.trainer import group_loss_sums
 from .official import official_mmu_generate, official_t2i_generate
 
 
@@ -131,7 +133,7 @@ class Bench:
         return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n), self.cfg.repeats, detail={"new_tokens": n},
                             warmup=warmup)
 
-    def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32) -> Comparison:
+    def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32, warmup: bool = True) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths.
         In float32 the answers must be identical; in bfloat16 the padded batch rounds differently, so only the
         answer lengths are checked and the fraction of identical tokens is reported."""
@@ -144,7 +146,7 @@ class Bench:
         exact = dtype == torch.float32
         same = (lambda a, b: a == b) if exact else (lambda a, b: [len(x) for x in a] == [len(x) for x in b])
         out = side_by_side(f"mmu_batch{batch}_vs_1_{_name(dtype)}", batched, single, self.cfg.repeats, same=same,
-                           detail={"batch": batch, "new_tokens": n, "dtype": _name(dtype)})
+                           detail={"batch": batch, "new_tokens": n, "dtype": _name(dtype)}, warmup=warmup)
         if not exact:
             pairs = [(x, y) for a, b in zip(batched(), single()) for x, y in zip(a, b)]
             out.detail["token_match_fraction"] = sum(x == y for x, y in pairs) / len(pairs)
@@ -180,13 +182,14 @@ class Bench:
                                             self.cfg.t2i_steps, 1.75, generator=torch.Generator().manual_seed(1))
         return self._t2i_ours(self.model, cond, uncond, n_image), ref
 
-    def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None, compiled: bool = False) -> Comparison:
+    def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None, compiled: bool = False,
+            warmup: bool = True) -> Comparison:
         """Ours vs the official algorithm (fp32, identical tokens); with `dtype`: ours in dtype vs ours in fp32;
         with `compiled`: ours under torch.compile vs ours eager, both in `dtype`."""
         detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps}
         if dtype is None:
             return side_by_side(f"t2i_b{batch}_n{n_image}", *self.t2i_fns(batch, n_image), self.cfg.repeats,
-                                same=torch.equal, detail=detail)
+                                same=torch.equal, detail=detail, warmup=warmup)
         cond, uncond = self._t2i_inputs(batch, n_image)
         if compiled:
             eager = self.cast(dtype)
@@ -194,6 +197,7 @@ class Bench:
             t0 = time.perf_counter()
             fast()
             detail["compile_and_first_run_s"] = time.perf_counter() - t0
+            warmup = False  # that first run was the warm-up
             name = f"t2i_compiled_vs_eager_{_name(dtype)}_b{batch}"
         else:
             fast, ours = (self._t2i_ours(m, cond, uncond, n_image) for m in (self.cast(dtype), self.model))
@@ -201,15 +205,16 @@ class Bench:
         # bf16 rounding changes which codes get sampled, so tokens cannot be identical; check the output is a
         # complete image of valid codes and report how many tokens match (quality is judged by `showo eval`).
         valid = lambda a, b: a.shape == b.shape and bool(((a >= 0) & (a < self.cfg.codebook)).all())  # noqa: E731
-        out = side_by_side(name, fast, ours, self.cfg.repeats, same=valid, detail=detail)
+        out = side_by_side(name, fast, ours, self.cfg.repeats, same=valid, detail=detail, warmup=warmup)
         out.detail["token_match_fraction"] = float((fast() == ours()).float().mean())
         return out
 
     # ---- training -------------------------------------------------------------------------------------------
 
     def train_fns(self, checkpointing: bool) -> tuple[Callable, Callable]:
-        """(ours, official-style) one forward + backward of a mixed t2i/lm/mmu batch: ours with boolean masks
-        (and gradient checkpointing if asked), the official loop's with float masks."""
+        """(ours, official) one forward + backward of a mixed t2i/lm/mmu batch. Ours: the trainer's
+        `group_loss_sums` (boolean masks, LM head only where targets are; gradient checkpointing if asked).
+        Official: float masks, logits everywhere, `showo_losses` (the golden-tested official loss)."""
         n = self.cfg.image_tokens[0]
         mix = MixConfig(t2i=2, lm=1, mmu=1)
         gen = torch.Generator().manual_seed(3)
@@ -219,31 +224,35 @@ class Bench:
         mmu = mmu_part(self.vocab, codes[:1], [self._text(20)], self.cfg.text_len)
         parts: list[Part] = [t2i, lm, mmu]
         ids = torch.cat([p.ids for p in parts])
-        bool_mask = torch.cat([p.mask for p in parts])
-        float_mask = torch.where(bool_mask, 0.0, float(torch.iinfo(torch.int64).min))
-        targets_here = torch.cat([p.here if p.here is not None else torch.full_like(p.ids, -100) for p in parts])
-        targets_next = torch.cat([p.next if p.next is not None else torch.full_like(p.ids, -100) for p in parts])
+        float_mask = torch.where(torch.cat([p.mask for p in parts]), 0.0, float(torch.iinfo(torch.int64).min))
+        unshift = lambda nxt: torch.cat([torch.full_like(nxt[:, :1], -100), nxt[:, :-1]], dim=1)  # noqa: E731
+        labels = torch.cat([t2i.here, unshift(lm.next), unshift(mmu.next)])
 
-        def step(mask, ckpt):
+        def step(loss_fn, ckpt):
             self.model.train()
             self.model.set_gradient_checkpointing(ckpt)
-            logits = self.model(ids, attention_mask=mask)
-            v = logits.shape[-1]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets_here.reshape(-1), ignore_index=-100) + \
-                torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets_next.reshape(-1), ignore_index=-100)
+            loss = loss_fn()
             loss.backward()
             self.model.zero_grad(set_to_none=True)
             self.model.eval()
             self.model.set_gradient_checkpointing(False)
             return round(float(loss.detach()), 3)
 
-        self.train_rows = ids.shape[0]
-        return lambda: step(bool_mask, checkpointing), lambda: step(float_mask, False)
+        def ours():
+            sums = group_loss_sums(self.model, parts)
+            return sum(s / p.num_targets() for s, p in zip(sums, parts))
 
-    def train_step(self, checkpointing: bool) -> Comparison:
+        def official():
+            logits = self.model(ids, attention_mask=float_mask)
+            return showo_losses(logits, labels, 2, 1, 1, self.cfg.text_len + 1).total(1.0, 1.0, 1.0)
+
+        self.train_rows = ids.shape[0]
+        return lambda: step(ours, checkpointing), lambda: step(official, False)
+
+    def train_step(self, checkpointing: bool, warmup: bool = True) -> Comparison:
         ours, ref = self.train_fns(checkpointing)
         return side_by_side("train_step" + ("_checkpointing" if checkpointing else ""), ours, ref, self.cfg.repeats,
-                            same=lambda a, b: abs(a - b) < 1e-2, detail={"rows": self.train_rows})
+                            same=lambda a, b: abs(a - b) < 1e-2, detail={"rows": self.train_rows}, warmup=warmup)
 
     # ---- hardware -------------------------------------------------------------------------------------------
 
