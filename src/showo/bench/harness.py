@@ -211,7 +211,7 @@ class Bench:
 
     # ---- training -------------------------------------------------------------------------------------------
 
-    def train_fns(self, checkpointing: bool) -> tuple[Callable, Callable]:
+    def train_fns(self, checkpointing: bool, keep_grads: bool = False) -> tuple[Callable, Callable]:
         """(ours, official) one forward + backward of a mixed t2i/lm/mmu batch. Ours: the trainer's
         `group_loss_sums` (boolean masks, LM head only where targets are; gradient checkpointing if asked).
         Official: float masks, logits everywhere, `showo_losses` (the golden-tested official loss)."""
@@ -233,7 +233,7 @@ class Bench:
             self.model.set_gradient_checkpointing(ckpt)
             loss = loss_fn()
             loss.backward()
-            self.model.zero_grad(set_to_none=True)
+            self.model.zero_grad(set_to_none=not keep_grads)
             self.model.eval()
             self.model.set_gradient_checkpointing(False)
             return round(float(loss.detach()), 3)
