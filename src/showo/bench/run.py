@@ -26,7 +26,7 @@ def _memory_child(what: str, mode: str) -> dict:
     checkpointing, run twice with the gradients kept (as every step after the first): the activation peak is
     the peak above the interpreter minus weights and gradients."""
     base = peak_rss_bytes()
-    bench = Bench(BenchConfig.preset(mode))
+    bench = Bench(BenchConfig.preset(mode), share_weights=what == "inference")
     if what == "inference":
         ours_mmu, _ = bench.mmu_fns(bench.cfg.answer_tokens)
         ours_t2i, _ = bench.t2i_fns(1, bench.cfg.image_tokens[0])
