@@ -6,8 +6,8 @@ from showo.cli.main import main
 
 
 def test_bench_tiny_outputs_agree(tmp_path, capsys):
-    js, plots = tmp_path / "bench.json", tmp_path / "plots"
-    assert main(["bench", "--tiny", "--json", str(js), "--plots", str(plots)]) == 0
+    js, plots, md = tmp_path / "bench.json", tmp_path / "plots", tmp_path / "bench.md"
+    assert main(["bench", "--tiny", "--json", str(js), "--plots", str(plots), "--markdown", str(md)]) == 0
     data = json.loads(js.read_text())
     assert data["all_outputs_agree"] is True
     for key in ("mmu_speedup", "t2i_speedup", "bf16_t2i_speedup", "mmu_batch8_throughput_gain", "train_step_speedup",
@@ -19,3 +19,6 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
     assert set(data["mmu_time_vs_answer_length"]) == {"3", "6"}
     assert (plots / "mmu_time_vs_answer_length.png").is_file() and (plots / "t2i_time_vs_image_tokens.png").is_file()
     assert "x" in capsys.readouterr().out
+    table = md.read_text().splitlines()
+    assert len(table) == 2 + 9 + 3 and all(line.startswith("| ") for line in table)
+    assert f"{data['mmu_speedup']['value']:.2f}x" in table[2]

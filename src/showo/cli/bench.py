@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from .outputs import atomic_write
 
 DESCRIPTION = """\
 Time our fast paths against a faithful re-creation of the official algorithms (full recompute per token and per
@@ -26,10 +29,15 @@ def add_parser(sub) -> None:
     p.set_defaults(mode="full")
     p.add_argument("--json", metavar="FILE", help="write every ratio and its raw timings as JSON")
     p.add_argument("--plots", metavar="DIR", help="write time-vs-length plots (PNG) into DIR")
+    p.add_argument("--markdown", metavar="FILE", help="write the results as a Markdown table (for the docs)")
 
 
 def run(args) -> int:
     from ..bench.run import run as run_bench
 
+    from ..bench.report import markdown_table
+
     results = run_bench(args.mode, args.json, args.plots)
+    if args.markdown:
+        atomic_write(Path(args.markdown), markdown_table(results).encode())
     return 0 if results["all_outputs_agree"] else 1

@@ -1,0 +1,36 @@
+"""The benchmark's results as a Markdown table (for docs/benchmarks): every ratio with its raw timings and the
+target the performance issue sets, so published numbers are copied by code, not by hand."""
+from __future__ import annotations
+
+# key -> (what is compared, target as the issue states it; "" where there is none)
+ROWS = {
+    "mmu_speedup": ("understanding, greedy, batch 1: ours (KV cache) vs official recompute", ">= 10x at 100 tokens"),
+    "t2i_speedup": ("text-to-image with guidance, batch 1: ours vs official", ">= 1.5x"),
+    "t2i_speedup_batch4": ("text-to-image with guidance, batch 4: ours vs official", ">= 1.5x"),
+    "bf16_t2i_speedup": ("text-to-image, ours bf16 vs ours fp32, batch 1", ">= 3x"),
+    "bf16_t2i_compiled_speedup": ("text-to-image bf16, torch.compile vs eager", "optional; measured"),
+    "mmu_batch8_throughput_gain": ("understanding fp32: answers/s at batch 8 vs batch 1", ">= 4x"),
+    "mmu_batch8_throughput_gain_bf16": ("understanding bf16: answers/s at batch 8 vs batch 1", ">= 4x"),
+    "train_step_speedup": ("training step (mixed t2i/lm/mmu): ours vs official loop", ">= 1x"),
+    "train_step_checkpointing_speed_ratio": ("training step, ours with gradient checkpointing vs official loop", ""),
+}
+MEMORY_ROWS = {
+    "peak_rss_ratio_inference": ("inference peak RSS / weights (ours, fresh process)", "<= 1.2"),
+    "train_activation_memory_checkpointing_vs_official": (
+        "training activation peak: ours with checkpointing / official loop", "< 1"),
+    "flops_utilization": ("FLOP utilisation of cached fp32 decoding vs measured matmul peak", ""),
+}
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| measurement | ours | reference | ratio | agree | target |", "| --- | --- | --- | --- | --- | --- |"]
+    for key, (what, target) in ROWS.items():
+        r = results.get(key)
+        if r:
+            lines.append(f"| {what} | {r['ours_s']:.3f} s | {r['reference_s']:.3f} s | {r['value']:.2f}x | "
+                         f"{'yes' if r['agree'] else 'NO'} | {target} |")
+    for key, (what, target) in MEMORY_ROWS.items():
+        r = results.get(key)
+        if r:
+            lines.append(f"| {what} | | | {r['value']:.2f} | | {target} |")
+    return "\n".join(lines) + "\n"
