@@ -82,3 +82,14 @@ def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):
     assert main(["train", "all", "--run", str(run), "--recipe", str(recipe), "--max-steps", "1",
                  "--init-from", str(tmp_path / "nowhere"), "-q"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("showo: error: init_from: no Show-o model")
+
+
+def test_shipped_stage2_recipe_continues_the_default_architecture():
+    from pathlib import Path
+
+    recipe = EmbeddedRecipe.from_yaml(Path(__file__).parents[1] / "docs" / "recipes" / "embedded-stage2.yaml")
+    default = EmbeddedRecipe()
+    assert recipe.init_from and recipe.seed != default.seed
+    for key in ("hidden_size", "num_layers", "num_heads", "max_seq_length", "text_vocab_size"):
+        assert getattr(recipe, key) == getattr(default, key), key
+    assert recipe.magvit.to_dict() == default.magvit.to_dict()
