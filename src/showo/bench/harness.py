@@ -13,7 +13,6 @@ from typing import Callable
 import torch
 
 from ..backbone import PhiConfig
-from ..backbone.layout import cpu_inference_layout
 from ..model import Showo, ShowoConfig
 from ..model.losses import showo_losses
 from ..prompting.masks import mmu_mask, t2i_mask
@@ -95,8 +94,8 @@ def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, s
 
 
 class Bench:
-    def __init__(self, cfg: BenchConfig, share_weights: bool = False):
-        self.cfg, self.share_weights = cfg, share_weights
+    def __init__(self, cfg: BenchConfig):
+        self.cfg = cfg
         torch.manual_seed(cfg.seed)
         self.vocab = Vocabulary.standard(cfg.text_size, eos=cfg.text_size - 1, codebook_size=cfg.codebook)
         llm = PhiConfig(vocab_size=self.vocab.size, hidden_size=cfg.hidden, intermediate_size=cfg.mlp,
@@ -125,15 +124,17 @@ class Bench:
         """(ours, official) greedy answers of `n` tokens to one question about an image."""
         ids = self._mmu_prompt(20, self.cfg.image_tokens[0])
         mask = mmu_mask(ids, self.vocab)
-        model = self.cast(torch.float32)
-        ours = lambda: generate_text(model, [ids[0]], [mask[0, 0]], max_new_tokens=n, temperature=0)[0]  # noqa: E731
+        ours = lambda: generate_text(self.model, [ids[0]], [mask[0, 0]], max_new_tokens=n, temperature=0)[0]  # noqa: E731
         ref = lambda: official_mmu_generate(self.model, ids, torch.where(mask, 0.0, torch.finfo(torch.float32).min), n)  # noqa: E731
         return ours, ref
 
     def mmu(self, new_tokens: int | None = None, warmup: bool = True) -> Comparison:
         n = new_tokens or self.cfg.answer_tokens
+        if warmup:  # two tokens run every code path; the official algorithm's full answer would take seconds
+            for fn in self.mmu_fns(2):
+                fn()
         return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n), self.cfg.repeats, detail={"new_tokens": n},
-                            warmup=warmup)
+                            warmup=False)
 
     def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32, warmup: bool = True) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths.
@@ -155,16 +156,13 @@ class Bench:
         return out
 
     def cast(self, dtype: torch.dtype) -> Showo:
-        """Our inference model in `dtype`, in the CPU weight layout the pipeline uses (one copy per dtype, made on
-        first use). `self.model`, in the standard layout, is what the official re-creations run on; with
-        `share_weights` (memory measurements, no reference runs) the float32 model is that one, re-laid out."""
+        """The benchmark model in `dtype` (one copy per dtype, made on first use)."""
+        if dtype == torch.float32:
+            return self.model
         if dtype not in self._casts:
-            if dtype == torch.float32 and self.share_weights:
-                copy = self.model
-            else:
-                copy = Showo(self.model_cfg).to(dtype).eval()
-                copy.load_state_dict(self.model.state_dict())
-            self._casts[dtype] = cpu_inference_layout(copy)
+            copy = Showo(self.model_cfg).to(dtype).eval()
+            copy.load_state_dict(self.model.state_dict())
+            self._casts[dtype] = copy
         return self._casts[dtype]
 
     # ---- generation ---------------------------------------------------------------------------------------
@@ -185,7 +183,7 @@ class Bench:
         mask = t2i_mask(torch.cat([cond, uncond]), self.vocab)
         ref = lambda: official_t2i_generate(self.model, cond, uncond, mask, self.vocab, n_image,  # noqa: E731
                                             self.cfg.t2i_steps, 1.75, generator=torch.Generator().manual_seed(1))
-        return self._t2i_ours(self.cast(torch.float32), cond, uncond, n_image), ref
+        return self._t2i_ours(self.model, cond, uncond, n_image), ref
 
     def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None, compiled: bool = False,
             warmup: bool = True) -> Comparison:
@@ -205,7 +203,7 @@ class Bench:
             warmup = False  # that first run was the warm-up
             name = f"t2i_compiled_vs_eager_{_name(dtype)}_b{batch}"
         else:
-            fast, ours = (self._t2i_ours(self.cast(d), cond, uncond, n_image) for d in (dtype, torch.float32))
+            fast, ours = (self._t2i_ours(m, cond, uncond, n_image) for m in (self.cast(dtype), self.model))
             name = f"t2i_{_name(dtype)}_vs_fp32_b{batch}"
         # bf16 rounding changes which codes get sampled, so tokens cannot be identical; check the output is a
         # complete image of valid codes and report how many tokens match (quality is judged by `showo eval`).

@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..backbone.layout import cpu_inference_layout
 from ..errors import ConfigError, InputError
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
@@ -46,7 +45,6 @@ class ShowoPipeline:
                               f"{model.config.codebook_size}")
         self.model, self.vq, self.tokenizer, self.clip = model.eval(), vq.eval(), tokenizer, clip
         self.model_id = model_id
-        cpu_inference_layout(self.model)
 
     # ---- construction ----------------------------------------------------------------------------------------
 
@@ -81,7 +79,7 @@ class ShowoPipeline:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ShowoPipeline":
         """Move the model (and image tokenizer, kept in float32) to `device`; cast the model to `dtype`."""
-        cpu_inference_layout(self.model.to(device=device, dtype=dtype))
+        self.model.to(device=device, dtype=dtype)
         self.vq.to(device=device)
         if self.clip is not None:
             self.clip.to(device=device)

@@ -17,7 +17,6 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..backbone.layout import standard_layout
 from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
@@ -63,7 +62,7 @@ class Trainer:
         self.device = torch.device(device)
         self.dist: DistInfo = init_from_env(self.device)
         self.output_dir = Path(config.output_dir)
-        standard_layout(model.to(self.device)).train()  # a pipeline's model may be in the CPU inference layout
+        model.to(self.device).train()
         model.set_gradient_checkpointing(config.gradient_checkpointing)
         mode = "ddp" if config.distributed == "auto" else config.distributed
         self.model = wrap(model, mode, self.dist)
