@@ -20,6 +20,9 @@ examples:
   showo train all --run runs/embedded
   showo train image-tokenizer --run runs/embedded --max-steps 500
   showo train model --run runs/embedded --recipe my-recipe.yaml
+  showo train model --run runs/stage2 --recipe docs/recipes/embedded-stage2.yaml   # continue from saved weights
+  showo train model --run runs/ft --init-from runs/embedded/showo-train/checkpoint-0003000/model   # runs/ft holds
+                                   # copies of runs/embedded/tokenizer and magvit
   torchrun --standalone --nproc_per_node=2 -m showo.cli.main train model --run runs/embedded
   showo train all --run /tmp/r --write-recipe recipe.yaml   # write the default recipe to edit, then stop"""
 
