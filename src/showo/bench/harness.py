@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -15,7 +15,7 @@ import torch
 from ..backbone import PhiConfig
 from ..model import Showo, ShowoConfig
 from ..model.losses import showo_losses
-from ..prompting.masks import mmu_mask, t2i_mask
+from ..prompting.masks import mmu_mask, t2i_mask, to_additive
 from ..prompting.sequences import mmu_prompt_ids, t2i_gen_sequence
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import generate_text
@@ -24,6 +24,9 @@ from ..training.batch import Part, lm_part, mmu_part, t2i_part
 from ..training.config import MixConfig
 from ..training.trainer import group_loss_sums
 from .official import official_mmu_generate, official_t2i_generate
+
+GUIDANCE = 1.75  # guidance scale of every text-to-image comparison (the official default)
+QUESTION_TOKENS = 20  # length of the random question of the understanding comparisons
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Comparison:
     reference_s: float
     agree: bool
     detail: dict = field(default_factory=dict)
+    outputs: tuple = field(default=(), repr=False)  # the last (ours, reference) outputs; not serialised
 
     @property
     def ratio(self) -> float:
@@ -90,7 +94,7 @@ def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, s
         t_ours.append(a)
         t_ref.append(b)
         agree = agree and bool(same(out_a, out_b))
-    return Comparison(name, min(t_ours), min(t_ref), agree, detail or {})
+    return Comparison(name, min(t_ours), min(t_ref), agree, detail or {}, (out_a, out_b))
 
 
 class Bench:
@@ -120,21 +124,23 @@ class Bench:
 
     # ---- understanding ------------------------------------------------------------------------------------
 
-    def mmu_fns(self, n: int) -> tuple[Callable, Callable]:
-        """(ours, official) greedy answers of `n` tokens to one question about an image."""
-        ids = self._mmu_prompt(20, self.cfg.image_tokens[0])
+    def mmu_fns(self, n: int, ids: torch.Tensor | None = None) -> tuple[Callable, Callable]:
+        """(ours, official) greedy answers of `n` tokens to one question about an image (`ids`: the prompt,
+        default a new random one)."""
+        ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0]) if ids is None else ids
         mask = mmu_mask(ids, self.vocab)
         ours = lambda: generate_text(self.model, [ids[0]], [mask[0, 0]], max_new_tokens=n, temperature=0)[0]  # noqa: E731
-        ref = lambda: official_mmu_generate(self.model, ids, torch.where(mask, 0.0, torch.finfo(torch.float32).min), n)  # noqa: E731
+        ref = lambda: official_mmu_generate(self.model, ids, to_additive(mask), n)  # noqa: E731
         return ours, ref
 
     def mmu(self, new_tokens: int | None = None, warmup: bool = True) -> Comparison:
         n = new_tokens or self.cfg.answer_tokens
+        ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0])
         if warmup:  # two tokens run every code path; the official algorithm's full answer would take seconds
-            for fn in self.mmu_fns(2):
+            for fn in self.mmu_fns(2, ids):
                 fn()
-        return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n), self.cfg.repeats, detail={"new_tokens": n},
-                            warmup=False)
+        return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n, ids), self.cfg.repeats, warmup=False,
+                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1]})
 
     def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32, warmup: bool = True) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths.
@@ -151,7 +157,7 @@ class Bench:
         out = side_by_side(f"mmu_batch{batch}_vs_1_{_name(dtype)}", batched, single, self.cfg.repeats, same=same,
                            detail={"batch": batch, "new_tokens": n, "dtype": _name(dtype)}, warmup=warmup)
         if not exact:
-            pairs = [(x, y) for a, b in zip(batched(), single()) for x, y in zip(a, b)]
+            pairs = [(x, y) for a, b in zip(*out.outputs) for x, y in zip(a, b)]
             out.detail["token_match_fraction"] = sum(x == y for x, y in pairs) / len(pairs)
         return out
 
@@ -174,7 +180,7 @@ class Bench:
         return cond, uncond
 
     def _t2i_ours(self, model: Showo, cond: torch.Tensor, uncond: torch.Tensor, n_image: int) -> Callable:
-        return lambda: maskgit_generate(model, cond, self.vocab, n_image, uncond, self.cfg.t2i_steps, 1.75,
+        return lambda: maskgit_generate(model, cond, self.vocab, n_image, uncond, self.cfg.t2i_steps, GUIDANCE,
                                         generator=torch.Generator().manual_seed(1))
 
     def t2i_fns(self, batch: int, n_image: int) -> tuple[Callable, Callable]:
@@ -182,7 +188,7 @@ class Bench:
         cond, uncond = self._t2i_inputs(batch, n_image)
         mask = t2i_mask(torch.cat([cond, uncond]), self.vocab)
         ref = lambda: official_t2i_generate(self.model, cond, uncond, mask, self.vocab, n_image,  # noqa: E731
-                                            self.cfg.t2i_steps, 1.75, generator=torch.Generator().manual_seed(1))
+                                            self.cfg.t2i_steps, GUIDANCE, generator=torch.Generator().manual_seed(1))
         return self._t2i_ours(self.model, cond, uncond, n_image), ref
 
     def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None, compiled: bool = False,
@@ -209,7 +215,7 @@ class Bench:
         # complete image of valid codes and report how many tokens match (quality is judged by `showo eval`).
         valid = lambda a, b: a.shape == b.shape and bool(((a >= 0) & (a < self.cfg.codebook)).all())  # noqa: E731
         out = side_by_side(name, fast, ours, self.cfg.repeats, same=valid, detail=detail, warmup=warmup)
-        out.detail["token_match_fraction"] = float((fast() == ours()).float().mean())
+        out.detail["token_match_fraction"] = float((out.outputs[0] == out.outputs[1]).float().mean())
         return out
 
     # ---- training -------------------------------------------------------------------------------------------
@@ -227,7 +233,7 @@ class Bench:
         mmu = mmu_part(self.vocab, codes[:1], [self._text(20)], self.cfg.text_len)
         parts: list[Part] = [t2i, lm, mmu]
         ids = torch.cat([p.ids for p in parts])
-        float_mask = torch.where(torch.cat([p.mask for p in parts]), 0.0, float(torch.iinfo(torch.int64).min))
+        float_mask = to_additive(torch.cat([p.mask for p in parts]))
         unshift = lambda nxt: torch.cat([torch.full_like(nxt[:, :1], -100), nxt[:, :-1]], dim=1)  # noqa: E731
         labels = torch.cat([t2i.here, unshift(lm.next), unshift(mmu.next)])
 
@@ -292,4 +298,5 @@ def peak_rss_bytes() -> int:
 
 
 def as_dict(c: Comparison) -> dict:
-    return {**asdict(c), "ratio": c.ratio}
+    return {"name": c.name, "ours_s": c.ours_s, "reference_s": c.reference_s, "agree": c.agree, "detail": c.detail,
+            "ratio": c.ratio}
