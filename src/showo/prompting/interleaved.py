@@ -13,8 +13,8 @@ vocabulary (its embedding was never trained by the released checkpoints).
 
 Training targets (`interleaved_sequence`): text positions are next-token targets (shifted loss on
 `text_labels`), image codes are masked-token targets (unshifted loss at the positions of `is_image`, after
-`training.masking.mask_interleaved_images`). `<eoi>` is no text target: the row of the last image code before it belongs to the
-image loss, and the sampler writes `<eoi>` itself. Batches are left padded with `interleaved_batch`.
+`training.masking.mask_interleaved_images`). `<eoi>` is no text target: the row of the last image code before it
+belongs to the image loss, and the sampler writes `<eoi>` itself. Batches are left padded with `interleaved_batch`.
 """
 from __future__ import annotations
 

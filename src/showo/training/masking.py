@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..prompting.sequences import IGNORE_INDEX
+from ..prompting.sequences import IGNORE_INDEX  # label of positions that do not contribute to the loss
 
 if TYPE_CHECKING:
-    from ..prompting.interleaved import InterleavedRow  # label of positions that do not contribute to the loss
+    from ..prompting.interleaved import InterleavedRow
 
 
 def mask_image_tokens(image_ids: torch.Tensor, mask_id: int, schedule: Callable[[torch.Tensor], torch.Tensor],
