@@ -2,6 +2,8 @@
 (Timings are not asserted: unit tests never judge speed.)"""
 import json
 
+import pytest
+
 from showo.cli.main import main
 
 
@@ -9,7 +11,8 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
     js, plots, md = tmp_path / "bench.json", tmp_path / "plots", tmp_path / "bench.md"
     assert main(["bench", "--tiny", "--json", str(js), "--plots", str(plots), "--markdown", str(md)]) == 0
     data = json.loads(js.read_text())
-    assert data["all_outputs_agree"] is True
+    assert data["all_outputs_agree"] is True and data["complete"] is True
+    assert data["t2i_speedup_n25"]["agree"] is True  # the second image size is a checked comparison too
     for key in ("mmu_speedup", "t2i_speedup", "bf16_t2i_speedup", "mmu_batch8_throughput_gain", "train_step_speedup",
                 "peak_rss_ratio_inference", "flops_utilization", "bf16_t2i_compiled_speedup",
                 "mmu_batch8_throughput_gain_bf16", "train_activation_memory_checkpointing_vs_official"):
@@ -17,8 +20,29 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
     for key in ("mmu_speedup", "t2i_speedup", "train_step_speedup", "mmu_batch8_throughput_gain"):
         assert data[key]["agree"] is True and data[key]["ours_s"] > 0 and data[key]["reference_s"] > 0
     assert set(data["mmu_time_vs_answer_length"]) == {"3", "6"}
+    assert set(data["t2i_time_vs_image_tokens"]) == {"16", "25"}
     assert (plots / "mmu_time_vs_answer_length.png").is_file() and (plots / "t2i_time_vs_image_tokens.png").is_file()
     assert "x" in capsys.readouterr().out
     table = md.read_text().splitlines()
     assert len(table) == 2 + 9 + 3 and all(line.startswith("| ") for line in table)
     assert f"{data['mmu_speedup']['value']:.2f}x" in table[2]
+
+
+def test_bench_keeps_partial_results_when_stopped(tmp_path):
+    """A long (full-depth) run writes its JSON after every measurement: stopping it keeps what was measured."""
+    from showo.bench.run import run
+
+    class Stop(Exception):
+        pass
+
+    def log(line: str) -> None:
+        if "t2i_b1_n16" in line:
+            raise Stop
+
+    js = tmp_path / "partial.json"
+    with pytest.raises(Stop):
+        run("tiny", str(js), log=log)
+    data = json.loads(js.read_text())
+    assert data["complete"] is False and data["mmu_speedup"]["agree"] is True
+    assert "peak_rss_ratio_inference" in data and "mmu_time_vs_answer_length" in data and "t2i_speedup" not in data
+    assert not (tmp_path / "partial.json.tmp").exists()

@@ -52,12 +52,12 @@ class BenchConfig:
     def preset(cls, mode: str) -> "BenchConfig":
         if mode == "quick":  # a few minutes on 2 cores: Phi widths, 2 layers, short generations
             return cls(answer_tokens=16, answer_lengths=(4, 8, 16), t2i_steps=2, repeats=1)
-        if mode == "full":
+        if mode == "full":  # every run takes minutes at full depth: one alternation is enough to rank them
             return cls(layers=24, image_tokens=(256, 1024), answer_tokens=100, answer_lengths=(25, 50, 100),
-                       t2i_steps=16, repeats=3)
+                       t2i_steps=16, repeats=1)
         if mode == "tiny":  # CI: checks agreement on toy shapes, timings meaningless
             return cls(hidden=64, heads=4, mlp=128, layers=2, text_size=300, codebook=64, text_len=12,
-                       image_tokens=(16,), answer_tokens=6, answer_lengths=(3, 6), t2i_steps=3, repeats=1)
+                       image_tokens=(16, 25), answer_tokens=6, answer_lengths=(3, 6), t2i_steps=3, repeats=1)
         raise ValueError(f"unknown bench mode {mode!r}")
 
 
@@ -152,10 +152,13 @@ class Bench:
         batched = lambda: generate_text(model, [p[0] for p in prompts], masks, max_new_tokens=n, temperature=0)  # noqa: E731
         single = lambda: [generate_text(model, [p[0]], [m], max_new_tokens=n, temperature=0)[0]  # noqa: E731
                           for p, m in zip(prompts, masks)]
+        if warmup:  # two tokens run the batched and the single paths; whole answers take minutes at full depth
+            generate_text(model, [p[0] for p in prompts], masks, max_new_tokens=2, temperature=0)
+            generate_text(model, [prompts[0][0]], masks[:1], max_new_tokens=2, temperature=0)
         exact = dtype == torch.float32
         same = (lambda a, b: a == b) if exact else (lambda a, b: [len(x) for x in a] == [len(x) for x in b])
         out = side_by_side(f"mmu_batch{batch}_vs_1_{_name(dtype)}", batched, single, self.cfg.repeats, same=same,
-                           detail={"batch": batch, "new_tokens": n, "dtype": _name(dtype)}, warmup=warmup)
+                           detail={"batch": batch, "new_tokens": n, "dtype": _name(dtype)}, warmup=False)
         if not exact:
             pairs = [(x, y) for a, b in zip(*out.outputs) for x, y in zip(a, b)]
             out.detail["token_match_fraction"] = sum(x == y for x, y in pairs) / len(pairs)
@@ -171,6 +174,11 @@ class Bench:
             self._casts[dtype] = copy
         return self._casts[dtype]
 
+    def drop_casts(self) -> None:
+        """Free the reduced-precision copies (and compiled graphs holding them) before memory-hungry steps."""
+        self._casts.clear()
+        torch._dynamo.reset()
+
     # ---- generation ---------------------------------------------------------------------------------------
 
     def _t2i_inputs(self, batch: int, n_image: int):
@@ -179,17 +187,20 @@ class Bench:
         uncond = t2i_gen_sequence(self.vocab, [[]] * batch, image, self.cfg.text_len)
         return cond, uncond
 
-    def _t2i_ours(self, model: Showo, cond: torch.Tensor, uncond: torch.Tensor, n_image: int) -> Callable:
-        return lambda: maskgit_generate(model, cond, self.vocab, n_image, uncond, self.cfg.t2i_steps, GUIDANCE,
-                                        generator=torch.Generator().manual_seed(1))
+    def _t2i_ours(self, model: Showo, cond: torch.Tensor, uncond: torch.Tensor, n_image: int,
+                  steps: int | None = None) -> Callable:
+        return lambda: maskgit_generate(model, cond, self.vocab, n_image, uncond, steps or self.cfg.t2i_steps,
+                                        GUIDANCE, generator=torch.Generator().manual_seed(1))
 
-    def t2i_fns(self, batch: int, n_image: int) -> tuple[Callable, Callable]:
-        """(ours, official) guided generation of `batch` images of `n_image` tokens."""
+    def t2i_fns(self, batch: int, n_image: int, steps: int | None = None) -> tuple[Callable, Callable]:
+        """(ours, official) guided generation of `batch` images of `n_image` tokens in `steps` (default: the
+        configured number)."""
         cond, uncond = self._t2i_inputs(batch, n_image)
         mask = t2i_mask(torch.cat([cond, uncond]), self.vocab)
         ref = lambda: official_t2i_generate(self.model, cond, uncond, mask, self.vocab, n_image,  # noqa: E731
-                                            self.cfg.t2i_steps, GUIDANCE, generator=torch.Generator().manual_seed(1))
-        return self._t2i_ours(self.model, cond, uncond, n_image), ref
+                                            steps or self.cfg.t2i_steps, GUIDANCE,
+                                            generator=torch.Generator().manual_seed(1))
+        return self._t2i_ours(self.model, cond, uncond, n_image, steps), ref
 
     def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None, compiled: bool = False,
             warmup: bool = True) -> Comparison:
@@ -197,8 +208,11 @@ class Bench:
         with `compiled`: ours under torch.compile vs ours eager, both in `dtype`."""
         detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps}
         if dtype is None:
+            if warmup:  # one step runs every code path; a whole generation takes minutes at full depth
+                for fn in self.t2i_fns(batch, n_image, steps=1):
+                    fn()
             return side_by_side(f"t2i_b{batch}_n{n_image}", *self.t2i_fns(batch, n_image), self.cfg.repeats,
-                                same=torch.equal, detail=detail, warmup=warmup)
+                                same=torch.equal, detail=detail, warmup=False)
         cond, uncond = self._t2i_inputs(batch, n_image)
         if compiled:
             eager = self.cast(dtype)
@@ -211,6 +225,10 @@ class Bench:
         else:
             fast, ours = (self._t2i_ours(m, cond, uncond, n_image) for m in (self.cast(dtype), self.model))
             name = f"t2i_{_name(dtype)}_vs_fp32_b{batch}"
+            if warmup:
+                for m in (self.cast(dtype), self.model):
+                    self._t2i_ours(m, cond, uncond, n_image, steps=1)()
+                warmup = False
         # bf16 rounding changes which codes get sampled, so tokens cannot be identical; check the output is a
         # complete image of valid codes and report how many tokens match (quality is judged by `showo eval`).
         valid = lambda a, b: a.shape == b.shape and bool(((a >= 0) & (a < self.cfg.codebook)).all())  # noqa: E731

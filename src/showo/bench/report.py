@@ -7,6 +7,7 @@ ROWS = {
     "mmu_speedup": ("understanding, greedy, batch 1: ours (KV cache) vs official recompute", ">= 10x at 100 tokens"),
     "t2i_speedup": ("text-to-image with guidance, batch 1: ours vs official", ">= 1.5x"),
     "t2i_speedup_batch4": ("text-to-image with guidance, batch 4: ours vs official", ">= 1.5x"),
+    "t2i_speedup_n1024": ("text-to-image with guidance, batch 1, 1024 image tokens: ours vs official", ">= 1.5x"),
     "bf16_t2i_speedup": ("text-to-image, ours bf16 vs ours fp32, batch 1", ">= 3x"),
     "bf16_t2i_compiled_speedup": ("text-to-image bf16, torch.compile vs eager", "optional; measured"),
     "mmu_batch8_throughput_gain": ("understanding fp32: answers/s at batch 8 vs batch 1", ">= 4x"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -47,54 +48,30 @@ def _memory_child(what: str, mode: str) -> dict:
 def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None = None, log=print) -> dict:
     cfg = BenchConfig.preset(mode)
     t0 = time.perf_counter()
-    bench = Bench(cfg)
     log(f"showo bench ({mode}): hidden {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, mlp {cfg.mlp}, "
-        f"{sum(p.numel() for p in bench.model.parameters()) / 1e6:.0f}M parameters, {torch.get_num_threads()} threads")
+        f"{torch.get_num_threads()} threads")
     results: dict = {"mode": mode, "config": cfg.__dict__.copy(), "torch": torch.__version__,
-                     "threads": torch.get_num_threads()}
+                     "threads": torch.get_num_threads(), "complete": False}
     rows: list[Comparison] = []
+
+    def save() -> None:
+        """Written after every measurement (atomically), so a long run that is stopped keeps what it measured."""
+        if json_path:
+            tmp = f"{json_path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(results, f, indent=2)
+            os.replace(tmp, json_path)
 
     def record(key: str, c: Comparison) -> Comparison:
         rows.append(c)
         results[key] = {"value": c.ratio, **as_dict(c)}
         log(f"  {c.name:34s} ours {c.ours_s:8.3f}s  reference {c.reference_s:8.3f}s  x{c.ratio:6.2f}  "
             f"{'agree' if c.agree else 'DISAGREE'}")
+        save()
         return c
 
-    mmu = record("mmu_speedup", bench.mmu())
-    lengths = {cfg.answer_tokens: (mmu.ours_s, mmu.reference_s)}
-    for n in cfg.answer_lengths:  # the code paths are warm: no second warm-up
-        if n not in lengths:
-            c = bench.mmu(n, warmup=False)
-            lengths[n] = (c.ours_s, c.reference_s)
-    lengths = dict(sorted(lengths.items()))
-    results["mmu_time_vs_answer_length"] = {str(n): {"ours_s": a, "official_s": b} for n, (a, b) in lengths.items()}
-    by_tokens = {}
-    for b in cfg.t2i_batches:  # later batch sizes run warm code paths
-        first = b == cfg.t2i_batches[0]
-        c = record("t2i_speedup" if first else f"t2i_speedup_batch{b}", bench.t2i(b, cfg.image_tokens[0], warmup=first))
-        if b == 1:
-            by_tokens[cfg.image_tokens[0]] = (c.ours_s, c.reference_s)
-    for n in cfg.image_tokens:
-        if n not in by_tokens:
-            c = bench.t2i(1, n)
-            by_tokens[n] = (c.ours_s, c.reference_s)
-    results["t2i_time_vs_image_tokens"] = {str(n): {"ours_s": a, "official_s": b} for n, (a, b) in by_tokens.items()}
-    record("bf16_t2i_speedup", bench.t2i(cfg.t2i_batches[0], cfg.image_tokens[0], dtype=torch.bfloat16))
-    record("bf16_t2i_compiled_speedup", bench.t2i(cfg.t2i_batches[0], cfg.image_tokens[0], dtype=torch.bfloat16,
-                                                  compiled=True))
-    record("mmu_batch8_throughput_gain", bench.mmu_batch(8, warmup=False))  # the fp32 decoding paths are warm
-    record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
-    record("train_step_speedup", bench.train_step(checkpointing=False))
-    record("train_step_checkpointing_speed_ratio", bench.train_step(checkpointing=True, warmup=False))
-
-    peak32 = Bench.matmul_peak(torch.float32)
-    context = mmu.detail["prompt_tokens"] + mmu.detail["new_tokens"] // 2  # mean context while decoding
-    achieved = bench.decode_flops_per_token(context) * mmu.detail["new_tokens"] / mmu.ours_s
-    results["flops_utilization"] = {"value": achieved / peak32, "achieved_flops": achieved,
-                                    "matmul_peak_flops_fp32": peak32, "what": "cached mmu decoding, fp32"}
-    log(f"  flops utilisation (mmu decode fp32)   {achieved / 1e9:8.1f} GFLOP/s of {peak32 / 1e9:.1f} measured peak"
-        f" = {achieved / peak32:.2f}")
+    # memory first, in fresh processes, while this one holds no model (at full depth the official training
+    # step alone needs most of a 24 GB machine)
     mem = in_fresh_process("inference", mode)
     results["peak_rss_ratio_inference"] = {"value": mem["ratio"], **mem}
     log(f"  peak RSS of inference / weights      {mem['ratio']:.2f}")
@@ -104,8 +81,53 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
                                                                     "official": official}
     log(f"  training activation peak, ours with checkpointing / official  "
         f"{ckpt['activation_peak_bytes'] / 2**20:.0f} / {official['activation_peak_bytes'] / 2**20:.0f} MiB = {ratio:.2f}")
+    save()
+
+    bench = Bench(cfg)
+    log(f"  {sum(p.numel() for p in bench.model.parameters()) / 1e6:.0f}M parameters")
+
+    def curve(key: str, points: dict[int, tuple[float, float]]) -> None:
+        results[key] = {str(n): {"ours_s": a, "official_s": b} for n, (a, b) in sorted(points.items())}
+        save()
+
+    mmu = record("mmu_speedup", bench.mmu())
+    peak32 = Bench.matmul_peak(torch.float32)
+    context = mmu.detail["prompt_tokens"] + mmu.detail["new_tokens"] // 2  # mean context while decoding
+    achieved = bench.decode_flops_per_token(context) * mmu.detail["new_tokens"] / mmu.ours_s
+    results["flops_utilization"] = {"value": achieved / peak32, "achieved_flops": achieved,
+                                    "matmul_peak_flops_fp32": peak32, "what": "cached mmu decoding, fp32"}
+    log(f"  flops utilisation (mmu decode fp32)   {achieved / 1e9:8.1f} GFLOP/s of {peak32 / 1e9:.1f} measured peak"
+        f" = {achieved / peak32:.2f}")
+    lengths = {cfg.answer_tokens: (mmu.ours_s, mmu.reference_s)}
+    for n in cfg.answer_lengths:  # the code paths are warm: no second warm-up
+        if n not in lengths:
+            c = bench.mmu(n, warmup=False)
+            lengths[n] = (c.ours_s, c.reference_s)
+            curve("mmu_time_vs_answer_length", lengths)
+    lengths = dict(sorted(lengths.items()))
+    curve("mmu_time_vs_answer_length", lengths)
+    by_tokens = {}
+    for b in cfg.t2i_batches:  # later batch sizes run warm code paths
+        first = b == cfg.t2i_batches[0]
+        c = record("t2i_speedup" if first else f"t2i_speedup_batch{b}", bench.t2i(b, cfg.image_tokens[0], warmup=first))
+        if b == 1:
+            by_tokens[cfg.image_tokens[0]] = (c.ours_s, c.reference_s)
+    for n in cfg.image_tokens:
+        if n not in by_tokens:
+            c = record(f"t2i_speedup_n{n}", bench.t2i(1, n))
+            by_tokens[n] = (c.ours_s, c.reference_s)
+        curve("t2i_time_vs_image_tokens", by_tokens)
+    record("bf16_t2i_speedup", bench.t2i(cfg.t2i_batches[0], cfg.image_tokens[0], dtype=torch.bfloat16))
+    record("bf16_t2i_compiled_speedup", bench.t2i(cfg.t2i_batches[0], cfg.image_tokens[0], dtype=torch.bfloat16,
+                                                  compiled=True))
+    record("mmu_batch8_throughput_gain", bench.mmu_batch(8, warmup=False))  # the fp32 decoding paths are warm
+    record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
+    bench.drop_casts()  # the training steps below need the memory
+    record("train_step_speedup", bench.train_step(checkpointing=False))
+    record("train_step_checkpointing_speed_ratio", bench.train_step(checkpointing=True, warmup=False))
     results["all_outputs_agree"] = all(c.agree for c in rows)
     results["seconds"] = time.perf_counter() - t0
+    results["complete"] = True
     if plot_dir:
         line_plot(f"{plot_dir}/mmu_time_vs_answer_length.png", "answer tokens", "seconds",
                   {"ours (KV cache)": [(n, a) for n, (a, _) in lengths.items()],
@@ -113,8 +135,6 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         line_plot(f"{plot_dir}/t2i_time_vs_image_tokens.png", "image tokens", "seconds",
                   {"ours (cached prompt)": [(n, a) for n, (a, _) in by_tokens.items()],
                    "official (recompute)": [(n, b) for n, (_, b) in by_tokens.items()]})
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(results, f, indent=2)
+    save()
     log(f"done in {results['seconds']:.0f}s; outputs agree: {results['all_outputs_agree']}")
     return results
