@@ -11,12 +11,13 @@ Time our fast paths against a faithful re-creation of the official algorithms (f
 image step, padded prompt, float masks, fp32) on the same random weights with Phi-1.5 widths, in one process,
 alternating runs; every comparison checks that the outputs agree before reporting a ratio. --quick uses 2 of
 the 24 layers and short generations (a few minutes on 2 cores); the default full mode uses all 24 layers,
-100-token answers, 16 image steps and 256 and 1024 image tokens (long on a CPU)."""
+100-token answers, 16 image steps and 256 and 1024 image tokens (an hour on 2 CPU cores; the JSON is
+rewritten after every measurement, so a stopped run keeps what it measured)."""
 
 EPILOG = """\
 examples:
   showo bench --quick --json bench.json
-  showo bench --json docs/benchmarks/full.json --plots docs/benchmarks"""
+  showo bench --json docs/benchmarks/full.json --plots docs/benchmarks/full"""
 
 
 def add_parser(sub) -> None:
