@@ -19,7 +19,7 @@ from showo.evaluation.cases import (EvalSettings, extrapolate_cases, inpaint_cas
                                     world_image)
 from showo.evaluation.editing import (evaluate_inpaint, evaluate_mixed, extrapolation_scores,
                                       inpaint_region_correct, mask_image)
-from showo.evaluation.harness import TASKS, evaluate_caption, evaluate_t2i, evaluate_vqa, run_evaluation
+from showo.evaluation.harness import TASKS, evaluate_caption, evaluate_t2i, evaluate_vqa, read_back, run_evaluation
 from showo.pipelines.outputs import ImageOutput, TextOutput
 from showo.tiny import tiny_random_pipeline
 from showo.tokenizers.image_io import mask_to_grid
@@ -220,3 +220,16 @@ def test_story_keyframes_follow_the_interleaved_layout(pipe):
     frames = story(random.Random(0), WORLD)
     images = editing.story_keyframes(pipe, [s for _, s in frames], EvalSettings(image_steps=2), seed=0)
     assert len(images) == len(frames) and all(i.size == (pipe.resolution,) * 2 for i in images)
+
+
+def test_read_back_is_the_generation_ceiling_of_a_tokenizer(full_run):
+    """A perfect tokenizer (reconstruction = the rendered scene) reads back fully right; an empty image reads
+    back as nothing. The tokenizer task reports it for both splits."""
+    cases = scene_cases(WORLD, "eval", 1, 8, "tokenizer")
+    scenes = [c.scene for c in cases]
+    perfect = read_back(scenes, [world_image(s, WORLD) for s in scenes], WORLD)
+    assert all(m["overall"] and m["objects"] == 1.0 for _, m in perfect)
+    blank = Image.new("RGB", (WORLD.image_size, WORLD.image_size), (128, 128, 128))
+    assert not any(m["overall"] for _, m in read_back(scenes, [blank] * len(scenes), WORLD))
+    for metrics in full_run[0]["tokenizer"].values():
+        assert 0.0 <= metrics["scene_match"] <= metrics["objects"] + 1e-9 <= 1.0 + 1e-9
