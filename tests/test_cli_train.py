@@ -93,3 +93,14 @@ def test_shipped_stage2_recipe_continues_the_default_architecture():
     for key in ("hidden_size", "num_layers", "num_heads", "max_seq_length", "text_vocab_size"):
         assert getattr(recipe, key) == getattr(default, key), key
     assert recipe.magvit.to_dict() == default.magvit.to_dict()
+
+
+def test_candidate_tokenizer_recipe_is_the_default_with_more_codes():
+    """docs/recipes/tokenizer-z14.yaml (measured, not shipped) changes only the tokenizer's code bits."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    recipe = EmbeddedRecipe.from_yaml(Path(__file__).parents[1] / "docs" / "recipes" / "tokenizer-z14.yaml")
+    default = EmbeddedRecipe()
+    assert recipe.magvit.z_channels == 14 and default.magvit.z_channels == 12
+    assert replace(recipe, magvit=default.magvit) == default
