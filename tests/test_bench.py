@@ -45,4 +45,4 @@ def test_bench_keeps_partial_results_when_stopped(tmp_path):
     data = json.loads(js.read_text())
     assert data["complete"] is False and data["mmu_speedup"]["agree"] is True
     assert "peak_rss_ratio_inference" in data and "mmu_time_vs_answer_length" in data and "t2i_speedup" not in data
-    assert not (tmp_path / "partial.json.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["partial.json"]  # no temporary file left behind

@@ -8,7 +8,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -82,11 +82,12 @@ def _time(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, same=lambda a, b: a == b,
-                 detail: dict | None = None, warmup: bool = True) -> Comparison:
-    """Warm both up (unless an earlier comparison ran the same code paths), then alternate `repeats` times;
-    best time of each (least disturbed by other load)."""
-    if warmup:
-        ours(), reference()
+                 detail: dict | None = None, warmup: Sequence[Callable] = ()) -> Comparison:
+    """Run the `warmup` callables (short versions of both variants: a whole run takes minutes at full depth;
+    none where an earlier comparison ran the same code paths), then alternate `repeats` times; best time of
+    each (least disturbed by other load)."""
+    for fn in warmup:
+        fn()
     t_ours, t_ref, agree = [], [], True
     for _ in range(repeats):
         a, out_a = _time(ours)
@@ -136,11 +137,9 @@ class Bench:
     def mmu(self, new_tokens: int | None = None, warmup: bool = True) -> Comparison:
         n = new_tokens or self.cfg.answer_tokens
         ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0])
-        if warmup:  # two tokens run every code path; the official algorithm's full answer would take seconds
-            for fn in self.mmu_fns(2, ids):
-                fn()
-        return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n, ids), self.cfg.repeats, warmup=False,
-                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1]})
+        return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n, ids), self.cfg.repeats,
+                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1]},
+                            warmup=self.mmu_fns(2, ids) if warmup else ())  # two tokens run every code path
 
     def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32, warmup: bool = True) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths.
@@ -148,17 +147,16 @@ class Bench:
         answer lengths are checked and the fraction of identical tokens is reported."""
         n, model = self.cfg.answer_tokens, self.cast(dtype)
         prompts = [self._mmu_prompt(12 + 3 * i, self.cfg.image_tokens[0]) for i in range(batch)]
-        masks = [mmu_mask(p, self.vocab)[0, 0] for p in prompts]
-        batched = lambda: generate_text(model, [p[0] for p in prompts], masks, max_new_tokens=n, temperature=0)  # noqa: E731
-        single = lambda: [generate_text(model, [p[0]], [m], max_new_tokens=n, temperature=0)[0]  # noqa: E731
-                          for p, m in zip(prompts, masks)]
-        if warmup:  # two tokens run the batched and the single paths; whole answers take minutes at full depth
-            generate_text(model, [p[0] for p in prompts], masks, max_new_tokens=2, temperature=0)
-            generate_text(model, [prompts[0][0]], masks[:1], max_new_tokens=2, temperature=0)
+        ids, masks = [p[0] for p in prompts], [mmu_mask(p, self.vocab)[0, 0] for p in prompts]
+        answers = lambda i, m, k: generate_text(model, i, m, max_new_tokens=k, temperature=0)  # noqa: E731
+        batched = lambda: answers(ids, masks, n)  # noqa: E731
+        single = lambda: [answers([i], [m], n)[0] for i, m in zip(ids, masks)]  # noqa: E731
+        short = (lambda: answers(ids, masks, 2), lambda: answers(ids[:1], masks[:1], 2))  # two tokens: both paths
         exact = dtype == torch.float32
         same = (lambda a, b: a == b) if exact else (lambda a, b: [len(x) for x in a] == [len(x) for x in b])
         out = side_by_side(f"mmu_batch{batch}_vs_1_{_name(dtype)}", batched, single, self.cfg.repeats, same=same,
-                           detail={"batch": batch, "new_tokens": n, "dtype": _name(dtype)}, warmup=False)
+                           detail={"batch": batch, "new_tokens": n, "dtype": _name(dtype)},
+                           warmup=short if warmup else ())
         if not exact:
             pairs = [(x, y) for a, b in zip(*out.outputs) for x, y in zip(a, b)]
             out.detail["token_match_fraction"] = sum(x == y for x, y in pairs) / len(pairs)
@@ -207,12 +205,10 @@ class Bench:
         """Ours vs the official algorithm (fp32, identical tokens); with `dtype`: ours in dtype vs ours in fp32;
         with `compiled`: ours under torch.compile vs ours eager, both in `dtype`."""
         detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps}
-        if dtype is None:
-            if warmup:  # one step runs every code path; a whole generation takes minutes at full depth
-                for fn in self.t2i_fns(batch, n_image, steps=1):
-                    fn()
+        if dtype is None:  # warm-up: one step runs every code path
             return side_by_side(f"t2i_b{batch}_n{n_image}", *self.t2i_fns(batch, n_image), self.cfg.repeats,
-                                same=torch.equal, detail=detail, warmup=False)
+                                same=torch.equal, detail=detail,
+                                warmup=self.t2i_fns(batch, n_image, steps=1) if warmup else ())
         cond, uncond = self._t2i_inputs(batch, n_image)
         if compiled:
             eager = self.cast(dtype)
@@ -220,19 +216,17 @@ class Bench:
             t0 = time.perf_counter()
             fast()
             detail["compile_and_first_run_s"] = time.perf_counter() - t0
-            warmup = False  # that first run was the warm-up
+            short = ()  # that first run was the warm-up
             name = f"t2i_compiled_vs_eager_{_name(dtype)}_b{batch}"
         else:
-            fast, ours = (self._t2i_ours(m, cond, uncond, n_image) for m in (self.cast(dtype), self.model))
+            models = (self.cast(dtype), self.model)
+            fast, ours = (self._t2i_ours(m, cond, uncond, n_image) for m in models)
+            short = tuple(self._t2i_ours(m, cond, uncond, n_image, steps=1) for m in models) if warmup else ()
             name = f"t2i_{_name(dtype)}_vs_fp32_b{batch}"
-            if warmup:
-                for m in (self.cast(dtype), self.model):
-                    self._t2i_ours(m, cond, uncond, n_image, steps=1)()
-                warmup = False
         # bf16 rounding changes which codes get sampled, so tokens cannot be identical; check the output is a
         # complete image of valid codes and report how many tokens match (quality is judged by `showo eval`).
         valid = lambda a, b: a.shape == b.shape and bool(((a >= 0) & (a < self.cfg.codebook)).all())  # noqa: E731
-        out = side_by_side(name, fast, ours, self.cfg.repeats, same=valid, detail=detail, warmup=warmup)
+        out = side_by_side(name, fast, ours, self.cfg.repeats, same=valid, detail=detail, warmup=short)
         out.detail["token_match_fraction"] = float((out.outputs[0] == out.outputs[1]).float().mean())
         return out
 
@@ -279,7 +273,8 @@ class Bench:
     def train_step(self, checkpointing: bool, warmup: bool = True) -> Comparison:
         ours, ref = self.train_fns(checkpointing)
         return side_by_side("train_step" + ("_checkpointing" if checkpointing else ""), ours, ref, self.cfg.repeats,
-                            same=lambda a, b: abs(a - b) < 1e-2, detail={"rows": self.train_rows}, warmup=warmup)
+                            same=lambda a, b: abs(a - b) < 1e-2, detail={"rows": self.train_rows},
+                            warmup=(ours, ref) if warmup else ())
 
     # ---- hardware -------------------------------------------------------------------------------------------
 

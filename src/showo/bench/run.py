@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from ..cli.outputs import atomic_write
 from .harness import Bench, BenchConfig, Comparison, as_dict, peak_rss_bytes
 from .plots import line_plot
 
@@ -57,10 +58,7 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     def save() -> None:
         """Written after every measurement (atomically), so a long run that is stopped keeps what it measured."""
         if json_path:
-            tmp = f"{json_path}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(results, f, indent=2)
-            os.replace(tmp, json_path)
+            atomic_write(Path(json_path), json.dumps(results, indent=2).encode())
 
     def record(key: str, c: Comparison) -> Comparison:
         rows.append(c)
@@ -103,9 +101,7 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         if n not in lengths:
             c = bench.mmu(n, warmup=False)
             lengths[n] = (c.ours_s, c.reference_s)
-            curve("mmu_time_vs_answer_length", lengths)
-    lengths = dict(sorted(lengths.items()))
-    curve("mmu_time_vs_answer_length", lengths)
+        curve("mmu_time_vs_answer_length", lengths)
     by_tokens = {}
     for b in cfg.t2i_batches:  # later batch sizes run warm code paths
         first = b == cfg.t2i_batches[0]
@@ -130,11 +126,11 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     results["complete"] = True
     if plot_dir:
         line_plot(f"{plot_dir}/mmu_time_vs_answer_length.png", "answer tokens", "seconds",
-                  {"ours (KV cache)": [(n, a) for n, (a, _) in lengths.items()],
-                   "official (recompute)": [(n, b) for n, (_, b) in lengths.items()]})
+                  {"ours (KV cache)": [(n, a) for n, (a, _) in sorted(lengths.items())],
+                   "official (recompute)": [(n, b) for n, (_, b) in sorted(lengths.items())]})
         line_plot(f"{plot_dir}/t2i_time_vs_image_tokens.png", "image tokens", "seconds",
-                  {"ours (cached prompt)": [(n, a) for n, (a, _) in by_tokens.items()],
-                   "official (recompute)": [(n, b) for n, (_, b) in by_tokens.items()]})
+                  {"ours (cached prompt)": [(n, a) for n, (a, _) in sorted(by_tokens.items())],
+                   "official (recompute)": [(n, b) for n, (_, b) in sorted(by_tokens.items())]})
     save()
     log(f"done in {results['seconds']:.0f}s; outputs agree: {results['all_outputs_agree']}")
     return results
