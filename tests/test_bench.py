@@ -14,17 +14,19 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
     assert data["all_outputs_agree"] is True and data["complete"] is True
     assert data["t2i_speedup_n25"]["agree"] is True  # the second image size is a checked comparison too
     for key in ("mmu_speedup", "t2i_speedup", "bf16_t2i_speedup", "mmu_batch8_throughput_gain", "train_step_speedup",
-                "peak_rss_ratio_inference", "flops_utilization", "bf16_t2i_compiled_speedup",
+                "peak_rss_ratio_inference", "peak_rss_ratio_inference_packed", "flops_utilization", "bf16_t2i_compiled_speedup",
                 "mmu_batch8_throughput_gain_bf16", "train_activation_memory_checkpointing_vs_official"):
         assert isinstance(data[key]["value"], float), key
-    for key in ("mmu_speedup", "t2i_speedup", "train_step_speedup", "mmu_batch8_throughput_gain"):
+    for key in ("mmu_speedup", "t2i_speedup", "train_step_speedup", "mmu_batch8_throughput_gain",
+                "mmu_batch8_throughput_gain_dense", "mmu_batch1_packed_vs_dense"):
         assert data[key]["agree"] is True and data[key]["ours_s"] > 0 and data[key]["reference_s"] > 0
+    assert data["mmu_batch8_throughput_gain"]["detail"]["batch1_run"] in ("single_dense", "single_packed")
     assert set(data["mmu_time_vs_answer_length"]) == {"3", "6"}
     assert set(data["t2i_time_vs_image_tokens"]) == {"16", "25"}
     assert (plots / "mmu_time_vs_answer_length.png").is_file() and (plots / "t2i_time_vs_image_tokens.png").is_file()
     assert "x" in capsys.readouterr().out
     table = md.read_text().splitlines()
-    assert len(table) == 2 + 9 + 3 and all(line.startswith("| ") for line in table)
+    assert len(table) == 2 + 11 + 4 and all(line.startswith("| ") for line in table)
     assert f"{data['mmu_speedup']['value']:.2f}x" in table[2]
 
 
@@ -46,3 +48,15 @@ def test_bench_keeps_partial_results_when_stopped(tmp_path):
     assert data["complete"] is False and data["mmu_speedup"]["agree"] is True
     assert "peak_rss_ratio_inference" in data and "mmu_time_vs_answer_length" in data and "t2i_speedup" not in data
     assert [p.name for p in tmp_path.iterdir()] == ["partial.json"]  # no temporary file left behind
+
+
+def test_bench_only_runs_the_chosen_sections(tmp_path, capsys):
+    js = tmp_path / "batch.json"
+    assert main(["bench", "--tiny", "--only", "batch", "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert data["sections"] == ["batch"] and data["complete"] is True and data["all_outputs_agree"] is True
+    assert "mmu_batch8_throughput_gain_bf16" in data and "mmu_speedup" not in data
+    assert "peak_rss_ratio_inference" not in data and "train_step_speedup" not in data
+    capsys.readouterr()
+    assert main(["bench", "--tiny", "--only", "everything"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

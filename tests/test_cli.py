@@ -185,6 +185,16 @@ def test_ask_images_directory_and_questions(capsys, tmp_path, picture, pipe):
     assert f"[6/6] {extra}: how many?" in out and "image_1" in data["inputs"]
 
 
+def test_packed_weights_answer_the_same(capsys, tmp_path, picture, pipe):
+    """--pack-weights changes the summation order of the float32 products, not the answers."""
+    args = ("ask", str(picture), "what colour?", "how many?", *TEXT)
+    assert run(capsys, *args, "--out", str(tmp_path / "a"))[0] == 0
+    assert run(capsys, *args, "--pack-weights", "--out", str(tmp_path / "b"))[0] == 0
+    a, b = (json.loads((tmp_path / d / "answers.json").read_text()) for d in "ab")
+    assert [x["token_ids"] for x in a["answers"]] == [x["token_ids"] for x in b["answers"]]
+    assert b["model_source"]["pack_weights"] is True and a["model_source"]["pack_weights"] is False
+
+
 def test_single_answer_prints_plain_and_streams_the_same(capsys, tmp_path, picture):
     code, plain, _ = run(capsys, "ask", str(picture), "what?", *TEXT, "--out", str(tmp_path / "a"))
     code2, streamed, _ = run(capsys, "ask", str(picture), "what?", *TEXT, "--stream", "--out", str(tmp_path / "b"))

@@ -114,6 +114,7 @@ def test_masks(capsys, tmp_path, picture):
     (["generate", "x", "--seed", "-1"], "--seed"),
     (["generate", "x", "--schedule", "wobbly"], "schedule"),
     (["generate", "x", "--dtype", "float8"], "--dtype"),
+    (["generate", "x", "--pack-weights", "--dtype", "bfloat16"], "--pack-weights is for float32"),
     (["generate", "x", "--device", "tpu"], "--device"),
     (["write", "x", "--top-p", "0"], "--top-p"),
     (["write", "x", "--top-k", "0"], "--top-k"),

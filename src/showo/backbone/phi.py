@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .cache import KVCache
+from .packed import PackedLinear
 
 
 @dataclass
@@ -190,11 +191,13 @@ class PhiForCausalLM(nn.Module):
             h = h[logits_slice]
         elif logits_slice is not None:
             h = h[:, logits_slice]
+        if isinstance(self.lm_head, PackedLinear):
+            return self.lm_head(h, vocab_slice).float()
         if vocab_slice is None:
             return self.lm_head(h).float()
         return F.linear(h, self.lm_head.weight[vocab_slice], self.lm_head.bias[vocab_slice]).float()
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty cache matching this model's dtype and device."""
-        cfg, w = self.config, self.lm_head.weight
+        cfg, w = self.config, self.model.embed_tokens.weight  # never packed: its dtype and device are the model's
         return KVCache(cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim, w.dtype, w.device)

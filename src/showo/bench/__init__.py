@@ -1,1 +1,5 @@
 """`showo bench`: our fast paths against a faithful re-creation of the official algorithms, side by side."""
+
+#: The parts `showo bench --only` can select, in the order they run (here, not in run.py, so that the command
+#: line parser can list them without importing torch).
+SECTIONS = ("memory", "mmu", "t2i", "bf16", "batch", "train")

@@ -81,21 +81,27 @@ def _time(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, same=lambda a, b: a == b,
-                 detail: dict | None = None, warmup: Sequence[Callable] = ()) -> Comparison:
-    """Run the `warmup` callables (short versions of both variants: a whole run takes minutes at full depth;
-    none where an earlier comparison ran the same code paths), then alternate `repeats` times; best time of
-    each (least disturbed by other load)."""
+def alternate(variants: dict[str, Callable], repeats: int,
+              warmup: Sequence[Callable] = ()) -> dict[str, tuple[float, list]]:
+    """Run the `warmup` callables (short versions of the variants: a whole run takes minutes at full depth;
+    none where an earlier comparison ran the same code paths), then every variant in turn, `repeats` times;
+    name -> (best time, the least disturbed by other load; the output of every repeat)."""
     for fn in warmup:
         fn()
-    t_ours, t_ref, agree = [], [], True
+    runs: dict[str, list[tuple[float, object]]] = {name: [] for name in variants}
     for _ in range(repeats):
-        a, out_a = _time(ours)
-        b, out_b = _time(reference)
-        t_ours.append(a)
-        t_ref.append(b)
-        agree = agree and bool(same(out_a, out_b))
-    return Comparison(name, min(t_ours), min(t_ref), agree, detail or {}, (out_a, out_b))
+        for name, fn in variants.items():
+            runs[name].append(_time(fn))
+    return {name: (min(t for t, _ in r), [out for _, out in r]) for name, r in runs.items()}
+
+
+def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, same=lambda a, b: a == b,
+                 detail: dict | None = None, warmup: Sequence[Callable] = ()) -> Comparison:
+    """`alternate` ours and the reference; they agree when `same(ours output, reference output)`."""
+    r = alternate({"ours": ours, "reference": reference}, repeats, warmup)
+    (t_ours, outs_a), (t_ref, outs_b) = r["ours"], r["reference"]
+    agree = all(bool(same(a, b)) for a, b in zip(outs_a, outs_b))
+    return Comparison(name, t_ours, t_ref, agree, detail or {}, (outs_a[-1], outs_b[-1]))
 
 
 class Bench:
@@ -114,7 +120,8 @@ class Bench:
                 torch.nn.init.normal_(p, std=0.5 / p.shape[1] ** 0.5 * 4)
         self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.g = torch.Generator().manual_seed(cfg.seed)
-        self._casts: dict[torch.dtype, Showo] = {}
+        self._casts: dict[torch.dtype | str, Showo] = {}  # reduced-precision and packed copies
+        self._batch_prompts: list[torch.Tensor] = []
 
     def _text(self, n: int) -> list[int]:
         return torch.randint(0, self.cfg.text_size - 1, (n,), generator=self.g).tolist()
@@ -144,23 +151,58 @@ class Bench:
     def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32, warmup: bool = True) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths.
         In float32 the answers must be identical; in bfloat16 the padded batch rounds differently, so only the
-        answer lengths are checked and the fraction of identical tokens is reported."""
-        n, model = self.cfg.answer_tokens, self.cast(dtype)
-        prompts = [self._mmu_prompt(12 + 3 * i, self.cfg.image_tokens[0]) for i in range(batch)]
-        ids, masks = [p[0] for p in prompts], [mmu_mask(p, self.vocab)[0, 0] for p in prompts]
-        answers = lambda i, m, k: generate_text(model, i, m, max_new_tokens=k, temperature=0)  # noqa: E731
-        batched = lambda: answers(ids, masks, n)  # noqa: E731
-        single = lambda: [answers([i], [m], n)[0] for i, m in zip(ids, masks)]  # noqa: E731
-        short = (lambda: answers(ids, masks, 2), lambda: answers(ids[:1], masks[:1], 2))  # two tokens: both paths
+        answer lengths are checked and the fraction of identical tokens is reported. (With packed float32
+        weights too: `mmu_batch_fp32`.)"""
+        batched, single, short = self._mmu_batch_fns(batch, self.cast(dtype))
         exact = dtype == torch.float32
         same = (lambda a, b: a == b) if exact else (lambda a, b: [len(x) for x in a] == [len(x) for x in b])
         out = side_by_side(f"mmu_batch{batch}_vs_1_{_name(dtype)}", batched, single, self.cfg.repeats, same=same,
-                           detail={"batch": batch, "new_tokens": n, "dtype": _name(dtype)},
+                           detail={"batch": batch, "new_tokens": self.cfg.answer_tokens, "dtype": _name(dtype)},
                            warmup=short if warmup else ())
         if not exact:
             pairs = [(x, y) for a, b in zip(*out.outputs) for x, y in zip(a, b)]
             out.detail["token_match_fraction"] = sum(x == y for x, y in pairs) / len(pairs)
         return out
+
+    def mmu_batch_fp32(self, batch: int = 8, warmup: bool = True) -> tuple[Comparison, Comparison, Comparison]:
+        """float32 answers per second at batch `batch` vs batch 1, with dense and with oneDNN-packed weights
+        (`Showo.pack_weights`), the four runs alternating; all four must give the same tokens. Returns (batch
+        `batch` packed vs the faster batch-1 run, batch `batch` dense vs batch 1 dense, batch 1 packed vs dense)."""
+        batched_d, single_d, short_d = self._mmu_batch_fns(batch, self.model)
+        batched_p, single_p, short_p = self._mmu_batch_fns(batch, self.packed())
+        r = alternate({"batched_packed": batched_p, "single_packed": single_p, "batched_dense": batched_d,
+                       "single_dense": single_d}, self.cfg.repeats, (*short_d, *short_p) if warmup else ())
+        outputs = [out for _, outs in r.values() for out in outs]
+        agree = all(out == outputs[0] for out in outputs)
+        detail = {"batch": batch, "new_tokens": self.cfg.answer_tokens, "dtype": "float32"}
+        best1 = min(("single_dense", "single_packed"), key=lambda k: r[k][0])
+
+        def pair(ours: str, reference: str, name: str, **extra) -> Comparison:
+            return Comparison(name, r[ours][0], r[reference][0], agree, {**detail, **extra})
+
+        return (pair("batched_packed", best1, f"mmu_batch{batch}_packed_vs_1_float32", batch1_run=best1),
+                pair("batched_dense", "single_dense", f"mmu_batch{batch}_vs_1_float32_dense"),
+                pair("single_packed", "single_dense", "mmu_batch1_packed_vs_dense_float32", batch=1))
+
+    def _mmu_batch_fns(self, batch: int, model: Showo) -> tuple[Callable, Callable, tuple[Callable, Callable]]:
+        """(all `batch` questions in one batch, the same one at a time, two-token warm-ups of both) on `model`;
+        the questions (about images, of different lengths) are the same for every model."""
+        if len(self._batch_prompts) < batch:
+            self._batch_prompts = [self._mmu_prompt(12 + 3 * i, self.cfg.image_tokens[0]) for i in range(batch)]
+        prompts = self._batch_prompts[:batch]
+        ids, masks = [p[0] for p in prompts], [mmu_mask(p, self.vocab)[0, 0] for p in prompts]
+        answers = lambda i, m, k: generate_text(model, i, m, max_new_tokens=k, temperature=0)  # noqa: E731
+        n = self.cfg.answer_tokens
+        return (lambda: answers(ids, masks, n), lambda: [answers([i], [m], n)[0] for i, m in zip(ids, masks)],
+                (lambda: answers(ids, masks, 2), lambda: answers(ids[:1], masks[:1], 2)))
+
+    def packed(self) -> Showo:
+        """A float32 copy of the benchmark model with oneDNN-packed weights (made on first use)."""
+        if "packed" not in self._casts:
+            copy = Showo(self.model_cfg).eval()
+            copy.load_state_dict(self.model.state_dict())
+            self._casts["packed"] = copy.pack_weights()
+        return self._casts["packed"]
 
     def cast(self, dtype: torch.dtype) -> Showo:
         """The benchmark model in `dtype` (one copy per dtype, made on first use)."""

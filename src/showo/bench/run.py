@@ -6,10 +6,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
+from ..backbone import packing_available
 from ..cli.outputs import atomic_write
+from . import SECTIONS
 from .harness import Bench, BenchConfig, Comparison, as_dict, peak_rss_bytes
 from .plots import line_plot
 
@@ -23,13 +26,16 @@ def in_fresh_process(what: str, mode: str) -> dict:
 
 def _memory_child(what: str, mode: str) -> dict:
     """`inference`: our mmu answer + our t2i image; peak RSS minus the interpreter's own footprint (measured
-    after imports, before the model exists), over the weights' size.
+    after imports, before the model exists), over the weights' (dense float32) size. `inference_packed`: the
+    same with the weights packed for oneDNN first (`Showo.pack_weights`).
     `train_official` / `train_checkpointing`: a training step of the official loop / ours with gradient
     checkpointing, with the gradients already allocated (as in every step after the first): the activation peak
     is the peak above the interpreter minus weights and gradients."""
     base = peak_rss_bytes()
     bench = Bench(BenchConfig.preset(mode))
-    if what == "inference":
+    if what.startswith("inference"):
+        if what == "inference_packed":
+            bench.model.pack_weights()
         ours_mmu, _ = bench.mmu_fns(bench.cfg.answer_tokens)
         ours_t2i, _ = bench.t2i_fns(1, bench.cfg.image_tokens[0])
         ours_mmu(), ours_t2i()  # ours only: the official re-creations are not what this measures
@@ -41,17 +47,23 @@ def _memory_child(what: str, mode: str) -> dict:
     peak = peak_rss_bytes()
     out = {"peak_rss_bytes": peak, "baseline_rss_bytes": base, "weights_bytes": bench.weights_bytes,
            "above_baseline_bytes": peak - base, "ratio": (peak - base) / bench.weights_bytes}
-    if what != "inference":
+    if what.startswith("train"):
         out["activation_peak_bytes"] = peak - base - 2 * bench.weights_bytes
     return out
 
 
-def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None = None, log=print) -> dict:
+def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None = None, log=print,
+        only: Sequence[str] = SECTIONS) -> dict:
+    """Every section of `only` (default all), in the order of `SECTIONS`."""
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown benchmark section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     cfg = BenchConfig.preset(mode)
     t0 = time.perf_counter()
     log(f"showo bench ({mode}): hidden {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, mlp {cfg.mlp}, "
         f"{torch.get_num_threads()} threads")
-    results: dict = {"mode": mode, "config": cfg.__dict__.copy(), "torch": torch.__version__,
+    sections = [s for s in SECTIONS if s in only]
+    results: dict = {"mode": mode, "sections": sections, "config": cfg.__dict__.copy(), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "complete": False}
     rows: list[Comparison] = []
 
@@ -70,17 +82,9 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
 
     # memory first, in fresh processes, while this one holds no model (at full depth the official training
     # step alone needs most of a 24 GB machine)
-    mem = in_fresh_process("inference", mode)
-    results["peak_rss_ratio_inference"] = {"value": mem["ratio"], **mem}
-    log(f"  peak RSS of inference / weights      {mem['ratio']:.2f}")
-    official, ckpt = in_fresh_process("train_official", mode), in_fresh_process("train_checkpointing", mode)
-    ratio = ckpt["activation_peak_bytes"] / official["activation_peak_bytes"]
-    results["train_activation_memory_checkpointing_vs_official"] = {"value": ratio, "ours_checkpointing": ckpt,
-                                                                    "official": official}
-    log(f"  training activation peak, ours with checkpointing / official  "
-        f"{ckpt['activation_peak_bytes'] / 2**20:.0f} / {official['activation_peak_bytes'] / 2**20:.0f} MiB = {ratio:.2f}")
-    save()
-
+    if "memory" in sections:
+        _memory(results, mode, log)
+        save()
     bench = Bench(cfg)
     log(f"  {sum(p.numel() for p in bench.model.parameters()) / 1e6:.0f}M parameters")
 
@@ -88,7 +92,83 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         results[key] = {str(n): {"ours_s": a, "official_s": b} for n, (a, b) in sorted(points.items())}
         save()
 
-    mmu = record("mmu_speedup", bench.mmu())
+    lengths, by_tokens = {}, {}
+    if "mmu" in sections:
+        mmu = record("mmu_speedup", bench.mmu())
+        _utilization(results, bench, mmu, log)
+        lengths[cfg.answer_tokens] = (mmu.ours_s, mmu.reference_s)
+        for n in cfg.answer_lengths:  # the code paths are warm: no second warm-up
+            if n not in lengths:
+                c = bench.mmu(n, warmup=False)
+                lengths[n] = (c.ours_s, c.reference_s)
+            curve("mmu_time_vs_answer_length", lengths)
+    if "t2i" in sections:
+        for b in cfg.t2i_batches:  # later batch sizes run warm code paths
+            first = b == cfg.t2i_batches[0]
+            c = record("t2i_speedup" if first else f"t2i_speedup_batch{b}",
+                       bench.t2i(b, cfg.image_tokens[0], warmup=first))
+            if b == 1:
+                by_tokens[cfg.image_tokens[0]] = (c.ours_s, c.reference_s)
+        for n in cfg.image_tokens:
+            if n not in by_tokens:
+                c = record(f"t2i_speedup_n{n}", bench.t2i(1, n))
+                by_tokens[n] = (c.ours_s, c.reference_s)
+            curve("t2i_time_vs_image_tokens", by_tokens)
+    if "bf16" in sections:
+        b, n = cfg.t2i_batches[0], cfg.image_tokens[0]
+        record("bf16_t2i_speedup", bench.t2i(b, n, dtype=torch.bfloat16))
+        record("bf16_t2i_compiled_speedup", bench.t2i(b, n, dtype=torch.bfloat16, compiled=True))
+    if "batch" in sections:
+        warm = "mmu" in sections  # the dense fp32 decoding paths ran already
+        if packing_available():
+            packed, dense, single = bench.mmu_batch_fp32(8, warmup=True)
+            record("mmu_batch8_throughput_gain", packed)
+            record("mmu_batch8_throughput_gain_dense", dense)
+            record("mmu_batch1_packed_vs_dense", single)
+        else:
+            log("  (this torch build cannot pack weights for oneDNN: batch 8 measured with dense weights only)")
+            record("mmu_batch8_throughput_gain", bench.mmu_batch(8, warmup=not warm))
+        record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
+    bench.drop_casts()  # the training steps below need the memory
+    if "train" in sections:
+        record("train_step_speedup", bench.train_step(checkpointing=False))
+        record("train_step_checkpointing_speed_ratio", bench.train_step(checkpointing=True, warmup=False))
+    results["all_outputs_agree"] = all(c.agree for c in rows)
+    results["seconds"] = time.perf_counter() - t0
+    results["complete"] = True
+    if plot_dir:
+        if lengths:
+            line_plot(f"{plot_dir}/mmu_time_vs_answer_length.png", "answer tokens", "seconds",
+                      {"ours (KV cache)": [(n, a) for n, (a, _) in sorted(lengths.items())],
+                       "official (recompute)": [(n, b) for n, (_, b) in sorted(lengths.items())]})
+        if by_tokens:
+            line_plot(f"{plot_dir}/t2i_time_vs_image_tokens.png", "image tokens", "seconds",
+                      {"ours (cached prompt)": [(n, a) for n, (a, _) in sorted(by_tokens.items())],
+                       "official (recompute)": [(n, b) for n, (_, b) in sorted(by_tokens.items())]})
+    save()
+    log(f"done in {results['seconds']:.0f}s; outputs agree: {results['all_outputs_agree']}")
+    return results
+
+
+def _memory(results: dict, mode: str, log) -> None:
+    """Inference peak over the weights, and the training activation peak with checkpointing vs the official."""
+    mem = in_fresh_process("inference", mode)
+    results["peak_rss_ratio_inference"] = {"value": mem["ratio"], **mem}
+    log(f"  peak RSS of inference / weights      {mem['ratio']:.2f}")
+    if packing_available():
+        mem = in_fresh_process("inference_packed", mode)
+        results["peak_rss_ratio_inference_packed"] = {"value": mem["ratio"], **mem}
+        log(f"  the same, weights packed for oneDNN  {mem['ratio']:.2f}")
+    official, ckpt = in_fresh_process("train_official", mode), in_fresh_process("train_checkpointing", mode)
+    ratio = ckpt["activation_peak_bytes"] / official["activation_peak_bytes"]
+    results["train_activation_memory_checkpointing_vs_official"] = {"value": ratio, "ours_checkpointing": ckpt,
+                                                                    "official": official}
+    log(f"  training activation peak, ours with checkpointing / official  "
+        f"{ckpt['activation_peak_bytes'] / 2**20:.0f} / {official['activation_peak_bytes'] / 2**20:.0f} MiB = {ratio:.2f}")
+
+
+def _utilization(results: dict, bench: Bench, mmu: Comparison, log) -> None:
+    """Achieved FLOP/s of our cached fp32 decoding over a matmul peak measured now."""
     peak32 = Bench.matmul_peak(torch.float32)
     context = mmu.detail["prompt_tokens"] + mmu.detail["new_tokens"] // 2  # mean context while decoding
     achieved = bench.decode_flops_per_token(context) * mmu.detail["new_tokens"] / mmu.ours_s
@@ -96,41 +176,3 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
                                     "matmul_peak_flops_fp32": peak32, "what": "cached mmu decoding, fp32"}
     log(f"  flops utilisation (mmu decode fp32)   {achieved / 1e9:8.1f} GFLOP/s of {peak32 / 1e9:.1f} measured peak"
         f" = {achieved / peak32:.2f}")
-    lengths = {cfg.answer_tokens: (mmu.ours_s, mmu.reference_s)}
-    for n in cfg.answer_lengths:  # the code paths are warm: no second warm-up
-        if n not in lengths:
-            c = bench.mmu(n, warmup=False)
-            lengths[n] = (c.ours_s, c.reference_s)
-        curve("mmu_time_vs_answer_length", lengths)
-    by_tokens = {}
-    for b in cfg.t2i_batches:  # later batch sizes run warm code paths
-        first = b == cfg.t2i_batches[0]
-        c = record("t2i_speedup" if first else f"t2i_speedup_batch{b}", bench.t2i(b, cfg.image_tokens[0], warmup=first))
-        if b == 1:
-            by_tokens[cfg.image_tokens[0]] = (c.ours_s, c.reference_s)
-    for n in cfg.image_tokens:
-        if n not in by_tokens:
-            c = record(f"t2i_speedup_n{n}", bench.t2i(1, n))
-            by_tokens[n] = (c.ours_s, c.reference_s)
-        curve("t2i_time_vs_image_tokens", by_tokens)
-    record("bf16_t2i_speedup", bench.t2i(cfg.t2i_batches[0], cfg.image_tokens[0], dtype=torch.bfloat16))
-    record("bf16_t2i_compiled_speedup", bench.t2i(cfg.t2i_batches[0], cfg.image_tokens[0], dtype=torch.bfloat16,
-                                                  compiled=True))
-    record("mmu_batch8_throughput_gain", bench.mmu_batch(8, warmup=False))  # the fp32 decoding paths are warm
-    record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
-    bench.drop_casts()  # the training steps below need the memory
-    record("train_step_speedup", bench.train_step(checkpointing=False))
-    record("train_step_checkpointing_speed_ratio", bench.train_step(checkpointing=True, warmup=False))
-    results["all_outputs_agree"] = all(c.agree for c in rows)
-    results["seconds"] = time.perf_counter() - t0
-    results["complete"] = True
-    if plot_dir:
-        line_plot(f"{plot_dir}/mmu_time_vs_answer_length.png", "answer tokens", "seconds",
-                  {"ours (KV cache)": [(n, a) for n, (a, _) in sorted(lengths.items())],
-                   "official (recompute)": [(n, b) for n, (_, b) in sorted(lengths.items())]})
-        line_plot(f"{plot_dir}/t2i_time_vs_image_tokens.png", "image tokens", "seconds",
-                  {"ours (cached prompt)": [(n, a) for n, (a, _) in sorted(by_tokens.items())],
-                   "official (recompute)": [(n, b) for n, (_, b) in sorted(by_tokens.items())]})
-    save()
-    log(f"done in {results['seconds']:.0f}s; outputs agree: {results['all_outputs_agree']}")
-    return results

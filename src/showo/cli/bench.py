@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..bench import SECTIONS
 from .outputs import atomic_write
 
 DESCRIPTION = """\
@@ -31,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write every ratio and its raw timings as JSON")
     p.add_argument("--plots", metavar="DIR", help="write time-vs-length plots (PNG) into DIR")
     p.add_argument("--markdown", metavar="FILE", help="write the results as a Markdown table (for the docs)")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="SECTION",
+                   help=f"run only these parts: {', '.join(SECTIONS)} (default: all)")
 
 
 def run(args) -> int:
@@ -38,7 +41,7 @@ def run(args) -> int:
 
     from ..bench.report import markdown_table
 
-    results = run_bench(args.mode, args.json, args.plots)
+    results = run_bench(args.mode, args.json, args.plots, only=args.only)
     if args.markdown:
         atomic_write(Path(args.markdown), markdown_table(results).encode())
     return 0 if results["all_outputs_agree"] else 1

@@ -29,10 +29,11 @@ class ModelSpec:
     clip: str | None
     device: str
     dtype: str
+    pack_weights: bool = False
 
     def as_dict(self) -> dict:
         return {"model": self.model, "vq": self.vq, "tokenizer": self.tokenizer, "clip": self.clip,
-                "device": self.device, "dtype": self.dtype}
+                "device": self.device, "dtype": self.dtype, "pack_weights": self.pack_weights}
 
 
 def resolve_device(name: str) -> str:
@@ -75,11 +76,19 @@ def model_spec(args) -> tuple[ModelSpec, str | None]:
         if given:
             raise ConfigError(f"--{', --'.join(given)} cannot be used with the {model} model (it brings its "
                               f"own image and text tokenizers); give a checkpoint --model")
-    return ModelSpec(model, args.vq, args.tokenizer, args.clip, resolve_device(args.device), args.dtype), note
+    device, pack = resolve_device(args.device), args.pack_weights
+    if pack and (device != "cpu" or args.dtype != "float32"):
+        raise ConfigError(f"--pack-weights is for float32 on the CPU (got --dtype {args.dtype} on {device})")
+    return ModelSpec(model, args.vq, args.tokenizer, args.clip, device, args.dtype, pack), note
 
 
 def load_pipeline(spec: ModelSpec):
-    """The `ShowoPipeline` of `spec` on its device and dtype."""
+    """The `ShowoPipeline` of `spec` on its device and dtype (weights packed for oneDNN when asked)."""
+    pipe = _load(spec)
+    return pipe.pack_weights() if spec.pack_weights else pipe
+
+
+def _load(spec: ModelSpec):
     import torch
 
     from ..pipelines import ShowoPipeline

@@ -116,6 +116,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="weights/activations precision of the transformer (default: float32; the image "
                         "tokenizer always runs in float32)")
+    g.add_argument("--pack-weights", action="store_true",
+                   help="float32 on the CPU only: lay the weights out for oneDNN once at load time: batches "
+                        "of questions or captions run faster (1.4x for 8 at full size), a single one the same")
 
 
 def _add_output_options(p: argparse.ArgumentParser, command: str) -> None:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..backbone import KVCache, PhiForCausalLM
+from ..backbone import KVCache, PhiForCausalLM, pack_linears
 from ..checkpoints import find_weights, load_checked, read_state_dict, resolve
 from ..errors import CheckpointError, ConfigError
 from .config import ShowoConfig
@@ -53,16 +53,31 @@ class Showo(nn.Module):
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return self.showo.new_cache(batch, max_len)
 
+    def pack_weights(self, batch_hint: int = 8) -> "Showo":
+        """Re-lay every linear weight for oneDNN, in place, for float32 CPU inference: batched understanding
+        1.4x faster at full depth, batch 1 unchanged (measured; see `backbone.packed`). The LM head's image-code
+        rows are packed as their own block, so image generation still computes only those. Irreversible: the
+        packed model can no longer be trained, cast, moved or saved; logits change in the last bits."""
+        if self.training:
+            raise ConfigError("pack_weights is for inference: call model.eval() first")
+        if self.dtype != torch.float32 or self.device.type != "cpu":
+            raise ConfigError(f"packed weights need a float32 model on the CPU, got {self.dtype} on {self.device}")
+        c = self.config
+        codes = slice(c.vocab_size - c.codebook_size - 1, c.vocab_size - 1)  # what MaskGIT's vocab_slice asks for
+        groups = [slice(0, codes.start), codes, slice(codes.stop, c.vocab_size)]
+        pack_linears(self, batch_hint, {"showo.lm_head": groups})
+        return self
+
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.showo.model.gradient_checkpointing = enabled
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.showo.lm_head.weight.dtype
+        return self.showo.model.embed_tokens.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.showo.lm_head.weight.device
+        return self.showo.model.embed_tokens.weight.device
 
     # ---- loading and saving ------------------------------------------------------------------------
 
