@@ -31,9 +31,14 @@ def test_train_all_then_resume(tmp_path, capsys):
     assert (run / "tokenizer" / "tokenizer.json").is_file() and (run / "magvit" / "config.json").is_file()
     steps = [json.loads(line)["step"] for line in (run / "showo-train" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+    # a run killed after its last checkpoint (step 3) has logged steps 4 and 5 and half of 6: the resumed run
+    # takes them again, and the log keeps one line per step
+    with open(run / "showo-train" / "metrics.jsonl", "a") as log:
+        log.write('{"step": 4, "loss": 1.0}\n{"step": 5, "loss": 1.0}\n{"step": 6, "lo')
     assert main(["train", "model", "--run", str(run), "--recipe", str(recipe), "--max-steps", "5", "-q"]) == 0
-    steps = [json.loads(line)["step"] for line in (run / "showo-train" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5]  # resumed at 3, not restarted
+    logged = [json.loads(line) for line in (run / "showo-train" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged] == [1, 2, 3, 4, 5]  # resumed at 3, not restarted
+    assert logged[3]["loss"] != 1.0  # step 4 as the resumed run measured it
     latest = (run / "showo-train" / "latest").read_text().strip()
     model = Showo.from_pretrained(run / "showo-train" / latest / "model")
     assert model.config.num_vq_tokens == 64

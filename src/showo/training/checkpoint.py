@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -91,3 +91,23 @@ def resume_latest(output_dir: Path, model: torch.nn.Module, optimizer, scheduler
     """Restore the latest checkpoint of `output_dir` if there is one; its step, else None."""
     path = latest_checkpoint(output_dir)
     return None if path is None else load_checkpoint(path, model, optimizer, scheduler)["step"]
+
+
+def open_metrics_log(output_dir: Path, step: int) -> TextIO:
+    """`output_dir/metrics.jsonl` opened for appending, first cut back to the lines of steps up to `step` (the
+    step the run resumes from). A run stopped after its last checkpoint has logged steps the resumed run takes
+    again, and a kill mid-write can leave half a line; both are dropped, so the log reads as one run."""
+    path = output_dir / "metrics.jsonl"
+    if path.is_file():
+        lines = path.read_text().splitlines()
+        keep = [line for line in lines if _logged_step(line) is not None and _logged_step(line) <= step]
+        if keep != lines:
+            _write_atomic_text(path, "".join(line + "\n" for line in keep))
+    return open(path, "a")
+
+
+def _logged_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -19,7 +19,7 @@ import torch
 from ..errors import ConfigError
 from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
-from .checkpoint import resume_latest, save_checkpoint
+from .checkpoint import open_metrics_log, resume_latest, save_checkpoint
 from .optim import lr_factor
 
 
@@ -148,7 +148,7 @@ class TokenizerTrainer:
         history = []
         bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="tokenizer", disable=not progress)
         t0 = time.perf_counter()
-        with open(self.output_dir / "metrics.jsonl", "a") as log:
+        with open_metrics_log(self.output_dir, self.step) as log:
             while self.step < self.cfg.max_steps:
                 m = self.train_step()
                 history.append(m)

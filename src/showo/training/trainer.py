@@ -21,7 +21,7 @@ from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
 from .batch import Part, group_by_length
-from .checkpoint import resume_latest, save_checkpoint
+from .checkpoint import open_metrics_log, resume_latest, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, wrap
 from .optim import build_optimizer
@@ -134,7 +134,7 @@ class Trainer:
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.cfg.to_yaml(self.output_dir / "config.yaml")
-            log_file = open(self.output_dir / "metrics.jsonl", "a")
+            log_file = open_metrics_log(self.output_dir, self.step)
         bar = None
         if progress and self.dist.is_main:
             from tqdm import tqdm
