@@ -1,6 +1,7 @@
 """`showo train` at toy scale: every stage runs from the CLI, resumes, and leaves loadable models."""
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -89,10 +90,11 @@ def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("showo: error: init_from: no Show-o model")
 
 
-def test_shipped_stage2_recipe_continues_the_default_architecture():
+@pytest.mark.parametrize("stage", ["embedded-stage2.yaml", "embedded-stage3.yaml"])
+def test_shipped_stage_recipes_continue_the_default_architecture(stage):
     from pathlib import Path
 
-    recipe = EmbeddedRecipe.from_yaml(Path(__file__).parents[1] / "docs" / "recipes" / "embedded-stage2.yaml")
+    recipe = EmbeddedRecipe.from_yaml(Path(__file__).parents[1] / "docs" / "recipes" / stage)
     default = EmbeddedRecipe()
     assert recipe.init_from and recipe.seed != default.seed
     for key in ("hidden_size", "num_layers", "num_heads", "max_seq_length", "text_vocab_size"):
