@@ -18,7 +18,8 @@ rewritten after every measurement, so a stopped run keeps what it measured)."""
 EPILOG = """\
 examples:
   showo bench --quick --json bench.json
-  showo bench --json docs/benchmarks/full.json --plots docs/benchmarks/full"""
+  showo bench --json docs/benchmarks/full.json --plots docs/benchmarks/full
+  showo bench --only batch memory --json part.json     # some parts only, at full depth"""
 
 
 def add_parser(sub) -> None:
