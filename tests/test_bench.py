@@ -14,8 +14,9 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
     assert data["all_outputs_agree"] is True and data["complete"] is True
     assert data["t2i_speedup_n25"]["agree"] is True  # the second image size is a checked comparison too
     for key in ("mmu_speedup", "t2i_speedup", "bf16_t2i_speedup", "mmu_batch8_throughput_gain", "train_step_speedup",
-                "peak_rss_ratio_inference", "peak_rss_ratio_inference_packed", "flops_utilization", "bf16_t2i_compiled_speedup",
-                "mmu_batch8_throughput_gain_bf16", "train_activation_memory_checkpointing_vs_official"):
+                "peak_rss_ratio_inference", "peak_rss_ratio_inference_packed", "flops_utilization",
+                "bf16_t2i_compiled_speedup", "mmu_batch8_throughput_gain_bf16",
+                "train_activation_memory_checkpointing_vs_official"):
         assert isinstance(data[key]["value"], float), key
     for key in ("mmu_speedup", "t2i_speedup", "train_step_speedup", "mmu_batch8_throughput_gain",
                 "mmu_batch8_throughput_gain_dense", "mmu_batch1_packed_vs_dense"):

@@ -15,7 +15,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .cache import KVCache
-from .packed import PackedLinear
 
 
 @dataclass
@@ -158,6 +157,14 @@ class PhiModel(nn.Module):
         return self.final_layernorm(x)
 
 
+class LMHead(nn.Linear):
+    """The untied LM head; `rows` computes only those vocabulary entries (the same call as `PackedLinear`'s,
+    so a packed head drops in). A subclass of `nn.Linear`: its parameters keep the official key names."""
+
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        return super().forward(x) if rows is None else F.linear(x, self.weight[rows], self.bias[rows])
+
+
 class PhiForCausalLM(nn.Module):
     """Embeddings -> decoder -> untied LM head (with bias). Logits are returned in float32."""
 
@@ -165,7 +172,7 @@ class PhiForCausalLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = PhiModel(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
+        self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size, bias=True)
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -191,11 +198,7 @@ class PhiForCausalLM(nn.Module):
             h = h[logits_slice]
         elif logits_slice is not None:
             h = h[:, logits_slice]
-        if isinstance(self.lm_head, PackedLinear):
-            return self.lm_head(h, vocab_slice).float()
-        if vocab_slice is None:
-            return self.lm_head(h).float()
-        return F.linear(h, self.lm_head.weight[vocab_slice], self.lm_head.bias[vocab_slice]).float()
+        return self.lm_head(h, vocab_slice).float()
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty cache matching this model's dtype and device."""

@@ -199,9 +199,7 @@ class Bench:
     def packed(self) -> Showo:
         """A float32 copy of the benchmark model with oneDNN-packed weights (made on first use)."""
         if "packed" not in self._casts:
-            copy = Showo(self.model_cfg).eval()
-            copy.load_state_dict(self.model.state_dict())
-            self._casts["packed"] = copy.pack_weights()
+            self._casts["packed"] = self._copy(torch.float32).pack_weights()
         return self._casts["packed"]
 
     def cast(self, dtype: torch.dtype) -> Showo:
@@ -209,10 +207,13 @@ class Bench:
         if dtype == torch.float32:
             return self.model
         if dtype not in self._casts:
-            copy = Showo(self.model_cfg).to(dtype).eval()
-            copy.load_state_dict(self.model.state_dict())
-            self._casts[dtype] = copy
+            self._casts[dtype] = self._copy(dtype)
         return self._casts[dtype]
+
+    def _copy(self, dtype: torch.dtype) -> Showo:
+        copy = Showo(self.model_cfg).to(dtype).eval()
+        copy.load_state_dict(self.model.state_dict())
+        return copy
 
     def drop_casts(self) -> None:
         """Free the reduced-precision copies (and compiled graphs holding them) before memory-hungry steps."""

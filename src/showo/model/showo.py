@@ -63,7 +63,7 @@ class Showo(nn.Module):
         if self.dtype != torch.float32 or self.device.type != "cpu":
             raise ConfigError(f"packed weights need a float32 model on the CPU, got {self.dtype} on {self.device}")
         c = self.config
-        codes = slice(c.vocab_size - c.codebook_size - 1, c.vocab_size - 1)  # what MaskGIT's vocab_slice asks for
+        codes = slice(c.image_token_offset, c.mask_token_id)  # what MaskGIT's vocab_slice asks for
         groups = [slice(0, codes.start), codes, slice(codes.stop, c.vocab_size)]
         pack_linears(self, batch_hint, {"showo.lm_head": groups})
         return self

@@ -100,7 +100,7 @@ def open_metrics_log(output_dir: Path, step: int) -> TextIO:
     path = output_dir / "metrics.jsonl"
     if path.is_file():
         lines = path.read_text().splitlines()
-        keep = [line for line in lines if _logged_step(line) is not None and _logged_step(line) <= step]
+        keep = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
         if keep != lines:
             _write_atomic_text(path, "".join(line + "\n" for line in keep))
     return open(path, "a")
