@@ -122,3 +122,33 @@ def test_target_positions_only_gives_the_full_logits_losses_and_gradients():
         assert torch.allclose(fast[k], full[k], rtol=1e-5), k
     for k, p in model.named_parameters():
         assert torch.allclose(fast_grads[k], p.grad, rtol=1e-4, atol=1e-6), k
+
+
+def test_cpu_training_attention_kernel_matches_the_fused_one(monkeypatch):
+    """Differentiated attention runs the unfused math kernel on CPU (faster backward): same logits as the
+    inference forward, same gradients as the fused flash kernel, for omni-attention masks and causal rows."""
+    import showo.backbone.phi as phi
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model, vocab = tiny_model()
+    source = SyntheticSource(vocab, 8, 4, MixConfig(t2i=2, lm=1, mmu=1))
+    group = group_by_length(source.parts(0, 0, 1))[0]
+    ids, mask = torch.cat([p.ids for p in group]), torch.cat([p.mask for p in group])
+
+    def logits_and_grads(attention_mask):
+        model.zero_grad()
+        logits = model(ids, attention_mask=attention_mask)
+        logits.square().mean().backward()
+        return logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    for attention_mask in (mask, None):  # explicit omni-attention masks; None = causal
+        with torch.no_grad():
+            inference = model(ids, attention_mask=attention_mask)
+        ours = logits_and_grads(attention_mask)
+        with monkeypatch.context() as m:  # force the fused kernel where PhiAttention picks the math one
+            m.setattr(phi, "sdpa_kernel", lambda _backend: sdpa_kernel(SDPBackend.FLASH_ATTENTION))
+            fused = logits_and_grads(attention_mask)
+        for logits in (ours[0], fused[0]):
+            assert torch.allclose(logits, inference, atol=1e-5)
+        for k in ours[1]:
+            assert torch.allclose(ours[1][k], fused[1][k], rtol=1e-4, atol=1e-6), k
