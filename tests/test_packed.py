@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from showo.backbone import PackedLinear, pack_linears, packing_available
+from showo.backbone.packed import PREFILL_CHUNK
 from showo.errors import ConfigError
 from showo.sampling.autoregressive import generate_text
 from showo.tiny import tiny_random_pipeline
@@ -27,7 +28,7 @@ def test_packed_linear_matches_dense_and_computes_only_the_asked_rows():
     dense = nn.Linear(48, 40)
     groups = [slice(0, 10), slice(10, 33), slice(33, 40)]
     packed = PackedLinear(dense, batch_hint=4, row_groups=groups)
-    for shape in ((1, 48), (8, 48), (3, 5, 48)):
+    for shape in ((1, 48), (8, 48), (3, 5, 48), (3, PREFILL_CHUNK // 2 + 1, 48)):  # the last: chunked
         x = torch.randn(shape)
         torch.testing.assert_close(packed(x), dense(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(packed(x, slice(10, 33)), dense(x)[..., 10:33], rtol=1e-5, atol=1e-5)

@@ -34,6 +34,12 @@ def packing_available() -> bool:
     return bool(torch.equal(y, torch.full((1, 2), 2.0)))
 
 
+# A layout chosen for a few rows is slow on thousands (a batched prefill): 2344 rows x 2048 -> 8192 took 268 ms
+# in one product against 212 ms for MKL's dense GEMM, and 228 ms in products of at most 512 rows (chunks of
+# 256: 241 ms, of 64: 257 ms). Rows are independent, so chunking changes nothing in the result.
+PREFILL_CHUNK = 512
+
+
 class PackedLinear(nn.Module):
     """`nn.Linear` for float32 CPU inference with the weight in oneDNN's blocked layout (no dense copy kept).
 
@@ -63,9 +69,16 @@ class PackedLinear(nn.Module):
         if not parts:
             raise ValueError(f"rows {rows} is not one of this layer's packed row groups "
                              f"{[g for g, _, _ in self.groups]}")
-        out = [torch.ops.mkldnn._linear_pointwise(flat, w, b, "none", [], "") for _, w, b in parts]
+        out = [self._product(flat, w, b) for _, w, b in parts]
         y = out[0] if len(out) == 1 else torch.cat(out, dim=-1)
         return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def _product(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        if x.shape[0] <= PREFILL_CHUNK:
+            return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        return torch.cat([torch.ops.mkldnn._linear_pointwise(c, w, b, "none", [], "")
+                          for c in x.split(PREFILL_CHUNK)])
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         raise ConfigError("packed weights are for inference only and cannot be saved: save the model before "
