@@ -55,9 +55,10 @@ class Showo(nn.Module):
 
     def pack_weights(self, batch_hint: int = 8) -> "Showo":
         """Re-lay every linear weight for oneDNN, in place, for float32 CPU inference: batched understanding
-        1.4x faster at full depth, batch 1 unchanged (measured; see `backbone.packed`). The LM head's image-code
-        rows are packed as their own block, so image generation still computes only those. Irreversible: the
-        packed model can no longer be trained, cast, moved or saved; logits change in the last bits."""
+        1.4-1.5x faster at full depth, no gain at batch 1 (0.88-1.01x; measured, see `backbone.packed`). The LM
+        head's image-code rows are packed as their own block, so image generation still computes only those.
+        Irreversible: the packed model can no longer be trained, cast, moved or saved; logits change in the last
+        bits."""
         if self.training:
             raise ConfigError("pack_weights is for inference: call model.eval() first")
         if self.dtype != torch.float32 or self.device.type != "cpu":
