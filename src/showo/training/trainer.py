@@ -95,13 +95,12 @@ class Trainer:
         counts = counts.clamp(min=1)
         sums = {}
         total = torch.zeros((), device=self.device)
-        for group in group_by_length(parts):
-            with self._autocast():
-                group_sums = group_loss_sums(self.model, group)
-            for p, s in zip(group, group_sums):
-                norm = float(counts[OBJECTIVES.index(p.name)])
-                sums[p.name] = sums.get(p.name, 0.0) + s.detach() / norm
-                total = total + self.coeff[p.name] * s / norm
+        with self._autocast():  # one context for every group: weights are cast to bf16 once per step
+            for group in group_by_length(parts):
+                for p, s in zip(group, group_loss_sums(self.model, group)):
+                    norm = float(counts[OBJECTIVES.index(p.name)])
+                    sums[p.name] = sums.get(p.name, 0.0) + s.detach() / norm
+                    total = total + self.coeff[p.name] * s / norm
         # DDP/FSDP average gradients over ranks; our losses are already global sums, so undo the averaging.
         (total * self.dist.world_size).backward()
         grad_norm = None
