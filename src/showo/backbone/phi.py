@@ -7,6 +7,7 @@ upstream Phi cannot express (see ../shared/reference/environment.md).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -110,13 +111,11 @@ class PhiAttention(nn.Module):
         causal = mask is None and q_len > 1
         if causal and k.shape[2] != q_len:
             raise ValueError("a cached forward needs an explicit attention mask")
-        if q.requires_grad and q.device.type == "cpu":
-            # The CPU flash kernel's backward is slower than autograd through the unfused math kernel at
-            # training shapes (a training step of the embedded model, bf16: 0.96 -> 0.80 s; Phi widths, fp32:
-            # equal), so attention that will be differentiated runs the math kernel on CPU.
-            with sdpa_kernel(SDPBackend.MATH):
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        else:
+        # The CPU flash kernel's backward is slower than autograd through the unfused math kernel at training
+        # shapes (a training step of the embedded model, bf16: 0.96 -> 0.80 s; Phi widths, fp32: equal), so
+        # attention that will be differentiated runs the math kernel on CPU.
+        training_on_cpu = q.requires_grad and q.device.type == "cpu"
+        with sdpa_kernel(SDPBackend.MATH) if training_on_cpu else nullcontext():
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.dense(out.transpose(1, 2).reshape(b, q_len, -1))
 
