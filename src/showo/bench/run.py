@@ -137,17 +137,18 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     results["seconds"] = time.perf_counter() - t0
     results["complete"] = True
     if plot_dir:
-        if lengths:
-            line_plot(f"{plot_dir}/mmu_time_vs_answer_length.png", "answer tokens", "seconds",
-                      {"ours (KV cache)": [(n, a) for n, (a, _) in sorted(lengths.items())],
-                       "official (recompute)": [(n, b) for n, (_, b) in sorted(lengths.items())]})
-        if by_tokens:
-            line_plot(f"{plot_dir}/t2i_time_vs_image_tokens.png", "image tokens", "seconds",
-                      {"ours (cached prompt)": [(n, a) for n, (a, _) in sorted(by_tokens.items())],
-                       "official (recompute)": [(n, b) for n, (_, b) in sorted(by_tokens.items())]})
+        _plot(f"{plot_dir}/mmu_time_vs_answer_length.png", "answer tokens", "ours (KV cache)", lengths)
+        _plot(f"{plot_dir}/t2i_time_vs_image_tokens.png", "image tokens", "ours (cached prompt)", by_tokens)
     save()
     log(f"done in {results['seconds']:.0f}s; outputs agree: {results['all_outputs_agree']}")
     return results
+
+
+def _plot(path: str, x_label: str, ours_label: str, points: dict[int, tuple[float, float]]) -> None:
+    """Seconds against `x_label` for ours and the official re-creation (nothing when the section did not run)."""
+    if points:
+        line_plot(path, x_label, "seconds", {ours_label: [(n, a) for n, (a, _) in sorted(points.items())],
+                                             "official (recompute)": [(n, b) for n, (_, b) in sorted(points.items())]})
 
 
 def _memory(results: dict, mode: str, log) -> None:
