@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from showo.errors import ConfigError
 from showo.training.config import MixConfig, OptimConfig, TrainConfig
 from showo.training.embedded import EmbeddedRecipe, build_model
 from showo.training.text_tokenizer import train_bpe
@@ -47,3 +48,16 @@ def test_world_batches_have_every_objective_and_train(parts, tmp_path):
     history = Trainer(model, source, cfg).train(progress=False)
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in history)
     assert {"loss_t2i", "loss_lm", "loss_mmu", "loss_story"} <= history[0].keys()
+
+
+def test_caption_fraction_sets_the_share_of_caption_rows(parts):
+    recipe, tok, vq = parts
+    supervised = {}
+    for fraction, captions in ((0.0, False), (1.0, True)):
+        mix = MixConfig(t2i=0, lm=0, mmu=8, story=0, caption_fraction=fraction)
+        source = WorldBatchSource(tok, vq, mix, max_text_len=128)  # room for a whole caption
+        assert all((source.streams["mmu"].sample(i)["qtype"] == "caption") == captions for i in range(8))
+        supervised[fraction] = (source.parts(0, 0, 1)[0].next != -100).sum().item()
+    assert supervised[1.0] > 2 * supervised[0.0], supervised  # captions carry many more target tokens
+    with pytest.raises(ConfigError, match="caption_fraction"):
+        TrainConfig(mix=MixConfig(caption_fraction=1.5))

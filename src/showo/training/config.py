@@ -33,6 +33,7 @@ class MixConfig:
     lm: int = 2
     mmu: int = 8
     story: int = 0
+    caption_fraction: float = 0.25  # share of understanding rows that are full captions (the rest: one QA pair)
     cond_dropout_prob: float = 0.1
     mask_schedule: str = "cosine"
     min_masking_rate: float = 0.0
@@ -75,6 +76,8 @@ class TrainConfig:
         m = self.mix
         if min(m.t2i, m.lm, m.mmu, m.story) < 0 or m.t2i + m.lm + m.mmu + m.story == 0:
             raise ConfigError("mix: row counts must be >= 0 and not all zero")
+        if not 0.0 <= m.caption_fraction <= 1.0:
+            raise ConfigError(f"mix.caption_fraction must be in [0, 1], got {m.caption_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

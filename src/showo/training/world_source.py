@@ -34,7 +34,8 @@ class WorldBatchSource:
         self.tok, self.vq, self.mix, self.t, self.seed = tokenizer, magvit.eval(), mix, max_text_len, seed
         self.vocab = tokenizer.vocab
         world = world or WorldConfig()
-        self.streams = {k: WorldStream.for_split("train", world, kind=k) for k in ("t2i", "mmu", "lm", "story")}
+        self.streams = {k: WorldStream.for_split("train", world, kind=k) for k in ("t2i", "lm", "story")}
+        self.streams["mmu"] = WorldStream.for_split("train", world, kind="mmu", caption_fraction=mix.caption_fraction)
         side = world.image_size // magvit.config.downsample_factor
         self.n = side * side
         self.seq_len = max_text_len + self.n + 3
