@@ -21,6 +21,7 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
     for key in ("mmu_speedup", "t2i_speedup", "train_step_speedup", "mmu_batch8_throughput_gain",
                 "mmu_batch8_throughput_gain_dense", "mmu_batch1_packed_vs_dense"):
         assert data[key]["agree"] is True and data[key]["ours_s"] > 0 and data[key]["reference_s"] > 0
+    assert data["t2i_speedup_n25"]["detail"]["work_ratio"] > 1  # skipped work: the prompt, the LM head's text rows
     assert data["mmu_batch8_throughput_gain"]["detail"]["batch1_run"] in ("single_dense", "single_packed")
     assert set(data["mmu_time_vs_answer_length"]) == {"3", "6"}
     assert set(data["t2i_time_vs_image_tokens"]) == {"16", "25"}
@@ -61,3 +62,19 @@ def test_bench_only_runs_the_chosen_sections(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", "--tiny", "--only", "everything"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("batch,n_image", [(1, 16), (2, 25)])
+def test_t2i_work_count_matches_the_matmuls_run(batch, n_image):
+    """`t2i_flops` (the work each algorithm does, behind the reported work ratio) equals the matmul FLOPs
+    PyTorch counts while both generations run (math attention, so its products are counted too)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from showo.bench.harness import Bench, BenchConfig
+
+    bench = Bench(BenchConfig.preset("tiny"))
+    for official, fn in zip((False, True), bench.t2i_fns(batch, n_image)):
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            fn()
+        assert counter.get_total_flops() == bench.t2i_flops(batch, n_image, official), official

@@ -249,6 +249,8 @@ class Bench:
         with `compiled`: ours under torch.compile vs ours eager, both in `dtype`."""
         detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps}
         if dtype is None:  # warm-up: one step runs every code path
+            flops = {name: self.t2i_flops(batch, n_image, name == "official") for name in ("ours", "official")}
+            detail.update(flops=flops, work_ratio=flops["official"] / flops["ours"])
             return side_by_side(f"t2i_b{batch}_n{n_image}", *self.t2i_fns(batch, n_image), self.cfg.repeats,
                                 same=torch.equal, detail=detail,
                                 warmup=self.t2i_fns(batch, n_image, steps=1) if warmup else ())
@@ -328,6 +330,24 @@ class Bench:
         a @ b
         best = min(_time(lambda: a @ b)[0] for _ in range(repeats))
         return 2 * size ** 3 / best
+
+    def t2i_flops(self, batch: int, n_image: int, official: bool) -> float:
+        """Matmul FLOPs of one guided generation (what `t2i_fns` runs): the work each algorithm does, so
+        official / ours is the speed-up that skipped work alone gives at an equal FLOP rate.
+        Official: every step runs all L positions of both branches, LM head everywhere over the whole
+        vocabulary. Ours: the prompt once, then per step the N + 2 image-block positions attending to all L,
+        LM head on the N image slots over the codebook only."""
+        c, length = self.cfg, self._t2i_inputs(1, n_image)[0].shape[1]
+        rows, steps = 2 * batch, c.t2i_steps
+
+        def forward(queries: int, keys: int, head_rows: int, head_vocab: int) -> float:
+            per_layer = 2 * (4 * c.hidden * c.hidden + 2 * c.hidden * c.mlp) * queries + 4 * queries * keys * c.hidden
+            return rows * (c.layers * per_layer + 2 * c.hidden * head_vocab * head_rows)
+
+        if official:
+            return steps * forward(length, length, length, self.vocab.size)
+        prefix = length - n_image - 2
+        return forward(prefix, prefix, 0, 0) + steps * forward(n_image + 2, length, n_image, c.codebook)
 
     def decode_flops_per_token(self, context: int) -> float:
         """Model FLOPs of one cached decode step (matmuls with the weights + attention over the context)."""

@@ -32,6 +32,8 @@ def markdown_table(results: dict) -> str:
     for key, (what, target) in ROWS.items():
         r = results.get(key)
         if r:
+            if "work_ratio" in r["detail"]:  # the ratio exact work-skipping can reach at an equal FLOP rate
+                what += f" (work ratio {r['detail']['work_ratio']:.2f}x)"
             lines.append(f"| {what} | {r['ours_s']:.3f} s | {r['reference_s']:.3f} s | {r['value']:.2f}x | "
                          f"{'yes' if r['agree'] else 'NO'} | {target} |")
     for key, (what, target) in MEMORY_ROWS.items():

@@ -75,8 +75,9 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     def record(key: str, c: Comparison) -> Comparison:
         rows.append(c)
         results[key] = {"value": c.ratio, **as_dict(c)}
+        work = f"  work ratio x{c.detail['work_ratio']:.2f}" if "work_ratio" in c.detail else ""
         log(f"  {c.name:34s} ours {c.ours_s:8.3f}s  reference {c.reference_s:8.3f}s  x{c.ratio:6.2f}  "
-            f"{'agree' if c.agree else 'DISAGREE'}")
+            f"{'agree' if c.agree else 'DISAGREE'}{work}")
         save()
         return c
 
