@@ -124,6 +124,24 @@ def test_target_positions_only_gives_the_full_logits_losses_and_gradients():
         assert torch.allclose(fast_grads[k], p.grad, rtol=1e-4, atol=1e-6), k
 
 
+def test_dropped_positions_inside_a_row_keep_their_neighbours_positions():
+    """A position nothing reads in the middle of a row (here: a causal text row whose position 5 no later
+    token may attend, without a target) is dropped; the tokens after it keep their RoPE positions, so the loss
+    is that of the full row."""
+    from showo.training.batch import Part
+
+    model, vocab = tiny_model()
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(12, 12).tril().bool().repeat(2, 1, 1, 1)
+    mask[:, :, 6:, 5] = False
+    nxt = torch.cat([ids[:, 1:], torch.full((2, 1), -100)], dim=1)
+    nxt[:, 4:6] = -100  # nothing predicts or is predicted at the gap
+    part = Part("lm", ids, mask, next=nxt)
+    logits = model(ids, attention_mask=mask).flatten(0, 1)
+    full = F.cross_entropy(logits, nxt.flatten(), ignore_index=-100, reduction="sum")
+    assert torch.allclose(group_loss_sums(model, [part])[0], full, rtol=1e-5)
+
+
 def test_cpu_training_attention_kernel_matches_the_fused_one(monkeypatch):
     """Differentiated attention runs the unfused math kernel on CPU (faster backward): same logits as the
     inference forward, same gradients as the fused flash kernel, for omni-attention masks and causal rows."""

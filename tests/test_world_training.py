@@ -1,4 +1,5 @@
 """The embedded model's recipe end to end at toy scale: world batches of every objective train."""
+import dataclasses
 
 import pytest
 import torch
@@ -61,3 +62,44 @@ def test_caption_fraction_sets_the_share_of_caption_rows(parts):
     assert supervised[1.0] > 2 * supervised[0.0], supervised  # captions carry many more target tokens
     with pytest.raises(ConfigError, match="caption_fraction"):
         TrainConfig(mix=MixConfig(caption_fraction=1.5))
+
+
+def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
+    """World rows carry padding (left of t2i prompts, after mmu answers, after lm text): the trainer drops
+    the positions no loss depends on, and gets the losses and gradients of the full padded forward."""
+    import torch.nn.functional as F
+
+    from showo.training.batch import drop_unread, group_by_length, unread_positions
+    from showo.training.trainer import group_loss_sums
+
+    recipe, tok, vq = parts
+    recipe = dataclasses.replace(recipe, max_seq_length=96)  # room for padding with this toy tokenizer
+    source = WorldBatchSource(tok, vq, MixConfig(t2i=3, lm=2, mmu=3, story=1), recipe.max_seq_length)
+    model = build_model(tok, recipe, source.n)
+    for group in group_by_length(source.parts(0, 0, 1)):
+        ids, mask = torch.cat([p.ids for p in group]), torch.cat([p.mask for p in group])
+        none = lambda t, p: torch.full_like(p.ids, -100) if t is None else t  # noqa: E731
+        targets = [torch.cat([none(getattr(p, k), p) for p in group]) for k in ("here", "next")]
+        kept, _, kept_targets, positions = drop_unread(ids, mask, targets)
+        assert kept.shape[1] < ids.shape[1]  # something was dropped
+        assert all(int((t != -100).sum()) == int((k != -100).sum()) for t, k in zip(targets, kept_targets))
+        targeted = (targets[0] != -100) | (targets[1] != -100)
+        for row, count in zip(positions, (~unread_positions(mask, targeted)).sum(dim=1)):
+            assert (row[:count].diff() > 0).all() and len(set(row.tolist())) == len(row)  # kept ones in order
+
+        model.zero_grad()
+        fast = torch.stack(group_loss_sums(model, group))
+        fast.sum().backward()
+        fast_grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        logits = model(ids, attention_mask=mask).flatten(0, 1)
+        full, row = [], 0
+        for p in group:
+            n = p.ids.shape[0] * p.ids.shape[1]
+            full.append(sum(F.cross_entropy(logits[row:row + n], t.flatten(), ignore_index=-100, reduction="sum")
+                            for t in (p.here, p.next) if t is not None))
+            row += n
+        torch.stack(full).sum().backward()
+        assert torch.allclose(fast, torch.stack(full), rtol=1e-5), (fast, full)
+        for a, p in zip(fast_grads, model.parameters()):
+            assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-6)

@@ -101,3 +101,39 @@ def local_rows(global_rows: int, rank: int, world_size: int) -> range:
     per, extra = divmod(global_rows, world_size)
     start = rank * per + min(rank, extra)
     return range(start, start + per + (1 if rank < extra else 0))
+
+
+def unread_positions(mask: torch.Tensor, targeted: torch.Tensor) -> torch.Tensor:
+    """[B, L] True where a position's output is never used: it carries no target and no position that is
+    used attends to it (padding, the last token of a text row). mask: [B, 1, L, L] bool (True = may attend);
+    targeted: [B, L] bool. Starts from every untargeted position and keeps those read by a kept one, until
+    nothing changes (dropping is exact: kept positions only ever attend kept positions)."""
+    attends = mask[:, 0]
+    unread = ~targeted
+    while True:
+        read = (attends & ~unread[:, :, None]).any(dim=1)  # keys that some kept query attends
+        still = unread & ~read
+        if torch.equal(still, unread):
+            return unread
+        unread = still
+
+
+def drop_unread(ids: torch.Tensor, mask: torch.Tensor, targets: Sequence[torch.Tensor]):
+    """The rows without the positions no loss depends on (`unread_positions`): each row's kept positions move
+    to the front, in order, and the columns past the longest row's are cut. Returns (ids, mask, targets,
+    position_ids); the original position ids keep RoPE, so kept positions compute exactly what they did.
+    The official loop pads every row to the full length; this skips that work (about 10% of the embedded
+    recipe's positions, more where prompt lengths vary widely)."""
+    b, length = ids.shape
+    targeted = torch.zeros_like(ids, dtype=torch.bool)
+    for t in targets:
+        targeted |= t != IGNORE_INDEX
+    unread = unread_positions(mask, targeted)
+    keep = int((~unread).sum(dim=1).max())
+    order = torch.sort(unread.to(torch.int8), dim=1, stable=True).indices[:, :keep]  # kept first, in order
+    rows = torch.arange(b, device=ids.device)[:, None]
+    mask = mask[:, 0][rows[:, :, None], order[:, :, None], order[:, None, :]]
+    # rows shorter than the longest end in unread positions: let each see itself so none attends nothing
+    # (their outputs are never used, but a fully masked row would give NaN and NaN * 0 is NaN)
+    mask = mask | (torch.eye(keep, dtype=torch.bool, device=ids.device) & unread[rows, order][:, :, None])
+    return ids[rows, order], mask[:, None], [t[rows, order] for t in targets], order
