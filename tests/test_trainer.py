@@ -142,6 +142,17 @@ def test_dropped_positions_inside_a_row_keep_their_neighbours_positions():
     assert torch.allclose(group_loss_sums(model, [part])[0], full, rtol=1e-5)
 
 
+def test_lm_head_rows_are_rounded_up_with_unselected_positions():
+    from showo.training.trainer import round_up_selection
+
+    select = torch.zeros(3, 50, dtype=torch.bool)
+    select[0, 5:30] = select[2, :7] = True
+    rounded = round_up_selection(select, 16)
+    assert int(rounded.sum()) == 32 and bool((rounded | ~select).all())  # a superset, 32 rows
+    assert torch.equal(round_up_selection(rounded, 16), rounded)  # already a multiple
+    assert bool(round_up_selection(select, 1000).all())  # capped at every position
+
+
 def test_cpu_training_attention_kernel_matches_the_fused_one(monkeypatch):
     """Differentiated attention runs the unfused math kernel on CPU (faster backward): same logits as the
     inference forward, same gradients as the fused flash kernel, for omni-attention masks and causal rows."""

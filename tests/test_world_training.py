@@ -70,7 +70,7 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
     import torch.nn.functional as F
 
     from showo.training.batch import drop_unread, group_by_length, unread_positions
-    from showo.training.trainer import group_loss_sums
+    from showo.training.trainer import HEAD_ROWS_MULTIPLE, group_loss_sums
 
     recipe, tok, vq = parts
     recipe = dataclasses.replace(recipe, max_seq_length=96)  # room for padding with this toy tokenizer
@@ -81,14 +81,18 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
         none = lambda t, p: torch.full_like(p.ids, -100) if t is None else t  # noqa: E731
         targets = [torch.cat([none(getattr(p, k), p) for p in group]) for k in ("here", "next")]
         kept, _, kept_targets, positions = drop_unread(ids, mask, targets)
-        assert kept.shape[1] < ids.shape[1]  # something was dropped
+        unread = unread_positions(mask, (targets[0] != -100) | (targets[1] != -100))
+        assert unread.sum(dim=1).min() > 0 and kept.shape[1] % 8 == 0 or kept.shape[1] == ids.shape[1]
         assert all(int((t != -100).sum()) == int((k != -100).sum()) for t, k in zip(targets, kept_targets))
-        targeted = (targets[0] != -100) | (targets[1] != -100)
-        for row, count in zip(positions, (~unread_positions(mask, targeted)).sum(dim=1)):
+        for row, count in zip(positions, (~unread).sum(dim=1)):
             assert (row[:count].diff() > 0).all() and len(set(row.tolist())) == len(row)  # kept ones in order
 
         model.zero_grad()
+        head_rows = []
+        hook = model.showo.lm_head.register_forward_hook(lambda m, args, out: head_rows.append(args[0].shape[0]))
         fast = torch.stack(group_loss_sums(model, group))
+        hook.remove()
+        assert head_rows[0] % HEAD_ROWS_MULTIPLE == 0 or head_rows[0] == kept.numel()  # few distinct shapes
         fast.sum().backward()
         fast_grads = [p.grad.clone() for p in model.parameters()]
         model.zero_grad()
@@ -101,5 +105,6 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
             row += n
         torch.stack(full).sum().backward()
         assert torch.allclose(fast, torch.stack(full), rtol=1e-5), (fast, full)
-        for a, p in zip(fast_grads, model.parameters()):
-            assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-6)
+        for (name, p), a in zip(model.named_parameters(), fast_grads):  # summed losses: gradients up to ~5, and
+            # the LM head's row count changes how its weight gradient is summed (differences up to 3e-5 seen)
+            assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-4), (name, float((a - p.grad).abs().max()))

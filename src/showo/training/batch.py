@@ -118,18 +118,19 @@ def unread_positions(mask: torch.Tensor, targeted: torch.Tensor) -> torch.Tensor
         unread = still
 
 
-def drop_unread(ids: torch.Tensor, mask: torch.Tensor, targets: Sequence[torch.Tensor]):
+def drop_unread(ids: torch.Tensor, mask: torch.Tensor, targets: Sequence[torch.Tensor], multiple: int = 8):
     """The rows without the positions no loss depends on (`unread_positions`): each row's kept positions move
-    to the front, in order, and the columns past the longest row's are cut. Returns (ids, mask, targets,
-    position_ids); the original position ids keep RoPE, so kept positions compute exactly what they did.
-    The official loop pads every row to the full length; this skips that work (about 10% of the embedded
-    recipe's positions, more where prompt lengths vary widely)."""
+    to the front, in order, and the columns past the longest row's (rounded up to `multiple`, so that few
+    distinct shapes reach the kernels) are cut. Returns (ids, mask, targets, position_ids); the original
+    position ids keep RoPE, so kept positions compute exactly what they did. The official loop pads every row
+    to the full length; this skips that work (about 10% of the embedded recipe's positions, more where
+    prompt lengths vary widely)."""
     b, length = ids.shape
     targeted = torch.zeros_like(ids, dtype=torch.bool)
     for t in targets:
         targeted |= t != IGNORE_INDEX
     unread = unread_positions(mask, targeted)
-    keep = int((~unread).sum(dim=1).max())
+    keep = min(length, -(-int((~unread).sum(dim=1).max()) // multiple) * multiple)
     order = torch.sort(unread.to(torch.int8), dim=1, stable=True).indices[:, :keep]  # kept first, in order
     rows = torch.arange(b, device=ids.device)[:, None]
     mask = mask[:, 0][rows[:, :, None], order[:, :, None], order[:, None, :]]

@@ -38,6 +38,25 @@ def _ce_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+# The LM head's row count is rounded up to a multiple of this (with positions whose targets are ignored), as
+# `drop_unread` rounds the sequence length: shapes that change every step make oneDNN build and cache new bf16
+# kernels every step. Embedded recipe, back-to-back runs: the process grew ~20 MB per step (4.3 GB after 150
+# steps) without rounding; with it, it stays at 1.6 GB from step 25 on, and a step takes 0.63 s instead of 0.71.
+HEAD_ROWS_MULTIPLE = 64
+
+
+def round_up_selection(select: torch.Tensor, multiple: int) -> torch.Tensor:
+    """`select` ([B, L] bool) with its first unselected positions added until the count is a multiple of
+    `multiple` (or everything is selected)."""
+    count = int(select.sum())
+    extra = min(-(-count // multiple) * multiple, select.numel()) - count
+    if extra <= 0:
+        return select
+    flat = select.flatten().clone()
+    flat[(~flat).nonzero()[:extra, 0]] = True
+    return flat.view_as(select)
+
+
 def group_loss_sums(model: torch.nn.Module, group: list[Part]) -> list[torch.Tensor]:
     """Summed cross-entropy of each part of a same-length group, in one forward pass.
 
@@ -49,7 +68,7 @@ def group_loss_sums(model: torch.nn.Module, group: list[Part]) -> list[torch.Ten
     ids, mask, (here, nxt), positions = drop_unread(
         torch.cat([p.ids for p in group]), torch.cat([p.mask for p in group]),
         [torch.cat([none(p.here, p) for p in group]), torch.cat([none(p.next, p) for p in group])])
-    select = (here != IGNORE_INDEX) | (nxt != IGNORE_INDEX)
+    select = round_up_selection((here != IGNORE_INDEX) | (nxt != IGNORE_INDEX), HEAD_ROWS_MULTIPLE)
     logits = model(ids, attention_mask=mask, position_ids=positions, logits_slice=select)
     counts = [int(rows.sum()) for rows in select.split([p.ids.shape[0] for p in group])]
     return [_ce_sum(lg, h) + _ce_sum(lg, n) for lg, h, n in
