@@ -140,6 +140,8 @@ def test_dropped_positions_inside_a_row_keep_their_neighbours_positions():
     logits = model(ids, attention_mask=mask).flatten(0, 1)
     full = F.cross_entropy(logits, nxt.flatten(), ignore_index=-100, reduction="sum")
     assert torch.allclose(group_loss_sums(model, [part])[0], full, rtol=1e-5)
+    no_targets = Part("lm", ids, mask, next=torch.full_like(nxt, -100))  # nothing to keep: still a valid step
+    assert group_loss_sums(model, [no_targets])[0].item() == 0.0
 
 
 def test_lm_head_rows_are_rounded_up_with_unselected_positions():

@@ -130,7 +130,8 @@ def drop_unread(ids: torch.Tensor, mask: torch.Tensor, targets: Sequence[torch.T
     for t in targets:
         targeted |= t != IGNORE_INDEX
     unread = unread_positions(mask, targeted)
-    keep = min(length, -(-int((~unread).sum(dim=1).max()) // multiple) * multiple)
+    longest = max(1, int((~unread).sum(dim=1).max()))  # rows without any target still make a valid forward
+    keep = min(length, -(-longest // multiple) * multiple)
     order = torch.sort(unread.to(torch.int8), dim=1, stable=True).indices[:, :keep]  # kept first, in order
     rows = torch.arange(b, device=ids.device)[:, None]
     mask = mask[:, 0][rows[:, :, None], order[:, :, None], order[:, None, :]]
