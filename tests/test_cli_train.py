@@ -90,7 +90,8 @@ def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("showo: error: init_from: no Show-o model")
 
 
-@pytest.mark.parametrize("stage", ["embedded-stage2.yaml", "embedded-stage3.yaml", "embedded-stage4.yaml"])
+@pytest.mark.parametrize("stage", ["embedded-stage2.yaml", "embedded-stage3.yaml", "embedded-stage4.yaml",
+                                   "embedded-stage5.yaml"])
 def test_shipped_stage_recipes_continue_the_default_architecture(stage):
     from pathlib import Path
 
