@@ -1,6 +1,7 @@
 """The training loop: losses fall, resume is exact, checkpoints are atomic, distributed runs match one process."""
 import json
 import os
+from contextlib import nullcontext
 import subprocess
 import sys
 from pathlib import Path
@@ -156,11 +157,13 @@ def test_lm_head_rows_are_rounded_up_with_unselected_positions():
 
 
 def test_cpu_training_attention_kernel_matches_the_fused_one(monkeypatch):
-    """Differentiated attention runs the unfused math kernel on CPU (faster backward): same logits as the
-    inference forward, same gradients as the fused flash kernel, for omni-attention masks and causal rows."""
+    """Differentiated low-precision attention runs the unfused math kernel on CPU (faster backward): checked
+    here in float32 (exact comparisons) by letting float32 take that path too: same logits as the inference
+    forward, same gradients as the fused flash kernel, for omni-attention masks and causal rows."""
     import showo.backbone.phi as phi
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    monkeypatch.setattr(phi, "MATH_KERNEL_TRAINING_DTYPES", (torch.float32,))
     model, vocab = tiny_model()
     source = SyntheticSource(vocab, 8, 4, MixConfig(t2i=2, lm=1, mmu=1))
     group = group_by_length(source.parts(0, 0, 1))[0]
@@ -183,3 +186,22 @@ def test_cpu_training_attention_kernel_matches_the_fused_one(monkeypatch):
             assert torch.allclose(logits, inference, atol=1e-5)
         for k in ours[1]:
             assert torch.allclose(ours[1][k], fused[1][k], rtol=1e-4, atol=1e-6), k
+
+
+@pytest.mark.parametrize("dtype,math", [(torch.bfloat16, True), (torch.float32, False)])
+def test_cpu_training_picks_the_math_attention_kernel_in_bf16_only(monkeypatch, dtype, math):
+    """bf16 training attention takes the math kernel (faster backward); float32 keeps the fused one (same
+    speed, and the math kernel would keep every layer's attention probabilities)."""
+    import showo.backbone.phi as phi
+
+    picked = []
+    monkeypatch.setattr(phi, "sdpa_kernel", lambda backend: picked.append(backend) or nullcontext())
+    model, vocab = tiny_model()
+    ids = torch.randint(0, 50, (1, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        model(ids).sum().backward()
+    assert bool(picked) == math
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        picked.clear()
+        model(ids)
+    assert not picked  # inference never does

@@ -111,13 +111,25 @@ class PhiAttention(nn.Module):
         causal = mask is None and q_len > 1
         if causal and k.shape[2] != q_len:
             raise ValueError("a cached forward needs an explicit attention mask")
-        # The CPU flash kernel's backward is slower than autograd through the unfused math kernel at training
-        # shapes (a training step of the embedded model, bf16: 0.96 -> 0.80 s; Phi widths, fp32: equal), so
-        # attention that will be differentiated runs the math kernel on CPU.
-        training_on_cpu = q.requires_grad and q.device.type == "cpu"
-        with sdpa_kernel(SDPBackend.MATH) if training_on_cpu else nullcontext():
+        # In bf16 the CPU flash kernel's backward is slower than autograd through the unfused math kernel at
+        # training shapes (a training step of the embedded model: 0.96 -> 0.80 s), so attention that will be
+        # differentiated in low precision runs the math kernel on CPU. Not in float32: there the speed is equal
+        # (Phi widths) and the math kernel keeps every layer's attention probabilities for the backward pass
+        # (+2.8 GiB of activations for the benchmark's training batch at 24 layers).
+        low_precision = _attention_dtype(q) in MATH_KERNEL_TRAINING_DTYPES
+        math_kernel = q.requires_grad and q.device.type == "cpu" and low_precision
+        with sdpa_kernel(SDPBackend.MATH) if math_kernel else nullcontext():
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.dense(out.transpose(1, 2).reshape(b, q_len, -1))
+
+
+MATH_KERNEL_TRAINING_DTYPES = (torch.bfloat16, torch.float16)  # see PhiAttention.forward
+
+
+def _attention_dtype(q: torch.Tensor) -> torch.dtype:
+    """The dtype attention computes in: autocast's when it is on (the QK norms hand it float32 tensors)."""
+    device = q.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else q.dtype
 
 
 class PhiMLP(nn.Module):
