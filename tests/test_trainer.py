@@ -146,7 +146,7 @@ def test_dropped_positions_inside_a_row_keep_their_neighbours_positions():
 
 
 def test_lm_head_rows_are_rounded_up_with_unselected_positions():
-    from showo.training.trainer import round_up_selection
+    from showo.training.batch import round_up_selection
 
     select = torch.zeros(3, 50, dtype=torch.bool)
     select[0, 5:30] = select[2, :7] = True

@@ -69,7 +69,7 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
     the positions no loss depends on, and gets the losses and gradients of the full padded forward."""
     import torch.nn.functional as F
 
-    from showo.training.batch import drop_unread, group_by_length, unread_positions
+    from showo.training.batch import drop_unread, group_by_length, group_inputs, unread_positions
     from showo.training.trainer import HEAD_ROWS_MULTIPLE, group_loss_sums
 
     recipe, tok, vq = parts
@@ -77,9 +77,7 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
     source = WorldBatchSource(tok, vq, MixConfig(t2i=3, lm=2, mmu=3, story=1), recipe.max_seq_length)
     model = build_model(tok, recipe, source.n)
     for group in group_by_length(source.parts(0, 0, 1)):
-        ids, mask = torch.cat([p.ids for p in group]), torch.cat([p.mask for p in group])
-        none = lambda t, p: torch.full_like(p.ids, -100) if t is None else t  # noqa: E731
-        targets = [torch.cat([none(getattr(p, k), p) for p in group]) for k in ("here", "next")]
+        ids, mask, *targets = group_inputs(group)
         kept, _, kept_targets, positions = drop_unread(ids, mask, targets)
         unread = unread_positions(mask, (targets[0] != -100) | (targets[1] != -100))
         assert unread.sum(dim=1).min() > 0 and kept.shape[1] % 8 == 0 or kept.shape[1] == ids.shape[1]

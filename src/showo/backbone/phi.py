@@ -116,8 +116,8 @@ class PhiAttention(nn.Module):
         # differentiated in low precision runs the math kernel on CPU. Not in float32: there the speed is equal
         # (Phi widths) and the math kernel keeps every layer's attention probabilities for the backward pass
         # (+2.8 GiB of activations for the benchmark's training batch at 24 layers).
-        low_precision = _attention_dtype(q) in MATH_KERNEL_TRAINING_DTYPES
-        math_kernel = q.requires_grad and q.device.type == "cpu" and low_precision
+        math_kernel = (q.requires_grad and q.device.type == "cpu"
+                       and _attention_dtype(q) in MATH_KERNEL_TRAINING_DTYPES)
         with sdpa_kernel(SDPBackend.MATH) if math_kernel else nullcontext():
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.dense(out.transpose(1, 2).reshape(b, q_len, -1))

@@ -337,7 +337,8 @@ class Bench:
         Official: every step runs all L positions of both branches, LM head everywhere over the whole
         vocabulary. Ours: the prompt once, then per step the N + 2 image-block positions attending to all L,
         LM head on the N image slots over the codebook only."""
-        c, length = self.cfg, self._t2i_inputs(1, n_image)[0].shape[1]
+        c = self.cfg
+        length = t2i_gen_sequence(self.vocab, [[]], torch.full((1, n_image), self.vocab.mask), c.text_len).shape[1]
         rows, steps = 2 * batch, c.t2i_steps
 
         def forward(queries: int, keys: int, head_rows: int, head_vocab: int) -> float:

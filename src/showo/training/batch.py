@@ -103,6 +103,29 @@ def local_rows(global_rows: int, rank: int, world_size: int) -> range:
     return range(start, start + per + (1 if rank < extra else 0))
 
 
+def group_inputs(group: Sequence[Part]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, mask, here, next) of a same-length group, rows in order; missing targets are all ignored."""
+    none = lambda t, p: torch.full_like(p.ids, IGNORE_INDEX) if t is None else t  # noqa: E731
+    return (torch.cat([p.ids for p in group]), torch.cat([p.mask for p in group]),
+            torch.cat([none(p.here, p) for p in group]), torch.cat([none(p.next, p) for p in group]))
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def round_up_selection(select: torch.Tensor, multiple: int) -> torch.Tensor:
+    """`select` ([B, L] bool) with its first unselected positions added until the count is a multiple of
+    `multiple` (or everything is selected)."""
+    count = int(select.sum())
+    extra = min(round_up(count, multiple), select.numel()) - count
+    if extra <= 0:
+        return select
+    flat = select.flatten().clone()
+    flat[(~flat).nonzero()[:extra, 0]] = True
+    return flat.view_as(select)
+
+
 def unread_positions(mask: torch.Tensor, targeted: torch.Tensor) -> torch.Tensor:
     """[B, L] True where a position's output is never used: it carries no target and no position that is
     used attends to it (padding, the last token of a text row). mask: [B, 1, L, L] bool (True = may attend);
@@ -131,7 +154,7 @@ def drop_unread(ids: torch.Tensor, mask: torch.Tensor, targets: Sequence[torch.T
         targeted |= t != IGNORE_INDEX
     unread = unread_positions(mask, targeted)
     longest = max(1, int((~unread).sum(dim=1).max()))  # rows without any target still make a valid forward
-    keep = min(length, -(-longest // multiple) * multiple)
+    keep = min(length, round_up(longest, multiple))
     order = torch.sort(unread.to(torch.int8), dim=1, stable=True).indices[:, :keep]  # kept first, in order
     rows = torch.arange(b, device=ids.device)[:, None]
     mask = mask[:, 0][rows[:, :, None], order[:, :, None], order[:, None, :]]
