@@ -64,6 +64,39 @@ def test_caption_fraction_sets_the_share_of_caption_rows(parts):
         TrainConfig(mix=MixConfig(caption_fraction=1.5))
 
 
+def test_story_dropout_trains_the_null_story_of_guided_generation(parts):
+    """A dropped story row is one of its keyframes alone, `[<lvg>, bos, <soi>, codes, <eoi>, eos]`, with no
+    text target: the null context `pipelines.interleaved` contrasts with. Rows not dropped are unchanged."""
+    recipe, tok, vq = parts
+    v = tok.vocab
+
+    def stories(p):
+        source = WorldBatchSource(tok, vq, MixConfig(t2i=0, lm=0, mmu=0, story=8, story_dropout_prob=p), 96)
+        return source, source.parts(0, 0, 1)[0]
+
+    source, kept = stories(0.0)
+    _, null = stories(1.0)
+    _, half = stories(0.5)
+    n = source.n
+    for row in range(8):
+        frames = source._codes(source.streams["story"].sample(row)["images"])
+        ids = null.ids[row]
+        assert ids[:3].tolist() == [v.lvg, v.bos, v.soi] and ids[3 + n:5 + n].tolist() == [v.eoi, v.eos]
+        assert (ids[5 + n:] == v.pad).all()
+        codes = torch.where(null.here[row, 3:3 + n] >= 0, null.here[row, 3:3 + n], ids[3:3 + n])
+        assert any(torch.equal(v.codes_to_ids(f), codes) for f in frames)  # one of the story's keyframes
+        assert (null.next[row] == -100).all() and (null.here[row] >= 0).any()
+        assert (kept.next[row] != -100).any()
+    dropped = [(half.next[r] == -100).all().item() for r in range(8)]
+    assert 0 < sum(dropped) < 8, dropped
+    for r in range(8):
+        if not dropped[r]:  # the same row, masked the same way, as without dropout
+            width = int((kept.ids[r] != v.pad).sum())
+            assert torch.equal(half.ids[r, :width], kept.ids[r, :width])
+    with pytest.raises(ConfigError, match="story_dropout_prob"):
+        TrainConfig(mix=MixConfig(story_dropout_prob=-0.1))
+
+
 def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
     """World rows carry padding (left of t2i prompts, after mmu answers, after lm text): the trainer drops
     the positions no loss depends on, and gets the losses and gradients of the full padded forward."""

@@ -17,7 +17,8 @@ The row follows our interleaved layout and mask (`showo.prompting.interleaved`):
 Classifier-free guidance (`guidance_scale > 0`) contrasts the row with `[<lvg>, bos, <soi>, block, <eoi>]`
 (left padded, pads invisible): the analogue of Show-o's t2i null condition `[<t2i>, bos, eos]`, so guidance
 pushes the image towards everything before it (text and earlier images). Off by default: the released
-checkpoints were never trained on interleaved rows, so no null condition of this layout was learnt.
+checkpoints were never trained on interleaved rows, so no null condition of this layout was learnt. Training
+learns it when `mix.story_dropout_prob > 0` (a story row replaced by one of its keyframes alone).
 """
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def cat_parts(parts: Sequence[Part]) -> Part:
 def row_generator(seed: int, step: int, kind: str, index: int) -> torch.Generator:
     """A generator determined by (seed, step, objective, global row index) alone: the rows of a step are the
     same whether one process or many build them, and resuming at a step needs no saved random state."""
-    salt = {"t2i": 1, "lm": 2, "mmu": 3, "story": 4}.get(kind, 9)
+    salt = {"t2i": 1, "lm": 2, "mmu": 3, "story": 4, "story_null": 5}.get(kind, 9)
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 10 + salt) * 1_000_033 + index)
 
 

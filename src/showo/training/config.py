@@ -35,6 +35,7 @@ class MixConfig:
     story: int = 0
     caption_fraction: float = 0.25  # share of understanding rows that are full captions (the rest: one QA pair)
     cond_dropout_prob: float = 0.1
+    story_dropout_prob: float = 0.0  # share of story rows replaced by a null story (one image, no text): guidance
     mask_schedule: str = "cosine"
     min_masking_rate: float = 0.0
     t2i_coeff: float = 1.0
@@ -76,8 +77,9 @@ class TrainConfig:
         m = self.mix
         if min(m.t2i, m.lm, m.mmu, m.story) < 0 or m.t2i + m.lm + m.mmu + m.story == 0:
             raise ConfigError("mix: row counts must be >= 0 and not all zero")
-        if not 0.0 <= m.caption_fraction <= 1.0:
-            raise ConfigError(f"mix.caption_fraction must be in [0, 1], got {m.caption_fraction}")
+        for name in ("caption_fraction", "cond_dropout_prob", "story_dropout_prob"):
+            if not 0.0 <= getattr(m, name) <= 1.0:
+                raise ConfigError(f"mix.{name} must be in [0, 1], got {getattr(m, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

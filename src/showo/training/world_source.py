@@ -14,7 +14,7 @@ import torch
 from ..data.dataset import WorldStream
 from ..data.language import captions
 from ..data.world import WorldConfig
-from ..prompting.interleaved import interleaved_mask, interleaved_sequence
+from ..prompting.interleaved import InterleavedRow, interleaved_mask, interleaved_sequence
 from ..prompting.masks import causal_mask
 from ..prompting.sequences import IGNORE_INDEX, mmu_question_text
 from ..sampling.schedules import get_mask_schedule
@@ -83,6 +83,21 @@ class WorldBatchSource:
         rows = self._samples("lm", step, rank, world_size)
         return [cat_parts([lm_part(self.vocab, [self.tok.encode(s["text"])], self.seq_len) for _, s in rows])] if rows else []
 
+    def _story_row(self, step: int, index: int, sample: dict) -> InterleavedRow:
+        """A story's interleaved row; with probability `mix.story_dropout_prob` its null instead: one of its
+        keyframes alone, `[<lvg>, bos, <soi>, codes, <eoi>, eos]` without text targets. That is the context
+        guided story generation contrasts with (`pipelines.interleaved`), learnt as t2i learns its null prompt."""
+        codes = self._codes(sample["images"])
+        if self.mix.story_dropout_prob > 0:
+            g = row_generator(self.seed, step, "story_null", index)
+            if float(torch.rand((), generator=g)) < self.mix.story_dropout_prob:
+                row = interleaved_sequence(self.vocab, [codes[int(torch.randint(len(codes), (), generator=g))]])
+                return row._replace(text_labels=torch.full_like(row.text_labels, IGNORE_INDEX))
+        segments = []
+        for k, sentence in enumerate(sample["sentences"]):
+            segments += [self.tok.encode((" " if k else "") + sentence), codes[k]]
+        return interleaved_sequence(self.vocab, segments)
+
     def _story(self, step, rank, world_size) -> list[Part]:
         """Interleaved rows, right padded to a common length (a multiple of 32): pads come after the content,
         so causal attention keeps them invisible, and they are never targets."""
@@ -92,11 +107,7 @@ class WorldBatchSource:
         schedule = get_mask_schedule(self.mix.mask_schedule)
         built = []
         for i, s in rows:
-            codes = self._codes(s["images"])
-            segments = []
-            for k, sentence in enumerate(s["sentences"]):
-                segments += [self.tok.encode((" " if k else "") + sentence), codes[k]]
-            row = interleaved_sequence(self.vocab, segments)
+            row = self._story_row(step, i, s)
             ids, here = mask_interleaved_images(row, self.vocab.mask, schedule, self.n, self.mix.min_masking_rate,
                                                 row_generator(self.seed, step, "story", i))
             built.append((row, ids, here))
