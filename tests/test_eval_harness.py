@@ -20,6 +20,7 @@ from showo.evaluation.cases import (EvalSettings, extrapolate_cases, inpaint_cas
 from showo.evaluation.editing import (evaluate_inpaint, evaluate_mixed, extrapolation_scores,
                                       inpaint_region_correct, mask_image)
 from showo.evaluation.harness import TASKS, evaluate_caption, evaluate_t2i, evaluate_vqa, read_back, run_evaluation
+from showo.pipelines.interleaved import generate_interleaved
 from showo.pipelines.outputs import ImageOutput, TextOutput
 from showo.tiny import tiny_random_pipeline
 from showo.tokenizers.image_io import mask_to_grid
@@ -216,10 +217,19 @@ def test_mixed_oracle_scores_one(pipe, monkeypatch):
         assert metrics["overall"] == metrics["stories"] == 1.0
 
 
-def test_story_keyframes_follow_the_interleaved_layout(pipe):
+def test_story_keyframes_follow_the_interleaved_layout(pipe, monkeypatch):
+    scales = []
+
+    def generate(*args, **kwargs):
+        scales.append(kwargs["guidance_scale"])
+        return generate_interleaved(*args, **kwargs)
+
+    monkeypatch.setattr(editing, "generate_interleaved", generate)
     frames = story(random.Random(0), WORLD)
-    images = editing.story_keyframes(pipe, [s for _, s in frames], EvalSettings(image_steps=2), seed=0)
+    settings = EvalSettings(image_steps=2, story_guidance_scale=0.5)
+    images = editing.story_keyframes(pipe, [s for _, s in frames], settings, seed=0)
     assert len(images) == len(frames) and all(i.size == (pipe.resolution,) * 2 for i in images)
+    assert scales == [0.5] * len(frames)  # every keyframe guided against the null story
 
 
 def test_read_back_is_the_generation_ceiling_of_a_tokenizer(full_run):

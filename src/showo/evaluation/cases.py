@@ -27,7 +27,8 @@ class EvalSettings:
     """Generation settings of an evaluation run (pipeline defaults unless said otherwise)."""
 
     image_steps: int = 18  # MaskGIT steps of t2i, inpainting, extrapolation and story images
-    guidance_scale: float = 1.75  # t2i / inpainting / extrapolation (stories: 0, as `ShowoPipeline.mixed`)
+    guidance_scale: float = 1.75  # t2i / inpainting / extrapolation
+    story_guidance_scale: float = 1.75  # story keyframes (against the null story; `ShowoPipeline.mixed` defaults to 0)
     image_temperature: float = 1.0
     answer_tokens: int = 16  # VQA answers (greedy)
     caption_tokens: int = 64  # captions (greedy)

@@ -148,7 +148,7 @@ def story_keyframes(pipeline, sentences: list[str], settings: EvalSettings, seed
     """One generated image per sentence, in our interleaved layout with the gold text teacher-forced:
     keyframe k is generated after `[<lvg>, bos, s_0, <soi> img_0 <eoi>, ' ' s_1, ..., ' ' s_k]`, with every
     earlier image the model's own (the layout of the training stories; `generate_interleaved` forced to open
-    one image at once)."""
+    one image at once), each guided against the null story by `settings.story_guidance_scale`."""
     vocab, n = pipeline.vocab, pipeline.model.config.num_vq_tokens
     generator = torch.Generator(device=pipeline.device).manual_seed(seed)
     prefix: list[int] = []
@@ -156,7 +156,8 @@ def story_keyframes(pipeline, sentences: list[str], settings: EvalSettings, seed
     for k, sentence in enumerate(sentences):
         prefix += pipeline.tokenizer.encode((" " if k else "") + sentence)
         result = generate_interleaved(pipeline.model, vocab, prefix, n, max_images=1, max_new_tokens=1,
-                                      num_inference_steps=settings.image_steps, guidance_scale=0.0,
+                                      num_inference_steps=settings.image_steps,
+                                      guidance_scale=settings.story_guidance_scale,
                                       image_temperature=settings.image_temperature, generator=generator,
                                       force_sentence_end=lambda segment: True)
         codes = [p for p in split_segments(result, vocab, n) if isinstance(p, torch.Tensor)][0]
