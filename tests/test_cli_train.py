@@ -91,7 +91,7 @@ def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("stage", ["embedded-stage2.yaml", "embedded-stage3.yaml", "embedded-stage4.yaml",
-                                   "embedded-stage5.yaml"])
+                                   "embedded-stage5.yaml", "embedded-stage6.yaml"])
 def test_shipped_stage_recipes_continue_the_default_architecture(stage):
     from pathlib import Path
 

@@ -77,7 +77,7 @@ def main(out_dir: str = "out/demo") -> int:
     section("text generation", f"<p>A small red circle<b>{html.escape(text.texts[0])}</b></p>")
 
     story = pipe.mixed("An image of a large blue square on the left.", max_images=3, max_new_tokens=60,
-                       num_inference_steps=12, force_image_every_sentence=True, seed=0)
+                       num_inference_steps=12, guidance_scale=1.75, force_image_every_sentence=True, seed=0)
     parts = []
     for k, seg in enumerate(story.segments):
         parts.append(_img(seg, out, f"mixed_{k}.png") if isinstance(seg, Image.Image) else f"<p>{html.escape(seg)}</p>")
