@@ -20,7 +20,7 @@ from ..prompting.sequences import IGNORE_INDEX, mmu_question_text
 from ..sampling.schedules import get_mask_schedule
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
-from .batch import Part, cat_parts, lm_part, local_rows, mmu_part, row_generator, shift_left, t2i_part
+from .batch import Part, cat_parts, lm_part, local_rows, mmu_part, round_up, row_generator, shift_left, t2i_part
 from .config import MixConfig
 from .masking import mask_interleaved_images
 
@@ -111,7 +111,7 @@ class WorldBatchSource:
             ids, here = mask_interleaved_images(row, self.vocab.mask, schedule, self.n, self.mix.min_masking_rate,
                                                 row_generator(self.seed, step, "story", i))
             built.append((row, ids, here))
-        length = -(-max(ids.shape[0] for _, ids, _ in built) // 32) * 32
+        length = round_up(max(ids.shape[0] for _, ids, _ in built), 32)
         parts = []
         for row, ids, here in built:
             n, pad = ids.shape[0], length - ids.shape[0]
