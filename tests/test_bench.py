@@ -19,7 +19,8 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
                 "train_activation_memory_checkpointing_vs_official"):
         assert isinstance(data[key]["value"], float), key
     for key in ("mmu_speedup", "t2i_speedup", "train_step_speedup", "mmu_batch8_throughput_gain",
-                "mmu_batch8_throughput_gain_dense", "mmu_batch1_packed_vs_dense"):
+                "mmu_batch8_throughput_gain_dense", "mmu_batch1_packed_vs_dense",
+                "mmu_batch8_one_image_throughput_gain"):
         assert data[key]["agree"] is True and data[key]["ours_s"] > 0 and data[key]["reference_s"] > 0
     assert data["t2i_speedup_n25"]["detail"]["work_ratio"] > 1  # skipped work: the prompt, the LM head's text rows
     assert data["mmu_batch8_throughput_gain"]["detail"]["batch1_run"] in ("single_dense", "single_packed")
@@ -28,7 +29,7 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
     assert (plots / "mmu_time_vs_answer_length.png").is_file() and (plots / "t2i_time_vs_image_tokens.png").is_file()
     assert "x" in capsys.readouterr().out
     table = md.read_text().splitlines()
-    assert len(table) == 2 + 11 + 4 and all(line.startswith("| ") for line in table)
+    assert len(table) == 2 + 12 + 4 and all(line.startswith("| ") for line in table)
     assert f"{data['mmu_speedup']['value']:.2f}x" in table[2]
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from showo.prompting.masks import mmu_mask, t2i_mask
-from showo.sampling.autoregressive import generate_text
+from showo.sampling.autoregressive import generate_text, shared_prefix_length
 from showo.sampling.maskgit import maskgit_generate
 from golden_models import showo_model
 
@@ -110,3 +110,15 @@ def test_mmu_batch_with_different_prompt_lengths_equals_single_runs(golden, gold
     assert batch[0] == d["greedy0.output.token_ids"].tolist()
     assert batch[1] == d["greedy1.output.token_ids"].tolist()
     assert batch[2] == batch[0]
+
+
+def test_mmu_batch_sharing_a_prefix_computes_it_once_and_answers_as_single_runs(golden, golden_tokenizer, model):
+    d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
+    p = d["greedy0.input.input_ids"][0]
+    prompts = [p, p[:-2], torch.cat([p, p[-5:]])]  # one image, three texts after it
+    masks = [mmu_mask(q[None], vocab)[0, 0] for q in prompts]
+    assert shared_prefix_length(prompts, masks) == len(p) - 3  # the shortest keeps one position of its own
+    batch = generate_text(model, prompts, masks, max_new_tokens=10, temperature=0)
+    assert batch[0] == d["greedy0.output.token_ids"].tolist()
+    for q, m, answer in zip(prompts, masks, batch):
+        assert answer == generate_text(model, [q], [m], max_new_tokens=10, temperature=0, use_cache=False)[0]

@@ -36,6 +36,8 @@ def test_clip_ask_batches_like_single_calls(clip_pipe):
     assert len(both.texts) == 4 and both.token_ids[3] == single.token_ids[0]
     exact = pipe.ask(images[1], "what is it?", max_new_tokens=5, exact=True)
     assert exact.token_ids == single.token_ids
+    one_image = pipe.ask(images[1], ["what colour?", "what is it?"], max_new_tokens=5)  # shares its prefix
+    assert one_image.token_ids == both.token_ids[2:]
 
 
 def test_clip_checkpoint_without_tower_is_a_clear_error(clip_pipe):

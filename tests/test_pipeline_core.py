@@ -55,6 +55,16 @@ def test_ask_batches_questions_and_images_like_single_calls(pipe):
     assert streamed == both.token_ids[0][: len(streamed)]
 
 
+def test_questions_about_one_image_share_its_prefix_and_answer_as_alone(pipe, monkeypatch):
+    image = Image.new("RGB", (32, 32), (0, 200, 0))
+    questions = ["what colour?", "how many objects are there?", "is there a circle on the left?"]
+    caches, new_cache = [], pipe.model.new_cache
+    monkeypatch.setattr(pipe.model, "new_cache", lambda b, n: caches.append(b) or new_cache(b, n))
+    batch = pipe.ask(image, questions, max_new_tokens=6)
+    assert sorted(caches) == [1, 3]  # the image prefix was prefilled once, alone
+    assert batch.token_ids == [pipe.ask(image, q, max_new_tokens=6).token_ids[0] for q in questions]
+
+
 def test_write_and_sampling_reproducible(pipe):
     a = pipe.write("once upon a time", max_new_tokens=8, temperature=1.0, top_k=20, seed=3)
     b = pipe.write("once upon a time", max_new_tokens=8, temperature=1.0, top_k=20, seed=3)

@@ -12,6 +12,7 @@ import torch
 from showo.errors import ConfigError, InputError
 from showo.sampling.filters import (apply_top_k, apply_top_p, gumbel_noise, gumbel_sample, log, mask_by_random_topk,
                                     top_k, top_k_top_p_filtering)
+from showo.sampling.autoregressive import shared_prefix_length
 from showo.sampling.schedules import get_mask_schedule, mask_count
 
 CASE = "sampling"
@@ -293,3 +294,25 @@ def test_gumbel_sample_low_temperature_is_argmax():
     logits = torch.randn(4, 7, 25, generator=torch.Generator().manual_seed(6))
     got = gumbel_sample(logits, temperature=1e-6, generator=torch.Generator().manual_seed(0))
     assert torch.equal(got, logits.argmax(-1))
+
+
+def _causal(n: int) -> torch.Tensor:
+    return torch.ones(n, n, dtype=torch.bool).tril()
+
+
+def test_shared_prefix_stops_where_ids_masks_or_attention_part():
+    a, b = torch.arange(40), torch.cat([torch.arange(30), torch.arange(100, 110)])
+    assert shared_prefix_length([a, b, a], [_causal(40)] * 3) == 30
+    assert shared_prefix_length([a, a[:25]], [_causal(40), _causal(25)]) == 24  # each prompt keeps a position
+    assert shared_prefix_length([a, torch.cat([a[:10], b[30:]])], [_causal(40), _causal(20)]) == 0  # too short
+    assert shared_prefix_length([a], [_causal(40)]) == 0
+    block = _causal(40)
+    block[20:35, 20:35] = True  # full attention over [20, 35): cutting it at 30 would let row 20 see row 30
+    assert shared_prefix_length([a, b], [block, block]) == 20
+    other = _causal(40)
+    other[25, 3] = False
+    assert shared_prefix_length([a, b], [_causal(40), other]) == 25
+    e = torch.randn(40, 8)
+    f = e.clone()
+    f[33] += 1
+    assert shared_prefix_length([e, f], [_causal(40)] * 2) == 33  # embeddings (the CLIP path)

@@ -35,3 +35,8 @@ class KVCache:
         """Keep only batch rows `rows` (e.g. drop finished sequences)."""
         self.k = self.k[:, rows]
         self.v = self.v[:, rows]
+
+    def copy_prefix(self, other: "KVCache", length: int) -> None:
+        """Copy positions `[0, length)` of a one-row cache into every row (a prompt prefix the batch shares)."""
+        self.k[:, :, :, :length] = other.k[:, :, :, :length]
+        self.v[:, :, :, :length] = other.v[:, :, :, :length]

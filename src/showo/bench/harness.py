@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..backbone import PhiConfig
+from ..backbone import PhiConfig, packing_available
 from ..model import Showo, ShowoConfig
 from ..model.losses import showo_losses
 from ..prompting.masks import mmu_mask, t2i_mask, to_additive
@@ -121,13 +121,15 @@ class Bench:
         self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.g = torch.Generator().manual_seed(cfg.seed)
         self._casts: dict[torch.dtype | str, Showo] = {}  # reduced-precision and packed copies
-        self._batch_prompts: list[torch.Tensor] = []
+        self._batch_prompts: dict[bool, list[torch.Tensor]] = {}  # by one_image
 
     def _text(self, n: int) -> list[int]:
         return torch.randint(0, self.cfg.text_size - 1, (n,), generator=self.g).tolist()
 
-    def _mmu_prompt(self, question_len: int, n_image: int) -> torch.Tensor:
-        codes = torch.randint(0, self.cfg.codebook, (n_image,), generator=self.g)
+    def _mmu_prompt(self, question_len: int, n_image: int, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """A question of `question_len` tokens about `codes` (default: a new random image of `n_image` codes)."""
+        if codes is None:
+            codes = torch.randint(0, self.cfg.codebook, (n_image,), generator=self.g)
         return mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes), self._text(question_len))
 
     # ---- understanding ------------------------------------------------------------------------------------
@@ -184,12 +186,28 @@ class Bench:
                 pair("batched_dense", "single_dense", f"mmu_batch{batch}_vs_1_float32_dense"),
                 pair("single_packed", "single_dense", "mmu_batch1_packed_vs_dense_float32", batch=1))
 
-    def _mmu_batch_fns(self, batch: int, model: Showo) -> tuple[Callable, Callable, tuple[Callable, Callable]]:
+    def mmu_batch_one_image(self, batch: int = 8, warmup: bool = True) -> Comparison:
+        """float32 answers per second at batch `batch` vs batch 1 for `batch` questions about ONE image, whose
+        prefix the batch computes once (`generate_text`'s shared prefix): packed weights when this torch can
+        pack them, as in `mmu_batch_fp32`'s headline, against batch 1 dense (the faster at batch 1, measured)."""
+        model = self.packed() if packing_available() else self.model
+        batched, _, (short_batched, _) = self._mmu_batch_fns(batch, model, one_image=True)
+        _, single, (_, short_single) = self._mmu_batch_fns(batch, self.model, one_image=True)
+        return side_by_side(f"mmu_batch{batch}_one_image_vs_1_float32", batched, single, self.cfg.repeats,
+                            same=lambda a, b: a == b, warmup=(short_batched, short_single) if warmup else (),
+                            detail={"batch": batch, "new_tokens": self.cfg.answer_tokens, "dtype": "float32",
+                                    "packed": packing_available(), "one_image": True})
+
+    def _mmu_batch_fns(self, batch: int, model: Showo,
+                       one_image: bool = False) -> tuple[Callable, Callable, tuple[Callable, Callable]]:
         """(all `batch` questions in one batch, the same one at a time, two-token warm-ups of both) on `model`;
-        the questions (about images, of different lengths) are the same for every model."""
-        if len(self._batch_prompts) < batch:
-            self._batch_prompts = [self._mmu_prompt(12 + 3 * i, self.cfg.image_tokens[0]) for i in range(batch)]
-        prompts = self._batch_prompts[:batch]
+        the questions (of different lengths, about `batch` random images or about one) are the same for every
+        model."""
+        if len(self._batch_prompts.get(one_image, [])) < batch:
+            n_image = self.cfg.image_tokens[0]
+            codes = torch.randint(0, self.cfg.codebook, (n_image,), generator=self.g) if one_image else None
+            self._batch_prompts[one_image] = [self._mmu_prompt(12 + 3 * i, n_image, codes) for i in range(batch)]
+        prompts = self._batch_prompts[one_image][:batch]
         ids, masks = [p[0] for p in prompts], [mmu_mask(p, self.vocab)[0, 0] for p in prompts]
         answers = lambda i, m, k: generate_text(model, i, m, max_new_tokens=k, temperature=0)  # noqa: E731
         n = self.cfg.answer_tokens

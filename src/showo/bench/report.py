@@ -14,6 +14,8 @@ ROWS = {
                                    "faster of dense and packed)", ">= 4x"),
     "mmu_batch8_throughput_gain_dense": ("understanding fp32, dense weights: answers/s at batch 8 vs batch 1", ""),
     "mmu_batch1_packed_vs_dense": ("understanding fp32, batch 1: packed weights vs dense", ""),
+    "mmu_batch8_one_image_throughput_gain": ("understanding fp32, 8 questions about one image (its prefix computed "
+                                            "once): answers/s at batch 8 (packed weights) vs batch 1", ""),
     "mmu_batch8_throughput_gain_bf16": ("understanding bf16: answers/s at batch 8 vs batch 1", ">= 4x"),
     "train_step_speedup": ("training step (mixed t2i/lm/mmu): ours vs official loop", ">= 1x"),
     "train_step_checkpointing_speed_ratio": ("training step, ours with gradient checkpointing vs official loop", ""),

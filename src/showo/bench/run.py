@@ -129,6 +129,7 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
             log("  (this torch build cannot pack weights for oneDNN: batch 8 measured with dense weights only)")
             # the dense fp32 decoding paths are warm when the mmu section ran
             record("mmu_batch8_throughput_gain", bench.mmu_batch(8, warmup="mmu" not in sections))
+        record("mmu_batch8_one_image_throughput_gain", bench.mmu_batch_one_image(8))
         record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
     bench.drop_casts()  # the training steps below need the memory
     if "train" in sections:

@@ -1,8 +1,10 @@
 """Autoregressive text decoding (understanding, captioning, language modelling) with a KV cache.
 
 Prompts of different lengths are left-padded into one batch; padding is invisible to every row and position
-ids skip it, so each row decodes exactly as it would alone. `use_cache=False` re-runs the whole sequence at
-every token and grows the mask the way the official `mmu_generate` does (the reference algorithm).
+ids skip it, so each row decodes as it would alone. A prefix every prompt shares (the image of several
+questions about one image) is computed once and its keys and values copied to every row; the padding then
+sits between that prefix and each row's own tokens. `use_cache=False` re-runs the whole sequence at every
+token and grows the mask the way the official `mmu_generate` does (the reference algorithm).
 """
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..prompting.masks import pad_left, positions_left_padded
 from .filters import apply_top_k, apply_top_p
 
 
@@ -27,6 +28,34 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
         logits = apply_top_p(logits, top_p)
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]
+
+
+# A shared prefix is prefilled in its own pass, which reads every weight once more: below this many positions
+# that costs about what sharing saves.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(seqs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> int:
+    """How many leading positions all prompts share, to be computed once for the batch: the same ids (or
+    embeddings) and mask there, and no position among them attending past the prefix. Every prompt keeps at
+    least one position of its own; 0 when fewer than `MIN_SHARED_PREFIX` would be shared."""
+    n = min(s.shape[0] for s in seqs) - 1
+    if len(seqs) < 2 or n < MIN_SHARED_PREFIX:
+        return 0
+    seqs, masks = [s.cpu() for s in seqs], [m.cpu().bool() for m in masks]
+    for s, m in zip(seqs, masks):
+        same = s[:n] == seqs[0][:n]
+        differ = torch.nonzero(~(same.all(dim=-1) if same.dim() > 1 else same))
+        n = int(differ[0]) if len(differ) else n
+        bad = torch.nonzero(m[:n, :n] != masks[0][:n, :n])  # a difference at (row, col) rules out n > both
+        n = min(n, int(bad.max(dim=1).values.min())) if len(bad) else n
+    if n < MIN_SHARED_PREFIX:
+        return 0
+    # the prefix [0, n) is self-contained when none of its rows reaches a column >= n
+    reach = torch.stack([(m[:n] * torch.arange(m.shape[1])).amax(dim=1) for m in masks]).amax(dim=0)
+    ok = torch.nonzero(reach.cummax(dim=0).values < torch.arange(1, n + 1))
+    n = int(ok[-1]) + 1 if len(ok) else 0
+    return n if n >= MIN_SHARED_PREFIX else 0
 
 
 def _grow(mask: torch.Tensor) -> torch.Tensor:
@@ -69,26 +98,38 @@ def generate_text(
     if prompt_masks is None:
         prompt_masks = [torch.ones(n, n, dtype=torch.bool).tril() for n in lengths]
     b, length, device = len(seqs), max(lengths), model.device
-    mask = pad_left([m.to(device) for m in prompt_masks])  # [B, 1, L, L]
-    positions = positions_left_padded(lengths, length).to(device)
+    shared = shared_prefix_length(seqs, prompt_masks) if use_cache else 0
+    # row i: the shared prefix, then length - n_i pads, then the rest of prompt i (left padding when shared = 0)
+    slots = [torch.cat([torch.arange(shared), torch.arange(shared, n) + length - n]) for n in lengths]
+    mask = torch.eye(length, dtype=torch.bool).repeat(b, 1, 1)  # a pad row sees only itself
+    positions = torch.zeros(b, length, dtype=torch.long)
+    visible = torch.zeros(b, length + max_new_tokens, dtype=torch.bool)
+    visible[:, length:] = True
+    for i, (m, slot) in enumerate(zip(prompt_masks, slots)):
+        mask[i, slot[:, None], slot[None, :]] = m.cpu().bool()
+        positions[i, slot] = torch.arange(len(slot))
+        visible[i, slot] = True
+    mask, positions, visible = mask[:, None].to(device), positions.to(device), visible.to(device)
     if prompts is not None:
-        tokens = torch.zeros(b, length, dtype=torch.long, device=device)
+        tokens = torch.zeros(b, length, dtype=torch.long)
         for i, s in enumerate(seqs):
-            tokens[i, length - lengths[i]:] = s.to(device)
-        embeds = model.embed(tokens)
+            tokens[i, slots[i]] = s.cpu()
+        embeds = model.embed(tokens.to(device))
     else:
         embeds = torch.zeros(b, length, seqs[0].shape[-1], dtype=model.dtype, device=device)
         for i, s in enumerate(seqs):
-            embeds[i, length - lengths[i]:] = s.to(device, model.dtype)
+            embeds[i, slots[i].to(device)] = s.to(device, model.dtype)
 
-    visible = torch.zeros(b, length + max_new_tokens, dtype=torch.bool, device=device)
-    for i, n in enumerate(lengths):
-        visible[i, length - n:length] = True
-    visible[:, length:] = True
     cache = model.new_cache(b, length + max_new_tokens) if use_cache else None
+    x, start = embeds, 0
+    if shared:
+        prefix = model.new_cache(1, shared)
+        model(input_embeddings=x[:1, :shared], attention_mask=mask[:1, :, :shared, :shared],
+              position_ids=positions[:1, :shared], cache=prefix, start=0, logits_slice=slice(-1, None))
+        cache.copy_prefix(prefix, shared)
+        x, mask, positions, start = x[:, shared:], mask[:, :, shared:], positions[:, shared:], shared
     out: list[list[int]] = [[] for _ in range(b)]
     finished = torch.zeros(b, dtype=torch.bool, device=device)
-    x, start = embeds, 0
     for step in range(max_new_tokens):
         if cache is not None:
             logits = model(input_embeddings=x, attention_mask=mask, position_ids=positions, cache=cache, start=start,
