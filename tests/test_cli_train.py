@@ -1,5 +1,6 @@
 """`showo train` at toy scale: every stage runs from the CLI, resumes, and leaves loadable models."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -81,6 +82,46 @@ def test_init_from_continues_from_saved_weights_on_fresh_data(tmp_path):
     assert first_loss != second_loss  # other weights and (seed 1) other scenes
 
 
+def test_init_from_a_model_with_another_codebook_keeps_its_text_rows(tmp_path):
+    """Moving Show-o onto a new image tokenizer: everything but the image-code rows starts from the saved model."""
+    recipe = tmp_path / "recipe.yaml"
+    r = tiny_recipe(recipe)
+    first = tmp_path / "first"
+    assert main(["train", "all", "--run", str(first), "--recipe", str(recipe), "-q"]) == 0
+    start = first / "showo-train" / (first / "showo-train" / "latest").read_text().strip() / "model"
+    r.seed, r.train.max_steps, r.train.optim.lr, r.magvit.z_channels = 1, 1, 1e-9, 5
+    r.to_yaml(recipe)
+    second = tmp_path / "second"
+    assert main(["train", "all", "--run", str(second), "--recipe", str(recipe), "--init-from", str(start),
+                 "-q"]) == 0
+    old = Showo.from_pretrained(start)
+    new = Showo.from_pretrained(second / "showo-train" / "checkpoint-0000001" / "model")
+    assert (old.config.codebook_size, new.config.codebook_size) == (64, 32)
+    kept = old.config.image_token_offset
+    before, after = old.state_dict(), new.state_dict()
+    for name in before:
+        if before[name].shape == after[name].shape:
+            assert torch.allclose(before[name], after[name], atol=1e-6), name
+        else:  # the embedding and LM head: text, special and mask rows copied, image rows new
+            assert torch.allclose(before[name][:kept], after[name][:kept], atol=1e-6), name
+            assert torch.allclose(before[name][-1], after[name][-1], atol=1e-6), name
+            fresh = after[name][kept:-1]
+            assert (fresh == 0).all() if name.endswith("bias") else fresh.std() > 0.01, name  # build_model's init
+    assert sum(before[n].shape != after[n].shape for n in before) == 3
+
+
+def test_init_from_another_text_vocabulary_is_a_config_error():
+    from showo.errors import ConfigError
+    from showo.training.embedded import with_fresh_image_rows
+    from showo.tiny import tiny_random_pipeline
+
+    model = tiny_random_pipeline().model
+    other = replace(model.config, llm_vocab_size=model.config.llm_vocab_size + 1,
+                    vocab_size=model.config.vocab_size + 1)
+    with pytest.raises(ConfigError, match="only the image codebook may change"):
+        with_fresh_image_rows(model.state_dict(), other, model)
+
+
 def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     tiny_recipe(recipe)
@@ -105,7 +146,6 @@ def test_shipped_stage_recipes_continue_the_default_architecture(stage):
 
 def test_candidate_tokenizer_recipe_is_the_default_with_more_codes():
     """docs/recipes/tokenizer-z14.yaml (measured, not shipped) changes only the tokenizer's code bits."""
-    from dataclasses import replace
     from pathlib import Path
 
     recipe = EmbeddedRecipe.from_yaml(Path(__file__).parents[1] / "docs" / "recipes" / "tokenizer-z14.yaml")

@@ -9,6 +9,7 @@ Three stages, each resumable, each writing into one run directory:
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class EmbeddedRecipe:
     max_seq_length: int = 40
     # Start the Show-o stage from these weights (a model directory, e.g. a checkpoint's `model/`) instead of a
     # random init: continue or fine-tune with a fresh optimizer and schedule. Ignored once the run has a checkpoint.
+    # It may have another image codebook (a new image tokenizer): its image-code rows then start fresh.
     init_from: str | None = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=3000, precision="bf16", save_every=100, log_every=20,
@@ -164,10 +166,34 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Sho
 
 
 def init_weights(model: Showo, directory: Path) -> None:
-    """Copy a saved Show-o's weights into `model` (same architecture; one-line error otherwise)."""
+    """Copy a saved Show-o's weights into `model`; one-line error when the architectures differ.
+
+    The saved model may have another image codebook (Show-o moved onto a retrained image tokenizer): then the
+    text, special-token and mask rows of the embedding and LM head are copied, and the image-code rows keep
+    `model`'s fresh init, because the new codes mean nothing the old ones meant."""
     if not (directory / "config.json").is_file():
         raise ConfigError(f"init_from: no Show-o model in {directory}")
-    load_checked(model, read_state_dict(find_weights(directory)), what=f"init_from {directory}")
+    state = read_state_dict(find_weights(directory))
+    saved = ShowoConfig.from_dict(json.loads((directory / "config.json").read_text()), base_dir=directory)
+    if saved.codebook_size != model.config.codebook_size:
+        state = with_fresh_image_rows(state, saved, model)
+    load_checked(model, state, what=f"init_from {directory}")
+
+
+def with_fresh_image_rows(state: dict[str, torch.Tensor], saved: ShowoConfig,
+                          model: Showo) -> dict[str, torch.Tensor]:
+    """`state` with its vocabulary-sized tensors resized to `model`'s codebook (see `init_weights`)."""
+    if saved.llm_vocab_size != model.config.llm_vocab_size:
+        raise ConfigError(f"init_from: text vocabulary {saved.llm_vocab_size} != {model.config.llm_vocab_size}; "
+                          "only the image codebook may change")
+    own, kept = model.state_dict(), model.config.image_token_offset
+    state = dict(state)
+    for name, tensor in state.items():
+        if name in own and tensor.shape[:1] == (saved.vocab_size,) and len(own[name]) == model.config.vocab_size:
+            rows = own[name].detach().clone()
+            rows[:kept], rows[-1] = tensor[:kept], tensor[-1]  # text + special tokens, and the mask token
+            state[name] = rows
+    return state
 
 
 def corpus_stats(tok: TextTokenizer, recipe: EmbeddedRecipe, n: int = 200) -> dict:
