@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backbone import PhiConfig
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..prompting.vocab import NUM_NEW_SPECIAL_TOKENS
 
 # Backbones named by the official configs (`llm_model_path`) whose shapes we know without a download.
@@ -56,6 +56,18 @@ class ShowoConfig:
     def grid_size(self) -> int:
         """Side of the square token grid (16 for 256 tokens)."""
         return int(round(self.num_vq_tokens ** 0.5))
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> "ShowoConfig":
+        """From `directory/config.json` (a one-line CheckpointError when it is missing or not JSON)."""
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"no config.json in {directory}")
+        try:
+            raw = json.loads(config_file.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
+        return cls.from_dict(raw, base_dir=directory)
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None = None) -> "ShowoConfig":

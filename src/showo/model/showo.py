@@ -91,14 +91,7 @@ class Showo(nn.Module):
         if directory.is_file():
             raise CheckpointError(f"expected a checkpoint directory, got the file {directory}")
         if config is None:
-            config_file = directory / "config.json"
-            if not config_file.is_file():
-                raise CheckpointError(f"no config.json in {directory}")
-            try:
-                raw = json.loads(config_file.read_text())
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
-            config = ShowoConfig.from_dict(raw, base_dir=directory)
+            config = ShowoConfig.from_directory(directory)
         state = read_state_dict(find_weights(directory))
         with torch.device("meta"):
             model = cls(config)

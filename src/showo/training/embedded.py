@@ -9,7 +9,6 @@ Three stages, each resumable, each writing into one run directory:
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -174,7 +173,7 @@ def init_weights(model: Showo, directory: Path) -> None:
     if not (directory / "config.json").is_file():
         raise ConfigError(f"init_from: no Show-o model in {directory}")
     state = read_state_dict(find_weights(directory))
-    saved = ShowoConfig.from_dict(json.loads((directory / "config.json").read_text()), base_dir=directory)
+    saved = ShowoConfig.from_directory(directory)
     if saved.codebook_size != model.config.codebook_size:
         state = with_fresh_image_rows(state, saved, model)
     load_checked(model, state, what=f"init_from {directory}")
