@@ -132,7 +132,7 @@ def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("stage", ["embedded-stage2.yaml", "embedded-stage3.yaml", "embedded-stage4.yaml",
-                                   "embedded-stage5.yaml", "embedded-stage6.yaml"])
+                                   "embedded-stage5.yaml", "embedded-stage6.yaml", "embedded-stage7.yaml"])
 def test_shipped_stage_recipes_continue_the_default_architecture(stage):
     from pathlib import Path
 
@@ -142,6 +142,26 @@ def test_shipped_stage_recipes_continue_the_default_architecture(stage):
     for key in ("hidden_size", "num_layers", "num_heads", "max_seq_length", "text_vocab_size"):
         assert getattr(recipe, key) == getattr(default, key), key
     assert recipe.magvit.to_dict() == default.magvit.to_dict()
+
+
+def test_every_stage_reads_scenes_no_earlier_stage_read():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parents[1] / "docs" / "recipes").glob("embedded-*.yaml"))
+    seeds = [EmbeddedRecipe.from_yaml(r).seed for r in recipes]
+    assert len(recipes) >= 7 and len(set(seeds)) == len(seeds) and EmbeddedRecipe().seed not in seeds
+
+
+def test_z14_recipe_moves_the_default_architecture_onto_the_candidate_tokenizer():
+    from pathlib import Path
+
+    recipes = Path(__file__).parents[1] / "docs" / "recipes"
+    recipe = EmbeddedRecipe.from_yaml(recipes / "embedded-z14.yaml")
+    tokenizer = EmbeddedRecipe.from_yaml(recipes / "tokenizer-z14.yaml")
+    assert recipe.magvit.to_dict() == tokenizer.magvit.to_dict() and recipe.init_from
+    default = EmbeddedRecipe()
+    for key in ("hidden_size", "num_layers", "num_heads", "max_seq_length", "text_vocab_size"):
+        assert getattr(recipe, key) == getattr(default, key), key
 
 
 def test_candidate_tokenizer_recipe_is_the_default_with_more_codes():
