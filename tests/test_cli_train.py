@@ -60,12 +60,18 @@ def test_write_recipe_round_trips(tmp_path):
     assert EmbeddedRecipe.from_yaml(out).to_dict() == EmbeddedRecipe().to_dict()
 
 
-def test_init_from_continues_from_saved_weights_on_fresh_data(tmp_path):
+def trained_tiny_run(tmp_path):
+    """(recipe path, recipe, the run's latest model directory) of a tiny run trained end to end in tmp_path/first."""
     recipe = tmp_path / "recipe.yaml"
     r = tiny_recipe(recipe)
     first = tmp_path / "first"
     assert main(["train", "all", "--run", str(first), "--recipe", str(recipe), "-q"]) == 0
-    start = first / "showo-train" / (first / "showo-train" / "latest").read_text().strip() / "model"
+    return recipe, r, first / "showo-train" / (first / "showo-train" / "latest").read_text().strip() / "model"
+
+
+def test_init_from_continues_from_saved_weights_on_fresh_data(tmp_path):
+    recipe, r, start = trained_tiny_run(tmp_path)
+    first = tmp_path / "first"
     second = tmp_path / "second"
     second.mkdir()
     for part in ("tokenizer", "magvit"):
@@ -84,11 +90,7 @@ def test_init_from_continues_from_saved_weights_on_fresh_data(tmp_path):
 
 def test_init_from_a_model_with_another_codebook_keeps_its_text_rows(tmp_path):
     """Moving Show-o onto a new image tokenizer: everything but the image-code rows starts from the saved model."""
-    recipe = tmp_path / "recipe.yaml"
-    r = tiny_recipe(recipe)
-    first = tmp_path / "first"
-    assert main(["train", "all", "--run", str(first), "--recipe", str(recipe), "-q"]) == 0
-    start = first / "showo-train" / (first / "showo-train" / "latest").read_text().strip() / "model"
+    recipe, r, start = trained_tiny_run(tmp_path)
     r.seed, r.train.max_steps, r.train.optim.lr, r.magvit.z_channels = 1, 1, 1e-9, 5
     r.to_yaml(recipe)
     second = tmp_path / "second"
