@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from showo.prompting.masks import mmu_mask, t2i_mask
-from showo.sampling.autoregressive import generate_text, shared_prefix_length
+from showo.sampling.autoregressive import generate_text, shared_prefix
 from showo.sampling.maskgit import maskgit_generate
 from golden_models import showo_model
 
@@ -117,7 +117,7 @@ def test_mmu_batch_sharing_a_prefix_computes_it_once_and_answers_as_single_runs(
     p = d["greedy0.input.input_ids"][0]
     prompts = [p, p[:-2], torch.cat([p, p[-5:]])]  # one image, three texts after it
     masks = [mmu_mask(q[None], vocab)[0, 0] for q in prompts]
-    assert shared_prefix_length(prompts, masks) == len(p) - 3  # the shortest keeps one position of its own
+    assert shared_prefix(prompts, masks) == (len(p) - 3, [0, 0, 0])  # the shortest keeps a position of its own
     batch = generate_text(model, prompts, masks, max_new_tokens=10, temperature=0)
     assert batch[0] == d["greedy0.output.token_ids"].tolist()
     for q, m, answer in zip(prompts, masks, batch):

@@ -63,6 +63,12 @@ def test_questions_about_one_image_share_its_prefix_and_answer_as_alone(pipe, mo
     batch = pipe.ask(image, questions, max_new_tokens=6)
     assert sorted(caches) == [1, 3]  # the image prefix was prefilled once, alone
     assert batch.token_ids == [pipe.ask(image, q, max_new_tokens=6).token_ids[0] for q in questions]
+    blue = Image.new("RGB", (32, 32), (0, 0, 200))
+    caches.clear()
+    both = pipe.ask([image, blue], questions[:2], max_new_tokens=6)
+    assert sorted(caches) == [2, 4]  # one prefix per image
+    assert both.token_ids == batch.token_ids[:2] + [pipe.ask(blue, q, max_new_tokens=6).token_ids[0]
+                                                    for q in questions[:2]]
 
 
 def test_write_and_sampling_reproducible(pipe):

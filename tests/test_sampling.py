@@ -12,7 +12,7 @@ import torch
 from showo.errors import ConfigError, InputError
 from showo.sampling.filters import (apply_top_k, apply_top_p, gumbel_noise, gumbel_sample, log, mask_by_random_topk,
                                     top_k, top_k_top_p_filtering)
-from showo.sampling.autoregressive import shared_prefix_length
+from showo.sampling.autoregressive import shared_prefix
 from showo.sampling.schedules import get_mask_schedule, mask_count
 
 CASE = "sampling"
@@ -302,17 +302,28 @@ def _causal(n: int) -> torch.Tensor:
 
 def test_shared_prefix_stops_where_ids_masks_or_attention_part():
     a, b = torch.arange(40), torch.cat([torch.arange(30), torch.arange(100, 110)])
-    assert shared_prefix_length([a, b, a], [_causal(40)] * 3) == 30
-    assert shared_prefix_length([a, a[:25]], [_causal(40), _causal(25)]) == 24  # each prompt keeps a position
-    assert shared_prefix_length([a, torch.cat([a[:10], b[30:]])], [_causal(40), _causal(20)]) == 0  # too short
-    assert shared_prefix_length([a], [_causal(40)]) == 0
+    assert shared_prefix([a, b, a], [_causal(40)] * 3) == (30, [0, 0, 0])
+    assert shared_prefix([a, a[:25]], [_causal(40), _causal(25)]) == (24, [0, 0])  # each keeps a position
+    assert shared_prefix([a, torch.cat([a[:10], b[30:]])], [_causal(40), _causal(20)])[0] == 0  # too short
+    assert shared_prefix([a], [_causal(40)]) == (0, [0])
     block = _causal(40)
     block[20:35, 20:35] = True  # full attention over [20, 35): cutting it at 30 would let row 20 see row 30
-    assert shared_prefix_length([a, b], [block, block]) == 20
+    assert shared_prefix([a, b], [block, block]) == (20, [0, 0])
     other = _causal(40)
     other[25, 3] = False
-    assert shared_prefix_length([a, b], [_causal(40), other]) == 25
+    assert shared_prefix([a, b], [_causal(40), other]) == (25, [0, 0])
     e = torch.randn(40, 8)
     f = e.clone()
     f[33] += 1
-    assert shared_prefix_length([e, f], [_causal(40)] * 2) == 33  # embeddings (the CLIP path)
+    assert shared_prefix([e, f], [_causal(40)] * 2) == (33, [0, 0])  # embeddings (the CLIP path)
+
+
+def test_shared_prefix_groups_prompts_by_what_they_share():
+    """Two questions about each of two images: each image's positions are computed once, in two groups."""
+    one, two = torch.arange(30), torch.arange(50, 80)
+    q1, q2, q3 = torch.tensor([1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6])
+    rows = [torch.cat([one, q1]), torch.cat([two, q2]), torch.cat([one, q3]), torch.cat([two[:27], q1])]
+    masks = [_causal(len(r)) for r in rows]
+    assert shared_prefix(rows, masks) == (27, [0, 1, 0, 1])  # the last row shares 27 positions of image two
+    assert shared_prefix(rows + [torch.arange(200, 240)], masks + [_causal(40)])[0] == 0  # one shares nothing
+    assert shared_prefix(rows[:2], masks[:2])[0] == 0  # nothing in common

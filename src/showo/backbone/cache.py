@@ -36,7 +36,8 @@ class KVCache:
         self.k = self.k[:, rows]
         self.v = self.v[:, rows]
 
-    def copy_prefix(self, other: "KVCache", length: int) -> None:
-        """Copy positions `[0, length)` of a one-row cache into every row (a prompt prefix the batch shares)."""
-        self.k[:, :, :, :length] = other.k[:, :, :, :length]
-        self.v[:, :, :, :length] = other.v[:, :, :, :length]
+    def copy_prefix(self, other: "KVCache", length: int, source_rows: torch.Tensor) -> None:
+        """Fill positions `[0, length)` of row i with those of `other`'s row `source_rows[i]` (prompt prefixes
+        computed once for several rows)."""
+        self.k[:, :, :, :length] = other.k[:, source_rows, :, :length]
+        self.v[:, :, :, :length] = other.v[:, source_rows, :, :length]

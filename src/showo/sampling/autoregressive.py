@@ -1,9 +1,9 @@
 """Autoregressive text decoding (understanding, captioning, language modelling) with a KV cache.
 
 Prompts of different lengths are left-padded into one batch; padding is invisible to every row and position
-ids skip it, so each row decodes as it would alone. A prefix every prompt shares (the image of several
-questions about one image) is computed once and its keys and values copied to every row; the padding then
-sits between that prefix and each row's own tokens. `use_cache=False` re-runs the whole sequence at every
+ids skip it, so each row decodes as it would alone. A prefix that prompts share (the image of several questions
+about one image) is computed once per group of prompts and its keys and values copied to their rows; the
+padding then sits between that prefix and each row's own tokens. `use_cache=False` re-runs the whole sequence at every
 token and grows the mask the way the official `mmu_generate` does (the reference algorithm).
 """
 from __future__ import annotations
@@ -35,27 +35,36 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
 MIN_SHARED_PREFIX = 16
 
 
-def shared_prefix_length(seqs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> int:
-    """How many leading positions all prompts share, to be computed once for the batch: the same ids (or
-    embeddings) and mask there, and no position among them attending past the prefix. Every prompt keeps at
-    least one position of its own; 0 when fewer than `MIN_SHARED_PREFIX` would be shared."""
-    n = min(s.shape[0] for s in seqs) - 1
-    if len(seqs) < 2 or n < MIN_SHARED_PREFIX:
-        return 0
+def shared_prefix(seqs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> tuple[int, list[int]]:
+    """`(n, group)`: prompts whose first n positions are the same (ids or embeddings, and mask) form a group whose
+    prefix is computed once; `group[i]` numbers prompt i's group. Every prompt shares its first n positions
+    with another (several questions about each of several images), no position among them attends past them,
+    and every prompt keeps at least one position of its own. `(0, one group per prompt)` when fewer than
+    `MIN_SHARED_PREFIX` positions would be shared."""
+    b, n = len(seqs), min(s.shape[0] for s in seqs) - 1
+    alone = (0, list(range(b)))
+    if b < 2 or n < MIN_SHARED_PREFIX:
+        return alone
     seqs, masks = [s.cpu() for s in seqs], [m.cpu().bool() for m in masks]
-    for s, m in zip(seqs, masks):
-        same = s[:n] == seqs[0][:n]
-        differ = torch.nonzero(~(same.all(dim=-1) if same.dim() > 1 else same))
-        n = int(differ[0]) if len(differ) else n
-        bad = torch.nonzero(m[:n, :n] != masks[0][:n, :n])  # a difference at (row, col) rules out n > both
-        n = min(n, int(bad.max(dim=1).values.min())) if len(bad) else n
+    common = torch.zeros(b, b, dtype=torch.long)  # how many leading positions two prompts share
+    for i in range(b):
+        for j in range(i + 1, b):
+            same = seqs[i][:n] == seqs[j][:n]
+            differ = torch.nonzero(~(same.all(dim=-1) if same.dim() > 1 else same))
+            k = int(differ[0]) if len(differ) else n
+            bad = torch.nonzero(masks[i][:k, :k] != masks[j][:k, :k])  # a difference at (row, col) rules out k > both
+            common[i, j] = common[j, i] = min(k, int(bad.max(dim=1).values.min())) if len(bad) else k
+    n = int(common.max(dim=1).values.min())
     if n < MIN_SHARED_PREFIX:
-        return 0
+        return alone
     # the prefix [0, n) is self-contained when none of its rows reaches a column >= n
     reach = torch.stack([(m[:n] * torch.arange(m.shape[1])).amax(dim=1) for m in masks]).amax(dim=0)
     ok = torch.nonzero(reach.cummax(dim=0).values < torch.arange(1, n + 1))
     n = int(ok[-1]) + 1 if len(ok) else 0
-    return n if n >= MIN_SHARED_PREFIX else 0
+    group: list[int] = []
+    for i in range(b):  # sharing n positions is an equivalence: join the first earlier prompt that does
+        group.append(next((group[j] for j in range(i) if common[i, j] >= n), max(group, default=-1) + 1))
+    return (n, group) if n >= MIN_SHARED_PREFIX and max(group) + 1 < b else alone
 
 
 def _grow(mask: torch.Tensor) -> torch.Tensor:
@@ -98,7 +107,7 @@ def generate_text(
     if prompt_masks is None:
         prompt_masks = [torch.ones(n, n, dtype=torch.bool).tril() for n in lengths]
     b, length, device = len(seqs), max(lengths), model.device
-    shared = shared_prefix_length(seqs, prompt_masks) if use_cache else 0
+    shared, group = shared_prefix(seqs, prompt_masks) if use_cache else (0, list(range(b)))
     # row i: the shared prefix, then length - n_i pads, then the rest of prompt i (left padding when shared = 0)
     slots = [torch.cat([torch.arange(shared), torch.arange(shared, n) + length - n]) for n in lengths]
     mask = torch.eye(length, dtype=torch.bool).repeat(b, 1, 1)  # a pad row sees only itself
@@ -122,11 +131,12 @@ def generate_text(
 
     cache = model.new_cache(b, length + max_new_tokens) if use_cache else None
     x, start = embeds, 0
-    if shared:
-        prefix = model.new_cache(1, shared)
-        model(input_embeddings=x[:1, :shared], attention_mask=mask[:1, :, :shared, :shared],
-              position_ids=positions[:1, :shared], cache=prefix, start=0, logits_slice=slice(-1, None))
-        cache.copy_prefix(prefix, shared)
+    if shared:  # one row per group: its first prompt
+        first = torch.tensor([group.index(g) for g in range(max(group) + 1)], device=device)
+        prefix = model.new_cache(len(first), shared)
+        model(input_embeddings=x[first, :shared], attention_mask=mask[first, :, :shared, :shared],
+              position_ids=positions[first, :shared], cache=prefix, start=0, logits_slice=slice(-1, None))
+        cache.copy_prefix(prefix, shared, torch.tensor(group, device=device))
         x, mask, positions, start = x[:, shared:], mask[:, :, shared:], positions[:, shared:], shared
     out: list[list[int]] = [[] for _ in range(b)]
     finished = torch.zeros(b, dtype=torch.bool, device=device)
