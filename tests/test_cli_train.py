@@ -1,6 +1,7 @@
 """`showo train` at toy scale: every stage runs from the CLI, resumes, and leaves loadable models."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from showo.cli.main import main
 from showo.model import Showo
 from showo.training.embedded import EmbeddedRecipe
 from showo.tokenizers.magvit import MagvitConfig
+
+RECIPES = Path(__file__).parents[1] / "docs" / "recipes"
 
 
 def tiny_recipe(path):
@@ -136,9 +139,7 @@ def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):
 @pytest.mark.parametrize("stage", ["embedded-stage2.yaml", "embedded-stage3.yaml", "embedded-stage4.yaml",
                                    "embedded-stage5.yaml", "embedded-stage6.yaml", "embedded-stage7.yaml"])
 def test_shipped_stage_recipes_continue_the_default_architecture(stage):
-    from pathlib import Path
-
-    recipe = EmbeddedRecipe.from_yaml(Path(__file__).parents[1] / "docs" / "recipes" / stage)
+    recipe = EmbeddedRecipe.from_yaml(RECIPES / stage)
     default = EmbeddedRecipe()
     assert recipe.init_from and recipe.seed != default.seed
     for key in ("hidden_size", "num_layers", "num_heads", "max_seq_length", "text_vocab_size"):
@@ -147,19 +148,14 @@ def test_shipped_stage_recipes_continue_the_default_architecture(stage):
 
 
 def test_every_stage_reads_scenes_no_earlier_stage_read():
-    from pathlib import Path
-
-    recipes = sorted((Path(__file__).parents[1] / "docs" / "recipes").glob("embedded-*.yaml"))
+    recipes = sorted(RECIPES.glob("embedded-*.yaml"))
     seeds = [EmbeddedRecipe.from_yaml(r).seed for r in recipes]
     assert len(recipes) >= 7 and len(set(seeds)) == len(seeds) and EmbeddedRecipe().seed not in seeds
 
 
 def test_z14_recipe_moves_the_default_architecture_onto_the_candidate_tokenizer():
-    from pathlib import Path
-
-    recipes = Path(__file__).parents[1] / "docs" / "recipes"
-    recipe = EmbeddedRecipe.from_yaml(recipes / "embedded-z14.yaml")
-    tokenizer = EmbeddedRecipe.from_yaml(recipes / "tokenizer-z14.yaml")
+    recipe = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14.yaml")
+    tokenizer = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
     assert recipe.magvit.to_dict() == tokenizer.magvit.to_dict() and recipe.init_from
     default = EmbeddedRecipe()
     for key in ("hidden_size", "num_layers", "num_heads", "max_seq_length", "text_vocab_size"):
@@ -168,9 +164,7 @@ def test_z14_recipe_moves_the_default_architecture_onto_the_candidate_tokenizer(
 
 def test_candidate_tokenizer_recipe_is_the_default_with_more_codes():
     """docs/recipes/tokenizer-z14.yaml (measured, not shipped) changes only the tokenizer's code bits."""
-    from pathlib import Path
-
-    recipe = EmbeddedRecipe.from_yaml(Path(__file__).parents[1] / "docs" / "recipes" / "tokenizer-z14.yaml")
+    recipe = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
     default = EmbeddedRecipe()
     assert recipe.magvit.z_channels == 14 and default.magvit.z_channels == 12
     assert replace(recipe, magvit=default.magvit) == default

@@ -14,6 +14,7 @@ from showo.prompting import (
     lvg_v2_mask,
     mmu_clip_mask,
     mmu_mask,
+    pad_after_prefix,
     pad_left,
     positions_left_padded,
     t2i_gen_sequence,
@@ -248,6 +249,16 @@ def test_pad_left_matches_unbatched_rows():
         assert positions[i, k:].tolist() == list(range(n)) and not positions[i, :k].any()
         single = _toy_attention(r[None], torch.arange(n)[None], m[None, None])
         torch.testing.assert_close(out[i, :, k:], single[0], rtol=1e-6, atol=1e-6)
+
+
+def test_pad_after_prefix_keeps_the_shared_prefix_in_place():
+    mask, positions, slots = pad_after_prefix([causal_mask(5), causal_mask(3)], shared=2)
+    assert [s.tolist() for s in slots] == [[0, 1, 2, 3, 4], [0, 1, 4]]  # the pads sit after the prefix
+    assert positions.tolist() == [[0, 1, 2, 3, 4], [0, 1, 0, 0, 2]]  # and the positions skip them
+    assert torch.equal(mask[1, 0][slots[1][:, None], slots[1][None, :]], causal_mask(3))
+    assert not mask[1, 0, 4, 2:4].any() and torch.equal(mask[1, 0, 2:4, 2:4], torch.eye(2, dtype=torch.bool))
+    with pytest.raises(ValueError):
+        pad_after_prefix([causal_mask(5), causal_mask(3)], shared=4)
 
 
 def test_pad_left_validation():

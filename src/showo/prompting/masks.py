@@ -196,28 +196,44 @@ def lvg_v2_mask(ids: torch.Tensor, vocab: Vocabulary, sot_id: int | None = None,
 # ------------------------------------------------------------------------------ batching helpers (ours)
 
 
-def pad_left(masks: Sequence[torch.Tensor], length: int | None = None) -> torch.Tensor:
-    """Left-pad per-sample [L_i, L_i] bool masks into one [B, 1, L, L] batch.
+def pad_after_prefix(masks: Sequence[torch.Tensor], shared: int = 0,
+                     length: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Pad per-sample [L_i, L_i] bool masks into one [B, 1, L, L] batch, the padding after each sample's first
+    `shared` positions, so that those sit at the same place in every row (a prefix computed once for several
+    rows); `shared` = 0 is left padding (`pad_left`).
 
-    Each sample occupies the bottom-right corner; pad rows attend only to themselves (no row is empty) and no
-    real row sees a pad column. Use with `positions_left_padded` and ids left padded to the same length.
+    Returns (mask, position ids [B, L] that skip the padding (pads get 0), `slots`: the batch positions of each
+    sample's positions). Pad rows attend only to themselves (no row is empty) and no real row sees a pad column.
     """
     if not masks:
-        raise ValueError("pad_left needs at least one mask")
+        raise ValueError("pad_after_prefix needs at least one mask")
     for m in masks:
         if m.dim() != 2 or m.shape[0] != m.shape[1]:
-            raise ValueError(f"pad_left takes square [L_i, L_i] masks, got {tuple(m.shape)}")
-    longest = max(m.shape[0] for m in masks)
+            raise ValueError(f"pad_after_prefix takes square [L_i, L_i] masks, got {tuple(m.shape)}")
+    longest, shortest = max(m.shape[0] for m in masks), min(m.shape[0] for m in masks)
     length = longest if length is None else length
     if length < longest:
         raise ValueError(f"length {length} is shorter than the longest mask ({longest})")
+    if not 0 <= shared <= shortest:
+        raise ValueError(f"shared prefix {shared} must lie in [0, {shortest}] (the shortest mask)")
     device = masks[0].device
     out = torch.eye(length, dtype=torch.bool, device=device).repeat(len(masks), 1, 1)
+    positions = torch.zeros(len(masks), length, dtype=torch.long, device=device)
+    slots = []
     for i, m in enumerate(masks):
         n = m.shape[0]
-        if n:
-            out[i, length - n:, length - n:] = m.bool()
-    return out.unsqueeze(1)
+        slot = torch.cat([torch.arange(shared), torch.arange(shared, n) + length - n]).to(device)
+        out[i, slot[:, None], slot[None, :]] = m.to(device).bool()
+        positions[i, slot] = torch.arange(n, device=device)
+        slots.append(slot)
+    return out.unsqueeze(1), positions, slots
+
+
+def pad_left(masks: Sequence[torch.Tensor], length: int | None = None) -> torch.Tensor:
+    """Left-pad per-sample [L_i, L_i] bool masks into one [B, 1, L, L] batch (`pad_after_prefix` without a
+    prefix): each sample occupies the bottom-right corner. Use with `positions_left_padded` and ids left padded
+    to the same length."""
+    return pad_after_prefix(masks, 0, length)[0]
 
 
 def left_pad_ids(seqs: Sequence[torch.Tensor], pad_id: int, length: int | None = None) -> torch.Tensor:

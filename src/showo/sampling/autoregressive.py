@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..prompting.masks import pad_after_prefix
 from .filters import apply_top_k, apply_top_p
 
 
@@ -31,7 +32,7 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
 
 
 # A shared prefix is prefilled in its own pass, which reads every weight once more: below this many positions
-# that costs about what sharing saves.
+# that costs about what sharing saves (an estimate from the full-depth timings, not measured at this size).
 MIN_SHARED_PREFIX = 16
 
 
@@ -109,25 +110,20 @@ def generate_text(
     b, length, device = len(seqs), max(lengths), model.device
     shared, group = shared_prefix(seqs, prompt_masks) if use_cache else (0, list(range(b)))
     # row i: the shared prefix, then length - n_i pads, then the rest of prompt i (left padding when shared = 0)
-    slots = [torch.cat([torch.arange(shared), torch.arange(shared, n) + length - n]) for n in lengths]
-    mask = torch.eye(length, dtype=torch.bool).repeat(b, 1, 1)  # a pad row sees only itself
-    positions = torch.zeros(b, length, dtype=torch.long)
-    visible = torch.zeros(b, length + max_new_tokens, dtype=torch.bool)
-    visible[:, length:] = True
-    for i, (m, slot) in enumerate(zip(prompt_masks, slots)):
-        mask[i, slot[:, None], slot[None, :]] = m.cpu().bool()
-        positions[i, slot] = torch.arange(len(slot))
+    mask, positions, slots = pad_after_prefix([m.to(device) for m in prompt_masks], shared)
+    visible = torch.ones(b, length + max_new_tokens, dtype=torch.bool, device=device)  # what new tokens see
+    visible[:, :length] = False
+    for i, slot in enumerate(slots):
         visible[i, slot] = True
-    mask, positions, visible = mask[:, None].to(device), positions.to(device), visible.to(device)
     if prompts is not None:
-        tokens = torch.zeros(b, length, dtype=torch.long)
+        tokens = torch.zeros(b, length, dtype=torch.long, device=device)
         for i, s in enumerate(seqs):
-            tokens[i, slots[i]] = s.cpu()
-        embeds = model.embed(tokens.to(device))
+            tokens[i, slots[i]] = s.to(device)
+        embeds = model.embed(tokens)
     else:
         embeds = torch.zeros(b, length, seqs[0].shape[-1], dtype=model.dtype, device=device)
         for i, s in enumerate(seqs):
-            embeds[i, slots[i].to(device)] = s.to(device, model.dtype)
+            embeds[i, slots[i]] = s.to(device, model.dtype)
 
     cache = model.new_cache(b, length + max_new_tokens) if use_cache else None
     x, start = embeds, 0

@@ -172,8 +172,8 @@ def init_weights(model: Showo, directory: Path) -> None:
     `model`'s fresh init, because the new codes mean nothing the old ones meant."""
     if not (directory / "config.json").is_file():
         raise ConfigError(f"init_from: no Show-o model in {directory}")
-    state = read_state_dict(find_weights(directory))
     saved = ShowoConfig.from_directory(directory)
+    state = read_state_dict(find_weights(directory))
     if saved.codebook_size != model.config.codebook_size:
         state = with_fresh_image_rows(state, saved, model)
     load_checked(model, state, what=f"init_from {directory}")
