@@ -153,8 +153,9 @@ def test_every_stage_reads_scenes_no_earlier_stage_read():
     assert len(recipes) >= 7 and len(set(seeds)) == len(seeds) and EmbeddedRecipe().seed not in seeds
 
 
-def test_z14_recipe_moves_the_default_architecture_onto_the_candidate_tokenizer():
-    recipe = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14.yaml")
+@pytest.mark.parametrize("stage", ["embedded-z14.yaml", "embedded-z14-stage2.yaml"])
+def test_z14_recipes_move_the_default_architecture_onto_the_candidate_tokenizer(stage):
+    recipe = EmbeddedRecipe.from_yaml(RECIPES / stage)
     tokenizer = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
     assert recipe.magvit.to_dict() == tokenizer.magvit.to_dict() and recipe.init_from
     default = EmbeddedRecipe()

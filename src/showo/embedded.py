@@ -1,7 +1,7 @@
 """The embedded default model: a small Show-o trained here on the procedural world (`showo.data`), shipped
 inside the package so that every task works offline, with no download.
 
-Its recipe, commands and scores are in README.md ("The embedded model") and `showo.training.embedded`.
+Its scores are in README.md ("The embedded model"); its recipes, commands and training log in docs/embedded-training.md.
 """
 from __future__ import annotations
 
