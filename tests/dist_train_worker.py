@@ -13,8 +13,9 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     model, vocab = tiny_model(0)
     mix = MixConfig(t2i=4, lm=2, mmu=2)
+    mode, _, option = mode.partition("+")  # "ddp+code_bit_rows": DDP with that training option on
     cfg = TrainConfig(output_dir=out, max_steps=steps, mix=mix, distributed=mode, save_every=steps,
-                      optim=OptimConfig(lr=3e-3, warmup_steps=1))
+                      optim=OptimConfig(lr=3e-3, warmup_steps=1), **({option: True} if option else {}))
     trainer = Trainer(model, SyntheticSource(vocab, 8, 4, mix), cfg)
     history = trainer.train(progress=False)
     if trainer.dist.is_main:

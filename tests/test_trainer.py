@@ -81,10 +81,11 @@ def test_gradient_checkpointing_and_bf16(tmp_path):
     assert bf16["loss"] == pytest.approx(plain["loss"], rel=0.05)
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "ddp+code_bit_rows"])
 def test_two_processes_match_one(tmp_path, mode):
     steps = 3
-    single = _trainer(tmp_path / "single", steps).train(progress=False)
+    option = mode.partition("+")[2]
+    single = _trainer(tmp_path / "single", steps, **({option: True} if option else {})).train(progress=False)
     here = Path(__file__).parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")

@@ -41,7 +41,8 @@ def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module,
                     extra: dict, is_main: bool, keep: int = 2) -> Path | None:
     """Collective (every rank calls it: FSDP gathers full tensors); rank 0 writes. Returns the directory.
 
-    `write_model(directory, full_state_dict)` writes the inference-ready weights (e.g. `save_showo`)."""
+    `write_model(directory, full_state_dict)` writes the inference-ready weights (e.g. `save_showo`) into
+    `<checkpoint>/model`; it may write training-only tensors beside that directory."""
     model_state = get_model_state_dict(model, options=_FULL)
     optim_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
     if not is_main:
@@ -74,10 +75,18 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG state in place; returns trainer.json (incl. `step`)."""
+def read_model_state(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint `path` (its `model/` directory)."""
+    return read_state_dict(find_weights(path / "model", ("pytorch_model.safetensors", "model.safetensors")))
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
+                    read_model: Callable[[Path], dict[str, torch.Tensor]] = read_model_state) -> dict:
+    """Restore weights, optimizer, scheduler and RNG state in place; returns trainer.json (incl. `step`).
+
+    `read_model(path)` reads the full model state dict (the inverse of `save_checkpoint`'s `write_model`)."""
     meta = json.loads((path / "trainer.json").read_text())
-    state = read_state_dict(find_weights(path / "model", ("pytorch_model.safetensors", "model.safetensors")))
+    state = read_model(path)
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
     optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
@@ -87,10 +96,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) ->
     return meta
 
 
-def resume_latest(output_dir: Path, model: torch.nn.Module, optimizer, scheduler) -> int | None:
+def resume_latest(output_dir: Path, model: torch.nn.Module, optimizer, scheduler,
+                  read_model: Callable[[Path], dict[str, torch.Tensor]] = read_model_state) -> int | None:
     """Restore the latest checkpoint of `output_dir` if there is one; its step, else None."""
     path = latest_checkpoint(output_dir)
-    return None if path is None else load_checkpoint(path, model, optimizer, scheduler)["step"]
+    return None if path is None else load_checkpoint(path, model, optimizer, scheduler, read_model)["step"]
 
 
 def open_metrics_log(output_dir: Path, step: int) -> TextIO:

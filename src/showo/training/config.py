@@ -58,6 +58,9 @@ class TrainConfig:
     save_every: int = 500
     keep_checkpoints: int = 2
     tensorboard: bool = False
+    # Train the image-code rows of the embedding and LM head as table + LFQ bits @ a shared matrix
+    # (showo.training.code_bits); checkpoints stay plain Show-o weights. Not with fsdp.
+    code_bit_rows: bool = False
 
     def __post_init__(self):
         if isinstance(self.optim, dict):
@@ -69,6 +72,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.distributed not in ("auto", "ddp", "fsdp", "none"):
             raise ConfigError(f"distributed must be auto, ddp, fsdp or none, got {self.distributed!r}")
+        if self.code_bit_rows and self.distributed == "fsdp":
+            raise ConfigError("code_bit_rows does not run under fsdp: use ddp")
         for name in ("max_steps", "log_every", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..model import Showo, ShowoConfig
 from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
+from .checkpoint import latest_checkpoint
 from .config import MixConfig, OptimConfig, TrainConfig, read_yaml
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
@@ -157,9 +158,10 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Sho
     cfg = recipe.train
     cfg.output_dir = str(run / "showo-train")
     source = WorldBatchSource(tok, vq, cfg.mix, recipe.max_seq_length, seed=recipe.seed)
+    if recipe.init_from and latest_checkpoint(Path(cfg.output_dir)) is None:  # a resumed run has its own weights
+        init_weights(model, Path(recipe.init_from))  # before the trainer reparametrizes the model (code_bit_rows)
     trainer = Trainer(model, source, cfg)
-    if not trainer.resume() and recipe.init_from:
-        init_weights(model, Path(recipe.init_from))
+    trainer.resume()
     trainer.train(progress=progress)
     return model
 
@@ -204,8 +206,6 @@ def package(run: Path, dest: Path, step: int | None = None) -> Path:
     """Copy a trained run into `dest` as a pipeline directory (showo/, magvit/, tokenizer/), weights in bfloat16.
 
     `step`: a specific Show-o checkpoint (default: the latest)."""
-    from .checkpoint import latest_checkpoint
-
     train_dir = run / "showo-train"
     ckpt = train_dir / f"checkpoint-{step:07d}" if step is not None else latest_checkpoint(train_dir)
     if ckpt is None or not (ckpt / "model" / "config.json").is_file():

@@ -21,7 +21,8 @@ from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
 from .batch import Part, drop_unread, group_by_length, group_inputs, round_up_selection
-from .checkpoint import open_metrics_log, resume_latest, save_checkpoint
+from .checkpoint import open_metrics_log, read_model_state, resume_latest, save_checkpoint
+from .code_bits import add_code_bit_rows, join_state, load_apart, save_apart, split_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, wrap
 from .optim import build_optimizer
@@ -70,6 +71,8 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         model.to(self.device).train()
         model.set_gradient_checkpointing(config.gradient_checkpointing)
+        if config.code_bit_rows:
+            add_code_bit_rows(model)
         mode = "ddp" if config.distributed == "auto" else config.distributed
         self.model = wrap(model, mode, self.dist)
         self.optimizer, self.scheduler = build_optimizer(self.model, config.optim, config.max_steps)
@@ -80,7 +83,8 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from `<output_dir>/latest` if it exists (weights, optimizer, scheduler, RNG, step)."""
-        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler)
+        read = lambda path: join_state(read_model_state(path), load_apart(path))  # noqa: E731
+        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler, read)
         if step is not None:
             self.step = step
         return step is not None
@@ -126,7 +130,11 @@ class Trainer:
         return out
 
     def save(self) -> None:
-        write = lambda d, state: save_showo(d, self.showo.config, state)  # noqa: E731
+        def write(directory: Path, state: dict) -> None:
+            plain, apart = split_state(state, self.showo.config.image_token_offset)
+            save_showo(directory, self.showo.config, plain)
+            save_apart(directory.parent, apart)
+
         save_checkpoint(self.output_dir, self.step, self.model, write, self.optimizer, self.scheduler,
                         {"config": self.cfg.to_dict()}, self.dist.is_main, self.cfg.keep_checkpoints)
         barrier(self.dist)

@@ -1,0 +1,93 @@
+"""Bit-structured image-code rows (training/code_bits.py): the same start, shared learning, plain checkpoints and
+exact resume."""
+import pytest
+import torch
+
+from showo.errors import ConfigError
+from showo.model import Showo
+from showo.training.checkpoint import latest_checkpoint
+from showo.training.code_bits import FILE, CodeBitRows, add_code_bit_rows
+from showo.training.config import MixConfig, OptimConfig, TrainConfig
+from showo.training.trainer import Trainer
+from train_helpers import SyntheticSource, tiny_model
+
+MIX = MixConfig(t2i=4, lm=2, mmu=2)
+
+
+def _trainer(tmp, steps, seed=0, code_bit_rows=True):
+    model, vocab = tiny_model(seed)
+    cfg = TrainConfig(output_dir=str(tmp), max_steps=steps, mix=MIX, save_every=steps, code_bit_rows=code_bit_rows,
+                      optim=OptimConfig(lr=3e-3, warmup_steps=1))
+    return Trainer(model, SyntheticSource(vocab, 8, 4, MIX), cfg), vocab
+
+
+def _ids(vocab, n=12):
+    g = torch.Generator().manual_seed(3)
+    text = torch.randint(0, vocab.text_size, (2, n // 2), generator=g)
+    image = vocab.image_offset + torch.randint(0, vocab.codebook_size, (2, n // 2), generator=g)
+    return torch.cat([text, image], 1)
+
+
+def test_reparametrized_model_starts_as_the_same_function():
+    model, vocab = tiny_model(0)
+    model.eval()
+    ids = _ids(vocab)
+    before = model(ids)
+    add_code_bit_rows(model)
+    assert torch.equal(model(ids), before)
+    assert sum(p.numel() for n, p in model.named_parameters() if n.endswith(".proj")) == 2 * 6 * 32  # 64 codes: 6 bits
+
+
+def _unseen_code(trainer, vocab, steps):
+    seen = set()
+    for step in range(steps):
+        for part in trainer.source.parts(step, 0, 1):
+            seen |= {int(i) for i in part.ids.flatten() if vocab.image_offset <= int(i) < vocab.mask}
+    unseen = sorted(set(range(vocab.image_offset, vocab.mask)) - seen)
+    assert unseen
+    return unseen[0]
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_training_moves_the_input_rows_of_codes_never_seen_only_with_code_bit_rows(tmp_path, on):
+    trainer, vocab = _trainer(tmp_path, 3, code_bit_rows=on)
+    code = _unseen_code(trainer, vocab, 3)
+    start = trainer.showo.embed(torch.tensor([code])).detach().clone()
+    trainer.train(progress=False)
+    moved = not torch.equal(trainer.showo.embed(torch.tensor([code])), start)
+    assert moved == on
+
+
+def test_checkpoints_are_plain_show_o_weights_with_the_trained_function(tmp_path):
+    trainer, vocab = _trainer(tmp_path, 4)
+    trainer.train(progress=False)
+    ckpt = latest_checkpoint(tmp_path)
+    assert (ckpt / FILE).is_file() and not (ckpt / "model" / FILE).exists()
+    plain = Showo.from_pretrained(ckpt / "model")  # strict loading: the official keys, nothing else
+    assert all("parametrizations" not in k for k in plain.state_dict())
+    trainer.showo.eval()
+    ids = _ids(vocab)
+    with torch.no_grad():
+        assert torch.equal(plain(ids), trainer.showo(ids))
+
+
+def test_resume_with_code_bit_rows_continues_exactly(tmp_path):
+    straight, _ = _trainer(tmp_path / "a", 6)
+    full = straight.train(progress=False)
+    part, _ = _trainer(tmp_path / "b", 6)
+    for _ in range(3):
+        part.train_step()
+    part.save()
+    resumed, _ = _trainer(tmp_path / "b", 6, seed=1)
+    assert resumed.resume() and resumed.step == 3
+    rest = resumed.train(progress=False)
+    assert [m["loss"] for m in rest] == [m["loss"] for m in full[3:]]
+    for (k, a), b in zip(straight.showo.state_dict().items(), resumed.showo.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_code_bit_rows_needs_a_power_of_two_codebook_and_no_fsdp():
+    with pytest.raises(ConfigError, match="power of two"):
+        CodeBitRows(0, 48, 8)
+    with pytest.raises(ConfigError, match="fsdp"):
+        TrainConfig(code_bit_rows=True, distributed="fsdp")
