@@ -86,6 +86,14 @@ def test_resume_with_code_bit_rows_continues_exactly(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_resume_with_the_other_setting_is_a_config_error(tmp_path):
+    trainer, _ = _trainer(tmp_path, 1)
+    trainer.train(progress=False)
+    other, _ = _trainer(tmp_path, 2, code_bit_rows=False)
+    with pytest.raises(ConfigError, match="trained with code_bit_rows: true"):
+        other.resume()
+
+
 def test_code_bit_rows_needs_a_power_of_two_codebook_and_no_fsdp():
     with pytest.raises(ConfigError, match="power of two"):
         CodeBitRows(0, 48, 8)

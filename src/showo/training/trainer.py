@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
@@ -83,11 +84,17 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from `<output_dir>/latest` if it exists (weights, optimizer, scheduler, RNG, step)."""
-        read = lambda path: join_state(read_model_state(path), load_apart(path))  # noqa: E731
-        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler, read)
+        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler, self._read_checkpoint)
         if step is not None:
             self.step = step
         return step is not None
+
+    def _read_checkpoint(self, path: Path) -> dict:
+        apart = load_apart(path)
+        if bool(apart) != self.cfg.code_bit_rows:
+            raise ConfigError(f"{path} was trained with code_bit_rows: {str(bool(apart)).lower()}; resume it with the "
+                              "same setting")
+        return join_state(read_model_state(path), apart)
 
     def _autocast(self):
         if self.cfg.precision == "bf16":
@@ -192,7 +199,5 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            from ..errors import ConfigError
-
             raise ConfigError("tensorboard logging needs the `tensorboard` package (pip install tensorboard)") from None
         return SummaryWriter(str(self.output_dir / "tensorboard"))
