@@ -6,7 +6,7 @@ import torch
 from showo.errors import ConfigError
 from showo.model import Showo
 from showo.training.checkpoint import latest_checkpoint
-from showo.training.code_bits import FILE, CodeBitRows, add_code_bit_rows
+from showo.training.code_bits import FILE, CodeBitRows, add_code_bit_rows, remove_code_bit_rows
 from showo.training.config import MixConfig, OptimConfig, TrainConfig
 from showo.training.trainer import Trainer
 from train_helpers import SyntheticSource, tiny_model
@@ -35,6 +35,8 @@ def test_reparametrized_model_starts_as_the_same_function():
     before = model(ids)
     add_code_bit_rows(model)
     assert torch.equal(model(ids), before)
+    with pytest.raises(ConfigError, match="already reparametrized"):
+        add_code_bit_rows(model)
     assert sum(p.numel() for n, p in model.named_parameters() if n.endswith(".proj")) == 2 * 6 * 32  # 64 codes: 6 bits
 
 
@@ -69,6 +71,9 @@ def test_checkpoints_are_plain_show_o_weights_with_the_trained_function(tmp_path
     ids = _ids(vocab)
     with torch.no_grad():
         assert torch.equal(plain(ids), trainer.showo(ids))
+        remove_code_bit_rows(trainer.showo)  # what `showo train` returns: folded back, the same function
+        assert trainer.showo.state_dict().keys() == plain.state_dict().keys()
+        assert torch.equal(plain(ids), trainer.showo(ids))
 
 
 def test_resume_with_code_bit_rows_continues_exactly(tmp_path):
@@ -94,8 +99,15 @@ def test_resume_with_the_other_setting_is_a_config_error(tmp_path):
         other.resume()
 
 
+def test_the_shared_matrix_follows_the_weights_device_and_dtype():
+    model, _ = tiny_model(0)
+    add_code_bit_rows(model.double())
+    proj = model.showo.lm_head.parametrizations.weight[0].proj
+    assert proj.dtype == torch.float64 and proj.device == model.showo.lm_head.parametrizations.weight.original.device
+
+
 def test_code_bit_rows_needs_a_power_of_two_codebook_and_no_fsdp():
     with pytest.raises(ConfigError, match="power of two"):
-        CodeBitRows(0, 48, 8)
+        CodeBitRows(0, torch.zeros(50, 8), 48)
     with pytest.raises(ConfigError, match="fsdp"):
         TrainConfig(code_bit_rows=True, distributed="fsdp")

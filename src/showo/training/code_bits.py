@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
@@ -34,19 +35,17 @@ WEIGHTS = ("showo.model.embed_tokens", "showo.lm_head")
 class CodeBitRows(nn.Module):
     """Parametrization of a [vocab, hidden] weight: adds `bits(code) @ proj` to the rows of the image codes."""
 
-    def __init__(self, offset: int, codebook_size: int, hidden: int):
+    def __init__(self, offset: int, weight: torch.Tensor, codebook_size: int):
         super().__init__()
         bits = codebook_size.bit_length() - 1
         if codebook_size < 2 or 2 ** bits != codebook_size:
             raise ConfigError(f"code_bit_rows needs a lookup-free codebook (a power of two codes), got {codebook_size}")
-        self.offset, self.size = offset, codebook_size
-        self.proj = nn.Parameter(torch.zeros(bits, hidden))
+        self.before, self.after = offset, weight.shape[0] - offset - codebook_size
+        self.proj = nn.Parameter(weight.new_zeros(bits, weight.shape[1]))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        a, b = self.offset, self.offset + self.size
         with torch.autocast(weight.device.type, enabled=False):  # the same fp32 sum that checkpoints store
-            rows = weight[a:b] + _rows(self.proj).to(weight.dtype)
-        return torch.cat([weight[:a], rows, weight[b:]])
+            return weight + F.pad(_rows(self.proj).to(weight.dtype), (0, 0, self.before, self.after))
 
 
 def _rows(proj: torch.Tensor) -> torch.Tensor:
@@ -59,8 +58,18 @@ def add_code_bit_rows(model: Showo) -> None:
     c = model.config
     for name in WEIGHTS:
         module = model.get_submodule(name)
-        parametrize.register_parametrization(
-            module, "weight", CodeBitRows(c.image_token_offset, c.codebook_size, module.weight.shape[1]))
+        if parametrize.is_parametrized(module, "weight"):
+            raise ConfigError(f"{name} is already reparametrized")
+        parametrize.register_parametrization(module, "weight",
+                                             CodeBitRows(c.image_token_offset, module.weight, c.codebook_size))
+
+
+def remove_code_bit_rows(model: Showo) -> None:
+    """Fold the reparametrization back into plain tables (after training): the same function, official keys."""
+    for name in WEIGHTS:
+        module = model.get_submodule(name)
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
 def split_state(state: dict[str, torch.Tensor], offset: int) -> tuple[dict, dict]:

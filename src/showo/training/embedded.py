@@ -24,6 +24,7 @@ from ..model import Showo, ShowoConfig
 from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .checkpoint import latest_checkpoint
+from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig, read_yaml
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
@@ -163,6 +164,7 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Sho
     trainer = Trainer(model, source, cfg)
     trainer.resume()
     trainer.train(progress=progress)
+    remove_code_bit_rows(model)
     return model
 
 

@@ -112,7 +112,9 @@ class Trainer:
         counts = counts.clamp(min=1)
         sums = {}
         total = torch.zeros((), device=self.device)
-        with self._autocast():  # one context for every group: weights are cast to bf16 once per step
+        # One context for every group: weights are cast to bf16 once per step (reparametrized ones, code_bit_rows,
+        # once per group: autocast caches the casts of leaf tensors only).
+        with self._autocast():
             for group in group_by_length(parts):
                 for p, s in zip(group, group_loss_sums(self.model, group)):
                     norm = float(counts[OBJECTIVES.index(p.name)])
