@@ -4,19 +4,13 @@ import sys
 
 import torch
 
-from showo.training.config import MixConfig, OptimConfig, TrainConfig
-from showo.training.trainer import Trainer
-from train_helpers import SyntheticSource, tiny_model
+from train_helpers import tiny_trainer
 
 if __name__ == "__main__":
     out, mode, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(1)
-    model, vocab = tiny_model(0)
-    mix = MixConfig(t2i=4, lm=2, mmu=2)
     mode, _, option = mode.partition("+")  # "ddp+code_bit_rows": DDP with that training option on
-    cfg = TrainConfig(output_dir=out, max_steps=steps, mix=mix, distributed=mode, save_every=steps,
-                      optim=OptimConfig(lr=3e-3, warmup_steps=1), **({option: True} if option else {}))
-    trainer = Trainer(model, SyntheticSource(vocab, 8, 4, mix), cfg)
+    trainer = tiny_trainer(out, steps, distributed=mode, **({option: True} if option else {}))
     history = trainer.train(progress=False)
     if trainer.dist.is_main:
         with open(f"{out}/history.json", "w") as f:

@@ -1,5 +1,5 @@
-"""Bit-structured image-code rows (training/code_bits.py): the same start, shared learning, plain checkpoints and
-exact resume."""
+"""Bit-structured image-code rows (training/code_bits.py): the same start, shared learning, plain checkpoints
+(exact resume: tests/test_trainer.py)."""
 import pytest
 import torch
 
@@ -7,18 +7,13 @@ from showo.errors import ConfigError
 from showo.model import Showo
 from showo.training.checkpoint import latest_checkpoint
 from showo.training.code_bits import FILE, CodeBitRows, add_code_bit_rows, remove_code_bit_rows
-from showo.training.config import MixConfig, OptimConfig, TrainConfig
-from showo.training.trainer import Trainer
-from train_helpers import SyntheticSource, tiny_model
-
-MIX = MixConfig(t2i=4, lm=2, mmu=2)
+from showo.training.config import TrainConfig
+from train_helpers import tiny_model, tiny_trainer
 
 
 def _trainer(tmp, steps, seed=0, code_bit_rows=True):
-    model, vocab = tiny_model(seed)
-    cfg = TrainConfig(output_dir=str(tmp), max_steps=steps, mix=MIX, save_every=steps, code_bit_rows=code_bit_rows,
-                      optim=OptimConfig(lr=3e-3, warmup_steps=1))
-    return Trainer(model, SyntheticSource(vocab, 8, 4, MIX), cfg), vocab
+    trainer = tiny_trainer(tmp, steps, seed, code_bit_rows=code_bit_rows)
+    return trainer, trainer.source.vocab
 
 
 def _ids(vocab, n=12):
@@ -74,21 +69,6 @@ def test_checkpoints_are_plain_show_o_weights_with_the_trained_function(tmp_path
         remove_code_bit_rows(trainer.showo)  # what `showo train` returns: folded back, the same function
         assert trainer.showo.state_dict().keys() == plain.state_dict().keys()
         assert torch.equal(plain(ids), trainer.showo(ids))
-
-
-def test_resume_with_code_bit_rows_continues_exactly(tmp_path):
-    straight, _ = _trainer(tmp_path / "a", 6)
-    full = straight.train(progress=False)
-    part, _ = _trainer(tmp_path / "b", 6)
-    for _ in range(3):
-        part.train_step()
-    part.save()
-    resumed, _ = _trainer(tmp_path / "b", 6, seed=1)
-    assert resumed.resume() and resumed.step == 3
-    rest = resumed.train(progress=False)
-    assert [m["loss"] for m in rest] == [m["loss"] for m in full[3:]]
-    for (k, a), b in zip(straight.showo.state_dict().items(), resumed.showo.state_dict().values()):
-        assert torch.equal(a, b), k
 
 
 def test_resume_with_the_other_setting_is_a_config_error(tmp_path):

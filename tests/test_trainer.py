@@ -12,23 +12,15 @@ import torch.nn.functional as F
 
 from showo.model import Showo
 from showo.training.checkpoint import latest_checkpoint
-from showo.training.config import MixConfig, OptimConfig, TrainConfig
+from showo.training.config import MixConfig
 from showo.training.batch import group_by_length
-from showo.training.trainer import Trainer, group_loss_sums
-from train_helpers import SyntheticSource, tiny_model
+from showo.training.trainer import group_loss_sums
+from train_helpers import SyntheticSource, tiny_model, tiny_trainer
 
-MIX = MixConfig(t2i=4, lm=2, mmu=2)
-
-
-def _trainer(tmp, steps, seed=0, **kw):
-    model, vocab = tiny_model(seed)
-    cfg = TrainConfig(output_dir=str(tmp), max_steps=steps, mix=MIX, save_every=kw.pop("save_every", steps),
-                      optim=OptimConfig(lr=kw.pop("lr", 3e-3), warmup_steps=1), **kw)
-    return Trainer(model, SyntheticSource(vocab, 8, 4, MIX), cfg)
 
 
 def test_losses_fall(tmp_path):
-    history = _trainer(tmp_path, 40).train(progress=False)
+    history = tiny_trainer(tmp_path, 40).train(progress=False)
     first, last = history[0], history[-1]
     assert {"loss_t2i", "loss_lm", "loss_mmu"} <= first.keys()
     assert last["loss"] < 0.6 * first["loss"], (first["loss"], last["loss"])
@@ -37,14 +29,16 @@ def test_losses_fall(tmp_path):
     assert model.config.num_vq_tokens == 4
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight = _trainer(tmp_path / "a", 6)
+@pytest.mark.parametrize("code_bit_rows", [False, True])
+def test_resume_continues_exactly(tmp_path, code_bit_rows):
+    straight = tiny_trainer(tmp_path / "a", 6, code_bit_rows=code_bit_rows)
     full = straight.train(progress=False)
-    part = _trainer(tmp_path / "b", 6)
+    part = tiny_trainer(tmp_path / "b", 6, code_bit_rows=code_bit_rows)
     for _ in range(3):
         part.train_step()
     part.save()
-    resumed = _trainer(tmp_path / "b", 6, seed=1)  # different init: everything must come from the checkpoint
+    # different init: everything must come from the checkpoint
+    resumed = tiny_trainer(tmp_path / "b", 6, seed=1, code_bit_rows=code_bit_rows)
     assert resumed.resume() and resumed.step == 3
     rest = resumed.train(progress=False)
     assert [m["loss"] for m in rest] == [m["loss"] for m in full[3:]]
@@ -53,7 +47,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    t = _trainer(tmp_path, 4, save_every=2)
+    t = tiny_trainer(tmp_path, 4, save_every=2)
     t.train_step(); t.train_step()
     t.save()
     t.train_step(); t.train_step()
@@ -68,16 +62,16 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         t.save()
     monkeypatch.setattr(torch, "save", real_save)
     assert latest_checkpoint(tmp_path).name == "checkpoint-0000002"
-    resumed = _trainer(tmp_path, 4)
+    resumed = tiny_trainer(tmp_path, 4)
     assert resumed.resume() and resumed.step == 2
 
 
 def test_gradient_checkpointing_and_bf16(tmp_path):
-    plain = _trainer(tmp_path / "p", 2).train_step()
-    ckpt = _trainer(tmp_path / "c", 2, gradient_checkpointing=True).train_step()
+    plain = tiny_trainer(tmp_path / "p", 2).train_step()
+    ckpt = tiny_trainer(tmp_path / "c", 2, gradient_checkpointing=True).train_step()
     assert ckpt["loss"] == pytest.approx(plain["loss"], rel=1e-5)
     assert ckpt["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4)
-    bf16 = _trainer(tmp_path / "b", 2, precision="bf16").train_step()
+    bf16 = tiny_trainer(tmp_path / "b", 2, precision="bf16").train_step()
     assert bf16["loss"] == pytest.approx(plain["loss"], rel=0.05)
 
 
@@ -85,7 +79,7 @@ def test_gradient_checkpointing_and_bf16(tmp_path):
 def test_two_processes_match_one(tmp_path, mode):
     steps = 3
     option = mode.partition("+")[2]
-    single = _trainer(tmp_path / "single", steps, **({option: True} if option else {})).train(progress=False)
+    single = tiny_trainer(tmp_path / "single", steps, **({option: True} if option else {})).train(progress=False)
     here = Path(__file__).parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")

@@ -35,3 +35,15 @@ def tiny_model(seed: int = 0):
 
     pipe = tiny_random_pipeline(seed=seed, hidden=32, layers=2, heads=2, max_seq_length=8, grid=2)
     return pipe.model, pipe.tokenizer.vocab
+
+
+def tiny_trainer(tmp, steps: int, seed: int = 0, **kw):
+    """A Trainer of the tiny model on the synthetic task (t2i 4, lm 2, mmu 2 rows); `kw` goes to TrainConfig."""
+    from showo.training.config import OptimConfig, TrainConfig
+    from showo.training.trainer import Trainer
+
+    model, vocab = tiny_model(seed)
+    mix = MixConfig(t2i=4, lm=2, mmu=2)
+    cfg = TrainConfig(output_dir=str(tmp), max_steps=steps, mix=mix, save_every=kw.pop("save_every", steps),
+                      optim=OptimConfig(lr=kw.pop("lr", 3e-3), warmup_steps=1), **kw)
+    return Trainer(model, SyntheticSource(vocab, 8, 4, mix), cfg)

@@ -43,6 +43,6 @@ __all__ = [
     "SYSTEM_PROMPT_LEN_PHI", "TASK_TOKENS", "PromptBatch", "Vocabulary", "causal_mask", "clip_image_slot",
     "clip_question_text", "dropout_mask", "left_pad_ids", "lm_mask", "lm_sequence", "lvg_gen_sequence", "lvg_mask",
     "lvg_sequence", "lvg_v2_mask", "mmu_clip_mask", "mmu_clip_prompt_ids", "mmu_mask", "mmu_prompt_ids",
-    "mmu_question_text", "mmu_sequence", "pad_after_prefix", "pad_left", "positions_left_padded", "t2i_gen_sequence", "t2i_mask",
-    "t2i_sequence", "t2v_gen_sequence", "t2v_sequence", "text_condition", "to_additive",
+    "mmu_question_text", "mmu_sequence", "pad_after_prefix", "pad_left", "positions_left_padded", "t2i_gen_sequence",
+    "t2i_mask", "t2i_sequence", "t2v_gen_sequence", "t2v_sequence", "text_condition", "to_additive",
 ]

@@ -3,8 +3,8 @@
 Prompts of different lengths are left-padded into one batch; padding is invisible to every row and position
 ids skip it, so each row decodes as it would alone. A prefix that prompts share (the image of several questions
 about one image) is computed once per group of prompts and its keys and values copied to their rows; the
-padding then sits between that prefix and each row's own tokens. `use_cache=False` re-runs the whole sequence at every
-token and grows the mask the way the official `mmu_generate` does (the reference algorithm).
+padding then sits between that prefix and each row's own tokens. `use_cache=False` re-runs the whole sequence at
+every token and grows the mask the way the official `mmu_generate` does (the reference algorithm).
 """
 from __future__ import annotations
 
