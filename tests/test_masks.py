@@ -7,6 +7,7 @@ from showo.prompting import (
     BLOCKED,
     IGNORE_INDEX,
     Vocabulary,
+    branches_after_prefix,
     causal_mask,
     left_pad_ids,
     lm_mask,
@@ -271,3 +272,21 @@ def test_pad_left_validation():
     with pytest.raises(ValueError):
         positions_left_padded([5], 4)
     assert pad_left([causal_mask(2)], length=4).shape == (1, 1, 4, 4)
+
+
+def test_branches_after_prefix_sees_the_prefix_and_itself_only():
+    prefix = torch.ones(3, 3, dtype=torch.bool)  # a fully visible prefix (an image block)
+    mask, positions = branches_after_prefix(prefix, [2, 3], length=10)
+    assert positions.tolist() == [0, 1, 2, 3, 4, 3, 4, 5, 0, 0]  # each branch restarts after the prefix
+    assert torch.equal(mask[:3, :3], prefix) and not mask[:3, 3:].any()  # the prefix never sees a branch
+    assert mask[3:8, :3].all()  # every branch sees the whole prefix
+    assert torch.equal(mask[3:5, 3:5], causal_mask(2)) and torch.equal(mask[5:8, 5:8], causal_mask(3))
+    assert not mask[5:8, 3:5].any() and not mask[3:5, 5:8].any()  # and never another branch
+    assert not mask[:8, 8:].any() and torch.equal(mask[8:, 8:], torch.eye(2, dtype=torch.bool))  # pads
+    assert mask[8:, :8].sum() == 0
+    with pytest.raises(ValueError, match="shorter"):
+        branches_after_prefix(prefix, [2, 3], length=7)
+    with pytest.raises(ValueError, match=">= 1"):
+        branches_after_prefix(prefix, [2, 0])
+    with pytest.raises(ValueError, match="square"):
+        branches_after_prefix(torch.ones(2, 3, dtype=torch.bool), [1])

@@ -1,5 +1,6 @@
 """The embedded model's recipe end to end at toy scale: world batches of every objective train."""
 import dataclasses
+import random
 
 import pytest
 import torch
@@ -97,9 +98,11 @@ def test_story_dropout_trains_the_null_story_of_guided_generation(parts):
         TrainConfig(mix=MixConfig(story_dropout_prob=-0.1))
 
 
-def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
+@pytest.mark.parametrize("questions", [1, 3])
+def test_dropping_unread_positions_keeps_losses_and_gradients(parts, questions):
     """World rows carry padding (left of t2i prompts, after mmu answers, after lm text): the trainer drops
-    the positions no loss depends on, and gets the losses and gradients of the full padded forward."""
+    the positions no loss depends on, and gets the losses and gradients of the full padded forward (also
+    with several questions per understanding image, whose branches carry their own position ids)."""
     import torch.nn.functional as F
 
     from showo.training.batch import drop_unread, group_by_length, group_inputs, unread_positions
@@ -107,16 +110,18 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
 
     recipe, tok, vq = parts
     recipe = dataclasses.replace(recipe, max_seq_length=96)  # room for padding with this toy tokenizer
-    source = WorldBatchSource(tok, vq, MixConfig(t2i=3, lm=2, mmu=3, story=1), recipe.max_seq_length)
+    mix = MixConfig(t2i=3, lm=2, mmu=3, story=1, mmu_questions=questions)
+    source = WorldBatchSource(tok, vq, mix, recipe.max_seq_length)
     model = build_model(tok, recipe, source.n)
     for group in group_by_length(source.parts(0, 0, 1)):
-        ids, mask, *targets = group_inputs(group)
-        kept, _, kept_targets, positions = drop_unread(ids, mask, targets)
+        ids, mask, here, nxt, all_positions = group_inputs(group)
+        targets = [here, nxt]
+        kept, _, kept_targets, positions = drop_unread(ids, mask, targets, all_positions)
         unread = unread_positions(mask, (targets[0] != -100) | (targets[1] != -100))
         assert unread.sum(dim=1).min() > 0 and kept.shape[1] % 8 == 0 or kept.shape[1] == ids.shape[1]
         assert all(int((t != -100).sum()) == int((k != -100).sum()) for t, k in zip(targets, kept_targets))
-        for row, count in zip(positions, (~unread).sum(dim=1)):
-            assert (row[:count].diff() > 0).all() and len(set(row.tolist())) == len(row)  # kept ones in order
+        for row, full_row, count in zip(positions, all_positions, (~unread).sum(dim=1)):
+            assert set(row[:count].tolist()) <= set(full_row.tolist())  # kept ones keep their position ids
 
         model.zero_grad()
         head_rows = []
@@ -127,7 +132,7 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
         fast.sum().backward()
         fast_grads = [p.grad.clone() for p in model.parameters()]
         model.zero_grad()
-        logits = model(ids, attention_mask=mask).flatten(0, 1)
+        logits = model(ids, attention_mask=mask, position_ids=all_positions).flatten(0, 1)
         full, row = [], 0
         for p in group:
             n = p.ids.shape[0] * p.ids.shape[1]
@@ -139,3 +144,73 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts):
         for (name, p), a in zip(model.named_parameters(), fast_grads):  # summed losses: gradients up to ~5, and
             # the LM head's row count changes how its weight gradient is summed (differences up to 3e-5 seen)
             assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-4), (name, float((a - p.grad).abs().max()))
+
+
+def test_several_questions_per_image_compute_exactly_their_one_question_rows(parts):
+    """`mix.mmu_questions`: one row holds several question-answer branches after one image prefix; each
+    branch gives the logits its own one-question row gives, so the losses are those rows' losses (including
+    a caption answer cut at `max_text_len` as `mmu_sequence` cuts it)."""
+    from showo.data.language import captions
+    from showo.prompting import mmu_question_text
+    from showo.training.batch import cat_parts, mmu_branch_part, mmu_part
+    from showo.training.trainer import group_loss_sums
+
+    recipe, tok, vq = parts
+    source = WorldBatchSource(tok, vq, MixConfig(t2i=0, lm=0, mmu=1, story=0), recipe.max_seq_length)
+    model = build_model(tok, recipe, source.n).eval()
+    codes = torch.randint(0, 2 ** 6, (1, source.n), generator=torch.Generator().manual_seed(0))
+    stream = source.streams["mmu"]
+    qa = [(tok.encode(mmu_question_text(q)), tok.encode(" " + a)) for q, a, _ in stream.questions(5, 3)]
+    caption = captions(stream.scene(5), random.Random(0))[0]
+    qa.append((tok.encode(mmu_question_text("Describe the image.")), tok.encode(" " + caption)))
+    t = max(len(q) for q, _ in qa) + 4  # the caption is cut, the short answers are not
+    assert len(qa[-1][0]) + len(qa[-1][1]) + 2 > t
+    branched = mmu_branch_part(tok.vocab, codes, qa, t, length=400)
+    singles = []
+    for q, a in qa:
+        part = mmu_part(tok.vocab, codes, [q + a], t)
+        part.next[:, :source.n + 3 + len(q)] = -100  # the answer and eos only, as the world source does
+        singles.append(part)
+    single = cat_parts(singles)
+    assert (branched.next != -100).sum() == (single.next != -100).sum()
+    assert branched.next[branched.next != -100].tolist() == single.next[single.next != -100].tolist()
+    with torch.no_grad():
+        out = model(branched.ids, attention_mask=branched.mask, position_ids=branched.positions)
+        ref = model(single.ids, attention_mask=single.mask)
+        torch.testing.assert_close(out[branched.next != -100], ref[single.next != -100], rtol=1e-4, atol=1e-4)
+        fast, full = group_loss_sums(model, [branched])[0], group_loss_sums(model, [single])[0]
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-4)
+
+
+def test_several_questions_per_image_in_world_batches(parts, tmp_path):
+    """The branches of an understanding row are the questions of that row's scene, the first its one-question
+    row's; the mix validates the count and trains."""
+    from showo.data.language import _main_captions
+    from showo.data.world import ordered
+
+    recipe, tok, vq = parts
+    mix = MixConfig(t2i=1, lm=1, mmu=4, story=0, mmu_questions=4, caption_fraction=0.3)
+    source = WorldBatchSource(tok, vq, mix, max_text_len=160)  # no text cut with this toy tokenizer
+    mmu = source.parts(0, 0, 1)[-1]
+    assert mmu.name == "mmu" and mmu.positions is not None
+    stream, kinds = source.streams["mmu"], []
+    for row in range(4):
+        asked = stream.questions(row, 4)
+        assert asked[0][:2] == (stream.sample(row)["question"], stream.sample(row)["answer"])
+        targets = mmu.next[row][mmu.next[row] != -100].tolist()
+        ends = [k for k, t in enumerate(targets) if t == tok.vocab.eos]
+        assert len(ends) == 4 and ends[-1] == len(targets) - 1  # four answers, each closed by eos
+        answers = [tok.decode(targets[a + 1:e]) for a, e in zip([-1, *ends], ends)]
+        for (_, answer, qtype), got in zip(asked, answers):
+            kinds.append(qtype)
+            if qtype == "caption":  # a complete description (every object's colour, shape and position)
+                assert got.strip() in _main_captions(ordered(stream.scene(row).objects)), got
+            else:
+                assert got.strip() == answer
+    assert "caption" in kinds and len(set(kinds)) > 2
+    with pytest.raises(ConfigError, match="mmu_questions"):
+        TrainConfig(mix=MixConfig(mmu_questions=0))
+    model = build_model(tok, recipe, source.n)
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=2, mix=mix, optim=OptimConfig(lr=1e-3, warmup_steps=1))
+    history = Trainer(model, source, cfg).train(progress=False)
+    assert all(torch.isfinite(torch.tensor(m["loss_mmu"])) for m in history)

@@ -87,15 +87,29 @@ class WorldStream(IterableDataset):
         image = image_tensor(render(scene, config))
         if self.kind == "t2i":
             return {"image": image, "prompt": t2i_prompt(scene, rng), "index": index}
+        question, answer, qtype = self._question(scene, rng)
+        return {"image": image, "question": question, "answer": answer, "qtype": qtype, "index": index}
+
+    def _question(self, scene: Scene, rng: random.Random) -> tuple[str, str, str]:
+        """(question, answer, qtype) about a scene: a caption request for a `caption_fraction` share, else a QA
+        pair of a uniformly drawn qtype."""
         if rng.random() < self.caption_fraction:
             texts = captions(scene, rng)
             answer = texts[0] if rng.random() < 0.5 else rng.choice(texts)
-            return {"image": image, "question": rng.choice(CAPTION_QUESTIONS), "answer": answer,
-                    "qtype": "caption", "index": index}
-        pairs = qa_pairs(scene, rng, config, self.heldout)
+            return rng.choice(CAPTION_QUESTIONS), answer, "caption"
+        pairs = qa_pairs(scene, rng, self.config, self.heldout)
         qtype = rng.choice(sorted({t for _, _, t in pairs}))
         question, answer, _ = rng.choice([p for p in pairs if p[2] == qtype])
-        return {"image": image, "question": question, "answer": answer, "qtype": qtype, "index": index}
+        return question, answer, qtype
+
+    def questions(self, index: int, count: int) -> list[tuple[str, str, str]]:
+        """`count` (question, answer, qtype) about the scene of 'mmu' sample `index`, the first the sample's own,
+        each drawn as that one is (several questions about one image: `mix.mmu_questions`)."""
+        if self.kind != "mmu":
+            raise ConfigError(f"questions come from an 'mmu' stream, not {self.kind!r}")
+        rng = self.rng(index)
+        scene = sample_scene(rng, self.config, self.heldout, self.layout)
+        return [self._question(scene, rng) for _ in range(count)]
 
     def global_index(self, position: int) -> int:
         """The sample index of a position in this rank's shard."""

@@ -1,8 +1,9 @@
 """Omni-attention masks of the official Show-o, as boolean "may attend" tensors [B, 1, L, L] (True = attend).
 
 `to_additive` gives the official float form the model consumes (0 allowed, -9.223372e18 blocked). The official
-builders live in training/prompting_utils.py; each function below names the one it reproduces. `pad_left` and
-`positions_left_padded` serve our own batched fast paths (the official never skips left padding).
+builders live in training/prompting_utils.py; each function below names the one it reproduces. `pad_left`,
+`positions_left_padded` and `pad_after_prefix` serve our own batched fast paths (the official never skips left
+padding); `branches_after_prefix` packs several continuations of one prefix into one training row.
 """
 from __future__ import annotations
 
@@ -227,6 +228,38 @@ def pad_after_prefix(masks: Sequence[torch.Tensor], shared: int = 0,
         positions[i, slot] = torch.arange(n, device=device)
         slots.append(slot)
     return out.unsqueeze(1), positions, slots
+
+
+def branches_after_prefix(prefix: torch.Tensor, branch_lengths: Sequence[int],
+                          length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row holding several causal continuations of one prefix: [prefix, branch 1, branch 2, ..., pads].
+
+    `prefix`: the prefix's own [P, P] bool mask. Each branch attends the whole prefix and itself causally, never
+    another branch, and its position ids restart after the prefix, so every branch computes exactly what it would
+    as the only continuation (several answers about one image for the price of one image). Returns (mask [L, L],
+    position ids [L]); pad rows attend only to themselves and no real row sees a pad column.
+    """
+    if prefix.dim() != 2 or prefix.shape[0] != prefix.shape[1]:
+        raise ValueError(f"branches_after_prefix takes a square [P, P] prefix mask, got {tuple(prefix.shape)}")
+    if any(n < 1 for n in branch_lengths):
+        raise ValueError(f"branch lengths must be >= 1, got {list(branch_lengths)}")
+    p = prefix.shape[0]
+    used = p + sum(branch_lengths)
+    length = used if length is None else length
+    if length < used:
+        raise ValueError(f"length {length} is shorter than the prefix and branches ({used})")
+    mask = torch.eye(length, dtype=torch.bool, device=prefix.device)
+    mask[:p, :p] = prefix.bool()
+    positions = torch.zeros(length, dtype=torch.long, device=prefix.device)
+    positions[:p] = torch.arange(p)
+    start = p
+    for n in branch_lengths:
+        end = start + n
+        mask[start:end, :p] = True
+        mask[start:end, start:end] = causal_mask(n, prefix.device)
+        positions[start:end] = torch.arange(p, p + n)
+        start = end
+    return mask, positions
 
 
 def pad_left(masks: Sequence[torch.Tensor], length: int | None = None) -> torch.Tensor:

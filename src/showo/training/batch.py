@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
-from ..prompting.masks import lm_mask, mmu_mask, t2i_mask
-from ..prompting.sequences import IGNORE_INDEX, lm_sequence, mmu_sequence, t2i_sequence
+from ..prompting.masks import branches_after_prefix, lm_mask, mmu_mask, t2i_mask
+from ..prompting.sequences import IGNORE_INDEX, lm_sequence, mmu_prompt_ids, mmu_sequence, t2i_sequence
 from ..prompting.vocab import Vocabulary
 from ..sampling.schedules import get_mask_schedule
 from .config import MixConfig
@@ -26,10 +27,17 @@ class Part:
     mask: torch.Tensor  # [B, 1, L, L] bool, True = may attend
     here: torch.Tensor | None = None  # [B, L] targets at their own position
     next: torch.Tensor | None = None  # [B, L] targets of the following position
+    positions: torch.Tensor | None = None  # [B, L] position ids (None: 0..L-1)
 
     def to(self, device) -> "Part":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Part(self.name, move(self.ids), move(self.mask), move(self.here), move(self.next))
+        return Part(self.name, move(self.ids), move(self.mask), move(self.here), move(self.next),
+                    move(self.positions))
+
+    def position_ids(self) -> torch.Tensor:
+        if self.positions is not None:
+            return self.positions
+        return torch.arange(self.ids.shape[1], device=self.ids.device).expand_as(self.ids)
 
     def num_targets(self) -> int:
         return sum(int((t != IGNORE_INDEX).sum()) for t in (self.here, self.next) if t is not None)
@@ -66,6 +74,33 @@ def mmu_part(vocab: Vocabulary, codes: torch.Tensor, text_ids: Sequence[Sequence
     return Part("mmu", ids, mmu_mask(ids, vocab, per_row=True), next=shift_left(labels))
 
 
+def mmu_branch_part(vocab: Vocabulary, codes: torch.Tensor, qa_ids: Sequence[tuple[Sequence[int], Sequence[int]]],
+                    max_text_len: int, length: int | None = None) -> Part:
+    """One understanding row asking several questions about one image: `[<mmu>, <soi>, image, <eoi>, bos]`, then
+    per (question, answer) a branch `question, answer, eos` (`branches_after_prefix`). Each branch sees the image
+    and itself only, at the positions it would have alone, so it computes exactly the one-question row
+    `mmu_part` builds from `question + answer` (truncated the same way); the answer and eos are the targets.
+    `codes`: [1, N] or [N]; `length`: pad the row to it (pads are never read)."""
+    codes = codes.reshape(1, -1)
+    if not qa_ids or any(len(q) == 0 for q, _ in qa_ids):
+        raise ValueError("mmu_branch_part needs at least one (question, answer) pair, each with a question")
+    prefix = mmu_prompt_ids(vocab, vocab.codes_to_ids(codes), [])[0]  # [<mmu>, <soi>, image, <eoi>, bos]
+    branches, targets = [], []
+    for q, a in qa_ids:
+        y = [vocab.bos, *q, *a, vocab.eos]
+        y = y if len(y) <= max_text_len else y[:max_text_len - 1] + [vocab.eos]
+        branch = torch.tensor(y[1:], dtype=torch.long)
+        target = torch.full_like(branch, IGNORE_INDEX)
+        target[len(q) - 1:-1] = branch[len(q):]  # the last question token predicts the first answer token
+        branches.append(branch)
+        targets.append(target)
+    mask, positions = branches_after_prefix(mmu_mask(prefix[None], vocab)[0, 0], [len(b) for b in branches], length)
+    ids, nxt = torch.cat([prefix, *branches]), torch.cat([torch.full_like(prefix, IGNORE_INDEX), *targets])
+    pad = mask.shape[0] - ids.shape[0]
+    ids, nxt = F.pad(ids, (0, pad), value=vocab.pad), F.pad(nxt, (0, pad), value=IGNORE_INDEX)
+    return Part("mmu", ids[None], mask[None, None], next=nxt[None], positions=positions[None])
+
+
 def group_by_length(parts: Sequence[Part]) -> list[list[Part]]:
     """Non-empty parts grouped by sequence length: each group is one forward pass (the official t2i|lm|mmu
     batch is one group because all three share the t2i length)."""
@@ -86,7 +121,8 @@ def cat_parts(parts: Sequence[Part]) -> Part:
         return None if all(t is None for t in ts) else torch.cat(
             [t if t is not None else torch.full_like(p.ids, IGNORE_INDEX) for t, p in zip(ts, parts)])
 
-    return Part(parts[0].name, cat("ids"), cat("mask"), cat("here"), cat("next"))
+    positions = None if all(p.positions is None for p in parts) else torch.cat([p.position_ids() for p in parts])
+    return Part(parts[0].name, cat("ids"), cat("mask"), cat("here"), cat("next"), positions)
 
 
 def row_generator(seed: int, step: int, kind: str, index: int) -> torch.Generator:
@@ -103,11 +139,13 @@ def local_rows(global_rows: int, rank: int, world_size: int) -> range:
     return range(start, start + per + (1 if rank < extra else 0))
 
 
-def group_inputs(group: Sequence[Part]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, mask, here, next) of a same-length group, rows in order; missing targets are all ignored."""
+def group_inputs(group: Sequence[Part]) -> tuple[torch.Tensor, ...]:
+    """(ids, mask, here, next, position ids) of a same-length group, rows in order; missing targets are all
+    ignored."""
     none = lambda t, p: torch.full_like(p.ids, IGNORE_INDEX) if t is None else t  # noqa: E731
     return (torch.cat([p.ids for p in group]), torch.cat([p.mask for p in group]),
-            torch.cat([none(p.here, p) for p in group]), torch.cat([none(p.next, p) for p in group]))
+            torch.cat([none(p.here, p) for p in group]), torch.cat([none(p.next, p) for p in group]),
+            torch.cat([p.position_ids() for p in group]))
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -141,13 +179,14 @@ def unread_positions(mask: torch.Tensor, targeted: torch.Tensor) -> torch.Tensor
         unread = still
 
 
-def drop_unread(ids: torch.Tensor, mask: torch.Tensor, targets: Sequence[torch.Tensor], multiple: int = 8):
+def drop_unread(ids: torch.Tensor, mask: torch.Tensor, targets: Sequence[torch.Tensor],
+                positions: torch.Tensor | None = None, multiple: int = 8):
     """The rows without the positions no loss depends on (`unread_positions`): each row's kept positions move
     to the front, in order, and the columns past the longest row's (rounded up to `multiple`, so that few
-    distinct shapes reach the kernels) are cut. Returns (ids, mask, targets, position_ids); the original
-    position ids keep RoPE, so kept positions compute exactly what they did. The official loop pads every row
-    to the full length; this skips that work (about 10% of the embedded recipe's positions, more where
-    prompt lengths vary widely)."""
+    distinct shapes reach the kernels) are cut. Returns (ids, mask, targets, position_ids); the kept positions
+    keep their position ids (`positions`, default 0..L-1) for RoPE, so they compute exactly what they did. The
+    official loop pads every row to the full length; this skips that work (about 10% of the embedded recipe's
+    positions, more where prompt lengths vary widely)."""
     b, length = ids.shape
     targeted = torch.zeros_like(ids, dtype=torch.bool)
     for t in targets:
@@ -161,4 +200,5 @@ def drop_unread(ids: torch.Tensor, mask: torch.Tensor, targets: Sequence[torch.T
     # rows shorter than the longest end in unread positions: let each see itself so none attends nothing
     # (their outputs are never used, but a fully masked row would give NaN and NaN * 0 is NaN)
     mask = mask | (torch.eye(keep, dtype=torch.bool, device=ids.device) & unread[rows, order][:, :, None])
-    return ids[rows, order], mask[:, None], [t[rows, order] for t in targets], order
+    positions = order if positions is None else positions[rows, order]
+    return ids[rows, order], mask[:, None], [t[rows, order] for t in targets], positions

@@ -34,6 +34,9 @@ class MixConfig:
     mmu: int = 8
     story: int = 0
     caption_fraction: float = 0.25  # share of understanding rows that are full captions (the rest: one QA pair)
+    # questions asked about each understanding image: > 1 packs them as branches after one shared image prefix,
+    # each computing exactly its one-question row (training.batch.mmu_branch_part)
+    mmu_questions: int = 1
     cond_dropout_prob: float = 0.1
     story_dropout_prob: float = 0.0  # share of story rows replaced by a null story (one image, no text): guidance
     mask_schedule: str = "cosine"
@@ -82,6 +85,8 @@ class TrainConfig:
         m = self.mix
         if min(m.t2i, m.lm, m.mmu, m.story) < 0 or m.t2i + m.lm + m.mmu + m.story == 0:
             raise ConfigError("mix: row counts must be >= 0 and not all zero")
+        if m.mmu_questions < 1:
+            raise ConfigError(f"mix.mmu_questions must be >= 1, got {m.mmu_questions}")
         for name in ("caption_fraction", "cond_dropout_prob", "story_dropout_prob"):
             if not 0.0 <= getattr(m, name) <= 1.0:
                 raise ConfigError(f"mix.{name} must be in [0, 1], got {getattr(m, name)}")

@@ -20,7 +20,8 @@ from ..prompting.sequences import IGNORE_INDEX, mmu_question_text
 from ..sampling.schedules import get_mask_schedule
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
-from .batch import Part, cat_parts, lm_part, local_rows, mmu_part, round_up, row_generator, shift_left, t2i_part
+from .batch import (Part, cat_parts, lm_part, local_rows, mmu_branch_part, mmu_part, round_up, row_generator,
+                    shift_left, t2i_part)
 from .config import MixConfig
 from .masking import mask_interleaved_images
 
@@ -64,6 +65,8 @@ class WorldBatchSource:
         if not rows:
             return []
         codes = self._codes(torch.stack([s["image"] for _, s in rows]))
+        if self.mix.mmu_questions > 1:
+            return self._mmu_branches(step, rows, codes)
         parts = []
         for j, (i, s) in enumerate(rows):
             question = self.tok.encode(mmu_question_text(s["question"]))
@@ -78,6 +81,22 @@ class WorldBatchSource:
             part.next[:, :last_question] = IGNORE_INDEX
             parts.append(part)
         return [cat_parts(parts)]
+
+    def _mmu_branches(self, step: int, rows: list[tuple[int, dict]], codes: torch.Tensor) -> list[Part]:
+        """`mix.mmu_questions` questions about each image, one branch each after the shared image prefix
+        (`mmu_branch_part`): each branch is the one-question row it replaces, the image computed once."""
+        stream, built = self.streams["mmu"], []
+        for j, (i, s) in enumerate(rows):
+            qa = []
+            for b, (question, answer, qtype) in enumerate(stream.questions(s["index"], self.mix.mmu_questions)):
+                if qtype == "caption":  # always the complete description, as in one-question rows
+                    scene = stream.scene(s["index"])
+                    answer = captions(scene, random.Random((step * 7919 + i) * 64 + b))[0]
+                qa.append((self.tok.encode(mmu_question_text(question)), self.tok.encode(" " + answer)))
+            built.append((codes[j], qa))
+        length = round_up(max(self.n + 4 + sum(min(len(q) + len(a) + 1, self.t - 1) for q, a in qa)
+                              for _, qa in built), 32)
+        return [cat_parts([mmu_branch_part(self.vocab, c, qa, self.t, length) for c, qa in built])]
 
     def _lm(self, step, rank, world_size) -> list[Part]:
         rows = self._samples("lm", step, rank, world_size)
