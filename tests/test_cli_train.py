@@ -162,7 +162,8 @@ def test_every_stage_reads_scenes_no_earlier_stage_read():
 
 
 @pytest.mark.parametrize("stage", ["embedded-z14.yaml", "embedded-z14-stage2.yaml",
-                                   "embedded-z14-stage2-code-bits.yaml"])
+                                   "embedded-z14-stage2-code-bits.yaml", "embedded-z14-stage3.yaml",
+                                   "embedded-z14-stage3-questions.yaml"])
 def test_z14_recipes_move_the_default_architecture_onto_the_candidate_tokenizer(stage):
     recipe = EmbeddedRecipe.from_yaml(RECIPES / stage)
     tokenizer = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
