@@ -120,8 +120,9 @@ def test_dropping_unread_positions_keeps_losses_and_gradients(parts, questions):
         unread = unread_positions(mask, (targets[0] != -100) | (targets[1] != -100))
         assert unread.sum(dim=1).min() > 0 and kept.shape[1] % 8 == 0 or kept.shape[1] == ids.shape[1]
         assert all(int((t != -100).sum()) == int((k != -100).sum()) for t, k in zip(targets, kept_targets))
-        for row, full_row, count in zip(positions, all_positions, (~unread).sum(dim=1)):
-            assert set(row[:count].tolist()) <= set(full_row.tolist())  # kept ones keep their position ids
+        for row, full_row, row_unread in zip(positions, all_positions, unread):
+            count = int((~row_unread).sum())
+            assert torch.equal(row[:count], full_row[~row_unread])  # kept ones in order, with their position ids
 
         model.zero_grad()
         head_rows = []
@@ -152,7 +153,7 @@ def test_several_questions_per_image_compute_exactly_their_one_question_rows(par
     a caption answer cut at `max_text_len` as `mmu_sequence` cuts it)."""
     from showo.data.language import captions
     from showo.prompting import mmu_question_text
-    from showo.training.batch import cat_parts, mmu_branch_part, mmu_part
+    from showo.training.batch import cat_parts, mmu_answer_part, mmu_branch_part
     from showo.training.trainer import group_loss_sums
 
     recipe, tok, vq = parts
@@ -165,13 +166,8 @@ def test_several_questions_per_image_compute_exactly_their_one_question_rows(par
     qa.append((tok.encode(mmu_question_text("Describe the image.")), tok.encode(" " + caption)))
     t = max(len(q) for q, _ in qa) + 4  # the caption is cut, the short answers are not
     assert len(qa[-1][0]) + len(qa[-1][1]) + 2 > t
-    branched = mmu_branch_part(tok.vocab, codes, qa, t, length=400)
-    singles = []
-    for q, a in qa:
-        part = mmu_part(tok.vocab, codes, [q + a], t)
-        part.next[:, :source.n + 3 + len(q)] = -100  # the answer and eos only, as the world source does
-        singles.append(part)
-    single = cat_parts(singles)
+    branched = mmu_branch_part(tok.vocab, codes, [qa], t)
+    single = cat_parts([mmu_answer_part(tok.vocab, codes, q, a, t) for q, a in qa])
     assert (branched.next != -100).sum() == (single.next != -100).sum()
     assert branched.next[branched.next != -100].tolist() == single.next[single.next != -100].tolist()
     with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..prompting.masks import branches_after_prefix, lm_mask, mmu_mask, t2i_mask
-from ..prompting.sequences import IGNORE_INDEX, lm_sequence, mmu_prompt_ids, mmu_sequence, t2i_sequence
+from ..prompting.sequences import IGNORE_INDEX, lm_sequence, mmu_sequence, t2i_sequence
 from ..prompting.vocab import Vocabulary
 from ..sampling.schedules import get_mask_schedule
 from .config import MixConfig
@@ -74,31 +74,44 @@ def mmu_part(vocab: Vocabulary, codes: torch.Tensor, text_ids: Sequence[Sequence
     return Part("mmu", ids, mmu_mask(ids, vocab, per_row=True), next=shift_left(labels))
 
 
-def mmu_branch_part(vocab: Vocabulary, codes: torch.Tensor, qa_ids: Sequence[tuple[Sequence[int], Sequence[int]]],
-                    max_text_len: int, length: int | None = None) -> Part:
-    """One understanding row asking several questions about one image: `[<mmu>, <soi>, image, <eoi>, bos]`, then
-    per (question, answer) a branch `question, answer, eos` (`branches_after_prefix`). Each branch sees the image
-    and itself only, at the positions it would have alone, so it computes exactly the one-question row
-    `mmu_part` builds from `question + answer` (truncated the same way); the answer and eos are the targets.
-    `codes`: [1, N] or [N]; `length`: pad the row to it (pads are never read)."""
-    codes = codes.reshape(1, -1)
-    if not qa_ids or any(len(q) == 0 for q, _ in qa_ids):
-        raise ValueError("mmu_branch_part needs at least one (question, answer) pair, each with a question")
-    prefix = mmu_prompt_ids(vocab, vocab.codes_to_ids(codes), [])[0]  # [<mmu>, <soi>, image, <eoi>, bos]
-    branches, targets = [], []
-    for q, a in qa_ids:
-        y = [vocab.bos, *q, *a, vocab.eos]
-        y = y if len(y) <= max_text_len else y[:max_text_len - 1] + [vocab.eos]
-        branch = torch.tensor(y[1:], dtype=torch.long)
-        target = torch.full_like(branch, IGNORE_INDEX)
-        target[len(q) - 1:-1] = branch[len(q):]  # the last question token predicts the first answer token
-        branches.append(branch)
-        targets.append(target)
-    mask, positions = branches_after_prefix(mmu_mask(prefix[None], vocab)[0, 0], [len(b) for b in branches], length)
-    ids, nxt = torch.cat([prefix, *branches]), torch.cat([torch.full_like(prefix, IGNORE_INDEX), *targets])
-    pad = mask.shape[0] - ids.shape[0]
-    ids, nxt = F.pad(ids, (0, pad), value=vocab.pad), F.pad(nxt, (0, pad), value=IGNORE_INDEX)
-    return Part("mmu", ids[None], mask[None, None], next=nxt[None], positions=positions[None])
+def mmu_answer_part(vocab: Vocabulary, codes: torch.Tensor, question: Sequence[int], answer: Sequence[int],
+                    max_text_len: int) -> Part:
+    """The understanding row `mmu_part` builds from `question + answer` ([1, N] codes), supervising the answer and
+    eos only (the official captioning data also supervised the question prefix)."""
+    part = mmu_part(vocab, codes, [[*question, *answer]], max_text_len)
+    # ids: [<mmu>, <soi>, N codes, <eoi>, bos, question, answer, eos]; the last question token sits at
+    # N + 3 + len(question) and predicts the first answer token
+    part.next[:, :codes.shape[-1] + 3 + len(question)] = IGNORE_INDEX
+    return part
+
+
+def mmu_branch_part(vocab: Vocabulary, codes: torch.Tensor,
+                    qa_ids: Sequence[Sequence[tuple[Sequence[int], Sequence[int]]]], max_text_len: int,
+                    multiple: int = 32) -> Part:
+    """Understanding rows asking several questions about each image ([B, N] codes, `qa_ids[b]` the (question,
+    answer) pairs of image b): `[<mmu>, <soi>, image, <eoi>, bos]` once, then per pair a branch `question, answer,
+    eos` (`branches_after_prefix`). Each branch is cut from the one-question row `mmu_answer_part` builds (the same
+    tokens and targets) and sees the image and itself only, at the positions it has there, so it computes exactly
+    that row. Rows are right padded to a common length, a multiple of `multiple` (pads are never read)."""
+    built = []
+    for image, qa in zip(codes, qa_ids):
+        if not qa or any(len(q) == 0 for q, _ in qa):
+            raise ValueError("mmu_branch_part needs at least one (question, answer) pair per image, each with a "
+                             "question")
+        singles = [mmu_answer_part(vocab, image[None], q, a, max_text_len) for q, a in qa]
+        p = image.numel() + 4  # the shared prefix [<mmu>, <soi>, image, <eoi>, bos]
+        lengths = [int((one.ids[0, p:] != vocab.pad).sum()) for one in singles]
+        ids = torch.cat([singles[0].ids[0, :p], *(one.ids[0, p:p + n] for one, n in zip(singles, lengths))])
+        nxt = torch.cat([torch.full((p,), IGNORE_INDEX), *(one.next[0, p:p + n] for one, n in zip(singles, lengths))])
+        built.append((ids, nxt, singles[0].mask[0, 0, :p, :p], lengths))
+    length = round_up(max(ids.shape[0] for ids, *_ in built), multiple)
+    parts = []
+    for ids, nxt, prefix_mask, lengths in built:
+        mask, positions = branches_after_prefix(prefix_mask, lengths, length)
+        pad = length - ids.shape[0]
+        parts.append(Part("mmu", F.pad(ids, (0, pad), value=vocab.pad)[None], mask[None, None],
+                          next=F.pad(nxt, (0, pad), value=IGNORE_INDEX)[None], positions=positions[None]))
+    return cat_parts(parts)
 
 
 def group_by_length(parts: Sequence[Part]) -> list[list[Part]]:

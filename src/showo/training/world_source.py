@@ -20,8 +20,8 @@ from ..prompting.sequences import IGNORE_INDEX, mmu_question_text
 from ..sampling.schedules import get_mask_schedule
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
-from .batch import (Part, cat_parts, lm_part, local_rows, mmu_branch_part, mmu_part, round_up, row_generator,
-                    shift_left, t2i_part)
+from .batch import (Part, cat_parts, lm_part, local_rows, mmu_answer_part, mmu_branch_part, round_up,
+                    row_generator, shift_left, t2i_part)
 from .config import MixConfig
 from .masking import mask_interleaved_images
 
@@ -60,43 +60,28 @@ class WorldBatchSource:
                                     row_generator(self.seed, step, "t2i", i))[0]
                            for j, (i, s) in enumerate(rows)])]
 
+    def _qa_ids(self, question: str, answer: str, qtype: str, index: int, seed: int) -> tuple[list[int], list[int]]:
+        """Token ids of a question about the scene of mmu sample `index` (the official prompt) and of its answer; a
+        caption answer is always the complete description (the stream also gives partial ones)."""
+        if qtype == "caption":
+            answer = captions(self.streams["mmu"].scene(index), random.Random(seed))[0]
+        return self.tok.encode(mmu_question_text(question)), self.tok.encode(" " + answer)
+
     def _mmu(self, step, rank, world_size) -> list[Part]:
+        """One question per image, or `mix.mmu_questions` as branches after the shared image prefix
+        (`mmu_branch_part`: each branch computes exactly the one-question row it replaces)."""
         rows = self._samples("mmu", step, rank, world_size)
         if not rows:
             return []
         codes = self._codes(torch.stack([s["image"] for _, s in rows]))
         if self.mix.mmu_questions > 1:
-            return self._mmu_branches(step, rows, codes)
-        parts = []
-        for j, (i, s) in enumerate(rows):
-            question = self.tok.encode(mmu_question_text(s["question"]))
-            answer = s["answer"]
-            if s["qtype"] == "caption":  # always the complete description (the stream also gives partial ones)
-                answer = captions(self.streams["mmu"].scene(s["index"]), random.Random(step * 7919 + i))[0]
-            answer = self.tok.encode(" " + answer)
-            part = mmu_part(self.vocab, codes[j:j + 1], [question + answer], self.t)
-            # Supervise the answer (and eos) only. ids: [<mmu>, <soi>, n codes, <eoi>, bos, question, answer,
-            # eos]; the last question token sits at n + 3 + len(question) and predicts the first answer token.
-            last_question = self.n + 3 + len(question)
-            part.next[:, :last_question] = IGNORE_INDEX
-            parts.append(part)
-        return [cat_parts(parts)]
-
-    def _mmu_branches(self, step: int, rows: list[tuple[int, dict]], codes: torch.Tensor) -> list[Part]:
-        """`mix.mmu_questions` questions about each image, one branch each after the shared image prefix
-        (`mmu_branch_part`): each branch is the one-question row it replaces, the image computed once."""
-        stream, built = self.streams["mmu"], []
-        for j, (i, s) in enumerate(rows):
-            qa = []
-            for b, (question, answer, qtype) in enumerate(stream.questions(s["index"], self.mix.mmu_questions)):
-                if qtype == "caption":  # always the complete description, as in one-question rows
-                    scene = stream.scene(s["index"])
-                    answer = captions(scene, random.Random((step * 7919 + i) * 64 + b))[0]
-                qa.append((self.tok.encode(mmu_question_text(question)), self.tok.encode(" " + answer)))
-            built.append((codes[j], qa))
-        length = round_up(max(self.n + 4 + sum(min(len(q) + len(a) + 1, self.t - 1) for q, a in qa)
-                              for _, qa in built), 32)
-        return [cat_parts([mmu_branch_part(self.vocab, c, qa, self.t, length) for c, qa in built])]
+            asked = [self.streams["mmu"].questions(s["index"], self.mix.mmu_questions) for _, s in rows]
+            qa = [[self._qa_ids(*q, s["index"], (step * 7919 + i) * 64 + b) for b, q in enumerate(qs)]
+                  for (i, s), qs in zip(rows, asked)]
+            return [mmu_branch_part(self.vocab, codes, qa, self.t)]
+        return [cat_parts([mmu_answer_part(self.vocab, codes[j:j + 1], *self._qa_ids(
+            s["question"], s["answer"], s["qtype"], s["index"], step * 7919 + i), self.t)
+            for j, (i, s) in enumerate(rows)])]
 
     def _lm(self, step, rank, world_size) -> list[Part]:
         rows = self._samples("lm", step, rank, world_size)
