@@ -25,6 +25,15 @@ def _call(golden, needle: str) -> str:
     return hits[0]
 
 
+def _assert_float_equal(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Equal up to the last bits of float32. torch's vectorized pow and log round differently on different CPU
+    models (the golden set was made on one; on an AMD EPYC these differ by up to 2 ulps), so outputs of these
+    functions match the golden set to 4 float32 epsilons, not bit for bit. A wrong formula misses by far more."""
+    assert got.dtype == want.dtype == torch.float32
+    eps = torch.finfo(torch.float32).eps
+    torch.testing.assert_close(got, want, rtol=4 * eps, atol=4 * eps)
+
+
 def _seed(call: str) -> int:
     return int(re.search(r"manual_seed\((\d+)\)", call).group(1))
 
@@ -48,8 +57,7 @@ def _outputs(golden, prefix: str) -> dict[str, torch.Tensor]:
 def test_schedules_golden(golden, name, key):
     d = golden.case(CASE)
     got = get_mask_schedule(name)(d["input.ratios"])
-    assert got.dtype == torch.float32
-    assert torch.equal(got, d[f"output.{key}"])
+    _assert_float_equal(got, d[f"output.{key}"])
 
 
 @pytest.mark.golden
@@ -93,7 +101,7 @@ def test_gumbel_noise_golden(golden):
     d = golden.case(CASE)
     seed = _seed(_call(golden, "gumbel_noise("))
     got = gumbel_noise(d["input.topk_probs"], generator=torch.Generator().manual_seed(seed))
-    assert torch.equal(got, d["output.gumbel_noise"])
+    _assert_float_equal(got, d["output.gumbel_noise"])
 
 
 @pytest.mark.golden
@@ -138,7 +146,7 @@ def test_top_k_top_p_filtering_golden(golden):
 def test_log_of_probs_golden(golden):
     probs = golden.case(CASE)["input.topk_probs"]
     got = log(torch.cat([probs[1:], torch.zeros(1, probs.shape[1])]))
-    assert torch.equal(got, golden.case(CASE)["output.log_of_probs"])
+    _assert_float_equal(got, golden.case(CASE)["output.log_of_probs"])
     assert torch.isfinite(got).all()
 
 
