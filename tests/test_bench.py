@@ -24,6 +24,7 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
         assert data[key]["agree"] is True and data[key]["ours_s"] > 0 and data[key]["reference_s"] > 0
     assert data["t2i_speedup_n25"]["detail"]["work_ratio"] > 1  # skipped work: the prompt, the LM head's text rows
     assert data["mmu_batch8_throughput_gain"]["detail"]["batch1_run"] in ("single_dense", "single_packed")
+    assert data["device"] == "cpu" and data["peak_rss_ratio_inference"]["measure"] == "resident set (VmHWM)"
     assert set(data["mmu_time_vs_answer_length"]) == {"3", "6"}
     assert set(data["t2i_time_vs_image_tokens"]) == {"16", "25"}
     assert (plots / "mmu_time_vs_answer_length.png").is_file() and (plots / "t2i_time_vs_image_tokens.png").is_file()
@@ -79,3 +80,15 @@ def test_t2i_work_count_matches_the_matmuls_run(batch, n_image):
         with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             fn()
         assert counter.get_total_flops() == bench.t2i_flops(batch, n_image, official), official
+
+
+@pytest.mark.parametrize("device, match", [("tpu", "--device"), ("cuda", "CUDA is not available"),
+                                           ("mps", "runs on cpu or cuda")])
+def test_bench_bad_device_is_one_line_error(capsys, monkeypatch, device, match):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on machines that have a GPU
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert main(["bench", "--tiny", "--device", device]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("showo: error:") and match in err, err

@@ -76,8 +76,11 @@ class Comparison:
 
 
 def _time(fn: Callable[[], object]) -> tuple[float, object]:
+    """Wall time of `fn()` and its output; CUDA work queued by `fn` is waited for (kernels run asynchronously)."""
     t0 = time.perf_counter()
     out = fn()
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
     return time.perf_counter() - t0, out
 
 
@@ -105,8 +108,11 @@ def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, s
 
 
 class Bench:
-    def __init__(self, cfg: BenchConfig):
+    """The benchmark model and workloads on `device` (the same weights on every device: made on the CPU)."""
+
+    def __init__(self, cfg: BenchConfig, device: str | torch.device = "cpu"):
         self.cfg = cfg
+        self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         self.vocab = Vocabulary.standard(cfg.text_size, eos=cfg.text_size - 1, codebook_size=cfg.codebook)
         llm = PhiConfig(vocab_size=self.vocab.size, hidden_size=cfg.hidden, intermediate_size=cfg.mlp,
@@ -118,6 +124,7 @@ class Bench:
         for p in self.model.parameters():  # peaky logits so greedy/sampled tokens are well separated
             if p.dim() == 2:
                 torch.nn.init.normal_(p, std=0.5 / p.shape[1] ** 0.5 * 4)
+        self.model.to(self.device)
         self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.g = torch.Generator().manual_seed(cfg.seed)
         self._casts: dict[torch.dtype | str, Showo] = {}  # reduced-precision and packed copies
@@ -130,7 +137,7 @@ class Bench:
         """A question of `question_len` tokens about `codes` (default: a new random image of `n_image` codes)."""
         if codes is None:
             codes = torch.randint(0, self.cfg.codebook, (n_image,), generator=self.g)
-        return mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes), self._text(question_len))
+        return mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes), self._text(question_len)).to(self.device)
 
     # ---- understanding ------------------------------------------------------------------------------------
 
@@ -186,17 +193,22 @@ class Bench:
                 pair("batched_dense", "single_dense", f"mmu_batch{batch}_vs_1_float32_dense"),
                 pair("single_packed", "single_dense", "mmu_batch1_packed_vs_dense_float32", batch=1))
 
+    @property
+    def can_pack(self) -> bool:
+        """Weights can be packed for oneDNN (CPU only, and only where this torch build can)."""
+        return self.device.type == "cpu" and packing_available()
+
     def mmu_batch_one_image(self, batch: int = 8, warmup: bool = True) -> Comparison:
         """float32 answers per second at batch `batch` vs batch 1 for `batch` questions about ONE image, whose
-        prefix the batch computes once (`generate_text`'s shared prefix): packed weights when this torch can
-        pack them, as in `mmu_batch_fp32`'s headline, against batch 1 dense (the faster at batch 1, measured)."""
-        model = self.packed() if packing_available() else self.model
+        prefix the batch computes once (`generate_text`'s shared prefix): packed weights when they can be
+        packed, as in `mmu_batch_fp32`'s headline, against batch 1 dense (the faster at batch 1, measured)."""
+        model = self.packed() if self.can_pack else self.model
         batched, _, (short_batched, _) = self._mmu_batch_fns(batch, model, one_image=True)
         _, single, (_, short_single) = self._mmu_batch_fns(batch, self.model, one_image=True)
         return side_by_side(f"mmu_batch{batch}_one_image_vs_1_float32", batched, single, self.cfg.repeats,
                             same=lambda a, b: a == b, warmup=(short_batched, short_single) if warmup else (),
                             detail={"batch": batch, "new_tokens": self.cfg.answer_tokens, "dtype": "float32",
-                                    "packed": packing_available(), "one_image": True})
+                                    "packed": self.can_pack, "one_image": True})
 
     def _mmu_batch_fns(self, batch: int, model: Showo,
                        one_image: bool = False) -> tuple[Callable, Callable, tuple[Callable, Callable]]:
@@ -229,7 +241,7 @@ class Bench:
         return self._casts[dtype]
 
     def _copy(self, dtype: torch.dtype) -> Showo:
-        copy = Showo(self.model_cfg).to(dtype).eval()
+        copy = Showo(self.model_cfg).to(self.device, dtype).eval()
         copy.load_state_dict(self.model.state_dict())
         return copy
 
@@ -244,12 +256,16 @@ class Bench:
         image = torch.full((batch, n_image), self.vocab.mask)
         cond = t2i_gen_sequence(self.vocab, [self._text(12) for _ in range(batch)], image, self.cfg.text_len)
         uncond = t2i_gen_sequence(self.vocab, [[]] * batch, image, self.cfg.text_len)
-        return cond, uncond
+        return cond.to(self.device), uncond.to(self.device)
+
+    def _generator(self) -> torch.Generator:
+        """The sampling generator of every generation: the same seed for every variant, on the model's device."""
+        return torch.Generator(self.device).manual_seed(1)
 
     def _t2i_ours(self, model: Showo, cond: torch.Tensor, uncond: torch.Tensor, n_image: int,
                   steps: int | None = None) -> Callable:
         return lambda: maskgit_generate(model, cond, self.vocab, n_image, uncond, steps or self.cfg.t2i_steps,
-                                        GUIDANCE, generator=torch.Generator().manual_seed(1))
+                                        GUIDANCE, generator=self._generator())
 
     def t2i_fns(self, batch: int, n_image: int, steps: int | None = None) -> tuple[Callable, Callable]:
         """(ours, official) guided generation of `batch` images of `n_image` tokens in `steps` (default: the
@@ -258,7 +274,7 @@ class Bench:
         mask = t2i_mask(torch.cat([cond, uncond]), self.vocab)
         ref = lambda: official_t2i_generate(self.model, cond, uncond, mask, self.vocab, n_image,  # noqa: E731
                                             steps or self.cfg.t2i_steps, GUIDANCE,
-                                            generator=torch.Generator().manual_seed(1))
+                                            generator=self._generator())
         return self._t2i_ours(self.model, cond, uncond, n_image, steps), ref
 
     def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None, compiled: bool = False,
@@ -306,7 +322,8 @@ class Bench:
         t2i, _ = t2i_part(self.vocab, [self._text(10), self._text(30)], codes, self.cfg.text_len, mix, gen)
         lm = lm_part(self.vocab, [self._text(60)], t2i.ids.shape[1])
         mmu = mmu_part(self.vocab, codes[:1], [self._text(20)], self.cfg.text_len)
-        parts: list[Part] = [t2i, lm, mmu]
+        parts: list[Part] = [p.to(self.device) for p in (t2i, lm, mmu)]
+        t2i, lm, mmu = parts
         ids = torch.cat([p.ids for p in parts])
         float_mask = to_additive(torch.cat([p.mask for p in parts]))
         unshift = lambda nxt: torch.cat([torch.full_like(nxt[:, :1], -100), nxt[:, :-1]], dim=1)  # noqa: E731
@@ -342,10 +359,11 @@ class Bench:
     # ---- hardware -------------------------------------------------------------------------------------------
 
     @staticmethod
-    def matmul_peak(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5) -> float:
-        """Measured FLOP/s of a square matmul (the roof that utilisation is measured against)."""
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        a @ b
+    def matmul_peak(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5,
+                    device: torch.device | str = "cpu") -> float:
+        """Measured FLOP/s of a square matmul on `device` (the roof that utilisation is measured against)."""
+        a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+        _time(lambda: a @ b)
         best = min(_time(lambda: a @ b)[0] for _ in range(repeats))
         return 2 * size ** 3 / best
 

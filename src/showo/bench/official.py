@@ -21,14 +21,14 @@ def official_mmu_generate(model, input_ids: torch.Tensor, attention_mask: torch.
     blocked = torch.finfo(torch.float32).min
     for _ in range(max_new_tokens):
         logits = model(ids, attention_mask=mask[None, None])
-        grown = torch.full((mask.shape[0] + 1, mask.shape[1] + 1), blocked)
+        grown = torch.full((mask.shape[0] + 1, mask.shape[1] + 1), blocked, device=mask.device)
         grown[:-1, :-1] = mask
         grown[-1, :-1] = mask[-1]
         grown[-1, -1] = 0
         mask = grown
         nxt = int(logits[0, -1].argmax())
         out.append(nxt)
-        ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        ids = torch.cat([ids, torch.tensor([[nxt]], device=ids.device)], dim=1)
         if eot_token is not None and nxt == eot_token:
             break
     return out

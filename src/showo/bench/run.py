@@ -17,22 +17,30 @@ from .harness import Bench, BenchConfig, Comparison, as_dict, peak_rss_bytes
 from .plots import line_plot
 
 
-def in_fresh_process(what: str, mode: str) -> dict:
-    """Peak resident memory of one workload in a fresh process (peaks are per process and never go down)."""
-    code = f"import json;from showo.bench.run import _memory_child;print(json.dumps(_memory_child({what!r}, {mode!r})))"
+def in_fresh_process(what: str, mode: str, device: str = "cpu") -> dict:
+    """Peak memory of one workload in a fresh process (peaks are per process and never go down)."""
+    code = ("import json;from showo.bench.run import _memory_child;"
+            f"print(json.dumps(_memory_child({what!r}, {mode!r}, {device!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _memory_child(what: str, mode: str) -> dict:
-    """`inference`: our mmu answer + our t2i image; peak RSS minus the interpreter's own footprint (measured
+def peak_bytes(device: torch.device) -> int:
+    """This process's peak memory so far: resident memory on the CPU, allocated device memory on CUDA."""
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss_bytes()
+
+
+def _memory_child(what: str, mode: str, device: str = "cpu") -> dict:
+    """`inference`: our mmu answer + our t2i image; peak memory minus the interpreter's own footprint (measured
     after imports, before the model exists), over the weights' (dense float32) size. `inference_packed`: the
     same with the weights packed for oneDNN first (`Showo.pack_weights`).
     `train_official` / `train_checkpointing`: a training step of the official loop / ours with gradient
     checkpointing, with the gradients already allocated (as in every step after the first): the activation peak
-    is the peak above the interpreter minus weights and gradients."""
-    base = peak_rss_bytes()
-    bench = Bench(BenchConfig.preset(mode))
+    is the peak above the interpreter minus weights and gradients. On CUDA the peak is of allocated device
+    memory (the interpreter's footprint is then 0)."""
+    dev = torch.device(device)
+    base = peak_bytes(dev)
+    bench = Bench(BenchConfig.preset(mode), dev)
     if what.startswith("inference"):
         if what == "inference_packed":
             bench.model.pack_weights()
@@ -44,27 +52,29 @@ def _memory_child(what: str, mode: str) -> dict:
         for p in bench.model.parameters():  # gradients already allocated, as in every step after the first
             p.grad = torch.zeros_like(p)
         (ours if what == "train_checkpointing" else official)()
-    peak = peak_rss_bytes()
-    out = {"peak_rss_bytes": peak, "baseline_rss_bytes": base, "weights_bytes": bench.weights_bytes,
-           "above_baseline_bytes": peak - base, "ratio": (peak - base) / bench.weights_bytes}
+    peak = peak_bytes(dev)
+    out = {"peak_bytes": peak, "baseline_bytes": base, "weights_bytes": bench.weights_bytes,
+           "above_baseline_bytes": peak - base, "ratio": (peak - base) / bench.weights_bytes,
+           "measure": "cuda max_memory_allocated" if dev.type == "cuda" else "resident set (VmHWM)"}
     if what.startswith("train"):
         out["activation_peak_bytes"] = peak - base - 2 * bench.weights_bytes
     return out
 
 
 def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None = None, log=print,
-        only: Sequence[str] = SECTIONS) -> dict:
-    """Every section of `only` (default all), in the order of `SECTIONS`."""
+        only: Sequence[str] = SECTIONS, device: str = "cpu") -> dict:
+    """Every section of `only` (default all), in the order of `SECTIONS`, on `device` ("cpu" or "cuda")."""
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown benchmark section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     cfg = BenchConfig.preset(mode)
     t0 = time.perf_counter()
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     log(f"showo bench ({mode}): hidden {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, mlp {cfg.mlp}, "
-        f"{torch.get_num_threads()} threads")
+        f"{where}")
     sections = [s for s in SECTIONS if s in only]
     results: dict = {"mode": mode, "sections": sections, "config": cfg.__dict__.copy(), "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "complete": False}
+                     "threads": torch.get_num_threads(), "device": device, "device_name": where, "complete": False}
     rows: list[Comparison] = []
 
     def save() -> None:
@@ -84,9 +94,9 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     # memory first, in fresh processes, while this one holds no model (at full depth the official training
     # step alone needs most of a 24 GB machine)
     if "memory" in sections:
-        _memory(results, mode, log)
+        _memory(results, mode, log, device)
         save()
-    bench = Bench(cfg)
+    bench = Bench(cfg, device)
     log(f"  {sum(p.numel() for p in bench.model.parameters()) / 1e6:.0f}M parameters")
 
     def curve(key: str, points: dict[int, tuple[float, float]]) -> None:
@@ -120,13 +130,13 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         record("bf16_t2i_speedup", bench.t2i(b, n, dtype=torch.bfloat16))
         record("bf16_t2i_compiled_speedup", bench.t2i(b, n, dtype=torch.bfloat16, compiled=True))
     if "batch" in sections:
-        if packing_available():
+        if bench.can_pack:
             packed, dense, single = bench.mmu_batch_fp32(8, warmup=True)
             record("mmu_batch8_throughput_gain", packed)
             record("mmu_batch8_throughput_gain_dense", dense)
             record("mmu_batch1_packed_vs_dense", single)
         else:
-            log("  (this torch build cannot pack weights for oneDNN: batch 8 measured with dense weights only)")
+            log("  (weights cannot be packed for oneDNN here: batch 8 measured with dense weights only)")
             # the dense fp32 decoding paths are warm when the mmu section ran
             record("mmu_batch8_throughput_gain", bench.mmu_batch(8, warmup="mmu" not in sections))
         record("mmu_batch8_one_image_throughput_gain", bench.mmu_batch_one_image(8))
@@ -153,16 +163,16 @@ def _plot(path: str, x_label: str, ours_label: str, points: dict[int, tuple[floa
                                              "official (recompute)": [(n, b) for n, (_, b) in sorted(points.items())]})
 
 
-def _memory(results: dict, mode: str, log) -> None:
+def _memory(results: dict, mode: str, log, device: str) -> None:
     """Inference peak over the weights, and the training activation peak with checkpointing vs the official."""
-    mem = in_fresh_process("inference", mode)
+    mem = in_fresh_process("inference", mode, device)
     results["peak_rss_ratio_inference"] = {"value": mem["ratio"], **mem}
-    log(f"  peak RSS of inference / weights      {mem['ratio']:.2f}")
-    if packing_available():
+    log(f"  peak memory of inference / weights   {mem['ratio']:.2f}  ({mem['measure']})")
+    if device == "cpu" and packing_available():
         mem = in_fresh_process("inference_packed", mode)
         results["peak_rss_ratio_inference_packed"] = {"value": mem["ratio"], **mem}
         log(f"  the same, weights packed for oneDNN  {mem['ratio']:.2f}")
-    official, ckpt = in_fresh_process("train_official", mode), in_fresh_process("train_checkpointing", mode)
+    official, ckpt = (in_fresh_process(what, mode, device) for what in ("train_official", "train_checkpointing"))
     ratio = ckpt["activation_peak_bytes"] / official["activation_peak_bytes"]
     results["train_activation_memory_checkpointing_vs_official"] = {"value": ratio, "ours_checkpointing": ckpt,
                                                                     "official": official}
@@ -172,7 +182,7 @@ def _memory(results: dict, mode: str, log) -> None:
 
 def _utilization(results: dict, bench: Bench, mmu: Comparison, log) -> None:
     """Achieved FLOP/s of our cached fp32 decoding over a matmul peak measured now."""
-    peak32 = Bench.matmul_peak(torch.float32)
+    peak32 = Bench.matmul_peak(torch.float32, device=bench.device)
     context = mmu.detail["prompt_tokens"] + mmu.detail["new_tokens"] // 2  # mean context while decoding
     achieved = bench.decode_flops_per_token(context) * mmu.detail["new_tokens"] / mmu.ours_s
     results["flops_utilization"] = {"value": achieved / peak32, "achieved_flops": achieved,

@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 
 from ..bench import SECTIONS
+from ..errors import ConfigError
 from .outputs import atomic_write
+from .parser import device_name
 
 DESCRIPTION = """\
 Time our fast paths against a faithful re-creation of the official algorithms (full recompute per token and per
@@ -19,7 +21,8 @@ EPILOG = """\
 examples:
   showo bench --quick --json bench.json
   showo bench --json docs/benchmarks/full.json --plots docs/benchmarks/full
-  showo bench --only batch memory --json part.json     # some parts only, at full depth"""
+  showo bench --only batch memory --json part.json     # some parts only, at full depth
+  showo bench --device cuda --json gpu.json            # on a GPU (memory: allocated device memory)"""
 
 
 def add_parser(sub) -> None:
@@ -35,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--markdown", metavar="FILE", help="write the results as a Markdown table (for the docs)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="SECTION",
                    help=f"run only these parts: {', '.join(SECTIONS)} (default: all)")
+    p.add_argument("--device", type=device_name, default="cpu", metavar="DEVICE",
+                   help="cpu (default), cuda or cuda:N; auto picks cuda when there is one")
 
 
 def run(args) -> int:
@@ -42,7 +47,12 @@ def run(args) -> int:
 
     from ..bench.report import markdown_table
 
-    results = run_bench(args.mode, args.json, args.plots, only=args.only)
+    from .models import resolve_device
+
+    device = resolve_device(args.device)
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device {args.device}: the benchmark runs on cpu or cuda, not {device}")
+    results = run_bench(args.mode, args.json, args.plots, only=args.only, device=device)
     if args.markdown:
         atomic_write(Path(args.markdown), markdown_table(results).encode())
     return 0 if results["all_outputs_agree"] else 1
