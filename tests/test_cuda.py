@@ -25,8 +25,8 @@ CUDA = torch.device("cuda")
 ATOL = 1e-4
 
 
-def _on(d: dict, device=CUDA) -> dict:
-    return {k: v.to(device) for k, v in d.items()}
+def _on(d: dict) -> dict:
+    return {k: v.to(CUDA) for k, v in d.items()}
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_embedded_answers_match_cpu(embedded):
     assert embedded.ask([image] * 3, questions, max_new_tokens=24).texts == want
 
 
-def test_embedded_bf16_runs(embedded):
+def test_embedded_bf16_runs():
     pipe = load_embedded(device="cuda", dtype=torch.bfloat16)
     out = pipe.text_to_image(["a red circle", "two blue squares"], num_inference_steps=8, seed=1)
     assert len(out.images) == 2

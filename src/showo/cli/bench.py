@@ -43,10 +43,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bench.run import run as run_bench
-
     from ..bench.report import markdown_table
-
+    from ..bench.run import run as run_bench
     from .models import resolve_device
 
     device = resolve_device(args.device)
