@@ -46,5 +46,6 @@ def markdown_table(results: dict) -> str:
         if r:
             if "measure" in r:  # resident set on the CPU, allocated device memory on CUDA
                 what += f" ({r['measure']})"
-            lines.append(f"| {what} | | | {r['value']:.2f} | | {target} |")
+            value = f"{r['value']:.2f}" if r["value"] >= 0.1 else f"{r['value']:.3f}"  # GPU utilisation is ~0.005
+            lines.append(f"| {what} | | | {value} | | {target} |")
     return "\n".join(lines) + "\n"
