@@ -75,6 +75,11 @@ class Comparison:
         return self.reference_s / self.ours_s if self.ours_s > 0 else float("inf")
 
 
+def can_pack(device: torch.device) -> bool:
+    """Weights can be packed for oneDNN on `device` (CPU only, and only where this torch build can)."""
+    return device.type == "cpu" and packing_available()
+
+
 def _time(fn: Callable[[], object]) -> tuple[float, object]:
     """Wall time of `fn()` and its output; CUDA work queued by `fn` is waited for (kernels run asynchronously)."""
     t0 = time.perf_counter()
@@ -193,22 +198,17 @@ class Bench:
                 pair("batched_dense", "single_dense", f"mmu_batch{batch}_vs_1_float32_dense"),
                 pair("single_packed", "single_dense", "mmu_batch1_packed_vs_dense_float32", batch=1))
 
-    @property
-    def can_pack(self) -> bool:
-        """Weights can be packed for oneDNN (CPU only, and only where this torch build can)."""
-        return self.device.type == "cpu" and packing_available()
-
     def mmu_batch_one_image(self, batch: int = 8, warmup: bool = True) -> Comparison:
         """float32 answers per second at batch `batch` vs batch 1 for `batch` questions about ONE image, whose
         prefix the batch computes once (`generate_text`'s shared prefix): packed weights when they can be
         packed, as in `mmu_batch_fp32`'s headline, against batch 1 dense (the faster at batch 1, measured)."""
-        model = self.packed() if self.can_pack else self.model
+        model = self.packed() if can_pack(self.device) else self.model
         batched, _, (short_batched, _) = self._mmu_batch_fns(batch, model, one_image=True)
         _, single, (_, short_single) = self._mmu_batch_fns(batch, self.model, one_image=True)
         return side_by_side(f"mmu_batch{batch}_one_image_vs_1_float32", batched, single, self.cfg.repeats,
                             same=lambda a, b: a == b, warmup=(short_batched, short_single) if warmup else (),
                             detail={"batch": batch, "new_tokens": self.cfg.answer_tokens, "dtype": "float32",
-                                    "packed": self.can_pack, "one_image": True})
+                                    "packed": can_pack(self.device), "one_image": True})
 
     def _mmu_batch_fns(self, batch: int, model: Showo,
                        one_image: bool = False) -> tuple[Callable, Callable, tuple[Callable, Callable]]:

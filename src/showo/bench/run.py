@@ -10,10 +10,9 @@ from typing import Sequence
 
 import torch
 
-from ..backbone import packing_available
 from ..cli.outputs import atomic_write
 from . import SECTIONS
-from .harness import Bench, BenchConfig, Comparison, as_dict, peak_rss_bytes
+from .harness import Bench, BenchConfig, Comparison, as_dict, can_pack, peak_rss_bytes
 from .plots import line_plot
 
 
@@ -69,12 +68,12 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         raise ValueError(f"unknown benchmark section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     cfg = BenchConfig.preset(mode)
     t0 = time.perf_counter()
-    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     log(f"showo bench ({mode}): hidden {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, mlp {cfg.mlp}, "
-        f"{where}")
+        f"{name}, {torch.get_num_threads()} threads")
     sections = [s for s in SECTIONS if s in only]
     results: dict = {"mode": mode, "sections": sections, "config": cfg.__dict__.copy(), "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "device": device, "device_name": where, "complete": False}
+                     "threads": torch.get_num_threads(), "device": device, "device_name": name, "complete": False}
     rows: list[Comparison] = []
 
     def save() -> None:
@@ -130,7 +129,7 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         record("bf16_t2i_speedup", bench.t2i(b, n, dtype=torch.bfloat16))
         record("bf16_t2i_compiled_speedup", bench.t2i(b, n, dtype=torch.bfloat16, compiled=True))
     if "batch" in sections:
-        if bench.can_pack:
+        if can_pack(bench.device):
             packed, dense, single = bench.mmu_batch_fp32(8, warmup=True)
             record("mmu_batch8_throughput_gain", packed)
             record("mmu_batch8_throughput_gain_dense", dense)
@@ -168,7 +167,7 @@ def _memory(results: dict, mode: str, log, device: str) -> None:
     mem = in_fresh_process("inference", mode, device)
     results["peak_rss_ratio_inference"] = {"value": mem["ratio"], **mem}
     log(f"  peak memory of inference / weights   {mem['ratio']:.2f}  ({mem['measure']})")
-    if device == "cpu" and packing_available():
+    if can_pack(torch.device(device)):
         mem = in_fresh_process("inference_packed", mode)
         results["peak_rss_ratio_inference_packed"] = {"value": mem["ratio"], **mem}
         log(f"  the same, weights packed for oneDNN  {mem['ratio']:.2f}")
