@@ -163,7 +163,7 @@ def test_every_stage_reads_scenes_no_earlier_stage_read():
 
 @pytest.mark.parametrize("stage", ["embedded-z14.yaml", "embedded-z14-stage2.yaml",
                                    "embedded-z14-stage2-code-bits.yaml", "embedded-z14-stage3.yaml",
-                                   "embedded-z14-stage3-questions.yaml"])
+                                   "embedded-z14-stage3-questions.yaml", "embedded-z14-stage3-spatial.yaml"])
 def test_z14_recipes_move_the_default_architecture_onto_the_candidate_tokenizer(stage):
     recipe = EmbeddedRecipe.from_yaml(RECIPES / stage)
     tokenizer = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
@@ -179,3 +179,12 @@ def test_candidate_tokenizer_recipe_is_the_default_with_more_codes():
     default = EmbeddedRecipe()
     assert recipe.magvit.z_channels == 14 and default.magvit.z_channels == 12
     assert replace(recipe, magvit=default.magvit) == default
+
+
+def test_spatial_trial_is_its_control_with_weighted_questions():
+    """docs/recipes/embedded-z14-stage3-spatial.yaml changes only the question-type weights of its control."""
+    trial = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-stage3-spatial.yaml")
+    control = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-stage3.yaml")
+    assert trial.train.mix.mmu_qtype_weights == {"relation": 3.0, "position": 2.0}
+    trial.train.mix.mmu_qtype_weights = {}
+    assert trial == control

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from showo.data import WorldConfig, captions, describe, position_name, render, sample_scene, t2i_prompt
-from showo.data.language import story
+from showo.data.language import stated_sizes, story
+from showo.data.world import make_object
 from showo.errors import ConfigError
 from showo.evaluation import editing
 from showo.evaluation.caption_parser import parse_caption, score_caption
@@ -214,7 +215,32 @@ def test_mixed_oracle_scores_one(pipe, monkeypatch):
         monkeypatch.setattr(editing, "story_keyframes", lambda p, sentences, settings, seed: [
             render(s, WORLD) for s in frames[" ".join(sentences)]])
         metrics = evaluate_mixed(pipe, WORLD, split, 2, 3).metrics
-        assert metrics["overall"] == metrics["stories"] == 1.0
+        assert metrics["overall"] == metrics["stories"] == metrics["exact_scene"] == 1.0
+
+
+def _shrink(scene, which):
+    """The scene with the large objects `which` marks drawn small (same shape, colour and cell)."""
+    rng = random.Random(0)
+    return replace(scene, objects=tuple(
+        make_object(WORLD, o.shape, o.colour, "small", o.col, o.row, rng) if w and o.size == "large" else o
+        for o, w in zip(scene.objects, which)))
+
+
+@pytest.mark.parametrize("stated", [False, True])
+def test_mixed_judges_only_the_sizes_the_story_states(pipe, monkeypatch, stated):
+    """Keyframes drawn with a large object small: right when the story never stated that size (an opening
+    caption often names none), wrong when it did; `exact_scene` judges every size either way."""
+    frames, shrunk = {}, 0
+    for case in story_cases(WORLD, "eval", 2, 12):
+        marks = [[s == stated for s in flags] for flags in stated_sizes(case.scenes, case.sentences)]
+        frames[" ".join(case.sentences)] = [_shrink(s, m) for s, m in zip(case.scenes, marks)]
+        shrunk += sum(o.size == "large" and m for s, ms in zip(case.scenes, marks) for o, m in zip(s.objects, ms))
+    monkeypatch.setattr(editing, "story_keyframes", lambda p, sentences, settings, seed: [
+        render(s, WORLD) for s in frames[" ".join(sentences)]])
+    metrics = evaluate_mixed(pipe, WORLD, "eval", 2, 12).metrics
+    assert shrunk >= 5  # enough objects of each kind drawn with the other size
+    assert metrics["exact_scene"] < 1.0
+    assert metrics["overall"] < 1.0 if stated else metrics["overall"] == 1.0
 
 
 def test_story_keyframes_follow_the_interleaved_layout(pipe, monkeypatch):

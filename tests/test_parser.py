@@ -124,7 +124,12 @@ def test_match_scene_scores():
     score = match_scene(parsed, moved)
     assert score["objects"] == 1.0 and score["positions"] == pytest.approx(2 / 3) and not score["overall"]
     resized = replace(scene, objects=(replace(first, size="large" if first.size == "small" else "small"), *rest))
-    assert match_scene(parsed, resized)["sizes"] == pytest.approx(2 / 3)
+    assert match_scene(parsed, resized)["sizes"] == pytest.approx(2 / 3) and not match_scene(parsed, resized)["overall"]
+    unjudged = match_scene(parsed, resized, judge_size=[False, True, True])  # a size the prompt never stated
+    assert unjudged["overall"] and unjudged["sizes"] == pytest.approx(2 / 3)
+    assert not match_scene(parsed, resized, judge_size=[True, False, False])["overall"]
+    with pytest.raises(ValueError, match="judge_size has 1 entries for 3"):
+        match_scene(parsed, resized, judge_size=[True])
     fewer = replace(scene, objects=tuple(rest))
     score = match_scene(parsed, fewer)
     assert score["objects"] == 1.0 and not score["count"] and not score["overall"]

@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader
 
 from showo.data import (NUMBERS, POSITIONS, QTYPES, WorldConfig, WorldStream, captions, image_tensor, lm_text,
                         position_name, qa_pairs, relation, render, sample_scene, split_seed, story, t2i_prompt)
-from showo.data.language import AT, MAX_WORDS, RELATIONS, plural
+from showo.data.language import AT, MAX_WORDS, RELATIONS, plural, stated_sizes
 from showo.data.world import cell_of, fits, has_heldout, layout_split, scene_key
+from showo.errors import ConfigError
 from showo.evaluation.parser import parse
 
 CONFIG = WorldConfig()
@@ -202,14 +203,19 @@ def _changed(before, after):
 
 
 def test_stories_have_consistent_keyframes():
-    lengths = Counter()
+    lengths, flags = Counter(), Counter()
     for i in range(120):
         frames = story(random.Random(i), CONFIG, heldout=i % 6 == 0)
         lengths[len(frames)] += 1
         assert len({(s.background, s.gradient) for s, _ in frames}) == 1
         assert Counter(k[1:] for k in _mentions(frames[0][1])) == Counter(
             k[1:] for k in _truth(frames[0][0], size=False)), frames[0][1]
-        for (before, _), (after, sentence) in zip(frames, frames[1:]):
+        stated = stated_sizes([f for f, _ in frames], [t for _, t in frames])
+        # the opening caption names every size or none
+        assert set(stated[0]) == {bool(re.search(r"\b(small|large)\b", frames[0][1]))}, frames[0][1]
+        for k, ((before, _), (after, sentence)) in enumerate(zip(frames, frames[1:])):
+            was, now = dict(zip(before.objects, stated[k])), dict(zip(after.objects, stated[k + 1]))
+            assert all(now[o] == was[o] for o in after.objects if o in was)  # a stated size stays stated
             gone, new = _changed(before, after)
             m = re.fullmatch(r"(?:The (.+) (moves|slides) to the (.+)|(?:A|An) (.+) (appears|shows up) (.+)|"
                              r"The (.+) (turns|becomes|changes to) (\w+)|The (.+) (disappears|vanishes))\.", sentence)
@@ -220,13 +226,18 @@ def test_stories_have_consistent_keyframes():
                 assert position_name(_one(m[1], before)) == position_name(
                     next(o for o in before.objects if (o.col, o.row) == old[3:]))
                 assert POSITIONS[moved[4] * 3 + moved[3]] == m[3]
+                (after_obj,) = [o for o in after.objects if o not in was]
+                flags[now[after_obj] == (was[_one(m[1], before)] or moved[2] in m[1].split())] += 1
             elif m[5]:  # appear
                 assert not gone and sum(new.values()) == 1
+                assert [now[o] for o in after.objects if o not in was] == [True]  # 'a small red square appears'
                 assert _mentions(f"{m[4]} {m[6]}") == Counter([(k[2], k[0], k[1], POSITIONS[k[4] * 3 + k[3]])
                                                                 for k in new])
             elif m[8]:  # recolour
                 (old,), (changed,) = gone, new
                 assert old[1:] == changed[1:] and changed[0] == m[9] and _one(m[7], before).colour == old[0]
+                (after_obj,) = [o for o in after.objects if o not in was]
+                flags[now[after_obj] == (was[_one(m[7], before)] or changed[2] in m[7].split())] += 1
             else:  # disappear
                 assert not new and sum(gone.values()) == 1
                 assert (_one(m[10], before).colour, _one(m[10], before).shape) == next(iter(gone))[:2]
@@ -234,6 +245,7 @@ def test_stories_have_consistent_keyframes():
             for scene, _ in frames:
                 assert _truth(parse(render(scene, CONFIG), CONFIG).to_scene(), True) == _truth(scene, True)
     assert set(lengths) == {3, 4}
+    assert flags[True] > 50 and not flags[False]  # a move or recolour states a size its phrase names
 
 
 def test_stream_samples_are_deterministic_and_well_formed():
@@ -271,3 +283,24 @@ def test_stream_sharding_and_resume():
     loader = DataLoader(WorldStream(0, CONFIG, "t2i"), batch_size=2, num_workers=2)
     batches = [batch for _, batch in zip(range(4), loader)]
     assert sorted(int(i) for b in batches for i in b["index"]) == list(range(8))
+
+
+def test_qtype_weights_shift_the_question_mix_and_leave_the_default_draw_alone():
+    def asked(stream, n=300):
+        return [(d["question"], d["answer"], d["qtype"]) for d in (stream.sample(i) for i in range(n))]
+
+    plain = asked(WorldStream.for_split("train", CONFIG, "mmu"), 50)
+    # the unweighted draw is the one every earlier recipe trained on (pinned before qtype weights existed)
+    assert hashlib.sha256(repr(plain).encode()).hexdigest()[:16] == "b218eb4d90969bc7"
+    counts = {}
+    for weights in (None, {"relation": 4.0, "position": 4}):
+        stream = WorldStream.for_split("train", CONFIG, "mmu", caption_fraction=0.0, qtype_weights=weights)
+        counts[bool(weights)] = Counter(qtype for _, _, qtype in asked(stream))
+    share = {k: (c["relation"] + c["position"]) / sum(c.values()) for k, c in counts.items()}
+    # uniform over the 5-7 types a scene allows: about 2/7; weighted 4:4:1:1:1:1:1 about 8/13
+    assert share[False] < 0.4 < 0.5 < share[True], share
+    assert set(counts[True]) == set(QTYPES)  # the other types are still asked
+    for bad, match in (({"colour": 0}, "colour.*> 0"), ({"size": 1}, "unknown question type 'size'"),
+                       ({"shape": "2"}, "shape.*> 0"), ({"shape": True}, "shape.*> 0")):
+        with pytest.raises(ConfigError, match=match):
+            WorldStream.for_split("train", CONFIG, "mmu", qtype_weights=bad)

@@ -210,3 +210,13 @@ def test_several_questions_per_image_in_world_batches(parts, tmp_path):
     cfg = TrainConfig(output_dir=str(tmp_path), max_steps=2, mix=mix, optim=OptimConfig(lr=1e-3, warmup_steps=1))
     history = Trainer(model, source, cfg).train(progress=False)
     assert all(torch.isfinite(torch.tensor(m["loss_mmu"])) for m in history)
+
+
+def test_qtype_weights_reach_the_understanding_stream_and_are_checked(parts):
+    recipe, tok, vq = parts
+    mix = TrainConfig.from_dict({"mix": {"mmu_qtype_weights": {"relation": 2, "position": 3}}}).mix
+    assert mix.mmu_qtype_weights == {"relation": 2.0, "position": 3.0}
+    assert WorldBatchSource(tok, vq, mix, 96).streams["mmu"].qtype_weights == mix.mmu_qtype_weights
+    for bad in ({"relation": -1}, {"colours": 1}, ["relation"]):
+        with pytest.raises(ConfigError, match="mmu_qtype_weights|question type|weight"):
+            TrainConfig.from_dict({"mix": {"mmu_qtype_weights": bad}})

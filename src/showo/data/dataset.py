@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import ConfigError
-from .language import captions, lm_text, qa_pairs, story, t2i_prompt
+from .language import captions, check_qtype_weights, lm_text, qa_pairs, story, t2i_prompt
 from .world import Scene, WorldConfig, render, sample_scene
 
 KINDS: tuple[str, ...] = ("t2i", "mmu", "lm", "story")
@@ -40,7 +40,8 @@ class WorldStream(IterableDataset):
     """Samples of one kind from one split, indexed from 0 without end.
 
     kind 't2i': {'image' [3,H,W] in [-1,1], 'prompt'}; 'mmu': {'image', 'question', 'answer', 'qtype'}
-    (qtype 'caption' for a `caption_fraction` share, else a QA pair with its qtype drawn uniformly);
+    (qtype 'caption' for a `caption_fraction` share, else a QA pair with its qtype drawn uniformly, or in
+    proportion to `qtype_weights`, a weight per qtype, 1 for those not named);
     'lm': {'text'}; 'story': {'images' [K,3,H,W], 'sentences' (K strings)}. Every sample has 'index'.
     Iterating yields positions `position, position+1, ...` of this rank's shard (global index
     `position * world_size + rank`), split further across DataLoader workers; without workers the position
@@ -48,7 +49,8 @@ class WorldStream(IterableDataset):
     """
 
     def __init__(self, seed: int, config: WorldConfig | None = None, kind: str = "t2i", split: str = "train",
-                 rank: int = 0, world_size: int = 1, caption_fraction: float = 0.25, position: int = 0):
+                 rank: int = 0, world_size: int = 1, caption_fraction: float = 0.25, position: int = 0,
+                 qtype_weights: dict[str, float] | None = None):
         if kind not in KINDS:
             raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
         if split not in SPLITS:
@@ -59,6 +61,7 @@ class WorldStream(IterableDataset):
         self.rank, self.world_size, self.caption_fraction, self.position = rank, world_size, caption_fraction, position
         self.heldout = split == "heldout"
         self.layout = None if self.heldout else split
+        self.qtype_weights = check_qtype_weights(qtype_weights or {})
 
     @classmethod
     def for_split(cls, split: str, config: WorldConfig | None = None, kind: str = "t2i", **kwargs) -> WorldStream:
@@ -98,7 +101,11 @@ class WorldStream(IterableDataset):
             answer = texts[0] if rng.random() < 0.5 else rng.choice(texts)
             return rng.choice(CAPTION_QUESTIONS), answer, "caption"
         pairs = qa_pairs(scene, rng, self.config, self.heldout)
-        qtype = rng.choice(sorted({t for _, _, t in pairs}))
+        qtypes = sorted({t for _, _, t in pairs})
+        if self.qtype_weights:
+            qtype = rng.choices(qtypes, [self.qtype_weights.get(t, 1.0) for t in qtypes])[0]
+        else:  # the draw every recipe before `qtype_weights` made: keeps their batches identical
+            qtype = rng.choice(qtypes)
         question, answer, _ = rng.choice([p for p in pairs if p[2] == qtype])
         return question, answer, qtype
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from ..errors import ConfigError
 from .world import (POSITIONS, Scene, SceneObject, WorldConfig, admissible, fits, make_object, ordered,
                     position_name, relation, sample_scene)
 
@@ -235,6 +236,16 @@ _QUESTIONS = {"colour": _q_colour, "shape": _q_shape, "count": _q_count, "positi
               "existence": _q_existence, "relation": _q_relation, "yesno": _q_yesno}
 
 
+def check_qtype_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Question-type weights as given, after checking every name is a qtype and every weight positive."""
+    for name, weight in weights.items():
+        if name not in QTYPES:
+            raise ConfigError(f"unknown question type {name!r} in qtype weights (known: {', '.join(QTYPES)})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ConfigError(f"qtype weight of {name!r} must be a number > 0, got {weight!r}")
+    return {name: float(weight) for name, weight in weights.items()}
+
+
 def qa_pairs(scene: Scene, rng: random.Random, config: WorldConfig | None = None, heldout: bool = False,
              ) -> list[tuple[str, str, str]]:
     """(question, answer, qtype) pairs, about one per qtype (two for count and yesno) where the scene allows.
@@ -307,6 +318,23 @@ def story(rng: random.Random, config: WorldConfig | None = None, heldout: bool =
             if len(frames) == length:
                 return frames
     raise RuntimeError("could not build a story under these constraints")
+
+
+def stated_sizes(scenes: list[Scene], sentences: list[str]) -> list[list[bool]]:
+    """For each keyframe of a `story`, whether its text so far states each object's size (`scene.objects` order).
+
+    The opening caption states every size or none (`describe`); an appearing object's sentence states its size;
+    a move or recolour states it when its referring phrase does; a stated size stays stated. Sizes never stated
+    are free: a keyframe drawn with either size still matches its sentences.
+    """
+    stated = [[noun(o).lower() in sentences[0].lower() for o in scenes[0].objects]]
+    for before, after, sentence in zip(scenes, scenes[1:], sentences[1:]):
+        known = dict(zip(before.objects, stated[-1]))
+        gone = [o for o in before.objects if o not in after.objects]  # the moved or recoloured object, if any
+        words = sentence.lower().rstrip(".").split()
+        stated.append([known[o] if o in known else (bool(gone) and known[gone[0]]) or o.size in words
+                       for o in after.objects])
+    return stated
 
 
 def lm_text(rng: random.Random, config: WorldConfig | None = None) -> str:

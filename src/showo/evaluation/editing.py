@@ -6,11 +6,13 @@ checked against exactly the rules the evaluators apply.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..data.language import stated_sizes
 from ..data.world import Scene, WorldConfig, position_name
 from ..pipelines.interleaved import generate_interleaved, split_segments
 from ..tokenizers.image_io import mask_to_grid
@@ -166,22 +168,31 @@ def story_keyframes(pipeline, sentences: list[str], settings: EvalSettings, seed
     return images
 
 
-def keyframe_correct(image: Image.Image, scene: Scene, world: WorldConfig) -> bool:
-    """Whether a keyframe shows its scene exactly (`match_scene` overall, parsed at world size)."""
-    return bool(match_scene(parse(to_world_size(image, world), world), scene)["overall"])
+def keyframe_correct(image: Image.Image, scene: Scene, world: WorldConfig,
+                     judge_size: Sequence[bool] | None = None) -> bool:
+    """Whether a keyframe shows its scene (`match_scene` overall, parsed at world size), judging the size of
+    the objects `judge_size` marks (default: all, the scene exactly)."""
+    return bool(match_scene(parse(to_world_size(image, world), world), scene, judge_size)["overall"])
 
 
 def evaluate_mixed(pipeline, world: WorldConfig, split: str, seed: int, samples: int,
                    settings: EvalSettings | None = None) -> TaskResult:
     """Stories (`language.story`, 3-4 keyframes): generate each keyframe after its sentence (`story_keyframes`)
-    and match it against the keyframe's scene. overall: fraction of all keyframes right; first / later: the
-    same for opening keyframes / for the changes after them; stories: fraction of stories entirely right."""
+    and match it against the keyframe's scene on everything the story's text has stated by then: count, and
+    every object's colour, shape and cell, and its size where stated (`language.stated_sizes`; an opening
+    caption often names no size). overall: fraction of keyframes right; first / later: the same for opening
+    keyframes / for the changes after them; stories: fraction of stories entirely right; exact_scene: fraction
+    of keyframes right with every size judged (this task's 'overall' before sizes were judged only where
+    stated)."""
     settings = settings or EvalSettings()
     verdicts: list[list[bool]] = []
+    exact: list[bool] = []
     records = []
     for case in story_cases(world, split, seed, samples):
         images = story_keyframes(pipeline, case.sentences, settings, call_seed(seed, "mixed", split, case.index))
-        right = [keyframe_correct(i, s, world) for i, s in zip(images, case.scenes)]
+        stated = stated_sizes(case.scenes, case.sentences)
+        right = [keyframe_correct(i, s, world, judge) for i, s, judge in zip(images, case.scenes, stated)]
+        exact += [keyframe_correct(i, s, world) for i, s in zip(images, case.scenes)]
         verdicts.append(right)
         shown = [x for scene, image in zip(case.scenes, images) for x in (world_image(scene, world),
                                                                          to_world_size(image, world))]
@@ -190,5 +201,5 @@ def evaluate_mixed(pipeline, world: WorldConfig, split: str, seed: int, samples:
                                     " ".join("✓" if r else "✗" for r in right), all(right), {"keyframes": right}))
     metrics = {"overall": mean(v for r in verdicts for v in r), "first": mean(r[0] for r in verdicts),
                "later": mean(v for r in verdicts for v in r[1:]), "stories": mean(all(r) for r in verdicts),
-               "keyframes": sum(len(r) for r in verdicts), "n": len(verdicts)}
+               "exact_scene": mean(exact), "keyframes": sum(len(r) for r in verdicts), "n": len(verdicts)}
     return TaskResult("mixed", split, metrics, records)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Sequence
 
 from ..data.language import NUMBERS
 
@@ -41,21 +42,25 @@ def assign(targets, parsed) -> list[tuple[int, int]]:
     return sorted(max(best.values(), key=lambda v: v[0])[1])
 
 
-def match_scene(parsed, target) -> dict:
+def match_scene(parsed, target, judge_size: Sequence[bool] | None = None) -> dict:
     """How well a parsed image (`ParsedScene` or `Scene`) realises a target `Scene`.
 
     Fractions of target objects: 'objects' (a parsed object of the same colour and shape), 'positions'
     (... also in the same cell), 'sizes' (... also the same size), 'colours' / 'shapes' (multiset overlap,
     ignoring pairing). Booleans: 'count' (as many objects as the target), 'overall' (count right and every
-    target object found with its colour, shape, size and cell), 'background'.
+    target object found with its colour, shape, size and cell), 'background'. `judge_size[i]` False leaves
+    target object i's size out of 'overall' (a size its prompt never stated); default: every size counts.
     """
     targets, found = list(target.objects), list(parsed.objects)
+    judged = [True] * len(targets) if judge_size is None else list(judge_size)
+    if len(judged) != len(targets):
+        raise ValueError(f"judge_size has {len(judged)} entries for {len(targets)} target objects")
     n = max(1, len(targets))
-    pairs = [(targets[i], found[j]) for i, j in assign(targets, found)]
-    kind = [(t, p) for t, p in pairs if t.colour == p.colour and t.shape == p.shape]
-    placed = [(t, p) for t, p in kind if (t.col, t.row) == (p.col, p.row)]
-    sized = [(t, p) for t, p in kind if t.size == p.size]
-    exact = [(t, p) for t, p in placed if t.size == p.size]
+    pairs = [(i, targets[i], found[j]) for i, j in assign(targets, found)]
+    kind = [(i, t, p) for i, t, p in pairs if t.colour == p.colour and t.shape == p.shape]
+    placed = [(i, t, p) for i, t, p in kind if (t.col, t.row) == (p.col, p.row)]
+    sized = [(i, t, p) for i, t, p in kind if t.size == p.size]
+    exact = [(i, t, p) for i, t, p in placed if t.size == p.size or not judged[i]]
 
     def overlap(attr: str) -> int:
         return sum((Counter(getattr(o, attr) for o in targets) & Counter(getattr(o, attr) for o in found)).values())

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from ..data.language import check_qtype_weights
 from ..errors import ConfigError
 
 
@@ -37,6 +38,9 @@ class MixConfig:
     # questions asked about each understanding image: > 1 packs them as branches after one shared image prefix,
     # each computing exactly its one-question row (training.batch.mmu_branch_part)
     mmu_questions: int = 1
+    # relative weights of question types in QA rows, e.g. {position: 2, relation: 3}; unnamed types weigh 1
+    # (default: every type the scene allows equally likely)
+    mmu_qtype_weights: dict[str, float] = field(default_factory=dict)
     cond_dropout_prob: float = 0.1
     story_dropout_prob: float = 0.0  # share of story rows replaced by a null story (one image, no text): guidance
     mask_schedule: str = "cosine"
@@ -87,6 +91,9 @@ class TrainConfig:
             raise ConfigError("mix: row counts must be >= 0 and not all zero")
         if m.mmu_questions < 1:
             raise ConfigError(f"mix.mmu_questions must be >= 1, got {m.mmu_questions}")
+        if not isinstance(m.mmu_qtype_weights, dict):
+            raise ConfigError("mix.mmu_qtype_weights must be a mapping of question type to weight")
+        m.mmu_qtype_weights = check_qtype_weights(m.mmu_qtype_weights)
         for name in ("caption_fraction", "cond_dropout_prob", "story_dropout_prob"):
             if not 0.0 <= getattr(m, name) <= 1.0:
                 raise ConfigError(f"mix.{name} must be in [0, 1], got {getattr(m, name)}")

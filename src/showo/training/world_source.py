@@ -36,7 +36,8 @@ class WorldBatchSource:
         self.vocab = tokenizer.vocab
         world = world or WorldConfig()
         self.streams = {k: WorldStream.for_split("train", world, kind=k) for k in ("t2i", "lm", "story")}
-        self.streams["mmu"] = WorldStream.for_split("train", world, kind="mmu", caption_fraction=mix.caption_fraction)
+        self.streams["mmu"] = WorldStream.for_split("train", world, kind="mmu", caption_fraction=mix.caption_fraction,
+                                                   qtype_weights=mix.mmu_qtype_weights)
         side = world.image_size // magvit.config.downsample_factor
         self.n = side * side
         self.seq_len = max_text_len + self.n + 3
