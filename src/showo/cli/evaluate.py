@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -18,11 +19,14 @@ image grids in --out. Meaningful for models trained on the world (the embedded d
 EPILOG = """\
 examples:
   showo eval --seed 1 --samples 50 --json out/eval.json
-  showo eval --tasks t2i vqa --samples 10 --json t2i_vqa.json --dtype bfloat16"""
+  showo eval --tasks t2i vqa --samples 10 --json t2i_vqa.json --dtype bfloat16
+  showo eval --tasks mixed --seed 3 --story-guidance 3 --json dev/mixed-g3.json   # a setting, on a dev draw"""
 
 
-def add_parser(sub, add_model_options, add_output_options, positive_int) -> None:
+def add_parser(sub, add_model_options, add_output_options) -> None:
+    from ..evaluation.cases import EvalSettings
     from ..evaluation.harness import TASKS
+    from .parser import non_negative_float, positive_int
 
     p = sub.add_parser("eval", help="score a model on the procedural world (seen and held-out combinations)",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,24 +37,39 @@ def add_parser(sub, add_model_options, add_output_options, positive_int) -> None
     g.add_argument("--json", required=True, metavar="FILE", help="where to write the metrics")
     g.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
                    help=f"subset of {', '.join(TASKS)} (default: all)")
+    d = EvalSettings()
+    g = p.add_argument_group("generation settings (the same for every model compared; record them with the scores)")
+    g.add_argument("--steps", type=positive_int, default=d.image_steps, metavar="N",
+                   help="MaskGIT steps of every generated image (default: %(default)s)")
+    g.add_argument("--guidance", type=non_negative_float, default=d.guidance_scale, metavar="G",
+                   help="guidance of text-to-image, inpainting and extrapolation (default: %(default)s)")
+    g.add_argument("--story-guidance", type=non_negative_float, default=d.story_guidance_scale, metavar="G",
+                   help="guidance of story keyframes against the null story (default: %(default)s)")
+    g.add_argument("--image-temperature", type=non_negative_float, default=d.image_temperature, metavar="T",
+                   help="temperature of the confidence-based re-masking (default: %(default)s)")
     add_model_options(p)
     add_output_options(p, "eval")
 
 
 def run(ctx) -> int:
+    from ..evaluation.cases import EvalSettings
     from ..evaluation.harness import run_evaluation
 
     args = ctx.args
+    settings = EvalSettings(image_steps=args.steps, guidance_scale=args.guidance,
+                            story_guidance_scale=args.story_guidance, image_temperature=args.image_temperature)
     json_path = Path(args.json)
     check_out_dir(ctx.out)
     check_out_dir(json_path.parent)
     pipe = ctx.load()
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_evaluation(pipe, seed=args.seed, samples=args.samples, tasks=args.tasks, out_dir=Path(tmp))
+        results = run_evaluation(pipe, seed=args.seed, samples=args.samples, tasks=args.tasks, out_dir=Path(tmp),
+                                 settings=settings)
         ctx.out.mkdir(parents=True, exist_ok=True)
         for f in sorted(Path(tmp).iterdir()):
             atomic_write(ctx.out / f.name, f.read_bytes())
-    record = {"model": pipe.model_id, "seed": args.seed, "samples": args.samples, **results}
+    record = {"model": pipe.model_id, "seed": args.seed, "samples": args.samples, **results,
+              "settings": dataclasses.asdict(settings)}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(json_path, json_bytes(record))
     for task, splits in results.items():

@@ -368,7 +368,7 @@ def build_parser() -> Parser:
         _add_output_options(sub.choices[name], name)
     from . import bench, evaluate, train
 
-    evaluate.add_parser(sub, _add_model_options, _add_output_options, positive_int)
+    evaluate.add_parser(sub, _add_model_options, _add_output_options)
     train.add_parser(sub, Parser)
     bench.add_parser(sub)
     return parser
