@@ -218,5 +218,5 @@ def test_qtype_weights_reach_the_understanding_stream_and_are_checked(parts):
     assert mix.mmu_qtype_weights == {"relation": 2.0, "position": 3.0}
     assert WorldBatchSource(tok, vq, mix, 96).streams["mmu"].qtype_weights == mix.mmu_qtype_weights
     for bad in ({"relation": -1}, {"colours": 1}, ["relation"]):
-        with pytest.raises(ConfigError, match="mmu_qtype_weights|question type|weight"):
+        with pytest.raises(ConfigError, match=r"mix\.mmu_qtype_weights"):
             TrainConfig.from_dict({"mix": {"mmu_qtype_weights": bad}})

@@ -236,13 +236,16 @@ _QUESTIONS = {"colour": _q_colour, "shape": _q_shape, "count": _q_count, "positi
               "existence": _q_existence, "relation": _q_relation, "yesno": _q_yesno}
 
 
-def check_qtype_weights(weights: dict[str, float]) -> dict[str, float]:
-    """Question-type weights as given, after checking every name is a qtype and every weight positive."""
+def check_qtype_weights(weights: dict[str, float], what: str = "qtype weights") -> dict[str, float]:
+    """Question-type weights as floats, after checking they map qtypes to positive numbers (`what` names them
+    in the error)."""
+    if not isinstance(weights, dict):
+        raise ConfigError(f"{what} must be a mapping of question type to weight, got {weights!r}")
     for name, weight in weights.items():
         if name not in QTYPES:
-            raise ConfigError(f"unknown question type {name!r} in qtype weights (known: {', '.join(QTYPES)})")
+            raise ConfigError(f"unknown question type {name!r} in {what} (known: {', '.join(QTYPES)})")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            raise ConfigError(f"qtype weight of {name!r} must be a number > 0, got {weight!r}")
+            raise ConfigError(f"{what}: the weight of {name!r} must be a number > 0, got {weight!r}")
     return {name: float(weight) for name, weight in weights.items()}
 
 

@@ -168,11 +168,12 @@ def story_keyframes(pipeline, sentences: list[str], settings: EvalSettings, seed
     return images
 
 
-def keyframe_correct(image: Image.Image, scene: Scene, world: WorldConfig,
-                     judge_size: Sequence[bool] | None = None) -> bool:
-    """Whether a keyframe shows its scene (`match_scene` overall, parsed at world size), judging the size of
-    the objects `judge_size` marks (default: all, the scene exactly)."""
-    return bool(match_scene(parse(to_world_size(image, world), world), scene, judge_size)["overall"])
+def keyframe_verdicts(image: Image.Image, scene: Scene, world: WorldConfig,
+                      judge_size: Sequence[bool]) -> tuple[bool, bool]:
+    """(right, exactly right) of a keyframe parsed at world size (`match_scene` overall): right judges the size
+    only of the objects `judge_size` marks, exactly right judges every size."""
+    parsed = parse(to_world_size(image, world), world)
+    return bool(match_scene(parsed, scene, judge_size)["overall"]), bool(match_scene(parsed, scene)["overall"])
 
 
 def evaluate_mixed(pipeline, world: WorldConfig, split: str, seed: int, samples: int,
@@ -190,9 +191,10 @@ def evaluate_mixed(pipeline, world: WorldConfig, split: str, seed: int, samples:
     records = []
     for case in story_cases(world, split, seed, samples):
         images = story_keyframes(pipeline, case.sentences, settings, call_seed(seed, "mixed", split, case.index))
-        stated = stated_sizes(case.scenes, case.sentences)
-        right = [keyframe_correct(i, s, world, judge) for i, s, judge in zip(images, case.scenes, stated)]
-        exact += [keyframe_correct(i, s, world) for i, s in zip(images, case.scenes)]
+        judged = [keyframe_verdicts(i, s, world, sizes)
+                  for i, s, sizes in zip(images, case.scenes, stated_sizes(case.scenes, case.sentences))]
+        right = [r for r, _ in judged]
+        exact += [e for _, e in judged]
         verdicts.append(right)
         shown = [x for scene, image in zip(case.scenes, images) for x in (world_image(scene, world),
                                                                          to_world_size(image, world))]

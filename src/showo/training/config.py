@@ -91,9 +91,7 @@ class TrainConfig:
             raise ConfigError("mix: row counts must be >= 0 and not all zero")
         if m.mmu_questions < 1:
             raise ConfigError(f"mix.mmu_questions must be >= 1, got {m.mmu_questions}")
-        if not isinstance(m.mmu_qtype_weights, dict):
-            raise ConfigError("mix.mmu_qtype_weights must be a mapping of question type to weight")
-        m.mmu_qtype_weights = check_qtype_weights(m.mmu_qtype_weights)
+        m.mmu_qtype_weights = check_qtype_weights(m.mmu_qtype_weights, "mix.mmu_qtype_weights")
         for name in ("caption_fraction", "cond_dropout_prob", "story_dropout_prob"):
             if not 0.0 <= getattr(m, name) <= 1.0:
                 raise ConfigError(f"mix.{name} must be in [0, 1], got {getattr(m, name)}")
