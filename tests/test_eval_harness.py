@@ -216,6 +216,7 @@ def test_mixed_oracle_scores_one(pipe, monkeypatch):
             render(s, WORLD) for s in frames[" ".join(sentences)]])
         metrics = evaluate_mixed(pipe, WORLD, split, 2, 3).metrics
         assert metrics["overall"] == metrics["stories"] == metrics["exact_scene"] == 1.0
+        assert metrics["unstated_sizes_kept"] == 1.0
 
 
 def _shrink(scene, which):
@@ -269,3 +270,18 @@ def test_read_back_is_the_generation_ceiling_of_a_tokenizer(full_run):
     assert not any(m["overall"] for _, m in read_back(scenes, [blank] * len(scenes), WORLD))
     for metrics in full_run[0]["tokenizer"].values():
         assert 0.0 <= metrics["scene_match"] <= metrics["objects"] + 1e-9 <= 1.0 + 1e-9
+
+
+def test_mixed_reports_whether_unstated_sizes_are_kept(pipe, monkeypatch):
+    """Last keyframes drawn with their unstated large objects small: each still matches its sentences (overall 1)
+    but has changed a size the story had shown; `unstated_sizes_kept` counts that."""
+    frames, changed = {}, 0
+    for case in story_cases(WORLD, "eval", 2, 12):
+        last = [not s for s in stated_sizes(case.scenes, case.sentences)[-1]]
+        frames[" ".join(case.sentences)] = case.scenes[:-1] + [_shrink(case.scenes[-1], last)]
+        changed += sum(o.size == "large" and m for o, m in zip(case.scenes[-1].objects, last))
+    monkeypatch.setattr(editing, "story_keyframes", lambda p, sentences, settings, seed: [
+        render(s, WORLD) for s in frames[" ".join(sentences)]])
+    metrics = evaluate_mixed(pipe, WORLD, "eval", 2, 12).metrics
+    assert changed >= 3 and metrics["overall"] == 1.0
+    assert 0.5 < metrics["unstated_sizes_kept"] < 1.0

@@ -333,11 +333,17 @@ def stated_sizes(scenes: list[Scene], sentences: list[str]) -> list[list[bool]]:
     stated = [[noun(o).lower() in sentences[0].lower() for o in scenes[0].objects]]
     for before, after, sentence in zip(scenes, scenes[1:], sentences[1:]):
         known = dict(zip(before.objects, stated[-1]))
-        gone = [o for o in before.objects if o not in after.objects]  # the moved or recoloured object, if any
         words = sentence.lower().rstrip(".").split()
-        stated.append([known[o] if o in known else (bool(gone) and known[gone[0]]) or o.size in words
-                       for o in after.objects])
+        stated.append([known[o] if p is o else (p is not None and known[p]) or o.size in words
+                       for o, p in zip(after.objects, predecessors(before, after))])
     return stated
+
+
+def predecessors(before: Scene, after: Scene) -> list[SceneObject | None]:
+    """For each object of a story keyframe `after` (one `_event` after `before`), the object it was in `before`:
+    itself when unchanged, the moved or recoloured object for the changed one, None for one that appeared."""
+    gone = [o for o in before.objects if o not in after.objects]
+    return [o if o in before.objects else (gone[0] if gone else None) for o in after.objects]
 
 
 def lm_text(rng: random.Random, config: WorldConfig | None = None) -> str:

@@ -6,19 +6,18 @@ checked against exactly the rules the evaluators apply.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..data.language import stated_sizes
+from ..data.language import predecessors, stated_sizes
 from ..data.world import Scene, WorldConfig, position_name
 from ..pipelines.interleaved import generate_interleaved, split_segments
 from ..tokenizers.image_io import mask_to_grid
 from .cases import (EvalSettings, ExtrapolateCase, InpaintCase, SampleRecord, TaskResult, call_seed, extrapolate_cases,
                     inpaint_cases, mean, story_cases, to_world_size, world_image)
-from .matching import match_scene
+from .matching import assign, match_scene
 from .parser import parse
 
 
@@ -168,12 +167,35 @@ def story_keyframes(pipeline, sentences: list[str], settings: EvalSettings, seed
     return images
 
 
-def keyframe_verdicts(image: Image.Image, scene: Scene, world: WorldConfig,
-                      judge_size: Sequence[bool]) -> tuple[bool, bool]:
-    """(right, exactly right) of a keyframe parsed at world size (`match_scene` overall): right judges the size
-    only of the objects `judge_size` marks, exactly right judges every size."""
-    parsed = parse(to_world_size(image, world), world)
-    return bool(match_scene(parsed, scene, judge_size)["overall"]), bool(match_scene(parsed, scene)["overall"])
+def drawn_sizes(parsed, scene: Scene) -> list[str | None]:
+    """The size each object of `scene` was drawn at: that of the parsed object `assign` pairs with it when their
+    colour, shape and cell agree; None when none does."""
+    targets, found = list(scene.objects), list(parsed.objects)
+    sizes: list[str | None] = [None] * len(targets)
+    for i, j in assign(targets, found):
+        t, p = targets[i], found[j]
+        if (t.colour, t.shape, t.col, t.row) == (p.colour, p.shape, p.col, p.row):
+            sizes[i] = p.size
+    return sizes
+
+
+def judge_story(images: list[Image.Image], scenes: list[Scene], sentences: list[str],
+                world: WorldConfig) -> tuple[list[bool], list[bool], list[bool]]:
+    """(right, exactly right) per keyframe (`match_scene` overall at world size; right judges only the sizes the
+    story has stated, `language.stated_sizes`), and, for every object whose size no sentence stated, drawn in a
+    keyframe and in the one before: whether it kept the size it was drawn at."""
+    stated = stated_sizes(scenes, sentences)
+    parsed = [parse(to_world_size(image, world), world) for image in images]
+    right = [bool(match_scene(p, s, judge)["overall"]) for p, s, judge in zip(parsed, scenes, stated)]
+    exact = [bool(match_scene(p, s)["overall"]) for p, s in zip(parsed, scenes)]
+    drawn = [drawn_sizes(p, s) for p, s in zip(parsed, scenes)]
+    kept = []
+    for k in range(1, len(scenes)):
+        earlier = dict(zip(scenes[k - 1].objects, drawn[k - 1]))
+        for pred, said, size in zip(predecessors(scenes[k - 1], scenes[k]), stated[k], drawn[k]):
+            if not said and pred is not None and size is not None and earlier[pred] is not None:
+                kept.append(size == earlier[pred])
+    return right, exact, kept
 
 
 def evaluate_mixed(pipeline, world: WorldConfig, split: str, seed: int, samples: int,
@@ -184,17 +206,18 @@ def evaluate_mixed(pipeline, world: WorldConfig, split: str, seed: int, samples:
     caption often names no size). overall: fraction of keyframes right; first / later: the same for opening
     keyframes / for the changes after them; stories: fraction of stories entirely right; exact_scene: fraction
     of keyframes right with every size judged (this task's 'overall' before sizes were judged only where
-    stated)."""
+    stated); unstated_sizes_kept: fraction of objects of unstated size drawn at the size they had in the
+    keyframe before (`judge_story`; not part of overall)."""
     settings = settings or EvalSettings()
     verdicts: list[list[bool]] = []
     exact: list[bool] = []
+    sizes_kept: list[bool] = []
     records = []
     for case in story_cases(world, split, seed, samples):
         images = story_keyframes(pipeline, case.sentences, settings, call_seed(seed, "mixed", split, case.index))
-        judged = [keyframe_verdicts(i, s, world, sizes)
-                  for i, s, sizes in zip(images, case.scenes, stated_sizes(case.scenes, case.sentences))]
-        right = [r for r, _ in judged]
-        exact += [e for _, e in judged]
+        right, exactly, kept = judge_story(images, case.scenes, case.sentences, world)
+        exact += exactly
+        sizes_kept += kept
         verdicts.append(right)
         shown = [x for scene, image in zip(case.scenes, images) for x in (world_image(scene, world),
                                                                          to_world_size(image, world))]
@@ -203,5 +226,6 @@ def evaluate_mixed(pipeline, world: WorldConfig, split: str, seed: int, samples:
                                     " ".join("✓" if r else "✗" for r in right), all(right), {"keyframes": right}))
     metrics = {"overall": mean(v for r in verdicts for v in r), "first": mean(r[0] for r in verdicts),
                "later": mean(v for r in verdicts for v in r[1:]), "stories": mean(all(r) for r in verdicts),
-               "exact_scene": mean(exact), "keyframes": sum(len(r) for r in verdicts), "n": len(verdicts)}
+               "exact_scene": mean(exact), "unstated_sizes_kept": mean(sizes_kept),
+               "keyframes": sum(len(r) for r in verdicts), "n": len(verdicts)}
     return TaskResult("mixed", split, metrics, records)
