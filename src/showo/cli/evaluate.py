@@ -26,7 +26,7 @@ examples:
 def add_parser(sub, add_model_options, add_output_options) -> None:
     from ..evaluation.cases import EvalSettings
     from ..evaluation.harness import TASKS
-    from .parser import non_negative_float, positive_int
+    from .parser import add_image_sampling, non_negative_float, positive_int
 
     p = sub.add_parser("eval", help="score a model on the procedural world (seen and held-out combinations)",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,15 +38,12 @@ def add_parser(sub, add_model_options, add_output_options) -> None:
     g.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
                    help=f"subset of {', '.join(TASKS)} (default: all)")
     d = EvalSettings()
-    g = p.add_argument_group("generation settings (the same for every model compared; record them with the scores)")
-    g.add_argument("--steps", type=positive_int, default=d.image_steps, metavar="N",
-                   help="MaskGIT steps of every generated image (default: %(default)s)")
-    g.add_argument("--guidance", type=non_negative_float, default=d.guidance_scale, metavar="G",
-                   help="guidance of text-to-image, inpainting and extrapolation (default: %(default)s)")
+    g = p.add_argument_group("generation settings (--guidance: text-to-image, inpainting and extrapolation; the same "
+                             "for every model compared; written into the JSON)")
+    add_image_sampling(g, {"steps": d.image_steps, "guidance": d.guidance_scale,
+                           "image_temperature": d.image_temperature}, temperature_flag="--image-temperature")
     g.add_argument("--story-guidance", type=non_negative_float, default=d.story_guidance_scale, metavar="G",
                    help="guidance of story keyframes against the null story (default: %(default)s)")
-    g.add_argument("--image-temperature", type=non_negative_float, default=d.image_temperature, metavar="T",
-                   help="temperature of the confidence-based re-masking (default: %(default)s)")
     add_model_options(p)
     add_output_options(p, "eval")
 

@@ -129,13 +129,16 @@ def _add_output_options(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary line on stderr")
 
 
-def _add_image_sampling(g: argparse._ArgumentGroup, command: str, temperature_flag: str = "--temperature") -> None:
-    d = DEFAULTS[command]
+def add_image_sampling(g: argparse._ArgumentGroup, d: dict[str, object], temperature_flag: str = "--temperature",
+                       ) -> None:
+    """--steps, --guidance and the image temperature (`temperature_flag`), with defaults `d` (a `DEFAULTS` entry,
+    or `showo eval`'s settings)."""
     g.add_argument("--steps", type=positive_int, default=d["steps"], metavar="N",
                    help="MaskGIT decoding steps per image (default: %(default)s)")
     g.add_argument("--guidance", type=non_negative_float, default=d["guidance"], metavar="G",
                    help="classifier-free guidance scale, (1+G)*cond - G*uncond; 0 disables it (default: %(default)s)")
-    g.add_argument(temperature_flag, type=non_negative_float, default=d.get("image_temperature", d["temperature"]),
+    temperature = d["image_temperature"] if "image_temperature" in d else d["temperature"]
+    g.add_argument(temperature_flag, type=non_negative_float, default=temperature,
                    metavar="T", dest="image_temperature" if temperature_flag != "--temperature" else "temperature",
                    help="temperature of the confidence-based re-masking (default: %(default)s)")
 
@@ -293,7 +296,7 @@ def build_parser() -> Parser:
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="text prompt (quote each one)")
     g = p.add_argument_group("sampling")
     _add_seed(g)
-    _add_image_sampling(g, "generate")
+    add_image_sampling(g, DEFAULTS["generate"])
     _add_mask_options(g, "generate")
     g.add_argument("-n", "--images-per-prompt", dest="num_images", type=positive_int, default=1, metavar="N",
                    help="images per prompt (default: %(default)s)")
@@ -304,7 +307,7 @@ def build_parser() -> Parser:
     p.add_argument("prompt", metavar="PROMPT", help="what to paint in the white area")
     g = p.add_argument_group("sampling")
     _add_seed(g)
-    _add_image_sampling(g, "inpaint")
+    add_image_sampling(g, DEFAULTS["inpaint"])
     _add_mask_options(g, "inpaint")
     g.add_argument("-n", "--num-images", type=positive_int, default=1, metavar="N",
                    help="variants to generate (default: %(default)s)")
@@ -320,7 +323,7 @@ def build_parser() -> Parser:
                         "extends further with less overlap; N < grid/2 (default: %(default)s)")
     g = p.add_argument_group("sampling")
     _add_seed(g)
-    _add_image_sampling(g, "extrapolate")
+    add_image_sampling(g, DEFAULTS["extrapolate"])
     _add_mask_options(g, "extrapolate")
     g.add_argument("-n", "--num-images", type=positive_int, default=1, metavar="N",
                    help="variants to generate (default: %(default)s)")
@@ -357,7 +360,7 @@ def build_parser() -> Parser:
     _add_seed(g)
     _add_text_sampling(g, "mixed")
     g = p.add_argument_group("images")
-    _add_image_sampling(g, "mixed", temperature_flag="--image-temperature")
+    add_image_sampling(g, DEFAULTS["mixed"], temperature_flag="--image-temperature")
     g.add_argument("--max-images", type=positive_int, default=DEFAULTS["mixed"]["max_images"], metavar="N",
                    help="at most N images in the answer (default: %(default)s)")
     g.add_argument("--force-image-every-sentence", action="store_true",

@@ -333,9 +333,14 @@ def stated_sizes(scenes: list[Scene], sentences: list[str]) -> list[list[bool]]:
     stated = [[noun(o).lower() in sentences[0].lower() for o in scenes[0].objects]]
     for before, after, sentence in zip(scenes, scenes[1:], sentences[1:]):
         known = dict(zip(before.objects, stated[-1]))
-        words = sentence.lower().rstrip(".").split()
-        stated.append([known[o] if p is o else (p is not None and known[p]) or o.size in words
-                       for o, p in zip(after.objects, predecessors(before, after))])
+        named = sentence.lower().rstrip(".").split()  # the sentence is about the changed object only
+        flags = []
+        for obj, pred in zip(after.objects, predecessors(before, after)):
+            if pred is obj:  # unchanged
+                flags.append(known[obj])
+            else:  # moved or recoloured (pred), or new (None)
+                flags.append((pred is not None and known[pred]) or obj.size in named)
+        stated.append(flags)
     return stated
 
 

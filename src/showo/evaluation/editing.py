@@ -17,7 +17,7 @@ from ..pipelines.interleaved import generate_interleaved, split_segments
 from ..tokenizers.image_io import mask_to_grid
 from .cases import (EvalSettings, ExtrapolateCase, InpaintCase, SampleRecord, TaskResult, call_seed, extrapolate_cases,
                     inpaint_cases, mean, story_cases, to_world_size, world_image)
-from .matching import assign, match_scene
+from .matching import drawn_sizes, match_scene
 from .parser import parse
 
 
@@ -165,18 +165,6 @@ def story_keyframes(pipeline, sentences: list[str], settings: EvalSettings, seed
         prefix += [vocab.soi, *vocab.codes_to_ids(codes.cpu()).tolist(), vocab.eoi]
         images.append(pipeline.decode_codes(codes[None])[0])
     return images
-
-
-def drawn_sizes(parsed, scene: Scene) -> list[str | None]:
-    """The size each object of `scene` was drawn at: that of the parsed object `assign` pairs with it when their
-    colour, shape and cell agree; None when none does."""
-    targets, found = list(scene.objects), list(parsed.objects)
-    sizes: list[str | None] = [None] * len(targets)
-    for i, j in assign(targets, found):
-        t, p = targets[i], found[j]
-        if (t.colour, t.shape, t.col, t.row) == (p.colour, p.shape, p.col, p.row):
-            sizes[i] = p.size
-    return sizes
 
 
 def judge_story(images: list[Image.Image], scenes: list[Scene], sentences: list[str],

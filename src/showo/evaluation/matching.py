@@ -17,11 +17,19 @@ _SYNONYMS = {"grey": "gray", "center": "centre", "middle": "centre", "upper": "t
 _ARTICLES = {"the", "a", "an"}
 
 
+def _same_kind(target, parsed) -> bool:
+    return target.colour == parsed.colour and target.shape == parsed.shape
+
+
+def _same_cell(target, parsed) -> bool:
+    return (target.col, target.row) == (parsed.col, parsed.row)
+
+
 def _pair_score(target, parsed) -> int:
     """Lexicographic preference: colour+shape (100), then cell (10), then size (1)."""
-    same_kind = target.colour == parsed.colour and target.shape == parsed.shape
-    same_cell = (target.col, target.row) == (parsed.col, parsed.row)
-    return 100 * same_kind + 10 * (same_kind and same_cell) + (same_kind and target.size == parsed.size)
+    if not _same_kind(target, parsed):
+        return 0
+    return 100 + 10 * _same_cell(target, parsed) + (target.size == parsed.size)
 
 
 def assign(targets, parsed) -> list[tuple[int, int]]:
@@ -42,6 +50,21 @@ def assign(targets, parsed) -> list[tuple[int, int]]:
     return sorted(max(best.values(), key=lambda v: v[0])[1])
 
 
+def _pairs(targets: list, found: list) -> list[tuple[int, object, object]]:
+    """`assign`'s pairs as (target index, target object, parsed object)."""
+    return [(i, targets[i], found[j]) for i, j in assign(targets, found)]
+
+
+def drawn_sizes(parsed, target) -> list[str | None]:
+    """The size each object of `target` was drawn at: that of the parsed object paired with it (as `match_scene`
+    pairs them) when their colour, shape and cell agree; None when none does."""
+    sizes: list[str | None] = [None] * len(target.objects)
+    for i, t, p in _pairs(list(target.objects), list(parsed.objects)):
+        if _same_kind(t, p) and _same_cell(t, p):
+            sizes[i] = p.size
+    return sizes
+
+
 def match_scene(parsed, target, judge_size: Sequence[bool] | None = None) -> dict:
     """How well a parsed image (`ParsedScene` or `Scene`) realises a target `Scene`.
 
@@ -56,9 +79,8 @@ def match_scene(parsed, target, judge_size: Sequence[bool] | None = None) -> dic
     if len(judged) != len(targets):
         raise ValueError(f"judge_size has {len(judged)} entries for {len(targets)} target objects")
     n = max(1, len(targets))
-    pairs = [(i, targets[i], found[j]) for i, j in assign(targets, found)]
-    kind = [(i, t, p) for i, t, p in pairs if t.colour == p.colour and t.shape == p.shape]
-    placed = [(i, t, p) for i, t, p in kind if (t.col, t.row) == (p.col, p.row)]
+    kind = [(i, t, p) for i, t, p in _pairs(targets, found) if _same_kind(t, p)]
+    placed = [(i, t, p) for i, t, p in kind if _same_cell(t, p)]
     sized = [(i, t, p) for i, t, p in kind if t.size == p.size]
     exact = [(i, t, p) for i, t, p in placed if t.size == p.size or not judged[i]]
 
