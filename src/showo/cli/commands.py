@@ -329,5 +329,11 @@ def evaluate(ctx: Context) -> int:
     return evaluation.run(ctx)
 
 
-COMMANDS = {"eval": evaluate, "generate": generate, "inpaint": inpaint, "extrapolate": extrapolate, "ask": ask, "caption": caption,
+def finetune(ctx: Context) -> int:
+    from . import finetune as training
+
+    return training.run(ctx)
+
+
+COMMANDS = {"eval": evaluate, "finetune": finetune, "generate": generate, "inpaint": inpaint, "extrapolate": extrapolate, "ask": ask, "caption": caption,
             "write": write, "mixed": mixed}

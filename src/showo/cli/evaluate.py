@@ -57,7 +57,7 @@ def run(ctx) -> int:
                             story_guidance_scale=args.story_guidance, image_temperature=args.image_temperature)
     json_path = Path(args.json)
     check_out_dir(ctx.out)
-    check_out_dir(json_path.parent)
+    check_out_dir(json_path.parent, flag="--json")
     pipe = ctx.load()
     with tempfile.TemporaryDirectory() as tmp:
         results = run_evaluation(pipe, seed=args.seed, samples=args.samples, tasks=args.tasks, out_dir=Path(tmp),

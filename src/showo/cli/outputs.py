@@ -92,14 +92,14 @@ def slug(text: str, limit: int = 40) -> str:
     return s[:limit].rstrip("-") or "image"
 
 
-def check_out_dir(out: Path) -> None:
-    """Refuse an --out that cannot be a directory, before any work is done (nothing is created here)."""
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """Refuse an output directory that cannot be one, before any work is done (nothing is created here)."""
     for parent in (out, *out.parents):
         if parent.exists():
             if not parent.is_dir():
-                raise OutputError(f"--out {out}: {parent} exists and is not a directory")
+                raise OutputError(f"{flag} {out}: {parent} exists and is not a directory")
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise OutputError(f"--out {out}: {parent} is not writable")
+                raise OutputError(f"{flag} {out}: {parent} is not writable")
             return
 
 

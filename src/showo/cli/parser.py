@@ -73,6 +73,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     try:
         value = float(text)
@@ -182,7 +192,8 @@ def _add_ignored_image_options(p: argparse.ArgumentParser) -> None:
 MAIN_DESCRIPTION = """\
 Show-o (v1) from the command line: one transformer that creates images (text-to-image, inpainting,
 extrapolation) and understands them (questions, captions), and also writes text. Each subcommand validates all
-of its inputs before loading the model and writes nothing unless it succeeds. Every image is saved as PNG with
+of its inputs before loading the model and writes nothing unless it succeeds (train and finetune fill their
+run directory as they go, and resume it). Every image is saved as PNG with
 a JSON file of the same name holding the prompt, seed and every parameter needed to reproduce it; text answers
 are printed and saved to answers.json."""
 
@@ -195,6 +206,7 @@ examples:
   showo caption photos/
   showo write "Once upon a time" --stream
   showo mixed "Explain how to bake bread, with pictures."
+  showo finetune my-data.jsonl --run runs/mine   # then any command with --model runs/mine/model
 
 Run 'showo COMMAND --help' for the options of a command. User errors print one line 'showo: error: ...' on
 stderr and exit with code 2."""
@@ -274,6 +286,7 @@ as answer.md and index.html, and the text to answers.json.""",
         """\
 examples:
   showo mixed "Explain how to bake bread, with pictures."
+  showo finetune my-data.jsonl --run runs/mine   # then any command with --model runs/mine/model
   showo mixed "Describe three kinds of clouds." --max-images 3 --force-image-every-sentence""",
     ),
 }
@@ -369,9 +382,10 @@ def build_parser() -> Parser:
     for name in COMMANDS:
         _add_model_options(sub.choices[name])
         _add_output_options(sub.choices[name], name)
-    from . import bench, evaluate, train
+    from . import bench, evaluate, finetune, train
 
     evaluate.add_parser(sub, _add_model_options, _add_output_options)
+    finetune.add_parser(sub, _add_model_options)
     train.add_parser(sub, Parser)
     bench.add_parser(sub)
     return parser

@@ -23,7 +23,7 @@ examples:
   showo train model --run runs/stage2 --recipe docs/recipes/embedded-stage2.yaml   # continue from saved weights
   showo train model --run runs/ft --init-from runs/embedded/showo-train/checkpoint-0003000/model   # runs/ft holds
                                    # copies of runs/embedded/tokenizer and magvit
-  torchrun --standalone --nproc_per_node=2 -m showo.cli.main train model --run runs/embedded
+  torchrun --standalone --nproc_per_node=2 -m showo.cli.main train model --run-dir runs/embedded
   showo train all --run /tmp/r --write-recipe recipe.yaml   # write the default recipe to edit, then stop"""
 
 
@@ -31,7 +31,9 @@ def add_parser(sub, parser_class) -> None:
     p = sub.add_parser("train", help="train the image/text tokenizers and Show-o on the procedural world",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=STAGES, help="what to train (all = the three stages in order)")
-    p.add_argument("--run", required=True, metavar="DIR", help="run directory (created; resumed when it exists)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR",
+                   help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
+                        "torchrun does not mistake for its own --run-path")
     p.add_argument("--recipe", metavar="YAML", help="recipe file (default: the embedded model's recipe)")
     p.add_argument("--max-steps", type=int, metavar="N", help="override the stage's number of steps")
     p.add_argument("--init-from", metavar="DIR",

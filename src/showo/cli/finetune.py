@@ -1,0 +1,92 @@
+"""`showo finetune`: train a model further on your own images, questions and text (showo.training.finetune)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+
+DESCRIPTION = """\
+Fine-tune a Show-o (the embedded model by default, or any --model) on your own data: a JSON Lines file with one
+record per line, {"image": PATH, "caption": TEXT} for text-to-image, {"image": PATH, "question": TEXT, "answer":
+TEXT} for understanding (captioning: a question such as "Describe the image." with the caption as answer), or
+{"text": TEXT} for plain text; image paths are relative to the file. Every record and image is checked before
+training starts. The image and text tokenizers stay frozen. The run directory is resumed when it exists (rerun
+the same command after an interruption) and ends with the fine-tuned pipeline in RUN/model, which every other
+command takes as --model RUN/model. Runs under torchrun for data parallel training."""
+
+EPILOG = """\
+examples:
+  showo finetune data/pets.jsonl --run runs/pets                      # the embedded model, default schedule
+  showo finetune data/pets.jsonl --run runs/pets --max-steps 500 --lr 5e-5
+  showo finetune data/pets.jsonl --run runs/pets --write-recipe ft.yaml   # the schedule, to edit and pass back
+  showo finetune data/pets.jsonl --run runs/pets --recipe ft.yaml
+  showo ask photo.png "What is it?" --model runs/pets/model
+  torchrun --standalone --nproc_per_node=2 -m showo.cli.main finetune data/pets.jsonl --run-dir runs/pets"""
+
+
+def add_parser(sub, add_model_options) -> None:
+    from .parser import non_negative_int, positive_float, positive_int
+
+    p = sub.add_parser("finetune", help="train a model further on your own images, questions and text",
+                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", metavar="DATA.jsonl", help="the records (JSON Lines; see above)")
+    g = p.add_argument_group("training")
+    g.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR",
+                   help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
+                        "torchrun does not mistake for its own --run-path")
+    g.add_argument("--recipe", metavar="YAML", help="training config (default: a 200-step schedule, lr 1e-4, whose "
+                                                    "mix has rows of each kind the data holds)")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="override the number of optimizer steps")
+    g.add_argument("--lr", type=positive_float, metavar="LR", help="override the peak learning rate")
+    g.add_argument("--seed", type=non_negative_int, help="order of the records and masking draws (default: the recipe's, 0)")
+    g.add_argument("--write-recipe", metavar="YAML", help="write the config in effect to YAML and exit")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line on stderr")
+    add_model_options(p)
+
+
+def _config(args, records):
+    from ..training.config import TrainConfig
+    from ..training.finetune import default_config
+
+    config = TrainConfig.from_yaml(args.recipe) if args.recipe else default_config(records)
+    if args.max_steps is not None:
+        config.max_steps = args.max_steps
+    if args.lr is not None:
+        config.optim.lr = args.lr
+    if args.seed is not None:
+        config.seed = args.seed
+    return TrainConfig.from_dict(config.to_dict())  # validated again with the overrides
+
+
+def run(ctx) -> int:
+    from ..data.records import count_kinds, read_records
+    from ..training.finetune import finetune
+    from .outputs import check_out_dir
+    from .progress import say
+
+    args = ctx.args
+    if ctx.spec.pack_weights or ctx.spec.dtype != "float32":
+        raise ConfigError("finetune keeps float32 master weights: drop --dtype/--pack-weights (the recipe's "
+                          "precision: bf16 trains under bf16 autocast)")
+    data, run_dir = Path(args.data), Path(args.run)
+    records = read_records(data)
+    config = _config(args, records)
+    if args.write_recipe:
+        config.to_yaml(args.write_recipe)
+        return 0
+    check_out_dir(run_dir, flag="--run")
+    kinds = ", ".join(f"{n} {k}" for k, n in count_kinds(records).items() if n)
+    pipe = ctx.load()
+
+    def report(source) -> None:
+        cut = {k: n for k, n in source.truncated().items() if n}
+        if cut:
+            say("note", "longer than the model's text region, cut as the official training cuts them: "
+                + ", ".join(f"{n} {k} record(s)" for k, n in cut.items()))
+
+    out = finetune(pipe, records, data, run_dir, config, base_model=ctx.spec.model, progress=not args.quiet,
+                   on_ready=report)
+    ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
+                f"(use --model {out}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
+    return 0

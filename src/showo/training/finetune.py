@@ -1,0 +1,97 @@
+"""Fine-tune a Show-o pipeline (the embedded model or an official checkpoint) on your own records.
+
+The image and text tokenizers stay frozen; the transformer trains with the same loop as the world recipes
+(`Trainer`: the joint objective, AdamW with warmup and cosine decay, clipping, bf16 autocast, DDP under torchrun,
+atomic checkpoints, exact resume). A run directory holds:
+
+    finetune.json    what the run trains on (data file and its digest, base model): a resume must match it
+    showo-train/     checkpoints, metrics.jsonl and the config in effect
+    model/           the result as a pipeline directory (showo/, magvit/, tokenizer/), written at the end
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..data.records import Record, count_kinds, data_digest
+from ..errors import ConfigError
+from ..pipelines import ShowoPipeline
+from .code_bits import remove_code_bit_rows
+from .config import MixConfig, OptimConfig, TrainConfig
+from .records_source import RecordBatchSource
+from .trainer import Trainer
+
+MANIFEST = "finetune.json"
+
+
+def default_config(records: list[Record]) -> TrainConfig:
+    """A short, gentle schedule whose mix has rows of each kind the data holds (4 text-to-image, 4 understanding,
+    1 text a step)."""
+    kinds = count_kinds(records)
+    mix = MixConfig(t2i=4 if kinds["t2i"] else 0, mmu=4 if kinds["mmu"] else 0, lm=1 if kinds["lm"] else 0,
+                    story=0, cond_dropout_prob=0.1)
+    return TrainConfig(max_steps=200, precision="bf16", log_every=10, save_every=50, mix=mix,
+                       optim=OptimConfig(lr=1e-4, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.01))
+
+
+def check_manifest(run: Path, manifest: dict) -> None:
+    """Refuse to resume a run on other data or another base model; a new run records its manifest."""
+    path = run / MANIFEST
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ConfigError(f"{path} is unreadable: remove the run directory {run} to start over") from None
+    for key, what in (("data_sha256", "data (the file or one of its images changed)"), ("base_model", "base model")):
+        if old.get(key) != manifest[key]:
+            raise ConfigError(f"{run} was started with another {what}: use a new --run directory")
+
+
+def finetune(pipe: ShowoPipeline, records: list[Record], data: Path, run: Path, config: TrainConfig,
+             base_model: str, progress: bool = True, on_ready=None) -> Path:
+    """Train `pipe.model` on `records` into `run` (resuming it when it has a checkpoint); returns `run/model`.
+
+    on_ready(source) is called by the main process once the images are encoded, before the first step (the CLI
+    reports cut texts)."""
+    model = pipe.model
+    if model.config.w_clip_vit and count_kinds(records)["mmu"] and config.mix.mmu:
+        raise ConfigError("understanding rows for w_clip_vit checkpoints (CLIP features) are not supported; "
+                          "set mix.mmu: 0 to fine-tune text-to-image only")
+    manifest = {"data": str(data.resolve()), "data_sha256": data_digest(data, records), "base_model": base_model}
+    check_manifest(run, manifest)
+    config.output_dir = str(run / "showo-train")
+    source = RecordBatchSource(records, pipe.tokenizer, pipe.vq, config.mix, model.config.max_seq_length,
+                               model.config.num_vq_tokens, seed=config.seed)
+    trainer = Trainer(model, source, config, device=pipe.device)
+    if trainer.dist.is_main:
+        if on_ready is not None:
+            on_ready(source)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    trainer.resume()
+    trainer.train(progress=progress)
+    remove_code_bit_rows(model)
+    model.eval()
+    out = run / "model"
+    if trainer.dist.is_main:
+        save_pipeline_atomic(pipe, out)
+    return out
+
+
+def save_pipeline_atomic(pipe: ShowoPipeline, directory: Path) -> None:
+    """`pipe.save_pretrained(directory)` through a temporary sibling renamed into place: never half written."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        pipe.save_pretrained(tmp)
+        old = directory.with_name(f".{directory.name}.old")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

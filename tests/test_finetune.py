@@ -1,0 +1,222 @@
+"""`showo finetune`: records are checked line by line, batches are a function of (seed, step, row), a run resumes
+exactly and refuses other data, and a fine-tuned model learns what it was shown."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from showo.cli.main import main
+from showo.data.records import read_records
+from showo.errors import ConfigError, InputError
+from showo.pipelines import ShowoPipeline
+from showo.tiny import tiny_random_pipeline
+from showo.training.config import MixConfig, OptimConfig, TrainConfig
+from showo.training.finetune import default_config, finetune
+from showo.training.records_source import RecordBatchSource
+from showo.training.trainer import Trainer
+
+TINY = ["--model", "tiny-random", "--device", "cpu"]
+
+
+def write_data(root: Path, lines: list[object], images: int = 3) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(images):
+        colour = (60 * i, 255 - 60 * i, 90)
+        Image.new("RGB", (24, 20), colour).save(root / f"im{i}.png")
+    path = root / "data.jsonl"
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def small_records(root: Path) -> Path:
+    """Text-to-image, understanding and text records short enough for the tiny model's 32-token text region."""
+    return write_data(root, [
+        {"image": "im0.png", "caption": "green"}, {"image": "im1.png", "caption": "teal"},
+        {"image": "im2.png", "caption": "red"},
+        {"image": "im0.png", "question": "Hue?", "answer": "green"},
+        {"image": "im2.png", "question": "Hue?", "answer": "red"},
+        "", {"text": "a few words"}])
+
+
+def tiny_config(steps: int) -> TrainConfig:
+    return TrainConfig(max_steps=steps, log_every=1, save_every=2, mix=MixConfig(t2i=2, mmu=2, lm=1),
+                       optim=OptimConfig(lr=1e-3, warmup_steps=1))
+
+
+@pytest.mark.parametrize("line, match", [
+    ("{not json", "not valid JSON"),
+    ('["image", "caption"]', "expected a JSON object"),
+    ({"image": "im0.png"}, "none of the record kinds"),
+    ({"image": "im0.png", "caption": "x", "answer": "y"}, "none of the record kinds"),
+    ({"image": "im0.png", "caption": "  "}, "'caption' must be a non-empty string"),
+    ({"text": 3}, "'text' must be a non-empty string"),
+    ({"image": "missing.png", "caption": "x"}, "not found"),
+])
+def test_bad_records_name_the_line(tmp_path, line, match):
+    path = write_data(tmp_path, [{"text": "fine"}, "", line])
+    with pytest.raises(InputError, match=match) as e:
+        read_records(path)
+    assert f"{path}:3:" in str(e.value)
+
+
+def test_empty_and_missing_files(tmp_path):
+    with pytest.raises(InputError, match="no records"):
+        read_records(write_data(tmp_path, ["", "  "]))
+    with pytest.raises(InputError, match="not found"):
+        read_records(tmp_path / "nope.jsonl")
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_records(tmp_path / "bin.jsonl")
+
+
+def test_records_kinds_and_paths(tmp_path):
+    records = read_records(small_records(tmp_path))
+    assert [r.kind for r in records] == ["t2i"] * 3 + ["mmu"] * 2 + ["lm"]
+    assert records[0].image == (tmp_path / "im0.png").resolve() and records[-1].line == 7
+    assert default_config(records).mix.t2i == 4 and default_config(records[:3]).mix.mmu == 0
+
+
+def fails(capsys, *argv: str, match: str) -> None:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in err, err
+    lines = [x for x in err.splitlines() if x.startswith("showo: error:")]
+    assert len(lines) == 1 and match.lower() in lines[0].lower(), err
+
+
+def test_cli_errors_write_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    bad = write_data(tmp_path / "a", [{"image": "im0.png", "caption": "x"}, {"image": "im0.png", "kaption": "x"}])
+    fails(capsys, "finetune", str(bad), "--run", str(run), *TINY, match="data.jsonl:2:")
+    unreadable = write_data(tmp_path / "b", [{"image": "im0.png", "caption": "x"}, {"image": "fake.png", "caption": "y"}])
+    (tmp_path / "b" / "fake.png").write_text("not an image")
+    fails(capsys, "finetune", str(unreadable), "--run", str(run), *TINY, match="data.jsonl:2: cannot read image")
+    long_answer = write_data(tmp_path / "c", [{"image": "im0.png", "question": "Hue?", "answer": "x" * 40}])
+    fails(capsys, "finetune", str(long_answer), "--run", str(run), *TINY, match="answer would be cut")
+    data = small_records(tmp_path / "d")
+    recipe = tmp_path / "r.yaml"
+    TrainConfig(mix=MixConfig(t2i=0, mmu=0, lm=0, story=2)).to_yaml(recipe)
+    fails(capsys, "finetune", str(data), "--run", str(run), "--recipe", str(recipe), *TINY, match="mix.story")
+    only_text = write_data(tmp_path / "e", [{"text": "words"}])
+    TrainConfig(mix=MixConfig(t2i=1, mmu=0, lm=1)).to_yaml(recipe)
+    fails(capsys, "finetune", str(only_text), "--run", str(run), "--recipe", str(recipe), *TINY, match="mix.t2i")
+    fails(capsys, "finetune", str(data), "--run", str(run), "--lr", "0", *TINY, match="--lr")
+    fails(capsys, "finetune", str(data), "--run", str(run), "--dtype", "bfloat16", *TINY, match="float32")
+    (tmp_path / "file").write_text("")
+    fails(capsys, "finetune", str(data), "--run", str(tmp_path / "file" / "run"), *TINY, match="--run")
+    assert not run.exists()
+
+
+def test_batches_depend_on_step_only_and_cover_each_epoch(tmp_path):
+    pipe = tiny_random_pipeline()
+    records = read_records(small_records(tmp_path))
+    mix = MixConfig(t2i=2, mmu=3, lm=1)
+    make = lambda: RecordBatchSource(records, pipe.tokenizer, pipe.vq, mix, 32, 16, seed=5)  # noqa: E731
+    a, b = make(), make()
+    for step in (3, 0, 7):
+        whole = a.parts(step, 0, 1)
+        for p, q in zip(whole, b.parts(step, 0, 1)):
+            assert torch.equal(p.ids, q.ids) and torch.equal(p.mask, q.mask)
+        assert [p.name for p in whole] == ["t2i", "lm", "mmu"]
+        halves = [b.parts(step, r, 2) for r in (0, 1)]  # rank 1 has no lm row (one a step)
+        for p in whole:
+            assert torch.equal(torch.cat([x.ids for h in halves for x in h if x.name == p.name]), p.ids)
+    # three text-to-image records: every epoch of three draws reads each once, in a newly shuffled order
+    epochs = [[a._draw("t2i", 3 * e + i).line for i in range(3)] for e in range(10)]
+    assert all(sorted(e) == [1, 2, 3] for e in epochs) and len({tuple(e) for e in epochs}) > 1
+
+
+def state(pipe) -> dict:
+    return {k: v.clone() for k, v in pipe.model.state_dict().items()}
+
+
+def test_resume_is_exact_and_refuses_other_data(tmp_path, monkeypatch):
+    data = small_records(tmp_path / "data")
+    records = read_records(data)
+    straight = tiny_random_pipeline()
+    finetune(straight, records, data, tmp_path / "a", tiny_config(4), "tiny", progress=False)
+    save = Trainer.save
+
+    def killed_after_step_2(self):
+        save(self)
+        if self.step == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "save", killed_after_step_2)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(tiny_random_pipeline(), records, data, tmp_path / "b", tiny_config(4), "tiny", progress=False)
+    assert not (tmp_path / "b" / "model").exists()
+    resumed = tiny_random_pipeline()
+    with torch.no_grad():  # the weights must come from the checkpoint (the image tokenizer stays: it is frozen)
+        for p in resumed.model.parameters():
+            p.zero_()
+    out = finetune(resumed, records, data, tmp_path / "b", tiny_config(4), "tiny", progress=False)
+    want, got = state(straight), state(resumed)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert not all(torch.equal(want[k], v) for k, v in state(tiny_random_pipeline()).items())  # it trained
+    again = ShowoPipeline.from_pretrained(out)
+    assert all(torch.equal(want[k], v) for k, v in again.model.state_dict().items())
+    with pytest.raises(ConfigError, match="another base model"):
+        finetune(tiny_random_pipeline(), records, data, tmp_path / "a", tiny_config(6), "other", progress=False)
+    Image.new("RGB", (24, 20), (1, 2, 3)).save(tmp_path / "data" / "im1.png")  # an image changed under the run
+    with pytest.raises(ConfigError, match="another data"):
+        finetune(tiny_random_pipeline(), read_records(data), data, tmp_path / "b", tiny_config(6), "tiny",
+                 progress=False)
+
+
+def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):
+    data, run = small_records(tmp_path / "data"), tmp_path / "run"
+    assert main(["finetune", str(data), "--run", str(run), "--write-recipe", str(tmp_path / "r.yaml"), *TINY]) == 0
+    written = TrainConfig.from_yaml(tmp_path / "r.yaml")
+    assert (written.mix.t2i, written.mix.mmu, written.mix.lm, written.max_steps) == (4, 4, 1, 200)
+    assert not run.exists()
+    code = main(["finetune", str(data), "--run", str(run), "--max-steps", "3", "--seed", "2", *TINY])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "--model " + str(run / "model") in err
+    logged = [json.loads(x) for x in (run / "showo-train" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == 3 and {"loss_t2i", "loss_mmu", "loss_lm"} <= set(logged[-1])
+    assert json.loads((run / "finetune.json").read_text())["base_model"] == "tiny-random"
+    assert main(["caption", str(tmp_path / "data" / "im0.png"), "--model", str(run / "model"), "--device", "cpu",
+                 "--max-new-tokens", "3", "--out", str(tmp_path / "out"), "-q"]) == 0
+
+
+def test_embedded_model_learns_a_new_answer(tmp_path):
+    """A question the world never asks, with an answer it never gives: 30 steps teach the embedded model to say it
+    (losses fall; before fine-tuning it answers something else)."""
+    from showo.embedded import load_embedded
+
+    question, answer = "What is the name of this picture?", "Sunny garden."
+    data = write_data(tmp_path, [{"image": "im1.png", "question": question, "answer": answer}], images=2)
+    pipe = load_embedded()
+    image = Image.open(tmp_path / "im1.png")
+    assert pipe.ask(image, question).texts[0] != answer
+    config = TrainConfig(max_steps=30, precision="bf16", log_every=5, save_every=30,
+                         mix=MixConfig(t2i=0, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
+    finetune(pipe, read_records(data), data, tmp_path / "run", config, "embedded", progress=False)
+    losses = [json.loads(x)["loss_mmu"] for x in (tmp_path / "run" / "showo-train" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0] / 4
+    assert pipe.ask(image, question).texts[0] == answer
+
+
+def test_documented_torchrun_lines_reach_showo():
+    """torchrun's own parser takes any prefix of its options (`--run` would be its `--run-path`): every torchrun
+    example in the help texts must parse there, then hand showo arguments that showo's parser accepts."""
+    from torch.distributed.run import get_args_parser
+
+    from showo.cli import finetune as finetune_cli, train as train_cli
+    from showo.cli.parser import build_parser
+
+    lines = [line.split("#")[0].split() for text in (train_cli.EPILOG, finetune_cli.EPILOG)
+             for line in text.splitlines() if line.strip().startswith("torchrun")]
+    assert len(lines) == 2
+    for words in lines:
+        launch = get_args_parser().parse_args(words[1:])
+        assert launch.training_script == "showo.cli.main"
+        args = build_parser().parse_args(launch.training_script_args)
+        assert args.run.startswith("runs/")
