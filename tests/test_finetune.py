@@ -92,7 +92,8 @@ def test_cli_errors_write_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     bad = write_data(tmp_path / "a", [{"image": "im0.png", "caption": "x"}, {"image": "im0.png", "kaption": "x"}])
     fails(capsys, "finetune", str(bad), "--run", str(run), *TINY, match="data.jsonl:2:")
-    unreadable = write_data(tmp_path / "b", [{"image": "im0.png", "caption": "x"}, {"image": "fake.png", "caption": "y"}])
+    unreadable = write_data(tmp_path / "b", [{"image": "im0.png", "caption": "x"},
+                                             {"image": "fake.png", "caption": "y"}])
     (tmp_path / "b" / "fake.png").write_text("not an image")
     fails(capsys, "finetune", str(unreadable), "--run", str(run), *TINY, match="data.jsonl:2: cannot read image")
     long_answer = write_data(tmp_path / "c", [{"image": "im0.png", "question": "Hue?", "answer": "x" * 40}])
@@ -186,22 +187,33 @@ def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):
                  "--max-new-tokens", "3", "--out", str(tmp_path / "out"), "-q"]) == 0
 
 
-def test_embedded_model_learns_a_new_answer(tmp_path):
-    """A question the world never asks, with an answer it never gives: 30 steps teach the embedded model to say it
-    (losses fall; before fine-tuning it answers something else)."""
+def test_embedded_model_learns_what_it_is_shown(tmp_path):
+    """A made-up word as a prompt and a question the world never asks: 30 steps teach the embedded model to draw
+    the image shown for the word (nearly every code) and to give the answer (before: other codes, another answer)."""
+    from PIL import ImageDraw
+
     from showo.embedded import load_embedded
 
+    picture = Image.new("RGB", (64, 64), (250, 120, 20))
+    ImageDraw.Draw(picture).ellipse((8, 8, 40, 40), fill=(20, 20, 200))
+    picture.save(tmp_path / "zork.png")
     question, answer = "What is the name of this picture?", "Sunny garden."
-    data = write_data(tmp_path, [{"image": "im1.png", "question": question, "answer": answer}], images=2)
+    data = write_data(tmp_path, [{"image": "zork.png", "caption": "zork"},
+                                 {"image": "im1.png", "question": question, "answer": answer}], images=2)
     pipe = load_embedded()
-    image = Image.open(tmp_path / "im1.png")
-    assert pipe.ask(image, question).texts[0] != answer
+    image, target = Image.open(tmp_path / "im1.png"), pipe.encode_images([picture])[0]
+
+    def same() -> float:  # the share of generated codes equal to the picture's
+        return float((pipe.text_to_image("zork", num_images_per_prompt=2, seed=0).codes == target).float().mean())
+
+    assert pipe.ask(image, question).texts[0] != answer and same() < 0.2
     config = TrainConfig(max_steps=30, precision="bf16", log_every=5, save_every=30,
-                         mix=MixConfig(t2i=0, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
+                         mix=MixConfig(t2i=2, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
     finetune(pipe, read_records(data), data, tmp_path / "run", config, "embedded", progress=False)
-    losses = [json.loads(x)["loss_mmu"] for x in (tmp_path / "run" / "showo-train" / "metrics.jsonl").read_text().splitlines()]
-    assert losses[-1] < losses[0] / 4
+    logged = [json.loads(x) for x in (tmp_path / "run" / "showo-train" / "metrics.jsonl").read_text().splitlines()]
+    assert all(logged[-1][k] < logged[0][k] / 4 for k in ("loss_t2i", "loss_mmu"))
     assert pipe.ask(image, question).texts[0] == answer
+    assert same() > 0.9  # measured: 64 and 63 of the 64 codes
 
 
 def test_documented_torchrun_lines_reach_showo():
@@ -220,3 +232,28 @@ def test_documented_torchrun_lines_reach_showo():
         assert launch.training_script == "showo.cli.main"
         args = build_parser().parse_args(launch.training_script_args)
         assert args.run.startswith("runs/")
+
+
+@pytest.mark.golden
+def test_official_layout_pipeline_finetunes_and_reloads(golden, golden_tokenizer, tmp_path):
+    """The official path: a checkpoint under the official key names, the official MAGVIT-v2 layout and a Phi-style
+    BPE tokenizer (the golden set's tiny ones). Fine-tuned, saved as RUN/model and loaded back unchanged."""
+    from golden_models import showo_model
+
+    from showo.checkpoints import load_checked
+    from showo.tokenizers.magvit import MagvitConfig, MagvitV2
+
+    m = golden.meta["magvit"]
+    vq = MagvitV2(MagvitConfig.from_official_kwargs(m["encoder_kwargs"], m["decoder_kwargs"], m["quantizer_kwargs"]))
+    load_checked(vq, golden.weights("magvit_weights.safetensors"), what="golden MAGVIT weights")
+    pipe = ShowoPipeline(showo_model(golden), vq.eval(), golden_tokenizer, model_id="golden")
+    before = state(pipe)
+    data = small_records(tmp_path / "data")
+    out = finetune(pipe, read_records(data), data, tmp_path / "run", tiny_config(2), "golden", progress=False)
+    trained = state(pipe)
+    assert not all(torch.equal(before[k], v) for k, v in trained.items())
+    again = ShowoPipeline.from_pretrained(out)
+    assert all(torch.equal(trained[k], v) for k, v in again.model.state_dict().items())
+    assert again.tokenizer.encode("a red cross, left") == golden_tokenizer.encode("a red cross, left")
+    image = Image.open(tmp_path / "data" / "im0.png")
+    assert torch.equal(again.encode_images([image]), pipe.encode_images([image]))

@@ -39,7 +39,8 @@ def add_parser(sub, add_model_options) -> None:
                                                     "mix has rows of each kind the data holds)")
     g.add_argument("--max-steps", type=positive_int, metavar="N", help="override the number of optimizer steps")
     g.add_argument("--lr", type=positive_float, metavar="LR", help="override the peak learning rate")
-    g.add_argument("--seed", type=non_negative_int, help="order of the records and masking draws (default: the recipe's, 0)")
+    g.add_argument("--seed", type=non_negative_int,
+                   help="order of the records and masking draws (default: the recipe's, 0)")
     g.add_argument("--write-recipe", metavar="YAML", help="write the config in effect to YAML and exit")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line on stderr")
     add_model_options(p)
