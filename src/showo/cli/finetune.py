@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -77,6 +78,14 @@ def run(ctx) -> int:
         config.to_yaml(args.write_recipe)
         return 0
     check_out_dir(run_dir, flag="--run")
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and ctx.spec.device == "cuda":  # under torchrun: one GPU per process
+        import torch
+
+        from .models import resolve_device
+
+        ctx.spec.device = resolve_device(f"cuda:{int(local_rank)}")
+        torch.cuda.set_device(ctx.spec.device)
     kinds = ", ".join(f"{n} {k}" for k, n in count_kinds(records).items() if n)
     pipe = ctx.load()
 
