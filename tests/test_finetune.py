@@ -95,7 +95,11 @@ def test_cli_errors_write_nothing(tmp_path, capsys):
     unreadable = write_data(tmp_path / "b", [{"image": "im0.png", "caption": "x"},
                                              {"image": "fake.png", "caption": "y"}])
     (tmp_path / "b" / "fake.png").write_text("not an image")
+    (tmp_path / "b" / "t.jsonl").write_text(json.dumps({"image": "im1.png", "caption": "y"}) + "\n")
     fails(capsys, "finetune", str(unreadable), "--run", str(run), *TINY, match="data.jsonl:2: cannot read image")
+    truncated = tmp_path / "b" / "im1.png"
+    truncated.write_bytes(truncated.read_bytes()[:-30])  # the header reads; the pixels do not
+    fails(capsys, "finetune", str(unreadable.with_name("t.jsonl")), "--run", str(run), *TINY, match="truncated")
     long_answer = write_data(tmp_path / "c", [{"image": "im0.png", "question": "Hue?", "answer": "x" * 40}])
     fails(capsys, "finetune", str(long_answer), "--run", str(run), *TINY, match="answer would be cut")
     data = small_records(tmp_path / "d")

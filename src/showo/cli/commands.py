@@ -335,5 +335,5 @@ def finetune(ctx: Context) -> int:
     return training.run(ctx)
 
 
-COMMANDS = {"eval": evaluate, "finetune": finetune, "generate": generate, "inpaint": inpaint, "extrapolate": extrapolate, "ask": ask, "caption": caption,
-            "write": write, "mixed": mixed}
+COMMANDS = {"eval": evaluate, "finetune": finetune, "generate": generate, "inpaint": inpaint,
+            "extrapolate": extrapolate, "ask": ask, "caption": caption, "write": write, "mixed": mixed}

@@ -286,7 +286,6 @@ as answer.md and index.html, and the text to answers.json.""",
         """\
 examples:
   showo mixed "Explain how to bake bread, with pictures."
-  showo finetune my-data.jsonl --run runs/mine   # then any command with --model runs/mine/model
   showo mixed "Describe three kinds of clouds." --max-images 3 --force-image-every-sentence""",
     ),
 }

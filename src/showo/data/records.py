@@ -59,9 +59,9 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
         fields["image"] = (root / fields["image"]).resolve()
         if not fields["image"].is_file():
             raise InputError(f"{where}: image {fields['image']} not found")
-        try:  # the header only: the pixels are read once, when the images are encoded
+        try:  # the header only: the pixels are read (and checked again) once, when the images are encoded
             Image.open(fields["image"]).close()
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
             raise InputError(f"{where}: cannot read image {fields['image']} ({e.__class__.__name__})") from None
     return Record(kind=kind, line=line, **fields)
 
@@ -95,12 +95,11 @@ def count_kinds(records: list[Record]) -> dict[str, int]:
 
 
 def load_image(record: Record, resolution: int) -> torch.Tensor:
-    """[3, res, res] in [-1, 1]: the same resize and centre crop as inference (`image_io.preprocess`)."""
-    try:
-        with Image.open(record.image) as image:
-            return preprocess(image, resolution)
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"line {record.line}: cannot read image {record.image} ({e.__class__.__name__})") from None
+    """[3, res, res] in [-1, 1]: the checks and the resize and centre crop of inference (`pipelines.inputs`,
+    `image_io.preprocess`)."""
+    from ..pipelines.inputs import load_image as checked_image
+
+    return preprocess(checked_image(record.image, what=f"line {record.line}: image"), resolution)
 
 
 def data_digest(path: str | Path, records: list[Record]) -> str:
