@@ -130,6 +130,10 @@ def test_batches_depend_on_step_only_and_cover_each_epoch(tmp_path):
         halves = [b.parts(step, r, 2) for r in (0, 1)]  # rank 1 has no lm row (one a step)
         for p in whole:
             assert torch.equal(torch.cat([x.ids for h in halves for x in h if x.name == p.name]), p.ids)
+    # a validation set: each record once, the same rows at every call
+    val = a.every_record(rows_per_part=2)
+    assert [(p.name, p.ids.shape[0]) for p in val] == [("t2i", 2), ("t2i", 1), ("mmu", 2), ("lm", 1)]
+    assert all(torch.equal(p.ids, q.ids) for p, q in zip(val, make().every_record(rows_per_part=2)))
     # three text-to-image records: every epoch of three draws reads each once, in a newly shuffled order
     epochs = [[a._draw("t2i", 3 * e + i).line for i in range(3)] for e in range(10)]
     assert all(sorted(e) == [1, 2, 3] for e in epochs) and len({tuple(e) for e in epochs}) > 1
@@ -180,12 +184,14 @@ def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):
     written = TrainConfig.from_yaml(tmp_path / "r.yaml")
     assert (written.mix.t2i, written.mix.mmu, written.mix.lm, written.max_steps) == (4, 4, 1, 200)
     assert not run.exists()
-    code = main(["finetune", str(data), "--run", str(run), "--max-steps", "3", "--seed", "2", *TINY])
+    code = main(["finetune", str(data), "--run", str(run), "--max-steps", "3", "--seed", "2", "--val", str(data),
+                 *TINY])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "--model " + str(run / "model") in err
     logged = [json.loads(x) for x in (run / "showo-train" / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 3 and {"loss_t2i", "loss_mmu", "loss_lm"} <= set(logged[-1])
+    assert {"val_loss_t2i", "val_loss_mmu", "val_loss_lm"} <= set(logged[-1])
     assert json.loads((run / "finetune.json").read_text())["base_model"] == "tiny-random"
     assert main(["caption", str(tmp_path / "data" / "im0.png"), "--model", str(run / "model"), "--device", "cpu",
                  "--max-new-tokens", "3", "--out", str(tmp_path / "out"), "-q"]) == 0
@@ -213,9 +219,10 @@ def test_embedded_model_learns_what_it_is_shown(tmp_path):
     assert pipe.ask(image, question).texts[0] != answer and same() < 0.2
     config = TrainConfig(max_steps=30, precision="bf16", log_every=5, save_every=30,
                          mix=MixConfig(t2i=2, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
-    finetune(pipe, read_records(data), data, tmp_path / "run", config, "embedded", progress=False)
+    finetune(pipe, read_records(data), data, tmp_path / "run", config, "embedded", progress=False,
+             val_records=read_records(data))
     logged = [json.loads(x) for x in (tmp_path / "run" / "showo-train" / "metrics.jsonl").read_text().splitlines()]
-    assert all(logged[-1][k] < logged[0][k] / 4 for k in ("loss_t2i", "loss_mmu"))
+    assert all(logged[-1][k] < logged[0][k] / 4 for k in ("loss_t2i", "loss_mmu", "val_loss_t2i", "val_loss_mmu"))
     assert pipe.ask(image, question).texts[0] == answer
     assert same() > 0.9  # measured: 64 and 63 of the 64 codes
 

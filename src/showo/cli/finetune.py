@@ -19,7 +19,7 @@ command takes as --model RUN/model. Runs under torchrun for data parallel traini
 EPILOG = """\
 examples:
   showo finetune data/pets.jsonl --run runs/pets                      # the embedded model, default schedule
-  showo finetune data/pets.jsonl --run runs/pets --max-steps 500 --lr 5e-5
+  showo finetune data/pets.jsonl --run runs/pets --max-steps 500 --lr 5e-5 --val data/pets-val.jsonl
   showo finetune data/pets.jsonl --run runs/pets --write-recipe ft.yaml   # the schedule, to edit and pass back
   showo finetune data/pets.jsonl --run runs/pets --recipe ft.yaml
   showo ask photo.png "What is it?" --model runs/pets/model
@@ -38,6 +38,8 @@ def add_parser(sub, add_model_options) -> None:
                         "torchrun does not mistake for its own --run-path")
     g.add_argument("--recipe", metavar="YAML", help="training config (default: a 200-step schedule, lr 1e-4, whose "
                                                     "mix has rows of each kind the data holds)")
+    g.add_argument("--val", metavar="VAL.jsonl", help="records to score at every log step, never trained on "
+                                                      "(val_loss_<objective> in metrics.jsonl)")
     g.add_argument("--max-steps", type=positive_int, metavar="N", help="override the number of optimizer steps")
     g.add_argument("--lr", type=positive_float, metavar="LR", help="override the peak learning rate")
     g.add_argument("--seed", type=non_negative_int,
@@ -73,6 +75,7 @@ def run(ctx) -> int:
                           "precision: bf16 trains under bf16 autocast)")
     data, run_dir = Path(args.data), Path(args.run)
     records = read_records(data)
+    val_records = read_records(args.val) if args.val else None
     config = _config(args, records)
     if args.write_recipe:
         config.to_yaml(args.write_recipe)
@@ -96,7 +99,7 @@ def run(ctx) -> int:
                 + ", ".join(f"{n} {k} record(s)" for k, n in cut.items()))
 
     out = finetune(pipe, records, data, run_dir, config, base_model=ctx.spec.model, progress=not args.quiet,
-                   on_ready=report)
+                   on_ready=report, val_records=val_records)
     ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
                 f"(use --model {out}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
     return 0

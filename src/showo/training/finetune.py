@@ -10,19 +10,23 @@ atomic checkpoints, exact resume). A run directory holds:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from ..data.records import Record, count_kinds, data_digest
 from ..errors import ConfigError
 from ..pipelines import ShowoPipeline
+from .batch import Part, group_by_length
 from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig
 from .records_source import RecordBatchSource
-from .trainer import Trainer
+from .trainer import Trainer, group_loss_sums
 
 MANIFEST = "finetune.json"
 
@@ -51,12 +55,25 @@ def check_manifest(run: Path, manifest: dict) -> None:
             raise ConfigError(f"{run} was started with another {what}: use a new --run directory")
 
 
+def validation_losses(trainer: Trainer, parts: list[Part]) -> dict[str, float]:
+    """Mean loss per objective over every target of `parts`, in the training precision, without gradients."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    with torch.no_grad(), trainer.autocast():
+        for group in group_by_length([p.to(trainer.device) for p in parts]):
+            for p, total in zip(group, group_loss_sums(trainer.showo, group)):
+                sums[p.name] = sums.get(p.name, 0.0) + float(total)
+                counts[p.name] = counts.get(p.name, 0) + p.num_targets()
+    return {f"val_loss_{k}": sums[k] / max(counts[k], 1) for k in sums}
+
+
 def finetune(pipe: ShowoPipeline, records: list[Record], data: Path, run: Path, config: TrainConfig,
-             base_model: str, progress: bool = True, on_ready=None) -> Path:
+             base_model: str, progress: bool = True, on_ready=None, val_records: list[Record] | None = None) -> Path:
     """Train `pipe.model` on `records` into `run` (resuming it when it has a checkpoint); returns `run/model`.
 
-    on_ready(source) is called by the main process once the images are encoded, before the first step (the CLI
-    reports cut texts)."""
+    val_records: scored at every log step (`val_loss_<objective>` in metrics.jsonl), each record once, with the
+    same masks every time and no condition dropout, so the numbers compare across steps. on_ready(source) is
+    called by the main process once the images are encoded, before the first step (the CLI reports cut texts)."""
     model = pipe.model
     if model.config.w_clip_vit and count_kinds(records)["mmu"] and config.mix.mmu:
         raise ConfigError("understanding rows for w_clip_vit checkpoints (CLIP features) are not supported; "
@@ -67,6 +84,11 @@ def finetune(pipe: ShowoPipeline, records: list[Record], data: Path, run: Path, 
     source = RecordBatchSource(records, pipe.tokenizer, pipe.vq, config.mix, model.config.max_seq_length,
                                model.config.num_vq_tokens, seed=config.seed)
     trainer = Trainer(model, source, config, device=pipe.device)
+    if val_records and trainer.dist.is_main:
+        mix = dataclasses.replace(config.mix, t2i=0, lm=0, mmu=0, cond_dropout_prob=0.0)
+        val = RecordBatchSource(val_records, pipe.tokenizer, pipe.vq, mix, model.config.max_seq_length,
+                                model.config.num_vq_tokens, seed=config.seed).every_record()
+        trainer.on_log = lambda m: m.update(validation_losses(trainer, val))
     if trainer.dist.is_main:
         if on_ready is not None:
             on_ready(source)

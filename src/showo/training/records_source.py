@@ -81,17 +81,21 @@ class RecordBatchSource:
         count = getattr(self.mix, kind)
         return [(i, self._draw(kind, step * count + i)) for i in local_rows(count, rank, world_size)]
 
+    def build(self, kind: str, rows: list[tuple[int, Record]], step: int) -> Part:
+        """The part of `rows` ((global row index, record) pairs) of objective `kind` at `step`."""
+        if kind == "t2i":
+            return cat_parts([t2i_part(self.vocab, [self.text[r][0]], self.codes[r][None], self.t, self.mix,
+                                       row_generator(self.seed, step, "t2i", i))[0] for i, r in rows])
+        if kind == "lm":
+            return cat_parts([lm_part(self.vocab, [self.text[r][0]], self.seq_len) for _, r in rows])
+        return cat_parts([mmu_answer_part(self.vocab, self.codes[r][None], *self.text[r], self.t) for _, r in rows])
+
     def parts(self, step: int, rank: int, world_size: int) -> list[Part]:
-        parts = []
-        rows = self._rows("t2i", step, rank, world_size)
-        if rows:
-            parts.append(cat_parts([t2i_part(self.vocab, [self.text[r][0]], self.codes[r][None], self.t,
-                                             self.mix, row_generator(self.seed, step, "t2i", i))[0] for i, r in rows]))
-        rows = self._rows("lm", step, rank, world_size)
-        if rows:
-            parts.append(cat_parts([lm_part(self.vocab, [self.text[r][0]], self.seq_len) for _, r in rows]))
-        rows = self._rows("mmu", step, rank, world_size)
-        if rows:
-            parts.append(cat_parts([mmu_answer_part(self.vocab, self.codes[r][None], *self.text[r], self.t)
-                                    for _, r in rows]))
-        return parts
+        return [self.build(kind, rows, step) for kind in ("t2i", "lm", "mmu")
+                if (rows := self._rows(kind, step, rank, world_size))]
+
+    def every_record(self, rows_per_part: int = 16) -> list[Part]:
+        """Every record once, in file order, a part per `rows_per_part` of one objective; the same parts at every
+        call (masking draws of step 0): a validation set."""
+        return [self.build(kind, list(enumerate(pool[i:i + rows_per_part], start=i)), 0)
+                for kind, pool in self.pools.items() for i in range(0, len(pool), rows_per_part)]

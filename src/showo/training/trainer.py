@@ -96,7 +96,8 @@ class Trainer:
                               "same setting")
         return join_state(read_model_state(path), apart)
 
-    def _autocast(self):
+    def autocast(self):
+        """The training precision's autocast context (bf16, or none)."""
         if self.cfg.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
@@ -114,7 +115,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         # One context for every group: weights are cast to bf16 once per step (reparametrized ones, code_bit_rows,
         # once per group: autocast caches the casts of leaf tensors only).
-        with self._autocast():
+        with self.autocast():
             for group in group_by_length(parts):
                 for p, s in zip(group, group_loss_sums(self.model, group)):
                     norm = float(counts[OBJECTIVES.index(p.name)])
@@ -174,7 +175,9 @@ class Trainer:
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
                     elapsed = time.perf_counter() - t0
                     m["tokens_per_s"] = tokens / max(elapsed, 1e-9)
-                    t0, tokens = time.perf_counter(), 0
+                    if self.on_log is not None and self.dist.is_main:
+                        self.on_log(m)  # before the line is written: it may add measurements (validation losses)
+                    t0, tokens = time.perf_counter(), 0  # after on_log: its time is not training throughput
                     if log_file is not None:
                         log_file.write(json.dumps(m) + "\n")
                         log_file.flush()
@@ -182,8 +185,6 @@ class Trainer:
                         for k, v in m.items():
                             if isinstance(v, (int, float)) and k != "step":
                                 writer.add_scalar(k, v, self.step)
-                    if self.on_log is not None and self.dist.is_main:
-                        self.on_log(m)
                 if self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps:
                     self.save()
         finally:
