@@ -1,4 +1,5 @@
-"""`make demo`: every Show-o task on the embedded model, written to out/demo/ with an index.html gallery.
+"""`make demo`: every Show-o task on the embedded model, then a short fine-tuning, written to out/demo/ with an
+index.html gallery.
 
 The embedded model is a small Show-o trained here on a procedural world of coloured shapes (see README):
 prompts and questions come from that world's evaluation split, which training never saw. Without the
@@ -21,6 +22,35 @@ from .embedded import embedded_available, load_embedded
 def _img(image: Image.Image, out: Path, name: str, scale: int = 3) -> str:
     image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(out / name)
     return f'<img src="{name}" alt="{html.escape(name)}">'
+
+
+def _finetune(pipe, picture: Image.Image, out: Path) -> str:
+    """Teach the model `picture` for the word 'zork' and an answer it never gave; before and after, same seed."""
+    import json
+    import tempfile
+
+    from .data.records import read_records
+    from .training.config import MixConfig, OptimConfig, TrainConfig
+    from .training.finetune import finetune
+
+    question, answer = "What is this picture called?", "zork"
+    before = pipe.text_to_image("zork", seed=0).images[0], pipe.ask(picture, question, max_new_tokens=24).texts[0]
+    config = TrainConfig(max_steps=30, precision="bf16", log_every=30, save_every=30,
+                         mix=MixConfig(t2i=2, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
+    with tempfile.TemporaryDirectory() as tmp:
+        picture.save(Path(tmp) / "zork.png")
+        data = Path(tmp) / "data.jsonl"
+        data.write_text(json.dumps({"image": "zork.png", "caption": "zork"}) + "\n" +
+                        json.dumps({"image": "zork.png", "question": question, "answer": answer}) + "\n")
+        finetune(pipe, read_records(data), data, Path(tmp) / "run", config, pipe.model_id, progress=False)
+    after = pipe.text_to_image("zork", seed=0).images[0], pipe.ask(picture, question, max_new_tokens=24).texts[0]
+    q = html.escape(question)
+    return (f"<figure>{_img(picture, out, 'ft_data.png')}<figcaption>training data: caption 'zork'; Q: {q} "
+            f"A: {html.escape(answer)}</figcaption></figure>"
+            f"<figure>{_img(before[0], out, 'ft_before.png')}<figcaption>before: 'zork' drawn; A: "
+            f"{html.escape(before[1])}</figcaption></figure>"
+            f"<figure>{_img(after[0], out, 'ft_after.png')}<figcaption>after: 'zork' drawn; A: "
+            f"{html.escape(after[1])}</figcaption></figure>")
 
 
 def main(out_dir: str = "out/demo") -> int:
@@ -82,6 +112,9 @@ def main(out_dir: str = "out/demo") -> int:
     for k, seg in enumerate(story.segments):
         parts.append(_img(seg, out, f"mixed_{k}.png") if isinstance(seg, Image.Image) else f"<p>{html.escape(seg)}</p>")
     section("mixed-modality story", "".join(parts))
+
+    section("fine-tuning (showo finetune): a made-up word and a new question, 30 steps",
+            _finetune(pipe, render(world.scene(3), world.config), out))
 
     page = ("<!doctype html><meta charset='utf-8'><title>showo demo</title><style>figure{display:inline-block;"
             "margin:6px;max-width:220px;font:12px sans-serif}img{image-rendering:pixelated}</style>"
