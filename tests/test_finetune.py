@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 
 from showo.cli.main import main
-from showo.data.records import read_records
+from showo.data.records import load_image, read_records
 from showo.errors import ConfigError, InputError
 from showo.pipelines import ShowoPipeline
 from showo.tiny import tiny_random_pipeline
 from showo.training.config import MixConfig, OptimConfig, TrainConfig
 from showo.training.finetune import default_config, finetune
+from showo.training import records_source
 from showo.training.records_source import RecordBatchSource
 from showo.training.trainer import Trainer
 
@@ -116,12 +117,15 @@ def test_cli_errors_write_nothing(tmp_path, capsys):
     assert not run.exists()
 
 
-def test_batches_depend_on_step_only_and_cover_each_epoch(tmp_path):
+def test_batches_depend_on_step_only_and_cover_each_epoch(tmp_path, monkeypatch):
     pipe = tiny_random_pipeline()
     records = read_records(small_records(tmp_path))
     mix = MixConfig(t2i=2, mmu=3, lm=1)
     make = lambda: RecordBatchSource(records, pipe.tokenizer, pipe.vq, mix, 32, 16, seed=5)  # noqa: E731
+    loaded = []
+    monkeypatch.setattr(records_source, "load_image", lambda r, res: loaded.append(r.image) or load_image(r, res))
     a, b = make(), make()
+    assert len(loaded) == 2 * 3  # three image files, five records naming them: each file encoded once a source
     for step in (3, 0, 7):
         whole = a.parts(step, 0, 1)
         for p, q in zip(whole, b.parts(step, 0, 1)):

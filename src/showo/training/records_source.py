@@ -8,6 +8,8 @@ tokenizer.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..data.records import Record, load_image
@@ -51,16 +53,21 @@ class RecordBatchSource:
         return question, answer
 
     @torch.no_grad()
-    def _encode(self, vq: MagvitV2, records: list[Record], n: int) -> dict[Record, torch.Tensor]:
+    def _encode(self, vq: MagvitV2, records: list[Record], n: int) -> dict[Path, torch.Tensor]:
+        """The codes of each image file (once, however many records name it)."""
         resolution = vq.config.resolution
         device = next(vq.parameters()).device
-        out: dict[Record, torch.Tensor] = {}
-        for i in range(0, len(records), ENCODE_BATCH):
-            chunk = records[i:i + ENCODE_BATCH]
+        named: dict[Path, Record] = {}
+        for r in records:
+            named.setdefault(r.image, r)  # the first record naming it, for messages
+        first = list(named.values())
+        out: dict[Path, torch.Tensor] = {}
+        for i in range(0, len(first), ENCODE_BATCH):
+            chunk = first[i:i + ENCODE_BATCH]
             codes = vq.get_code(torch.stack([load_image(r, resolution) for r in chunk]).to(device)).cpu()
             if codes.shape[1] != n:
                 raise ConfigError(f"the image tokenizer gives {codes.shape[1]} codes an image, the model expects {n}")
-            out.update((r, c) for r, c in zip(chunk, codes))
+            out.update((r.image, c) for r, c in zip(chunk, codes))
         return out
 
     def truncated(self) -> dict[str, int]:
@@ -84,11 +91,12 @@ class RecordBatchSource:
     def build(self, kind: str, rows: list[tuple[int, Record]], step: int) -> Part:
         """The part of `rows` ((global row index, record) pairs) of objective `kind` at `step`."""
         if kind == "t2i":
-            return cat_parts([t2i_part(self.vocab, [self.text[r][0]], self.codes[r][None], self.t, self.mix,
+            return cat_parts([t2i_part(self.vocab, [self.text[r][0]], self.codes[r.image][None], self.t, self.mix,
                                        row_generator(self.seed, step, "t2i", i))[0] for i, r in rows])
         if kind == "lm":
             return cat_parts([lm_part(self.vocab, [self.text[r][0]], self.seq_len) for _, r in rows])
-        return cat_parts([mmu_answer_part(self.vocab, self.codes[r][None], *self.text[r], self.t) for _, r in rows])
+        return cat_parts([mmu_answer_part(self.vocab, self.codes[r.image][None], *self.text[r], self.t)
+                          for _, r in rows])
 
     def parts(self, step: int, rank: int, world_size: int) -> list[Part]:
         return [self.build(kind, rows, step) for kind in ("t2i", "lm", "mmu")
