@@ -23,6 +23,7 @@ from ..data.records import Record, count_kinds, data_digest
 from ..errors import ConfigError
 from ..pipelines import ShowoPipeline
 from .batch import Part, group_by_length
+from .checkpoint import latest_checkpoint
 from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig
 from .records_source import RecordBatchSource
@@ -95,20 +96,23 @@ def finetune(pipe: ShowoPipeline, records: list[Record], data: Path, run: Path, 
         run.mkdir(parents=True, exist_ok=True)
         (run / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     trainer.resume()
-    trainer.train(progress=progress)
+    trainer.train(progress=progress)  # ends with a checkpoint of the last step
     remove_code_bit_rows(model)
     model.eval()
     out = run / "model"
     if trainer.dist.is_main:
-        save_pipeline_atomic(pipe, out)
+        save_result(pipe, latest_checkpoint(Path(config.output_dir)) / "model", out)
     return out
 
 
-def save_pipeline_atomic(pipe: ShowoPipeline, directory: Path) -> None:
-    """`pipe.save_pretrained(directory)` through a temporary sibling renamed into place: never half written."""
+def save_result(pipe: ShowoPipeline, weights: Path, directory: Path) -> None:
+    """A pipeline directory of the checkpoint `weights` (full tensors, also after FSDP) with `pipe`'s tokenizers,
+    written to a temporary sibling renamed into place: never half written."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        pipe.save_pretrained(tmp)
+        shutil.copytree(weights, tmp / "showo")
+        pipe.vq.save_pretrained(tmp / "magvit")
+        pipe.tokenizer.save_pretrained(tmp / "tokenizer")
         old = directory.with_name(f".{directory.name}.old")
         if directory.exists():
             os.replace(directory, old)
