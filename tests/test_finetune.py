@@ -149,9 +149,8 @@ def state(pipe) -> dict:
 
 def test_resume_is_exact_and_refuses_other_data(tmp_path, monkeypatch):
     data = small_records(tmp_path / "data")
-    records = read_records(data)
     straight = tiny_random_pipeline()
-    finetune(straight, records, data, tmp_path / "a", tiny_config(4), "tiny", progress=False)
+    finetune(straight, data, tmp_path / "a", tiny_config(4), progress=False)
     save = Trainer.save
 
     def killed_after_step_2(self):
@@ -162,24 +161,23 @@ def test_resume_is_exact_and_refuses_other_data(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(Trainer, "save", killed_after_step_2)
         with pytest.raises(KeyboardInterrupt):
-            finetune(tiny_random_pipeline(), records, data, tmp_path / "b", tiny_config(4), "tiny", progress=False)
+            finetune(tiny_random_pipeline(), data, tmp_path / "b", tiny_config(4), progress=False)
     assert not (tmp_path / "b" / "model").exists()
     resumed = tiny_random_pipeline()
     with torch.no_grad():  # the weights must come from the checkpoint (the image tokenizer stays: it is frozen)
         for p in resumed.model.parameters():
             p.zero_()
-    out = finetune(resumed, records, data, tmp_path / "b", tiny_config(4), "tiny", progress=False)
+    out = finetune(resumed, data, tmp_path / "b", tiny_config(4), progress=False)
     want, got = state(straight), state(resumed)
     assert all(torch.equal(want[k], got[k]) for k in want)
     assert not all(torch.equal(want[k], v) for k, v in state(tiny_random_pipeline()).items())  # it trained
     again = ShowoPipeline.from_pretrained(out)
     assert all(torch.equal(want[k], v) for k, v in again.model.state_dict().items())
     with pytest.raises(ConfigError, match="another base model"):
-        finetune(tiny_random_pipeline(), records, data, tmp_path / "a", tiny_config(6), "other", progress=False)
+        finetune(tiny_random_pipeline(), data, tmp_path / "a", tiny_config(6), base_model="other", progress=False)
     Image.new("RGB", (24, 20), (1, 2, 3)).save(tmp_path / "data" / "im1.png")  # an image changed under the run
     with pytest.raises(ConfigError, match="another data"):
-        finetune(tiny_random_pipeline(), read_records(data), data, tmp_path / "b", tiny_config(6), "tiny",
-                 progress=False)
+        finetune(tiny_random_pipeline(), data, tmp_path / "b", tiny_config(6), progress=False)
 
 
 def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):
@@ -223,8 +221,7 @@ def test_embedded_model_learns_what_it_is_shown(tmp_path):
     assert pipe.ask(image, question).texts[0] != answer and same() < 0.2
     config = TrainConfig(max_steps=30, precision="bf16", log_every=5, save_every=30,
                          mix=MixConfig(t2i=2, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
-    finetune(pipe, read_records(data), data, tmp_path / "run", config, "embedded", progress=False,
-             val_records=read_records(data))
+    finetune(pipe, data, tmp_path / "run", config, val_records=read_records(data), progress=False)
     logged = [json.loads(x) for x in (tmp_path / "run" / "showo-train" / "metrics.jsonl").read_text().splitlines()]
     assert all(logged[-1][k] < logged[0][k] / 4 for k in ("loss_t2i", "loss_mmu", "val_loss_t2i", "val_loss_mmu"))
     assert pipe.ask(image, question).texts[0] == answer
@@ -264,7 +261,7 @@ def test_official_layout_pipeline_finetunes_and_reloads(golden, golden_tokenizer
     pipe = ShowoPipeline(showo_model(golden), vq.eval(), golden_tokenizer, model_id="golden")
     before = state(pipe)
     data = small_records(tmp_path / "data")
-    out = finetune(pipe, read_records(data), data, tmp_path / "run", tiny_config(2), "golden", progress=False)
+    out = finetune(pipe, data, tmp_path / "run", tiny_config(2), progress=False)
     trained = state(pipe)
     assert not all(torch.equal(before[k], v) for k, v in trained.items())
     again = ShowoPipeline.from_pretrained(out)

@@ -29,7 +29,6 @@ def _finetune(pipe, picture: Image.Image, out: Path) -> str:
     import json
     import tempfile
 
-    from .data.records import read_records
     from .training.config import MixConfig, OptimConfig, TrainConfig
     from .training.finetune import finetune
 
@@ -42,7 +41,7 @@ def _finetune(pipe, picture: Image.Image, out: Path) -> str:
         data = Path(tmp) / "data.jsonl"
         data.write_text(json.dumps({"image": "zork.png", "caption": "zork"}) + "\n" +
                         json.dumps({"image": "zork.png", "question": question, "answer": answer}) + "\n")
-        finetune(pipe, read_records(data), data, Path(tmp) / "run", config, pipe.model_id, progress=False)
+        finetune(pipe, data, Path(tmp) / "run", config, progress=False)
     after = pipe.text_to_image("zork", seed=0).images[0], pipe.ask(picture, question, max_new_tokens=24).texts[0]
     q = html.escape(question)
     return (f"<figure>{_img(picture, out, 'ft_data.png')}<figcaption>training data: caption 'zork'; Q: {q} "

@@ -98,8 +98,8 @@ def run(ctx) -> int:
             say("note", "longer than the model's text region, cut as the official training cuts them: "
                 + ", ".join(f"{n} {k} record(s)" for k, n in cut.items()))
 
-    out = finetune(pipe, records, data, run_dir, config, base_model=ctx.spec.model, progress=not args.quiet,
-                   on_ready=report, val_records=val_records)
+    out = finetune(pipe, data, run_dir, config, records=records, val_records=val_records,
+                   base_model=ctx.spec.model, progress=not args.quiet, on_ready=report)
     ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
                 f"(use --model {out}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.records import Record, count_kinds, data_digest
+from ..data.records import Record, count_kinds, data_digest, read_records
 from ..errors import ConfigError
 from ..pipelines import ShowoPipeline
 from .batch import Part, group_by_length
@@ -68,13 +68,21 @@ def validation_losses(trainer: Trainer, parts: list[Part]) -> dict[str, float]:
     return {f"val_loss_{k}": sums[k] / max(counts[k], 1) for k in sums}
 
 
-def finetune(pipe: ShowoPipeline, records: list[Record], data: Path, run: Path, config: TrainConfig,
-             base_model: str, progress: bool = True, on_ready=None, val_records: list[Record] | None = None) -> Path:
-    """Train `pipe.model` on `records` into `run` (resuming it when it has a checkpoint); returns `run/model`.
+def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: TrainConfig | None = None, *,
+             records: list[Record] | None = None, val_records: list[Record] | None = None,
+             base_model: str | None = None, progress: bool = True, on_ready=None) -> Path:
+    """Train `pipe.model` on the records of `data` (a JSON Lines file, `data.records`) into the run directory
+    `run`, resuming it when it has a checkpoint; returns `run/model`, the fine-tuned pipeline directory.
 
-    val_records: scored at every log step (`val_loss_<objective>` in metrics.jsonl), each record once, with the
-    same masks every time and no condition dropout, so the numbers compare across steps. on_ready(source) is
-    called by the main process once the images are encoded, before the first step (the CLI reports cut texts)."""
+    config: default `default_config(records)`. records: `data`'s records when already read. val_records: scored at
+    every log step (`val_loss_<objective>` in metrics.jsonl), each record once, with the same masks every time and
+    no condition dropout, so the numbers compare across steps. base_model: recorded, and checked on resume
+    (default: `pipe.model_id`). on_ready(source) is called by the main process once the images are encoded,
+    before the first step (the CLI reports cut texts)."""
+    data, run = Path(data), Path(run)
+    records = read_records(data) if records is None else records
+    config = default_config(records) if config is None else config
+    base_model = pipe.model_id if base_model is None else base_model
     model = pipe.model
     if model.config.w_clip_vit and count_kinds(records)["mmu"] and config.mix.mmu:
         raise ConfigError("understanding rows for w_clip_vit checkpoints (CLIP features) are not supported; "
