@@ -269,3 +269,19 @@ def test_official_layout_pipeline_finetunes_and_reloads(golden, golden_tokenizer
     assert again.tokenizer.encode("a red cross, left") == golden_tokenizer.encode("a red cross, left")
     image = Image.open(tmp_path / "data" / "im0.png")
     assert torch.equal(again.encode_images([image]), pipe.encode_images([image]))
+
+
+def test_mean_losses_are_the_losses_a_training_step_reports(tmp_path):
+    """`mean_losses` (validation) computes what the trainer logs for the same rows, before its update."""
+    from showo.training.trainer import mean_losses
+
+    pipe = tiny_random_pipeline()
+    data = small_records(tmp_path)
+    source = RecordBatchSource(read_records(data), pipe.tokenizer, pipe.vq, MixConfig(t2i=2, mmu=2, lm=1), 32, 16)
+    measured = mean_losses(pipe.model, source.parts(0, 0, 1))
+    config = tiny_config(1)
+    config.output_dir = str(tmp_path / "run")
+    logged = Trainer(pipe.model, source, config).train_step()
+    assert set(measured) == {"t2i", "mmu", "lm"}
+    for k, v in measured.items():
+        assert v == pytest.approx(logged[f"loss_{k}"], rel=1e-5), k

@@ -17,17 +17,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from ..data.records import Record, count_kinds, data_digest, read_records
 from ..errors import ConfigError
 from ..pipelines import ShowoPipeline
-from .batch import Part, group_by_length
+from .batch import Part
 from .checkpoint import latest_checkpoint
 from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig
 from .records_source import RecordBatchSource
-from .trainer import Trainer, group_loss_sums
+from .trainer import Trainer, mean_losses
 
 MANIFEST = "finetune.json"
 
@@ -54,18 +52,6 @@ def check_manifest(run: Path, manifest: dict) -> None:
     for key, what in (("data_sha256", "data (the file or one of its images changed)"), ("base_model", "base model")):
         if old.get(key) != manifest[key]:
             raise ConfigError(f"{run} was started with another {what}: use a new --run directory")
-
-
-def validation_losses(trainer: Trainer, parts: list[Part]) -> dict[str, float]:
-    """Mean loss per objective over every target of `parts`, in the training precision, without gradients."""
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    with torch.no_grad(), trainer.autocast():
-        for group in group_by_length([p.to(trainer.device) for p in parts]):
-            for p, total in zip(group, group_loss_sums(trainer.showo, group)):
-                sums[p.name] = sums.get(p.name, 0.0) + float(total)
-                counts[p.name] = counts.get(p.name, 0) + p.num_targets()
-    return {f"val_loss_{k}": sums[k] / max(counts[k], 1) for k in sums}
 
 
 def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: TrainConfig | None = None, *,
@@ -97,7 +83,7 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
         mix = dataclasses.replace(config.mix, t2i=0, lm=0, mmu=0, cond_dropout_prob=0.0)
         val = RecordBatchSource(val_records, pipe.tokenizer, pipe.vq, mix, model.config.max_seq_length,
                                 model.config.num_vq_tokens, seed=config.seed).every_record()
-        trainer.on_log = lambda m: m.update(validation_losses(trainer, val))
+        trainer.on_log = lambda m: m.update(_validation(trainer, val))
     if trainer.dist.is_main:
         if on_ready is not None:
             on_ready(source)
@@ -111,6 +97,11 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
     if trainer.dist.is_main:
         save_result(pipe, latest_checkpoint(Path(config.output_dir)) / "model", out)
     return out
+
+
+def _validation(trainer: Trainer, parts: list[Part]) -> dict[str, float]:
+    with trainer.autocast():
+        return {f"val_loss_{k}": v for k, v in mean_losses(trainer.showo, parts).items()}
 
 
 def save_result(pipe: ShowoPipeline, weights: Path, directory: Path) -> None:

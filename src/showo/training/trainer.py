@@ -63,6 +63,20 @@ def group_loss_sums(model: torch.nn.Module, group: list[Part]) -> list[torch.Ten
             zip(logits.split(counts), here[select].split(counts), nxt[select].split(counts))]
 
 
+@torch.no_grad()
+def mean_losses(model: torch.nn.Module, parts: list[Part]) -> dict[str, float]:
+    """Mean loss per objective over every target of `parts`, without gradients (held-out data; run it under the
+    autocast of the precision to measure)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    device = next(model.parameters()).device
+    for group in group_by_length([p.to(device) for p in parts]):
+        for p, total in zip(group, group_loss_sums(model, group)):
+            sums[p.name] = sums.get(p.name, 0.0) + float(total)
+            counts[p.name] = counts.get(p.name, 0) + p.num_targets()
+    return {k: sums[k] / max(counts[k], 1) for k in sums}
+
+
 class Trainer:
     def __init__(self, model: Showo, source: BatchSource, config: TrainConfig, device: str | torch.device = "cpu",
                  on_log: Callable[[dict], None] | None = None):
