@@ -13,7 +13,7 @@ Train Show-o from scratch on the procedural world, in stages that share one run 
 (byte-level BPE on world text), the image tokenizer (MAGVIT-v2 with a lookup-free quantizer) and the Show-o
 model (t2i + lm + mmu + interleaved stories). Every stage resumes from the run directory: rerun the same
 command after an interruption. The model stage runs under torchrun for data parallel training (DDP, or FSDP2
-with train.distributed: fsdp in the recipe)."""
+with train.distributed: fsdp in the recipe). To train on your own images and text, see showo finetune."""
 
 EPILOG = """\
 examples:
