@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -72,5 +73,6 @@ def run(args) -> int:
         if not (run_dir / "magvit" / "config.json").is_file():
             raise ConfigError(f"no image tokenizer in {run_dir / 'magvit'}: run the image-tokenizer stage first")
         embedded.train_showo(run_dir, recipe, progress=progress)
-        print(f"model -> {run_dir / 'showo-train' / 'latest'}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+            print(f"model -> {run_dir / 'showo-train' / 'latest'}")
     return 0
