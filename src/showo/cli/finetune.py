@@ -100,6 +100,7 @@ def run(ctx) -> int:
 
     out = finetune(pipe, data, run_dir, config, records=records, val_records=val_records,
                    base_model=ctx.spec.model, progress=not args.quiet, on_ready=report)
-    ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
-                f"(use --model {out}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+        ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
+                    f"(use --model {out}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
     return 0
