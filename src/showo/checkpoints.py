@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file
@@ -100,3 +103,21 @@ def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> 
     except Exception as e:  # noqa: BLE001 - connection errors, 404s, auth
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OfflineError(f"cannot fetch {text} from the Hugging Face hub (no network or no such repo): {reason}") from None
+
+
+@contextmanager
+def written_atomically(directory: Path) -> Iterator[Path]:
+    """A temporary sibling of `directory` to fill. On success it takes `directory`'s place (an existing one is
+    moved aside first, then removed); on failure it is removed: a reader never sees a half-written directory."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = directory.with_name(f".{directory.name}.old")
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)

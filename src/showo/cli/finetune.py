@@ -60,11 +60,12 @@ def _config(args, records):
         config.optim.lr = args.lr
     if args.seed is not None:
         config.seed = args.seed
-    return TrainConfig.from_dict(config.to_dict())  # validated again with the overrides
+    return config  # the overrides are validated by their argparse types
 
 
 def run(ctx) -> int:
     from ..data.records import count_kinds, read_records
+    from ..training.distributed import is_main_process
     from ..training.finetune import finetune
     from .outputs import check_out_dir
     from .progress import say
@@ -100,7 +101,7 @@ def run(ctx) -> int:
 
     out = finetune(pipe, data, run_dir, config, records=records, val_records=val_records,
                    base_model=ctx.spec.model, progress=not args.quiet, on_ready=report)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+    if is_main_process():  # under torchrun, once
         ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
                     f"(use --model {out}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
     return 0

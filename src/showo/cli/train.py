@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -47,6 +46,7 @@ def run(args) -> int:
     import torch
 
     from ..training import embedded
+    from ..training.distributed import is_main_process
 
     recipe = embedded.EmbeddedRecipe.from_yaml(args.recipe) if args.recipe else embedded.EmbeddedRecipe()
     if args.max_steps is not None:
@@ -73,6 +73,6 @@ def run(args) -> int:
         if not (run_dir / "magvit" / "config.json").is_file():
             raise ConfigError(f"no image tokenizer in {run_dir / 'magvit'}: run the image-tokenizer stage first")
         embedded.train_showo(run_dir, recipe, progress=progress)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+        if is_main_process():  # under torchrun, once
             print(f"model -> {run_dir / 'showo-train' / 'latest'}")
     return 0

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -11,7 +9,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..backbone import KVCache, PhiForCausalLM, pack_linears
-from ..checkpoints import find_weights, load_checked, read_state_dict, resolve
+from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, written_atomically
 from ..errors import CheckpointError, ConfigError
 from .config import ShowoConfig
 
@@ -106,26 +104,11 @@ class Showo(nn.Module):
 
 
 def save_showo(directory: str | Path, config: ShowoConfig, state: dict[str, torch.Tensor]) -> None:
-    """Write a Show-o checkpoint directory from a state dict (also used for gathered FSDP weights)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+    """Write a Show-o checkpoint directory from a state dict (also used for gathered FSDP weights), atomically."""
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        _rmtree(old)
-    else:
-        os.replace(tmp, directory)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    with written_atomically(Path(directory)) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
 
 def check_vocab(model: Showo, vocab) -> None:

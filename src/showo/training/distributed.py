@@ -23,6 +23,11 @@ class DistInfo:
         return self.world_size > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a process launched alone (for what should be said once)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_from_env(device: torch.device) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); gloo on CPU, nccl on CUDA."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from ..checkpoints import written_atomically
 from ..data.records import Record, count_kinds, data_digest, read_records
 from ..errors import ConfigError
 from ..pipelines import ShowoPipeline
@@ -106,17 +105,8 @@ def _validation(trainer: Trainer, parts: list[Part]) -> dict[str, float]:
 
 def save_result(pipe: ShowoPipeline, weights: Path, directory: Path) -> None:
     """A pipeline directory of the checkpoint `weights` (full tensors, also after FSDP) with `pipe`'s tokenizers,
-    written to a temporary sibling renamed into place: never half written."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    never half written."""
+    with written_atomically(directory) as tmp:
         shutil.copytree(weights, tmp / "showo")
         pipe.vq.save_pretrained(tmp / "magvit")
         pipe.tokenizer.save_pretrained(tmp / "tokenizer")
-        old = directory.with_name(f".{directory.name}.old")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
