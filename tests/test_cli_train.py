@@ -1,4 +1,5 @@
 """`showo train` at toy scale: every stage runs from the CLI, resumes, and leaves loadable models."""
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -188,3 +189,29 @@ def test_spatial_trial_is_its_control_with_weighted_questions():
     assert trial.train.mix.mmu_qtype_weights == {"relation": 3.0, "position": 2.0}
     trial.train.mix.mmu_qtype_weights = {}
     assert trial == control
+
+
+def test_image_tokenizer_init_from_decoder_only(tmp_path, capsys):
+    """A tokenizer trained further from saved weights, decoder alone: the encoder and quantizer come back unchanged."""
+    from showo.tokenizers.magvit import MagvitV2
+
+    recipe = tmp_path / "recipe.yaml"
+    r = tiny_recipe(recipe)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "image-tokenizer", "--run", str(first), "--recipe", str(recipe), "-q"]) == 0
+    r.tokenizer_train.init_from, r.tokenizer_train.decoder_only = str(first / "magvit"), True
+    r.to_yaml(recipe)
+    assert main(["train", "image-tokenizer", "--run", str(second), "--recipe", str(recipe), "-q"]) == 0
+    old, new = MagvitV2.from_pretrained(first / "magvit").state_dict(), MagvitV2.from_pretrained(second / "magvit").state_dict()
+    assert all(torch.equal(old[k], new[k]) == (not k.startswith("decoder.")) for k in old if old[k].is_floating_point()
+               and not k.endswith("num_batches_tracked"))
+    capsys.readouterr()
+    for change, message in [({"init_from": str(tmp_path / "nowhere")}, "tokenizer_train.init_from: no image tokenizer"),
+                            ({"z_channels": 5}, "its architecture differs from the recipe's magvit section")]:
+        bad = copy.deepcopy(r)
+        bad.tokenizer_train.init_from = change.get("init_from", bad.tokenizer_train.init_from)
+        bad.magvit = replace(bad.magvit, z_channels=change.get("z_channels", bad.magvit.z_channels))
+        bad.to_yaml(recipe)
+        assert main(["train", "image-tokenizer", "--run", str(tmp_path / "third"), "--recipe", str(recipe), "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

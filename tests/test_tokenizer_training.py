@@ -65,3 +65,22 @@ def test_codebook_entropy_prefers_diverse_confident_codes():
     torch.testing.assert_close(codebook_entropy_loss(collapsed, bits), torch.tensor(0.0), atol=1e-4, rtol=0)
     unsure = torch.zeros(1, 3, 2, 4)  # every code equally likely at every position: no reward
     assert codebook_entropy_loss(unsure, bits) > codebook_entropy_loss(diverse, bits) + 1
+
+
+def test_decoder_only_keeps_every_code_and_sharpens_the_images(tmp_path):
+    """The frozen encoder and quantizer give every image the codes it had, so a Show-o trained on them stays valid;
+    the decoder alone learns (here: to fit one batch)."""
+    base = _trainer(tmp_path / "base", 20)
+    base.train(progress=False)
+    batch, held_out = blocks(7), torch.cat([blocks(10_000 + i) for i in range(2)])
+    cfg = TokenizerTrainConfig(output_dir=str(tmp_path / "dec"), max_steps=40, batch_size=8, lr=3e-3, warmup_steps=5,
+                               save_every=40, log_every=10, decoder_only=True)
+    t = TokenizerTrainer(base.model.train(), lambda step: batch, cfg)
+    frozen = {k: v.clone() for k, v in t.model.state_dict().items() if not k.startswith("decoder.")}
+    codes = t.model.get_code(held_out)
+    before = evaluate_reconstruction(t.model, batch)["psnr"]
+    history = t.train(progress=False)
+    assert all(torch.equal(v, t.model.state_dict()[k]) for k, v in frozen.items())
+    assert torch.equal(t.model.get_code(held_out), codes)
+    assert evaluate_reconstruction(t.model, batch)["psnr"] > before + 3, before
+    assert all(m["entropy"] == 0 for m in history)

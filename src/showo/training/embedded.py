@@ -126,7 +126,15 @@ def train_image_tokenizer(run: Path, recipe: EmbeddedRecipe, progress: bool = Tr
     torch.manual_seed(recipe.seed)
     cfg = recipe.tokenizer_train
     cfg.output_dir = str(run / "magvit-train")
-    trainer = TokenizerTrainer(MagvitV2(recipe.magvit), world_images(cfg.batch_size), cfg)
+    model = MagvitV2(recipe.magvit)
+    if cfg.init_from and latest_checkpoint(Path(cfg.output_dir)) is None:  # a resumed run has its own weights
+        if not (Path(cfg.init_from) / "config.json").is_file():
+            raise ConfigError(f"tokenizer_train.init_from: no image tokenizer in {cfg.init_from}")
+        model = MagvitV2.from_pretrained(Path(cfg.init_from), dtype=torch.float32).train()
+        if model.config != recipe.magvit:
+            raise ConfigError(f"tokenizer_train.init_from {cfg.init_from}: its architecture differs from the "
+                              "recipe's magvit section")
+    trainer = TokenizerTrainer(model, world_images(cfg.batch_size), cfg)
     trainer.resume()
     trainer.train(progress=progress)
     trainer.model.eval().save_pretrained(run / "magvit")

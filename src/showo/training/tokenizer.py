@@ -48,6 +48,11 @@ class TokenizerTrainConfig:
     # the world: after 500 steps objects were still colourless blobs). 0 = plain mean.
     foreground_weight: float = 0.0
     precision: str = "fp32"  # "bf16": autocast the convolutions (2-3x faster on AMX CPUs); losses in fp32
+    # Start from these weights (a tokenizer directory) instead of a random init; ignored once the run has a checkpoint.
+    init_from: str | None = None
+    # Train the decoder alone, the encoder and quantizer frozen: every image keeps its codes, so a Show-o trained
+    # on them stays valid while its images get sharper (the pixel losses alone; the quantizer's have no effect).
+    decoder_only: bool = False
     log_every: int = 50
     save_every: int = 500
     keep_checkpoints: int = 2
@@ -89,7 +94,11 @@ class TokenizerTrainer:
                  on_log: Callable[[dict], None] | None = None):
         self.model, self.images, self.cfg, self.on_log = model.train(), images, config, on_log
         self.output_dir = Path(config.output_dir)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
+        if config.decoder_only:
+            model.encoder.requires_grad_(False)
+            model.quantize.requires_grad_(False)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=(0.9, 0.99),
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio))
@@ -108,22 +117,27 @@ class TokenizerTrainer:
         x = self.images(self.step)
         c = self.cfg
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.precision == "bf16")
-        with autocast:
+        with autocast, torch.set_grad_enabled(not c.decoder_only):
             z = self.model.encoder(x)
         z = z.float()  # quantize and its losses in float32
-        q = self.model.quantize(z)
+        with torch.set_grad_enabled(not c.decoder_only):
+            q = self.model.quantize(z)
         with autocast:
             recon = self.model.decoder(q.z_q)
         recon = recon.float()
         w = pixel_weights(x, c.foreground_weight)
         mse, l1 = (w * (recon - x) ** 2).mean(), (w * (recon - x).abs()).mean()
-        if c.entropy == "codebook":
+        if c.decoder_only:
+            entropy = torch.zeros(())
+        elif c.entropy == "codebook":
             entropy = c.codebook_entropy_weight * codebook_entropy_loss(z, self.bits)
         else:
             entropy = c.entropy_weight * q.entropy_loss
-        loss = c.mse_weight * mse + c.l1_weight * l1 + c.quantizer_weight * q.quantizer_loss + entropy
+        loss = c.mse_weight * mse + c.l1_weight * l1 + entropy
+        if not c.decoder_only:
+            loss = loss + c.quantizer_weight * q.quantizer_loss
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
