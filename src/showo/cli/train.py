@@ -47,6 +47,7 @@ def run(args) -> int:
 
     from ..training import embedded
     from ..training.distributed import is_main_process
+    from .progress import stderr_is_tty
 
     recipe = embedded.EmbeddedRecipe.from_yaml(args.recipe) if args.recipe else embedded.EmbeddedRecipe()
     if args.max_steps is not None:
@@ -62,7 +63,7 @@ def run(args) -> int:
     run_dir = Path(args.run)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
-    progress = not args.quiet
+    progress = not args.quiet and stderr_is_tty()
     if args.stage in ("text-tokenizer", "all"):
         tok = embedded.build_text_tokenizer(run_dir, recipe)
         print(f"text tokenizer: {len(tok)} tokens -> {run_dir / 'tokenizer'}")
