@@ -203,3 +203,85 @@ def test_subprocess_has_no_traceback(tmp_path):
         assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
         assert result.stderr.startswith("showo: error:") and "Traceback" not in result.stderr
     assert not out_dir.exists()
+
+
+def test_a_blocked_result_name_leaves_no_result_behind(capsys, tmp_path):
+    """Every file of a result is staged before any is renamed into place: one name taken by a directory
+    (index.html here, written last) leaves none of the others behind."""
+    out = tmp_path / "out"
+    (out / "index.html").mkdir(parents=True)
+    code = main(["generate", "a ball", *FAST, "--seed", "0", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("showo: error:") == 1 and "index.html" in err and "Traceback" not in err, err
+    assert [p.name for p in out.iterdir()] == ["index.html"]  # no PNG, no JSON, no temporary file
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["generate", "a \udcff ball", *FAST], "not valid UTF-8"),
+    (["write", "hi \udcfe", *TEXT], "not valid UTF-8"),
+    (["generate", "a ball", *FAST, "--guidance", "1e39"], "guidance_scale must be a number in [0, 100]"),
+    (["generate", "a ball", *FAST, "--temperature", "101"], "temperature must be a number in [0, 100]"),
+    (["write", "hi", *TEXT, "--temperature", "1e-45"], "temperature must be 0 (greedy) or at least 0.0001"),
+])
+def test_odd_text_and_extreme_numbers(capsys, tmp_path, argv, match):
+    """Bytes that are not UTF-8 (kept as surrogates by Python) and finite numbers that overflow float32 in the
+    samplers were tracebacks."""
+    fails(capsys, tmp_path, *argv, match=match)
+
+
+def test_an_empty_output_path_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty path used to mean the current directory
+    assert main(["generate", "a ball", *FAST, "--out", ""]) == 2
+    assert "an empty path" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_output_files_are_checked_before_the_work(capsys, tmp_path):
+    """--json / --markdown / --write-recipe paths that cannot be written fail at once, in one line."""
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["eval", "--samples", "1", "--tasks", "t2i", "--steps", "2", "--json", str(tmp_path)], "--json"),
+        (["bench", "--tiny", "--json", str(tmp_path / "afile" / "b.json")], "--json"),
+        (["bench", "--tiny", "--plots", str(tmp_path / "afile")], "--plots"),
+        (["train", "all", "--run", str(tmp_path / "r"), "--write-recipe", str(tmp_path / "afile" / "r.yaml")],
+         "--write-recipe"),
+        (["train", "all", "--run", str(tmp_path / "afile"), "--max-steps", "1", "-q"], "--run"),
+    ]
+    for argv, flag in cases:
+        started = time.perf_counter()
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"showo: error: {flag}"), (argv, err)
+        assert time.perf_counter() - started < 30, argv  # refused before the run, not after it
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unlistable_image_directory_is_one_line(capsys, tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    fails(capsys, tmp_path, "caption", str(folder), *TEXT, match="cannot list directory")
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"llm_config": [1]}, "backbone config must be a mapping"),
+    ({"llm_config": {"num_attention_heads": 7}}, "multiple of num_attention_heads"),
+    ({"llm_config": {"hidden_size": 64.5}}, "hidden_size must be an integer"),
+    ({"llm_config": {"layer_norm_eps": "x"}}, "layer_norm_eps must be a finite number"),
+    ({"llm_config": {"rope_theta": None}}, "rope_theta must be a finite number"),
+    ({"codebook_size": "64"}, "codebook_size must be an integer"),
+    ({"max_seq_length": 0}, "max_seq_length must be >= 2"),
+])
+def test_damaged_model_configs_are_one_line(capsys, tmp_path, saved_model, edit, match):
+    import json
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(saved_model, damaged)
+    config = json.loads((damaged / "showo" / "config.json").read_text())
+    for key, value in edit.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    (damaged / "showo" / "config.json").write_text(json.dumps(config))
+    fails(capsys, tmp_path, "generate", "x", "--device", "cpu", "--steps", "2", "--model", str(damaged), match=match)

@@ -58,6 +58,35 @@ def test_bad_recipe_is_one_line_error(tmp_path, capsys):
     assert err == ["showo: error: unknown recipe keys: no_such_key"]
 
 
+@pytest.mark.parametrize("train, match", [
+    ({"max_steps": 1.5}, "max_steps must be an integer, got 1.5"),
+    ({"max_steps": True}, "max_steps must be an integer"),
+    ({"optim": 5}, "optim must be a mapping"),
+    ({"optim": {"betas": [0.9]}}, "optim.betas must be a list of 2 finite numbers"),
+    ({"optim": {"betas": [2, 3]}}, "optim.betas must be in [0, 1)"),
+    ({"optim": {"lr": float("nan")}}, "optim.lr must be a finite number"),
+    ({"optim": {"grad_clip": 0}}, "optim.grad_clip must be > 0 or null"),
+    ({"mix": {"mask_schedule": "foo"}}, "unknown mask schedule"),
+    ({"mix": {"min_masking_rate": 1.5}}, "mix.min_masking_rate must be in [0, 1]"),
+    ({"output_dir": 5}, "output_dir must be text"),
+])
+def test_recipe_values_of_the_wrong_type_or_range(tmp_path, capsys, train, match):
+    """Checked when the recipe is read, before anything is written (they were tracebacks, some after training)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": train}))
+    assert main(["train", "all", "--run", str(tmp_path / "r"), "--recipe", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("showo: error:") and match in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_recipe_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"seed: \xff\xfe\n")
+    assert main(["train", "all", "--run", str(tmp_path / "r"), "--recipe", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("showo: error: cannot read")
+
+
 def test_write_recipe_round_trips(tmp_path):
     out = tmp_path / "r.yaml"
     assert main(["train", "all", "--run", str(tmp_path / "r"), "--write-recipe", str(out)]) == 0

@@ -16,6 +16,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import ConfigError
+from ..fields import check_field_types
 from .cache import KVCache
 
 
@@ -44,12 +46,19 @@ class PhiConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "PhiConfig":
         """From our own dict or a transformers Phi `config.json` (unknown keys are ignored)."""
+        check_field_types(cls, d, "backbone config")
         names = {f.name for f in fields(cls)}
         cfg = cls(**{k: v for k, v in d.items() if k in names})
         if d.get("num_key_value_heads", cfg.num_attention_heads) != cfg.num_attention_heads:
-            raise ValueError("grouped-query attention is not part of Phi-1.5 / Show-o")
-        if cfg.hidden_size % cfg.num_attention_heads:
-            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+            raise ConfigError("grouped-query attention is not part of Phi-1.5 / Show-o")
+        sizes = (cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers,
+                 cfg.num_attention_heads, cfg.max_position_embeddings)
+        if min(sizes) < 1 or cfg.hidden_size % cfg.num_attention_heads:
+            raise ConfigError("backbone config: sizes must be >= 1 and hidden_size a multiple of num_attention_heads, "
+                              f"got hidden_size {cfg.hidden_size}, num_attention_heads {cfg.num_attention_heads}")
+        if cfg.rope_theta <= 0 or cfg.layer_norm_eps <= 0 or not 0 < cfg.partial_rotary_factor <= 1:
+            raise ConfigError("backbone config: rope_theta and layer_norm_eps must be > 0 and partial_rotary_factor "
+                              "in (0, 1]")
         return cfg
 
     def to_dict(self) -> dict:

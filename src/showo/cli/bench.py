@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..bench import SECTIONS
 from ..errors import ConfigError
-from .outputs import atomic_write
+from .outputs import check_out_dir, check_out_file, path_arg, write_file
 from .parser import device_name
 
 DESCRIPTION = """\
@@ -33,9 +33,10 @@ def add_parser(sub) -> None:
     mode.add_argument("--tiny", dest="mode", action="store_const", const="tiny",
                       help="toy shapes: checks that outputs agree (for CI), timings meaningless")
     p.set_defaults(mode="full")
-    p.add_argument("--json", metavar="FILE", help="write every ratio and its raw timings as JSON")
-    p.add_argument("--plots", metavar="DIR", help="write time-vs-length plots (PNG) into DIR")
-    p.add_argument("--markdown", metavar="FILE", help="write the results as a Markdown table (for the docs)")
+    p.add_argument("--json", metavar="FILE", type=path_arg, help="write every ratio and its raw timings as JSON")
+    p.add_argument("--plots", metavar="DIR", type=path_arg, help="write time-vs-length plots (PNG) into DIR")
+    p.add_argument("--markdown", metavar="FILE", type=path_arg,
+                   help="write the results as a Markdown table (for the docs)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="SECTION",
                    help=f"run only these parts: {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--device", type=device_name, default="cpu", metavar="DEVICE",
@@ -50,7 +51,14 @@ def run(args) -> int:
     device = resolve_device(args.device)
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"--device {args.device}: the benchmark runs on cpu or cuda, not {device}")
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path:
+            check_out_file(Path(path), flag)
+    if args.plots:
+        check_out_dir(Path(args.plots), flag="--plots")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     results = run_bench(args.mode, args.json, args.plots, only=args.only, device=device)
     if args.markdown:
-        atomic_write(Path(args.markdown), markdown_table(results).encode())
+        write_file(Path(args.markdown), markdown_table(results).encode(), "--markdown")
     return 0 if results["all_outputs_agree"] else 1

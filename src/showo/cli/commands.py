@@ -72,8 +72,11 @@ def expand_images(sources: list[str]) -> list[Path]:
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+            try:
+                found = sorted(p for p in path.iterdir()
+                               if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+            except OSError as e:
+                raise InputError(f"cannot list directory {path}: {e.strerror or e}") from None
             if not found:
                 raise InputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in directory {path}")
             paths += found

@@ -6,7 +6,8 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from .outputs import atomic_write, check_out_dir, json_bytes
+from .outputs import atomic_write, check_out_dir, check_out_file, json_bytes, path_arg, write_file
+from .parser import non_negative_int
 
 DESCRIPTION = """\
 Evaluate a model on the procedural world's evaluation scenes (never used in training), separately for attribute
@@ -31,10 +32,10 @@ def add_parser(sub, add_model_options, add_output_options) -> None:
     p = sub.add_parser("eval", help="score a model on the procedural world (seen and held-out combinations)",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--seed", type=int, default=0, help="evaluation seed (scenes and sampling; default: 0)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="evaluation seed (scenes and sampling; default: 0)")
     g.add_argument("--samples", type=positive_int, default=20, metavar="N",
                    help="scenes per task and split (default: %(default)s)")
-    g.add_argument("--json", required=True, metavar="FILE", help="where to write the metrics")
+    g.add_argument("--json", required=True, metavar="FILE", type=path_arg, help="where to write the metrics")
     g.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
                    help=f"subset of {', '.join(TASKS)} (default: all)")
     d = EvalSettings()
@@ -57,7 +58,7 @@ def run(ctx) -> int:
                             story_guidance_scale=args.story_guidance, image_temperature=args.image_temperature)
     json_path = Path(args.json)
     check_out_dir(ctx.out)
-    check_out_dir(json_path.parent, flag="--json")
+    check_out_file(json_path, "--json")
     pipe = ctx.load()
     with tempfile.TemporaryDirectory() as tmp:
         results = run_evaluation(pipe, seed=args.seed, samples=args.samples, tasks=args.tasks, out_dir=Path(tmp),
@@ -67,8 +68,7 @@ def run(ctx) -> int:
             atomic_write(ctx.out / f.name, f.read_bytes())
     record = {"model": pipe.model_id, "seed": args.seed, "samples": args.samples, **results,
               "settings": dataclasses.asdict(settings)}
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(json_path, json_bytes(record))
+    write_file(json_path, json_bytes(record), "--json")
     for task, splits in results.items():
         line = "  ".join(f"{split} {m['overall']:.3f}" if m.get("overall") is not None else f"{split} -"
                          for split, m in splits.items())

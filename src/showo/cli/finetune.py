@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError
+from .outputs import path_arg
 
 DESCRIPTION = """\
 Fine-tune a Show-o (the embedded model by default, or any --model) on your own data: a JSON Lines file with one
@@ -33,7 +34,7 @@ def add_parser(sub, add_model_options) -> None:
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA.jsonl", help="the records (JSON Lines; see above)")
     g = p.add_argument_group("training")
-    g.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR",
+    g.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR", type=path_arg,
                    help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
                         "torchrun does not mistake for its own --run-path")
     g.add_argument("--recipe", metavar="YAML", help="training config (default: a 200-step schedule, lr 1e-4, whose "
@@ -44,7 +45,7 @@ def add_parser(sub, add_model_options) -> None:
     g.add_argument("--lr", type=positive_float, metavar="LR", help="override the peak learning rate")
     g.add_argument("--seed", type=non_negative_int,
                    help="order of the records and masking draws (default: the recipe's, 0)")
-    g.add_argument("--write-recipe", metavar="YAML", help="write the config in effect to YAML and exit")
+    g.add_argument("--write-recipe", metavar="YAML", type=path_arg, help="write the config in effect to YAML and exit")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line on stderr")
     add_model_options(p)
 
@@ -67,7 +68,7 @@ def run(ctx) -> int:
     from ..data.records import count_kinds, read_records
     from ..training.distributed import is_main_process
     from ..training.finetune import finetune
-    from .outputs import check_out_dir
+    from .outputs import check_out_dir, write_file
     from .progress import say, stderr_is_tty
 
     args = ctx.args
@@ -79,7 +80,7 @@ def run(ctx) -> int:
     val_records = read_records(args.val) if args.val else None
     config = _config(args, records)
     if args.write_recipe:
-        config.to_yaml(args.write_recipe)
+        write_file(Path(args.write_recipe), config.to_yaml_text().encode(), "--write-recipe")
         return 0
     check_out_dir(run_dir, flag="--run")
     local_rank = os.environ.get("LOCAL_RANK")

@@ -51,10 +51,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress.close()
         say("error", "interrupted")
         return EXIT_INTERRUPTED
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        if progress is not None:
+            progress.close()
+        say("error", "out of memory: ask for fewer images or prompts at once, or a smaller model or dtype")
+        return EXIT_USER_ERROR
     except BrokenPipeError:  # stdout closed early (`showo ... | head`): stop quietly, like other tools
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A failed allocation, on the CPU (MemoryError, "can't allocate memory") or a GPU (torch.OutOfMemoryError)."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)
 
 
 if __name__ == "__main__":

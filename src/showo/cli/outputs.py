@@ -6,6 +6,7 @@ reader never sees half a file and a failed command leaves nothing behind.
 """
 from __future__ import annotations
 
+import argparse
 import html
 import io
 import json
@@ -31,19 +32,33 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and `os.replace`."""
+def _staged(path: Path, data: bytes) -> str:
+    """`data` written to a temporary file beside `path` (the caller renames or removes it)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
+    except BaseException:
+        _remove(tmp)
+        raise
+    return tmp
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and `os.replace`."""
+    tmp = _staged(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove(tmp)
         raise
 
 
@@ -103,6 +118,29 @@ def check_out_dir(out: Path, flag: str = "--out") -> None:
             return
 
 
+def path_arg(text: str) -> str:
+    """argparse type of output paths: an empty one would silently mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
+def check_out_file(path: Path, flag: str) -> None:
+    """Refuse a file path the results could not be written to, before any work is done."""
+    if path.is_dir():
+        raise OutputError(f"{flag} {path}: a file name is needed, not a directory")
+    check_out_dir(path.parent, flag=flag)
+
+
+def write_file(path: Path, data: bytes, flag: str) -> None:
+    """`data` written atomically to `path`, its directory created; failures are one-line `OutputError`s."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
+
+
 class Files:
     """The files of one command's result, kept in memory until `write`."""
 
@@ -117,15 +155,22 @@ class Files:
         return self.out / name
 
     def write(self) -> list[Path]:
-        """Create the directory and write every file atomically (in the order added)."""
+        """Create the directory and write every file: all of them to temporary files first, then each renamed
+        into place, so that a failure (a name taken by a directory, a full disk) leaves none of them behind."""
+        paths = [self.out / name for name, _ in self.items]
+        staged: list[str] = []
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            paths = []
-            for name, data in self.items:
-                atomic_write(self.out / name, data)
-                paths.append(self.out / name)
+            for path in paths:
+                if path.is_dir():
+                    raise IsADirectoryError(0, f"{path.name} is a directory")
+            staged = [_staged(path, data) for path, (_, data) in zip(paths, self.items)]
+            for tmp, path in zip(staged, paths):
+                os.replace(tmp, path)
             return paths
         except OSError as e:
+            for tmp in staged:
+                _remove(tmp)
             raise OutputError(f"cannot write the results to {self.out}: {e.strerror or e}") from None
 
 

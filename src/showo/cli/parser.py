@@ -11,6 +11,7 @@ import math
 import re
 
 from ..errors import ShowoError
+from .outputs import path_arg
 
 PROG = "showo"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -133,7 +134,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _add_output_options(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", default=f"out/{command}",
+    g.add_argument("--out", metavar="DIR", default=f"out/{command}", type=path_arg,
                    help=f"directory for the results; created if needed, files of the same name replaced "
                         f"(default: out/{command})")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary line on stderr")

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
+from .outputs import path_arg
 
 STAGES = ("text-tokenizer", "image-tokenizer", "model", "all")
 
@@ -31,14 +32,14 @@ def add_parser(sub, parser_class) -> None:
     p = sub.add_parser("train", help="train the image/text tokenizers and Show-o on the procedural world",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=STAGES, help="what to train (all = the three stages in order)")
-    p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR",
+    p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR", type=path_arg,
                    help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
                         "torchrun does not mistake for its own --run-path")
     p.add_argument("--recipe", metavar="YAML", help="recipe file (default: the embedded model's recipe)")
     p.add_argument("--max-steps", type=int, metavar="N", help="override the stage's number of steps")
     p.add_argument("--init-from", metavar="DIR",
                    help="start the model stage from these Show-o weights (fresh optimizer and schedule)")
-    p.add_argument("--write-recipe", metavar="YAML", help="write the recipe in effect to YAML and exit")
+    p.add_argument("--write-recipe", metavar="YAML", type=path_arg, help="write the recipe in effect to YAML and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -47,6 +48,7 @@ def run(args) -> int:
 
     from ..training import embedded
     from ..training.distributed import is_main_process
+    from .outputs import check_out_dir, write_file
     from .progress import stderr_is_tty
 
     recipe = embedded.EmbeddedRecipe.from_yaml(args.recipe) if args.recipe else embedded.EmbeddedRecipe()
@@ -57,10 +59,13 @@ def run(args) -> int:
         recipe.train.max_steps = args.max_steps
     if args.init_from is not None:
         recipe.init_from = args.init_from
+    if recipe.init_from and not (Path(recipe.init_from) / "config.json").is_file():
+        raise ConfigError(f"init_from: no Show-o model in {recipe.init_from}")
     if args.write_recipe:
-        recipe.to_yaml(args.write_recipe)
+        write_file(Path(args.write_recipe), recipe.to_yaml_text().encode(), "--write-recipe")
         return 0
     run_dir = Path(args.run)
+    check_out_dir(run_dir, flag="--run")
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     progress = not args.quiet and stderr_is_tty()

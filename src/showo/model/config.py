@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..backbone import PhiConfig
 from ..errors import CheckpointError, ConfigError
+from ..fields import check_field_types
 from ..prompting.vocab import NUM_NEW_SPECIAL_TOKENS
 
 # Backbones named by the official configs (`llm_model_path`) whose shapes we know without a download.
@@ -40,6 +41,9 @@ class ShowoConfig:
             raise ConfigError(
                 f"inconsistent vocabulary: vocab_size {self.vocab_size} != llm_vocab_size {self.llm_vocab_size} "
                 f"+ {NUM_NEW_SPECIAL_TOKENS} + codebook_size {self.codebook_size} + 1 (mask)")
+        if self.max_seq_length < 2:
+            raise ConfigError(f"max_seq_length must be >= 2 (the text region holds at least <bos> and <eos>), "
+                              f"got {self.max_seq_length}")
         side = int(round(self.num_vq_tokens ** 0.5))
         if self.num_vq_tokens <= 0 or side * side != self.num_vq_tokens:
             raise ConfigError(f"num_vq_tokens must be a square number, got {self.num_vq_tokens}")
@@ -76,6 +80,7 @@ class ShowoConfig:
         The backbone comes from `llm_config` when present, else from `llm_model_path`: a known hub name
         (microsoft/phi-1_5, shapes built in, nothing downloaded) or a local directory with a Phi config.json.
         """
+        check_field_types(cls, d, "config.json")
         required = ("vocab_size", "llm_vocab_size")
         missing = [k for k in required if k not in d]
         if missing:

@@ -26,6 +26,8 @@ def load_image(source: str | Path | Image.Image, what: str = "image") -> Image.I
         image = source
     else:
         path = Path(source)
+        if path.is_dir():
+            raise InputError(f"{what} is a directory, not an image file: {path}")
         if not path.is_file():
             raise InputError(f"{what} not found: {path}")
         if path.stat().st_size == 0:
@@ -83,6 +85,10 @@ def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
             raise InputError(f"{what} must be text, got {type(p).__name__}")
         if not p.strip():
             raise InputError(f"empty {what}")
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the shell passed that are not UTF-8 (Python keeps them as surrogates)
+            raise InputError(f"{what} is not valid UTF-8 text: {p.encode('utf-8', 'replace').decode()!r}") from None
     return prompts
 
 
@@ -92,15 +98,24 @@ def check_positive(name: str, value, integer: bool = True) -> None:
         raise InputError(f"{name} must be {kind}, got {value!r}")
 
 
-def check_non_negative(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
-        raise InputError(f"{name} must be a number >= 0, got {value!r}")
+# Upper bound of guidance scales and temperatures: far above any useful value (the official demos use 1.75-5
+# and 1), and low enough that scaled logits stay finite in float32 and float16.
+MAX_SCALE = 100.0
+# Smallest non-zero text temperature: logits divided by less overflow float32 (0 means greedy).
+MIN_TEMPERATURE = 1e-4
+
+
+def check_non_negative(name: str, value, limit: float = MAX_SCALE) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
+        raise InputError(f"{name} must be a number in [0, {limit:g}], got {value!r}")
 
 
 def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, temperature_name: str = "temperature") -> None:
     """The shared validation of autoregressive sampling options."""
     check_positive("max_new_tokens", max_new_tokens)
     check_non_negative(temperature_name, temperature)
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise InputError(f"{temperature_name} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature!r}")
     if top_k is not None:
         check_positive("top_k", top_k)
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..checkpoints import WEIGHT_FILES, find_weights, load_checked, read_state_dict, resolve
 from ..errors import CheckpointError, ConfigError, InputError
+from ..fields import check_field_types
 from .lfq import LFQOutput, LookupFreeQuantizer, code_bits
 
 CONFIG_MARKER = "showo_magvit"  # key of our config.json format; its value is the format version
@@ -103,6 +104,7 @@ class MagvitConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MagvitConfig":
         """Inverse of `to_dict`; unknown keys are an error (a typo must not silently give the default)."""
+        check_field_types(cls, data, "MAGVIT config")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

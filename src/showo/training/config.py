@@ -10,6 +10,8 @@ import yaml
 
 from ..data.language import check_qtype_weights
 from ..errors import ConfigError
+from ..fields import check_field_types
+from ..sampling.schedules import get_mask_schedule
 
 
 @dataclass
@@ -84,15 +86,22 @@ class TrainConfig:
         for name in ("max_steps", "log_every", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.optim.lr <= 0 or self.optim.warmup_steps < 0:
-            raise ConfigError("optim.lr must be > 0 and optim.warmup_steps >= 0")
+        o = self.optim
+        if o.lr <= 0 or o.warmup_steps < 0 or o.eps <= 0 or o.weight_decay < 0:
+            raise ConfigError("optim.lr and optim.eps must be > 0, optim.warmup_steps and optim.weight_decay >= 0")
+        if not all(0 <= b < 1 for b in o.betas) or not 0 <= o.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.betas must be in [0, 1) and optim.min_lr_ratio in [0, 1], got {list(o.betas)} "
+                              f"and {o.min_lr_ratio}")
+        if o.grad_clip is not None and o.grad_clip <= 0:
+            raise ConfigError(f"optim.grad_clip must be > 0 or null (no clipping), got {o.grad_clip}")
         m = self.mix
         if min(m.t2i, m.lm, m.mmu, m.story) < 0 or m.t2i + m.lm + m.mmu + m.story == 0:
             raise ConfigError("mix: row counts must be >= 0 and not all zero")
         if m.mmu_questions < 1:
             raise ConfigError(f"mix.mmu_questions must be >= 1, got {m.mmu_questions}")
         m.mmu_qtype_weights = check_qtype_weights(m.mmu_qtype_weights, "mix.mmu_qtype_weights")
-        for name in ("caption_fraction", "cond_dropout_prob", "story_dropout_prob"):
+        get_mask_schedule(m.mask_schedule)  # an unknown name fails here, before anything is written
+        for name in ("caption_fraction", "cond_dropout_prob", "story_dropout_prob", "min_masking_rate"):
             if not 0.0 <= getattr(m, name) <= 1.0:
                 raise ConfigError(f"mix.{name} must be in [0, 1], got {getattr(m, name)}")
 
@@ -105,8 +114,11 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         return _build(cls, d, "train config")
 
+    def to_yaml_text(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(self.to_yaml_text())
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -117,7 +129,7 @@ def read_yaml(path: str | Path) -> dict:
     """The mapping in a YAML file; unreadable, malformed or non-mapping files are one-line ConfigErrors."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping")
@@ -125,6 +137,7 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def _build(cls, d: dict, what: str):
+    check_field_types(cls, d, what, "" if cls is TrainConfig else f"{what}.")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:

@@ -20,6 +20,7 @@ from ..data.dataset import WorldStream
 from ..data.world import WorldConfig
 from ..checkpoints import find_weights, load_checked, read_state_dict
 from ..errors import ConfigError
+from ..fields import check_field_types
 from ..model import Showo, ShowoConfig
 from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
@@ -73,10 +74,12 @@ class EmbeddedRecipe:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown recipe keys: {', '.join(unknown)}")
+        check_field_types(cls, d, "recipe")
         d = dict(d)
         if "magvit" in d:
             d["magvit"] = MagvitConfig.from_dict(d["magvit"])
         if "tokenizer_train" in d:
+            check_field_types(TokenizerTrainConfig, d["tokenizer_train"], "tokenizer_train")
             try:
                 d["tokenizer_train"] = TokenizerTrainConfig(**d["tokenizer_train"])
             except TypeError as e:
@@ -85,8 +88,11 @@ class EmbeddedRecipe:
             d["train"] = TrainConfig.from_dict(d["train"])
         return cls(**d)
 
+    def to_yaml_text(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(self.to_yaml_text())
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EmbeddedRecipe":

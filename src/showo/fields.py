@@ -1,0 +1,85 @@
+"""Type checks of configuration values read from YAML or JSON against their dataclass fields.
+
+Why our own: a `config.json` or recipe is user input, and dataclasses do not check types, so `max_steps: 1.5`
+or `"hidden_size": "256"` would surface later as a traceback deep in training or loading. This covers the
+few annotation forms our configs use (int, float, bool, str, None, unions, tuples, lists, dicts, dataclasses).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any
+
+from .errors import ConfigError
+
+
+def check_field_types(cls: type, data: dict, what: str, prefix: str = "") -> None:
+    """Raise a ConfigError naming the first value of `data` (`what`, e.g. "recipe") that does not match its
+    field's type in dataclass `cls`, as `<prefix><field>` or `<what>: <field>`; keys that are not fields are
+    left to the caller. Floats must be finite."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in data and not _matches(hints[f.name], data[f.name]):
+            where = prefix or f"{what}: "
+            raise ConfigError(f"{where}{f.name} must be {_describe(hints[f.name])}, got {data[f.name]!r}")
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(a, value) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(args[0], v) for v in value)
+        return len(value) == len(args) and all(_matches(a, v) for a, v in zip(args, value))
+    if origin is list:
+        return isinstance(value, list) and all(_matches(args[0], v) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(args[0], k) and _matches(args[1], v) for k, v in value.items())
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    return True
+
+
+_PLURAL = {float: "finite numbers", int: "integers", str: "strings", bool: "booleans"}
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if hint is float:
+        return "a finite number"
+    if hint is int:
+        return "an integer"
+    if hint is bool:
+        return "true or false"
+    if hint is str:
+        return "text"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_PLURAL.get(args[0], 'values')}"
+        return f"a list of {len(args)} {_PLURAL.get(args[0], 'values') if len(set(args)) == 1 else 'values'}"
+    if origin in (list, dict) or dataclasses.is_dataclass(hint):
+        return "a list" if origin is list else "a mapping"
+    return str(hint)
