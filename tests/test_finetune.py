@@ -100,9 +100,10 @@ def test_cli_errors_write_nothing(tmp_path, capsys):
     fails(capsys, "finetune", str(unreadable), "--run", str(run), *TINY, match="data.jsonl:2: cannot read image")
     truncated = tmp_path / "b" / "im1.png"
     truncated.write_bytes(truncated.read_bytes()[:-30])  # the header reads; the pixels do not
+    fails(capsys, "finetune", str(unreadable.with_name("t.jsonl")), "--run", str(run), *TINY, match="t.jsonl:1: image")
     fails(capsys, "finetune", str(unreadable.with_name("t.jsonl")), "--run", str(run), *TINY, match="truncated")
     long_answer = write_data(tmp_path / "c", [{"image": "im0.png", "question": "Hue?", "answer": "x" * 40}])
-    fails(capsys, "finetune", str(long_answer), "--run", str(run), *TINY, match="answer would be cut")
+    fails(capsys, "finetune", str(long_answer), "--run", str(run), *TINY, match=".jsonl:1: question and answer take")
     data = small_records(tmp_path / "d")
     recipe = tmp_path / "r.yaml"
     TrainConfig(mix=MixConfig(t2i=0, mmu=0, lm=0, story=2)).to_yaml(recipe)

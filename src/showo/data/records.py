@@ -38,6 +38,11 @@ class Record:
     question: str | None = None
     answer: str | None = None
     text: str | None = None
+    where: str = ""  # "FILE:LINE", for messages
+
+    @property
+    def label(self) -> str:
+        return self.where or f"line {self.line}"
 
 
 def _kind(keys: set[str]) -> str | None:
@@ -63,7 +68,7 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
             Image.open(fields["image"]).close()
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
             raise InputError(f"{where}: cannot read image {fields['image']} ({e.__class__.__name__})") from None
-    return Record(kind=kind, line=line, **fields)
+    return Record(kind=kind, line=line, where=where, **fields)
 
 
 def read_records(path: str | Path) -> list[Record]:
@@ -99,7 +104,7 @@ def load_image(record: Record, resolution: int) -> torch.Tensor:
     `image_io.preprocess`)."""
     from ..pipelines.inputs import load_image as checked_image
 
-    return preprocess(checked_image(record.image, what=f"line {record.line}: image"), resolution)
+    return preprocess(checked_image(record.image, what=f"{record.label}: image"), resolution)
 
 
 def data_digest(path: str | Path, records: list[Record]) -> str:
