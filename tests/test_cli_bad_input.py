@@ -274,6 +274,7 @@ def test_an_unlistable_image_directory_is_one_line(capsys, tmp_path, monkeypatch
     ({"llm_config": {"rope_theta": None}}, "rope_theta must be a finite number"),
     ({"codebook_size": "64"}, "codebook_size must be an integer"),
     ({"max_seq_length": 0}, "max_seq_length must be >= 2"),
+    ({"llm_config": {"max_position_embeddings": 10}}, "shorter than the text-to-image sequence"),
 ])
 def test_damaged_model_configs_are_one_line(capsys, tmp_path, saved_model, edit, match):
     import json

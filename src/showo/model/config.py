@@ -44,6 +44,10 @@ class ShowoConfig:
         if self.max_seq_length < 2:
             raise ConfigError(f"max_seq_length must be >= 2 (the text region holds at least <bos> and <eos>), "
                               f"got {self.max_seq_length}")
+        t2i_length = self.max_seq_length + self.num_vq_tokens + 3  # <t2i>, text region, <soi>, image, <eoi>
+        if t2i_length > self.llm.max_position_embeddings:
+            raise ConfigError(f"max_position_embeddings {self.llm.max_position_embeddings} is shorter than the "
+                              f"text-to-image sequence ({t2i_length} positions)")
         side = int(round(self.num_vq_tokens ** 0.5))
         if self.num_vq_tokens <= 0 or side * side != self.num_vq_tokens:
             raise ConfigError(f"num_vq_tokens must be a square number, got {self.num_vq_tokens}")
