@@ -105,7 +105,8 @@ MAX_SCALE = 100.0
 MIN_TEMPERATURE = 1e-4
 
 
-def check_non_negative(name: str, value, limit: float = MAX_SCALE) -> None:
+def check_scale(name: str, value, limit: float = MAX_SCALE) -> None:
+    """A guidance scale or temperature: a number in [0, limit]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
         raise InputError(f"{name} must be a number in [0, {limit:g}], got {value!r}")
 
@@ -113,7 +114,7 @@ def check_non_negative(name: str, value, limit: float = MAX_SCALE) -> None:
 def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, temperature_name: str = "temperature") -> None:
     """The shared validation of autoregressive sampling options."""
     check_positive("max_new_tokens", max_new_tokens)
-    check_non_negative(temperature_name, temperature)
+    check_scale(temperature_name, temperature)
     if 0 < temperature < MIN_TEMPERATURE:
         raise InputError(f"{temperature_name} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature!r}")
     if top_k is not None:

@@ -32,7 +32,7 @@ from ..prompting.interleaved import interleaved_batch, interleaved_mask
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import next_token
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
-from .inputs import check_non_negative, check_positive, check_prompts, check_text_sampling
+from .inputs import check_positive, check_prompts, check_scale, check_text_sampling
 
 SENTENCE_END = (".", "!", "?")
 
@@ -63,8 +63,8 @@ def check_mixed(prompt: str, max_images: int, max_new_tokens: int, num_inference
         raise InputError(f"max_images must be an integer >= 0, got {max_images!r}")
     check_text_sampling(max_new_tokens, text_temperature, top_k, top_p, temperature_name="text_temperature")
     check_positive("num_inference_steps", num_inference_steps)
-    check_non_negative("guidance_scale", guidance_scale)
-    check_non_negative("image_temperature", image_temperature)
+    check_scale("guidance_scale", guidance_scale)
+    check_scale("image_temperature", image_temperature)
 
 
 def _forward(model: torch.nn.Module, ids: list[int], start: int, cache, vocab: Vocabulary) -> torch.Tensor:

@@ -24,7 +24,7 @@ from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
-from .inputs import (check_non_negative, check_positive, check_prompts, check_text_sampling, load_image, load_mask,
+from .inputs import (check_positive, check_prompts, check_scale, check_text_sampling, load_image, load_mask,
                      warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .outputs import ImageOutput, MixedOutput, TextOutput
@@ -144,8 +144,8 @@ class ShowoPipeline:
               schedule: str, generator, callback, exact: bool) -> torch.Tensor:
         """Run MaskGIT on t2i-layout sequences whose image slots hold `image_ids` (mask id where unknown)."""
         check_positive("num_inference_steps", steps)
-        check_non_negative("guidance_scale", guidance)
-        check_non_negative("temperature", temperature)
+        check_scale("guidance_scale", guidance)
+        check_scale("temperature", temperature)
         t = self.model.config.max_seq_length
         text = [self._prompt_ids(p) for p in prompts]
         ids = t2i_gen_sequence(self.vocab, text, image_ids, t).to(self.device)

@@ -117,10 +117,10 @@ class TokenizerTrainer:
         x = self.images(self.step)
         c = self.cfg
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.precision == "bf16")
-        with autocast, torch.set_grad_enabled(not c.decoder_only):
-            z = self.model.encoder(x)
-        z = z.float()  # quantize and its losses in float32
-        with torch.set_grad_enabled(not c.decoder_only):
+        with torch.set_grad_enabled(not c.decoder_only):  # a frozen encoder needs no graph
+            with autocast:
+                z = self.model.encoder(x)
+            z = z.float()  # quantize and its losses in float32
             q = self.model.quantize(z)
         with autocast:
             recon = self.model.decoder(q.z_q)
