@@ -110,3 +110,37 @@ def test_text_longer_than_the_model_context_is_an_input_error(pipe):
         pipe.write("x" * limit, max_new_tokens=4)
     with pytest.raises(InputError, match="positions"):
         pipe.ask(Image.new("RGB", (16, 16)), "why?", max_new_tokens=limit)
+
+
+IMG = Image.new("RGB", (16, 16), "red")
+MASK = Image.new("L", (16, 16), 255)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda p: p.text_to_image({"a": 1, "b": 2}, num_inference_steps=2), "prompt must be a text or a list"),
+    (lambda p: p.text_to_image(None), "prompt must be a text or a list"),
+    (lambda p: p.write(b"abc", max_new_tokens=2), "prompt must be a text or a list of texts, got bytes"),
+    (lambda p: p.inpaint(IMG, MASK, ["a"], num_inference_steps=2), "prompt must be one text"),
+    (lambda p: p.text_to_image("a", num_inference_steps=10 ** 12), "at most 1000"),
+    (lambda p: p.text_to_image("a", num_inference_steps=2, seed=0, generator=torch.Generator()), "not both"),
+    (lambda p: p.text_to_image("a", num_inference_steps=2, generator=42), "torch.Generator"),
+    (lambda p: p.text_to_image("a", num_inference_steps=2, seed=2 ** 64), "seed must be an integer"),
+    (lambda p: p.text_to_image("a", num_inference_steps=2, callback=3), "callback must be callable"),
+    (lambda p: p.write("a", max_new_tokens=2, on_token="x"), "on_token must be callable"),
+    (lambda p: p.ask(torch.zeros(3, 16, 16), "what?", max_new_tokens=2), "file path or a PIL image, got Tensor"),
+    (lambda p: p.mixed("a", max_new_tokens=600), "positions"),
+    (lambda p: p.decode_codes(p.vocab.codes_to_ids(torch.zeros(1, 16, dtype=torch.long))), "not token ids"),
+    (lambda p: p.decode_codes(torch.full((1, 16), -5)), "image codes in"),
+])
+def test_python_api_inputs_of_the_wrong_kind_are_input_errors(pipe, call, match):
+    """Each was a bare TypeError / IndexError / hang from deep inside, or a silent wrong result (a dict's keys
+    as prompts, token ids decoded as clamped codes, a seed recorded that did not draw the result)."""
+    with pytest.raises(InputError, match=match.replace("(", r"\(").replace("*", r"\*")):
+        call(pipe)
+
+
+def test_from_pretrained_refuses_parts_without_a_model():
+    from showo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="go with a model path"):
+        ShowoPipeline.from_pretrained(vq="/nope")

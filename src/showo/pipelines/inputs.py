@@ -24,6 +24,8 @@ def load_image(source: str | Path | Image.Image, what: str = "image") -> Image.I
     """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, ...)."""
     if isinstance(source, Image.Image):
         image = source
+    elif not isinstance(source, (str, Path)):
+        raise InputError(f"{what} must be a file path or a PIL image, got {type(source).__name__}")
     else:
         path = Path(source)
         if path.is_dir():
@@ -77,6 +79,8 @@ def load_mask(source: str | Path | Image.Image, size: tuple[int, int]) -> Image.
 
 
 def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
+    if not isinstance(prompt, (str, list, tuple)):
+        raise InputError(f"{what} must be a text or a list of texts, got {type(prompt).__name__}")
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         raise InputError(f"no {what} given")
@@ -90,6 +94,21 @@ def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
         except UnicodeEncodeError:  # bytes the shell passed that are not UTF-8 (Python keeps them as surrogates)
             raise InputError(f"{what} is not valid UTF-8 text: {p.encode('utf-8', 'replace').decode()!r}") from None
     return prompts
+
+
+# More MaskGIT steps than this only wait longer (the official demos use 18-50; each step unmasks >= 1 token).
+MAX_STEPS = 1000
+
+
+def check_steps(steps) -> None:
+    check_positive("num_inference_steps", steps)
+    if steps > MAX_STEPS:
+        raise InputError(f"num_inference_steps must be at most {MAX_STEPS}, got {steps}")
+
+
+def check_callback(name: str, callback) -> None:
+    if callback is not None and not callable(callback):
+        raise InputError(f"{name} must be callable, got {type(callback).__name__}")
 
 
 def check_positive(name: str, value, integer: bool = True) -> None:

@@ -32,7 +32,7 @@ from ..prompting.interleaved import interleaved_batch, interleaved_mask
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import next_token
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
-from .inputs import check_positive, check_prompts, check_scale, check_text_sampling
+from .inputs import check_prompts, check_scale, check_steps, check_text_sampling
 
 SENTENCE_END = (".", "!", "?")
 
@@ -62,7 +62,7 @@ def check_mixed(prompt: str, max_images: int, max_new_tokens: int, num_inference
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 0:
         raise InputError(f"max_images must be an integer >= 0, got {max_images!r}")
     check_text_sampling(max_new_tokens, text_temperature, top_k, top_p, temperature_name="text_temperature")
-    check_positive("num_inference_steps", num_inference_steps)
+    check_steps(num_inference_steps)
     check_scale("guidance_scale", guidance_scale)
     check_scale("image_temperature", image_temperature)
 

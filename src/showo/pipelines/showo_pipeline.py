@@ -24,8 +24,8 @@ from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
-from .inputs import (check_positive, check_prompts, check_scale, check_text_sampling, load_image, load_mask,
-                     warn)
+from .inputs import (check_callback, check_positive, check_prompts, check_scale, check_steps, check_text_sampling,
+                     load_image, load_mask, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
@@ -57,6 +57,8 @@ class ShowoPipeline:
         checkpoint directory / hub id with the image and text tokenizers given separately (defaults:
         showlab/magvitv2 and microsoft/phi-1_5). `clip` is required for the w_clip_vit checkpoints' understanding."""
         if model is None:
+            if any(part is not None for part in (vq, tokenizer, clip)):
+                raise ConfigError("vq, tokenizer and clip go with a model path; the embedded default has its own")
             from ..embedded import load_embedded
 
             return load_embedded(device=str(device), dtype=dtype)
@@ -114,11 +116,15 @@ class ShowoPipeline:
 
     def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
         if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+            if seed is not None:  # the metadata records the seed: it must be what drew the result
+                raise InputError("give seed or generator, not both")
             return generator
         if seed is None:
             return None
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+            raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
@@ -137,15 +143,18 @@ class ShowoPipeline:
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor, grid: tuple[int, int] | None = None) -> list[Image.Image]:
-        codes = codes.clamp(0, self.vq.config.codebook_size - 1)
+        size = self.vq.config.codebook_size
+        if not isinstance(codes, torch.Tensor) or codes.numel() and not 0 <= int(codes.min()) <= int(codes.max()) < size:
+            raise InputError(f"codes must be a tensor of image codes in [0, {size}) (not token ids)")
         return postprocess(self.vq.decode_code(codes.to(self.device), shape=grid))
 
     def _fill(self, prompts: list[str], image_ids: torch.Tensor, steps: int, guidance: float, temperature: float,
               schedule: str, generator, callback, exact: bool) -> torch.Tensor:
         """Run MaskGIT on t2i-layout sequences whose image slots hold `image_ids` (mask id where unknown)."""
-        check_positive("num_inference_steps", steps)
+        check_steps(steps)
         check_scale("guidance_scale", guidance)
         check_scale("temperature", temperature)
+        check_callback("callback", callback)
         t = self.model.config.max_seq_length
         text = [self._prompt_ids(p) for p in prompts]
         ids = t2i_gen_sequence(self.vocab, text, image_ids, t).to(self.device)
@@ -184,6 +193,8 @@ class ShowoPipeline:
                 seed: int | None = None, generator: torch.Generator | None = None,
                 callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
         """Regenerate the white part of `mask_image` following `prompt`; codes outside it are kept exactly."""
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be one text, got {type(prompt).__name__}")
         check_prompts(prompt)
         check_positive("num_images", num_images)
         picture = load_image(image)
@@ -239,10 +250,19 @@ class ShowoPipeline:
         `force_image_every_sentence`, an image follows every text that ends with '.', '!' or '?'."""
         check_mixed(prompt, max_images, max_new_tokens, num_inference_steps, guidance_scale, text_temperature,
                     image_temperature, top_k, top_p)
+        check_callback("on_token", on_token)
+        check_callback("callback", callback)
         force = (lambda seg: ends_sentence(self.tokenizer.decode(seg))) if force_image_every_sentence else None
         n = self.model.config.num_vq_tokens
+        prompt_ids = self.tokenizer.encode(prompt)
+        longest = 2 + len(prompt_ids) + max_new_tokens + max_images * (n + 1) + 1  # every image taken, no <eos>
+        limit = self.model.config.llm.max_position_embeddings
+        if longest > limit:
+            raise InputError(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new_tokens} + max_images "
+                             f"{max_images} of {n + 1} positions can exceed the model's {limit} positions: shorten "
+                             "the prompt or lower max_new_tokens or max_images")
         result = generate_interleaved(
-            self.model, self.vocab, self.tokenizer.encode(prompt), n, max_images=max_images,
+            self.model, self.vocab, prompt_ids, n, max_images=max_images,
             max_new_tokens=max_new_tokens, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             text_temperature=text_temperature, image_temperature=image_temperature, top_k=top_k, top_p=top_p,
             generator=self._generator(seed, generator), on_token=on_token, callback=callback,
@@ -264,6 +284,7 @@ class ShowoPipeline:
     def _decode(self, prompts_ids, masks, max_new_tokens, temperature, top_k, top_p, generator, on_token,
                 exact, embeds=None) -> list[list[int]]:
         check_text_sampling(max_new_tokens, temperature, top_k, top_p)
+        check_callback("on_token", on_token)
         longest = max(len(p) for p in (prompts_ids if prompts_ids is not None else embeds))
         limit = self.model.config.llm.max_position_embeddings
         if longest + max_new_tokens > limit:
