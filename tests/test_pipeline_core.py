@@ -144,3 +144,19 @@ def test_from_pretrained_refuses_parts_without_a_model():
 
     with pytest.raises(ConfigError, match="go with a model path"):
         ShowoPipeline.from_pretrained(vq="/nope")
+
+
+def test_loading_and_saving_arguments_of_the_wrong_kind(pipe, tmp_path):
+    from showo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model must be a path or a hub id, got int"):
+        ShowoPipeline.from_pretrained(123)
+    with pytest.raises(ConfigError, match="dtype must be a floating torch.dtype"):
+        ShowoPipeline.from_pretrained(str(tmp_path), dtype="float16")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "showo").write_text("a file of the user's")
+    with pytest.raises(ConfigError, match="is a file"):  # was replaced, and left behind as a hidden .showo.old
+        pipe.save_pretrained(tmp_path / "d")
+    assert (tmp_path / "d" / "showo").read_text() == "a file of the user's"
+    with pytest.raises(InputError, match="non-empty list"):
+        pipe.encode_images("picture.png")  # a string was iterated character by character

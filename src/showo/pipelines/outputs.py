@@ -13,7 +13,7 @@ from PIL import Image
 
 @dataclass
 class ImageOutput:
-    """Generated images (PIL, or a uint8 array batch for output_type="np"), their codes, one metadata dict each."""
+    """Generated images (PIL), their codes, one metadata dict each."""
 
     images: list[Image.Image]
     codes: torch.Tensor  # [B, h*w] image codes (raster order)

@@ -62,6 +62,11 @@ class ShowoPipeline:
             from ..embedded import load_embedded
 
             return load_embedded(device=str(device), dtype=dtype)
+        for name, value in (("model", model), ("vq", vq), ("tokenizer", tokenizer), ("clip", clip)):
+            if value is not None and not isinstance(value, (str, Path)):
+                raise ConfigError(f"{name} must be a path or a hub id, got {type(value).__name__}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ConfigError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16...), got {dtype!r}")
         root = Path(model)
         bundled = root.is_dir() and (root / "showo").is_dir()
         model_dir = root / "showo" if bundled else model
@@ -74,7 +79,13 @@ class ShowoPipeline:
         return cls(showo, magvit, text, tower, model_id=str(model))
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """Write showo/, magvit/ and tokenizer/ into `directory` (a pipeline directory `from_pretrained` reads)."""
+        if not isinstance(directory, (str, Path)):
+            raise ConfigError(f"directory must be a path, got {type(directory).__name__}")
         directory = Path(directory)
+        for path in (directory, *(directory / part for part in ("showo", "magvit", "tokenizer"))):
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"cannot save into {directory}: {path} is a file")
         self.model.save_pretrained(directory / "showo")
         self.vq.save_pretrained(directory / "magvit")
         self.tokenizer.save_pretrained(directory / "tokenizer")
@@ -138,6 +149,8 @@ class ShowoPipeline:
     @torch.no_grad()
     def encode_images(self, images: Sequence) -> torch.Tensor:
         """Codes [B, N] of images (paths or PIL) after the official resize/centre-crop pre-processing."""
+        if isinstance(images, (str, Path, Image.Image)) or not images:
+            raise InputError("images must be a non-empty list of file paths or PIL images")
         pixels = torch.stack([preprocess(load_image(i), self.resolution) for i in images])
         return self.vq.get_code(pixels.to(self.device))
 
