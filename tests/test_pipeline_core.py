@@ -129,6 +129,7 @@ MASK = Image.new("L", (16, 16), 255)
     (lambda p: p.write("a", max_new_tokens=2, on_token="x"), "on_token must be callable"),
     (lambda p: p.ask(torch.zeros(3, 16, 16), "what?", max_new_tokens=2), "file path or a PIL image, got Tensor"),
     (lambda p: p.mixed("a", max_new_tokens=600), "positions"),
+    (lambda p: p.mixed("a <|soi|> b", max_new_tokens=4), "image marker"),
     (lambda p: p.decode_codes(p.vocab.codes_to_ids(torch.zeros(1, 16, dtype=torch.long))), "not token ids"),
     (lambda p: p.decode_codes(torch.full((1, 16), -5)), "image codes in"),
 ])

@@ -268,6 +268,8 @@ class ShowoPipeline:
         force = (lambda seg: ends_sentence(self.tokenizer.decode(seg))) if force_image_every_sentence else None
         n = self.model.config.num_vq_tokens
         prompt_ids = self.tokenizer.encode(prompt)
+        if self.vocab.soi in prompt_ids or self.vocab.eoi in prompt_ids:
+            raise InputError("prompt contains an image marker (<|soi|> or <|eoi|>): images are the model's to open")
         longest = 2 + len(prompt_ids) + max_new_tokens + max_images * (n + 1) + 1  # every image taken, no <eos>
         limit = self.model.config.llm.max_position_embeddings
         if longest > limit:
