@@ -231,7 +231,8 @@ def test_image_tokenizer_init_from_decoder_only(tmp_path, capsys):
     r.tokenizer_train.init_from, r.tokenizer_train.decoder_only = str(first / "magvit"), True
     r.to_yaml(recipe)
     assert main(["train", "image-tokenizer", "--run", str(second), "--recipe", str(recipe), "-q"]) == 0
-    old, new = MagvitV2.from_pretrained(first / "magvit").state_dict(), MagvitV2.from_pretrained(second / "magvit").state_dict()
+    old = MagvitV2.from_pretrained(first / "magvit").state_dict()
+    new = MagvitV2.from_pretrained(second / "magvit").state_dict()
     assert all(torch.equal(old[k], new[k]) == (not k.startswith("decoder.")) for k in old if old[k].is_floating_point()
                and not k.endswith("num_batches_tracked"))
     capsys.readouterr()

@@ -157,7 +157,8 @@ class ShowoPipeline:
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor, grid: tuple[int, int] | None = None) -> list[Image.Image]:
         size = self.vq.config.codebook_size
-        if not isinstance(codes, torch.Tensor) or codes.numel() and not 0 <= int(codes.min()) <= int(codes.max()) < size:
+        valid = isinstance(codes, torch.Tensor) and (codes.numel() == 0 or 0 <= codes.min() <= codes.max() < size)
+        if not valid:
             raise InputError(f"codes must be a tensor of image codes in [0, {size}) (not token ids)")
         return postprocess(self.vq.decode_code(codes.to(self.device), shape=grid))
 
