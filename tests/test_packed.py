@@ -85,6 +85,8 @@ def test_pack_weights_refuses_what_it_cannot_do(pipes, tmp_path):
     with pytest.raises(ConfigError, match="cannot be saved"):
         packed.save_pretrained(tmp_path / "p")
     assert not (tmp_path / "p" / "showo").exists()
+    with pytest.raises(ConfigError, match="stays float32 on the CPU"):  # was accepted, failing at the next call
+        packed.to(dtype=torch.bfloat16)
     model = copy.deepcopy(dense.model)
     with pytest.raises(ConfigError, match="eval"):
         model.train().pack_weights()

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
+from ..backbone import PackedLinear
 from ..errors import ConfigError, InputError
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
@@ -92,6 +93,10 @@ class ShowoPipeline:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ShowoPipeline":
         """Move the model (and image tokenizer, kept in float32) to `device`; cast the model to `dtype`."""
+        packed = any(isinstance(m, PackedLinear) for m in self.model.modules())
+        if packed and (dtype not in (None, torch.float32) or device is not None and torch.device(device).type != "cpu"):
+            raise ConfigError("a pipeline with packed weights stays float32 on the CPU: load it again to cast or "
+                              "move it")
         self.model.to(device=device, dtype=dtype)
         self.vq.to(device=device)
         if self.clip is not None:
@@ -101,6 +106,7 @@ class ShowoPipeline:
     def pack_weights(self, batch_hint: int = 8) -> "ShowoPipeline":
         """Pre-pack the transformer's float32 weights for oneDNN (CPU inference only, irreversible): batched
         understanding 1.4-1.5x faster at full depth; at batch 1 no gain (0.88-1.01x). See `Showo.pack_weights`."""
+        check_positive("batch_hint", batch_hint)
         self.model.pack_weights(batch_hint)
         return self
 
