@@ -59,11 +59,11 @@ def run(args) -> int:
         recipe.train.max_steps = args.max_steps
     if args.init_from is not None:
         recipe.init_from = args.init_from
-    if recipe.init_from and not (Path(recipe.init_from) / "config.json").is_file():
-        raise ConfigError(f"init_from: no Show-o model in {recipe.init_from}")
-    if args.write_recipe:
+    if args.write_recipe:  # a recipe may name weights that do not exist yet
         write_file(Path(args.write_recipe), recipe.to_yaml_text().encode(), "--write-recipe")
         return 0
+    if recipe.init_from:
+        embedded.require_model_dir(Path(recipe.init_from))
     run_dir = Path(args.run)
     check_out_dir(run_dir, flag="--run")
     run_dir.mkdir(parents=True, exist_ok=True)

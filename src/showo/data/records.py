@@ -40,10 +40,6 @@ class Record:
     text: str | None = None
     where: str = ""  # "FILE:LINE", for messages
 
-    @property
-    def label(self) -> str:
-        return self.where or f"line {self.line}"
-
 
 def _kind(keys: set[str]) -> str | None:
     return next((kind for kind, need in KINDS.items() if keys == set(need)), None)
@@ -104,7 +100,7 @@ def load_image(record: Record, resolution: int) -> torch.Tensor:
     `image_io.preprocess`)."""
     from ..pipelines.inputs import load_image as checked_image
 
-    return preprocess(checked_image(record.image, what=f"{record.label}: image"), resolution)
+    return preprocess(checked_image(record.image, what=f"{record.where}: image"), resolution)
 
 
 def data_digest(path: str | Path, records: list[Record]) -> str:

@@ -78,6 +78,13 @@ def load_mask(source: str | Path | Image.Image, size: tuple[int, int]) -> Image.
     return mask
 
 
+def check_prompt(prompt: str) -> str:
+    """A single prompt (the tasks that take one, not a batch)."""
+    if not isinstance(prompt, str):
+        raise InputError(f"prompt must be one text, got {type(prompt).__name__}")
+    return check_prompts(prompt)[0]
+
+
 def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
     if not isinstance(prompt, (str, list, tuple)):
         raise InputError(f"{what} must be a text or a list of texts, got {type(prompt).__name__}")

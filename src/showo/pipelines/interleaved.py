@@ -32,7 +32,7 @@ from ..prompting.interleaved import interleaved_batch, interleaved_mask
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import next_token
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
-from .inputs import check_prompts, check_scale, check_steps, check_text_sampling
+from .inputs import check_prompt, check_scale, check_steps, check_text_sampling
 
 SENTENCE_END = (".", "!", "?")
 
@@ -56,9 +56,7 @@ def ends_sentence(text: str) -> bool:
 def check_mixed(prompt: str, max_images: int, max_new_tokens: int, num_inference_steps: int, guidance_scale: float,
                 text_temperature: float, image_temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Validate the user arguments of `ShowoPipeline.mixed` (InputError, one line)."""
-    if not isinstance(prompt, str):
-        raise InputError(f"prompt must be one text, got {type(prompt).__name__}")
-    check_prompts(prompt)
+    check_prompt(prompt)
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 0:
         raise InputError(f"max_images must be an integer >= 0, got {max_images!r}")
     check_text_sampling(max_new_tokens, text_temperature, top_k, top_p, temperature_name="text_temperature")

@@ -25,8 +25,8 @@ from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
-from .inputs import (check_callback, check_positive, check_prompts, check_scale, check_steps, check_text_sampling,
-                     load_image, load_mask, warn)
+from .inputs import (check_callback, check_positive, check_prompt, check_prompts, check_scale, check_steps,
+                     check_text_sampling, load_image, load_mask, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
@@ -213,9 +213,7 @@ class ShowoPipeline:
                 seed: int | None = None, generator: torch.Generator | None = None,
                 callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
         """Regenerate the white part of `mask_image` following `prompt`; codes outside it are kept exactly."""
-        if not isinstance(prompt, str):
-            raise InputError(f"prompt must be one text, got {type(prompt).__name__}")
-        check_prompts(prompt)
+        check_prompt(prompt)
         check_positive("num_images", num_images)
         picture = load_image(image)
         mask = load_mask(mask_image, picture.size)

@@ -73,9 +73,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if isinstance(self.optim, dict):
-            self.optim = _build(OptimConfig, self.optim, "optim")
+            self.optim = build_config(OptimConfig, self.optim, "optim")
         if isinstance(self.mix, dict):
-            self.mix = _build(MixConfig, self.mix, "mix")
+            self.mix = build_config(MixConfig, self.mix, "mix")
         self.optim.betas = tuple(self.optim.betas)
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
@@ -112,7 +112,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return _build(cls, d, "train config")
+        return build_config(cls, d, "train config")
 
     def to_yaml_text(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -136,7 +136,9 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def _build(cls, d: dict, what: str):
+def build_config(cls, d: dict, what: str):
+    """Dataclass `cls` from the mapping `d` (`what` names it in errors): types, then unknown keys, then the
+    class's own checks, each a one-line ConfigError."""
     check_field_types(cls, d, what, "" if cls is TrainConfig else f"{what}.")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)

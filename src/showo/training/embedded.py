@@ -26,7 +26,7 @@ from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .checkpoint import latest_checkpoint
 from .code_bits import remove_code_bit_rows
-from .config import MixConfig, OptimConfig, TrainConfig, read_yaml
+from .config import MixConfig, OptimConfig, TrainConfig, build_config, read_yaml
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
 from .trainer import Trainer
@@ -79,11 +79,7 @@ class EmbeddedRecipe:
         if "magvit" in d:
             d["magvit"] = MagvitConfig.from_dict(d["magvit"])
         if "tokenizer_train" in d:
-            check_field_types(TokenizerTrainConfig, d["tokenizer_train"], "tokenizer_train")
-            try:
-                d["tokenizer_train"] = TokenizerTrainConfig(**d["tokenizer_train"])
-            except TypeError as e:
-                raise ConfigError(f"bad tokenizer_train: {e}") from None
+            d["tokenizer_train"] = build_config(TokenizerTrainConfig, d["tokenizer_train"], "tokenizer_train")
         if "train" in d:
             d["train"] = TrainConfig.from_dict(d["train"])
         return cls(**d)
@@ -182,14 +178,19 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Sho
     return model
 
 
+def require_model_dir(directory: Path) -> None:
+    """A one-line error unless `directory` holds a saved Show-o (checked before a run creates anything)."""
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"init_from: no Show-o model in {directory}")
+
+
 def init_weights(model: Showo, directory: Path) -> None:
     """Copy a saved Show-o's weights into `model`; one-line error when the architectures differ.
 
     The saved model may have another image codebook (Show-o moved onto a retrained image tokenizer): then the
     text, special-token and mask rows of the embedding and LM head are copied, and the image-code rows keep
     `model`'s fresh init, because the new codes mean nothing the old ones meant."""
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"init_from: no Show-o model in {directory}")
+    require_model_dir(directory)
     saved = ShowoConfig.from_directory(directory)
     state = read_state_dict(find_weights(directory))
     if saved.codebook_size != model.config.codebook_size:

@@ -48,7 +48,7 @@ class RecordBatchSource:
             return (self.tok.encode(r.text),)
         question, answer = self.tok.encode(mmu_question_text(r.question)), self.tok.encode(" " + r.answer)
         if len(question) + len(answer) + 2 > self.t:  # bos + question + answer + eos must fit the text region
-            raise InputError(f"{r.label}: question and answer take {len(question) + len(answer) + 2} tokens, "
+            raise InputError(f"{r.where}: question and answer take {len(question) + len(answer) + 2} tokens, "
                              f"more than the model's text region ({self.t}): the answer would be cut")
         return question, answer
 

@@ -127,15 +127,14 @@ class TokenizerTrainer:
         recon = recon.float()
         w = pixel_weights(x, c.foreground_weight)
         mse, l1 = (w * (recon - x) ** 2).mean(), (w * (recon - x).abs()).mean()
-        if c.decoder_only:
-            entropy = torch.zeros(())
-        elif c.entropy == "codebook":
-            entropy = c.codebook_entropy_weight * codebook_entropy_loss(z, self.bits)
-        else:
-            entropy = c.entropy_weight * q.entropy_loss
-        loss = c.mse_weight * mse + c.l1_weight * l1 + entropy
-        if not c.decoder_only:
-            loss = loss + c.quantizer_weight * q.quantizer_loss
+        loss = c.mse_weight * mse + c.l1_weight * l1
+        entropy = torch.zeros(())
+        if not c.decoder_only:  # the quantizer's losses only move the (frozen) encoder
+            if c.entropy == "codebook":
+                entropy = c.codebook_entropy_weight * codebook_entropy_loss(z, self.bits)
+            else:
+                entropy = c.entropy_weight * q.entropy_loss
+            loss = loss + c.quantizer_weight * q.quantizer_loss + entropy
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip))
         lr = self.scheduler.get_last_lr()[0]
