@@ -84,3 +84,23 @@ def test_decoder_only_keeps_every_code_and_sharpens_the_images(tmp_path):
     assert torch.equal(t.model.get_code(held_out), codes)
     assert evaluate_reconstruction(t.model, batch)["psnr"] > before + 3, before
     assert all(m["entropy"] == 0 for m in history)
+
+
+def test_edge_loss_weighs_outlines_not_flat_offsets():
+    from showo.training.tokenizer import edge_l1
+
+    image = blocks(3)
+    assert edge_l1(image, image) == 0
+    assert edge_l1(image + 0.3, image) < 1e-6  # a flat colour error leaves every outline where it was
+    shifted = torch.roll(image, 1, dims=-1)  # the same square one pixel over: its outlines moved
+    assert edge_l1(shifted, image) > 0.01
+
+
+def test_edge_weight_enters_the_loss(tmp_path):
+    plain = _trainer(tmp_path / "plain", 1)
+    torch.manual_seed(0)
+    cfg = TokenizerTrainConfig(**{**plain.cfg.__dict__, "output_dir": str(tmp_path / "edge"), "edge_weight": 2.0})
+    edged = TokenizerTrainer(MagvitV2(tiny_magvit_config(8)), blocks, cfg)
+    a, b = plain.train_step(), edged.train_step()
+    assert a["edge"] == 0 and b["edge"] > 0
+    torch.testing.assert_close(b["loss"] - a["loss"], 2.0 * b["edge"], rtol=1e-4, atol=1e-6)
