@@ -30,12 +30,14 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
     assert (plots / "mmu_time_vs_answer_length.png").is_file() and (plots / "t2i_time_vs_image_tokens.png").is_file()
     assert "x" in capsys.readouterr().out
     table = md.read_text().splitlines()
-    assert len(table) == 2 + 12 + 4 and all(line.startswith("| ") for line in table)
+    assert len(table) == 2 + 13 + 4 and all(line.startswith("| ") for line in table)
     assert f"{data['mmu_speedup']['value']:.2f}x" in table[2]
+    assert "25 image tokens" in md.read_text() and "% of tokens equal" in md.read_text()
 
 
 def test_bench_keeps_partial_results_when_stopped(tmp_path):
-    """A long (full-depth) run writes its JSON after every measurement: stopping it keeps what was measured."""
+    """A long (full-depth) run writes FILE.partial after every measurement: stopping it keeps what was measured,
+    and FILE (here: the results of an earlier run) is left as it was."""
     from showo.bench.run import run
 
     class Stop(Exception):
@@ -45,13 +47,38 @@ def test_bench_keeps_partial_results_when_stopped(tmp_path):
         if "t2i_b1_n16" in line:
             raise Stop
 
-    js = tmp_path / "partial.json"
+    js = tmp_path / "bench.json"
+    js.write_text('{"earlier": "run"}')
     with pytest.raises(Stop):
         run("tiny", str(js), log=log)
-    data = json.loads(js.read_text())
+    assert json.loads(js.read_text()) == {"earlier": "run"}
+    data = json.loads((tmp_path / "bench.json.partial").read_text())
     assert data["complete"] is False and data["mmu_speedup"]["agree"] is True
     assert "peak_rss_ratio_inference" in data and "mmu_time_vs_answer_length" in data and "t2i_speedup" not in data
-    assert [p.name for p in tmp_path.iterdir()] == ["partial.json"]  # no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.json.partial"]  # no temporary file
+
+
+@pytest.mark.parametrize("wrong_length", [6, 3])  # 6: the headline comparison; 3: a point of the length curve only
+def test_bench_reports_no_ratio_when_outputs_disagree(tmp_path, capsys, monkeypatch, wrong_length):
+    import showo.bench.harness as harness
+
+    real = harness.official_mmu_generate
+
+    def broken(model, ids, mask, n):  # the official re-creation made to answer differently
+        out = real(model, ids, mask, n)
+        return [*out[:-1], (out[-1] + 1) % 7] if n == wrong_length else out
+
+    monkeypatch.setattr(harness, "official_mmu_generate", broken)
+    js, md = tmp_path / "b.json", tmp_path / "b.md"
+    assert main(["bench", "--tiny", "--only", "mmu", "--json", str(js), "--markdown", str(md)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("showo: error:")]
+    assert len(errors) == 1 and f"mmu_{wrong_length}_tokens" in errors[0], errors
+    data = json.loads(js.read_text())
+    assert data["all_outputs_agree"] is False and data["disagree"] == [f"mmu_{wrong_length}_tokens"]
+    assert data["mmu_time_vs_answer_length"][str(wrong_length)]["agree"] is False
+    if wrong_length == 6:
+        assert data["mmu_speedup"]["value"] is None and data["mmu_speedup"]["ratio"] is None
+        assert "| - | NO |" in md.read_text()
 
 
 def test_bench_only_runs_the_chosen_sections(tmp_path, capsys):

@@ -328,3 +328,12 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_are_not_hidden(capsy
     monkeypatch.setattr(ShowoPipeline, "text_to_image", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["generate", "a ball", *FAST, "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("argv, help_of", [(["bench", "--tiny", "--seed", "3"], "showo bench --help"),
+                                           (["eval", "--json", "x.json", "--bogus"], "showo eval --help"),
+                                           (["write", "hi", "--bogus"], "showo write --help")])
+def test_unknown_option_points_at_the_right_help(capsys, argv, help_of):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "unrecognized arguments" in err[0] and f"'{help_of}'" in err[0], err

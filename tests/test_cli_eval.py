@@ -47,3 +47,52 @@ def test_eval_rejects_bad_generation_settings(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0], err
     assert not (tmp_path / "x.json").exists()
+
+
+EVAL = ["eval", "--model", "tiny-random", "--samples", "1", "--tasks", "tokenizer"]
+
+
+def test_eval_json_records_how_the_model_ran(tmp_path):
+    js = tmp_path / "m.json"
+    assert main([*EVAL, "--dtype", "bfloat16", "--json", str(js), "--out", str(tmp_path / "r"), "-q"]) == 0
+    run = json.loads(js.read_text())["run"]
+    assert run["model_source"]["dtype"] == "bfloat16" and run["model_source"]["device"] == "cpu"
+    assert "--dtype bfloat16" in run["command_line"] and run["showo_version"]
+
+
+def test_eval_writes_the_report_and_the_json_together_or_not_at_all(tmp_path, monkeypatch, capsys):
+    """A --json path that turns unwritable during the run (here: a directory appears there) leaves no report."""
+    import showo.evaluation.harness as harness
+
+    js, out = tmp_path / "m.json", tmp_path / "r"
+    real = harness.run_evaluation
+    monkeypatch.setattr(harness, "run_evaluation", lambda *a, **k: js.mkdir() or real(*a, **k))
+    assert main([*EVAL, "--json", str(js), "--out", str(out), "-q"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("showo: error:")]
+    assert len(errors) == 1 and "m.json" in errors[0], errors
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_eval_json_may_not_replace_a_report_file(tmp_path, capsys):
+    out = tmp_path / "r"
+    for name in ("report.md", "tokenizer_seen.png"):
+        assert main([*EVAL, "--json", str(out / name), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "writes a file of that name" in err[0], err
+    assert not out.exists()
+    assert main([*EVAL, "--json", str(out / "vqa_seen.png"), "--out", str(out), "-q"]) == 0  # not in this report
+
+
+def test_eval_progress_on_a_terminal_and_stale_grids_noted(tmp_path, monkeypatch, capsys):
+    import showo.cli.main as cli_main
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "vqa_seen.png").write_bytes(b"old")
+    monkeypatch.setattr(cli_main, "stderr_is_tty", lambda: True)
+    assert main([*EVAL, "tokenizer", "--json", str(tmp_path / "m.json"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "eval:" in err and "/2 [" in err  # one task (named twice, run once), two splits
+    assert "vqa_seen.png from an earlier evaluation" in err
+    assert list(json.loads((tmp_path / "m.json").read_text())) == ["model", "seed", "samples", "tokenizer",
+                                                                   "settings", "run"]

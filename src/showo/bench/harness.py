@@ -412,4 +412,4 @@ def peak_rss_bytes() -> int:
 
 def as_dict(c: Comparison) -> dict:
     return {"name": c.name, "ours_s": c.ours_s, "reference_s": c.reference_s, "agree": c.agree, "detail": c.detail,
-            "ratio": c.ratio}
+            "ratio": c.ratio if c.agree else None}

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from ..cli.outputs import atomic_write
+from ..cli.outputs import write_file
 from . import SECTIONS
 from .harness import Bench, BenchConfig, Comparison, as_dict, can_pack, peak_rss_bytes
 from .plots import line_plot
@@ -76,17 +76,21 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
                      "threads": torch.get_num_threads(), "device": device, "device_name": name, "complete": False}
     rows: list[Comparison] = []
 
-    def save() -> None:
-        """Written after every measurement (atomically), so a long run that is stopped keeps what it measured."""
+    def save(final: bool = False) -> None:
+        """FILE.partial is rewritten after every measurement, so a long run that is stopped keeps what it measured
+        without replacing FILE; FILE is written once the run is complete (and FILE.partial removed)."""
         if json_path:
-            atomic_write(Path(json_path), json.dumps(results, indent=2).encode())
+            path = Path(json_path if final else f"{json_path}.partial")
+            write_file(path, json.dumps(results, indent=2).encode(), "--json")
+            if final:
+                Path(f"{json_path}.partial").unlink(missing_ok=True)
 
     def record(key: str, c: Comparison) -> Comparison:
         rows.append(c)
-        results[key] = {"value": c.ratio, **as_dict(c)}
+        results[key] = {"value": c.ratio if c.agree else None, **as_dict(c)}
         work = f"  work ratio x{c.detail['work_ratio']:.2f}" if "work_ratio" in c.detail else ""
-        log(f"  {c.name:34s} ours {c.ours_s:8.3f}s  reference {c.reference_s:8.3f}s  x{c.ratio:6.2f}  "
-            f"{'agree' if c.agree else 'DISAGREE'}{work}")
+        ratio = f"x{c.ratio:6.2f}  agree" if c.agree else "no ratio: outputs DISAGREE"
+        log(f"  {c.name:34s} ours {c.ours_s:8.3f}s  reference {c.reference_s:8.3f}s  {ratio}{work}")
         save()
         return c
 
@@ -96,21 +100,26 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         _memory(results, mode, log, device)
         save()
     bench = Bench(cfg, device)
-    log(f"  {sum(p.numel() for p in bench.model.parameters()) / 1e6:.0f}M parameters")
+    params = sum(p.numel() for p in bench.model.parameters())
+    log(f"  {params / 1e6:.0f}M parameters" if params >= 1e6 else f"  {params:,} parameters")
 
-    def curve(key: str, points: dict[int, tuple[float, float]]) -> None:
-        results[key] = {str(n): {"ours_s": a, "official_s": b} for n, (a, b) in sorted(points.items())}
+    def curve(key: str, points: dict[int, Comparison]) -> None:
+        results[key] = {str(n): {"ours_s": c.ours_s, "official_s": c.reference_s, "agree": c.agree}
+                        for n, c in sorted(points.items())}
         save()
 
-    lengths, by_tokens = {}, {}
+    lengths: dict[int, Comparison] = {}
+    by_tokens: dict[int, Comparison] = {}
     if "mmu" in sections:
         mmu = record("mmu_speedup", bench.mmu())
         _utilization(results, bench, mmu, log)
-        lengths[cfg.answer_tokens] = (mmu.ours_s, mmu.reference_s)
+        lengths[cfg.answer_tokens] = mmu
         for n in cfg.answer_lengths:  # the code paths are warm: no second warm-up
             if n not in lengths:
-                c = bench.mmu(n, warmup=False)
-                lengths[n] = (c.ours_s, c.reference_s)
+                lengths[n] = bench.mmu(n, warmup=False)
+                rows.append(lengths[n])
+                if not lengths[n].agree:
+                    log(f"  {lengths[n].name:34s} outputs DISAGREE")
             curve("mmu_time_vs_answer_length", lengths)
     if "t2i" in sections:
         for b in cfg.t2i_batches:  # later batch sizes run warm code paths
@@ -118,11 +127,10 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
             c = record("t2i_speedup" if first else f"t2i_speedup_batch{b}",
                        bench.t2i(b, cfg.image_tokens[0], warmup=first))
             if b == 1:
-                by_tokens[cfg.image_tokens[0]] = (c.ours_s, c.reference_s)
+                by_tokens[cfg.image_tokens[0]] = c
         for n in cfg.image_tokens:
             if n not in by_tokens:
-                c = record(f"t2i_speedup_n{n}", bench.t2i(1, n))
-                by_tokens[n] = (c.ours_s, c.reference_s)
+                by_tokens[n] = record(f"t2i_speedup_n{n}", bench.t2i(1, n))
             curve("t2i_time_vs_image_tokens", by_tokens)
     if "bf16" in sections:
         b, n = cfg.t2i_batches[0], cfg.image_tokens[0]
@@ -145,21 +153,27 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         record("train_step_speedup", bench.train_step(checkpointing=False))
         record("train_step_checkpointing_speed_ratio", bench.train_step(checkpointing=True, warmup=False))
     results["all_outputs_agree"] = all(c.agree for c in rows)
+    results["disagree"] = [c.name for c in rows if not c.agree]
     results["seconds"] = time.perf_counter() - t0
     results["complete"] = True
     if plot_dir:
-        _plot(f"{plot_dir}/mmu_time_vs_answer_length.png", "answer tokens", "ours (KV cache)", lengths)
-        _plot(f"{plot_dir}/t2i_time_vs_image_tokens.png", "image tokens", "ours (cached prompt)", by_tokens)
-    save()
+        _plot(plot_dir, "mmu_time_vs_answer_length", "answer tokens", "ours (KV cache)", lengths, log)
+        _plot(plot_dir, "t2i_time_vs_image_tokens", "image tokens", "ours (cached prompt)", by_tokens, log)
+    save(final=True)
     log(f"done in {results['seconds']:.0f}s; outputs agree: {results['all_outputs_agree']}")
     return results
 
 
-def _plot(path: str, x_label: str, ours_label: str, points: dict[int, tuple[float, float]]) -> None:
-    """Seconds against `x_label` for ours and the official re-creation (nothing when the section did not run)."""
-    if points:
-        line_plot(path, x_label, "seconds", {ours_label: [(n, a) for n, (a, _) in sorted(points.items())],
-                                             "official (recompute)": [(n, b) for n, (_, b) in sorted(points.items())]})
+def _plot(plot_dir: str, name: str, x_label: str, ours_label: str, points: dict[int, Comparison], log) -> None:
+    """Seconds against `x_label` for ours and the official re-creation, at the points whose outputs agree."""
+    points = {n: c for n, c in sorted(points.items()) if c.agree}
+    if len(points) < 2:
+        log(f"  no plot {name}.png: {len(points)} point(s) with agreeing outputs in this run "
+            f"(the section did not run, or this mode measures one size)")
+        return
+    line_plot(f"{plot_dir}/{name}.png", x_label, "seconds", {ours_label: [(n, c.ours_s) for n, c in points.items()],
+                                                              "official (recompute)": [(n, c.reference_s)
+                                                                                       for n, c in points.items()]})
 
 
 def _memory(results: dict, mode: str, log, device: str) -> None:

@@ -8,14 +8,19 @@ from ..bench import SECTIONS
 from ..errors import ConfigError
 from .outputs import check_out_dir, check_out_file, path_arg, write_file
 from .parser import device_name
+from .progress import say
+
+EXIT_DISAGREE = 1
 
 DESCRIPTION = """\
 Time our fast paths against a faithful re-creation of the official algorithms (full recompute per token and per
 image step, padded prompt, float masks, fp32) on the same random weights with Phi-1.5 widths, in one process,
 alternating runs; every comparison checks that the outputs agree before reporting a ratio. --quick uses 2 of
 the 24 layers and short generations (a few minutes on 2 cores); the default full mode uses all 24 layers,
-100-token answers, 16 image steps and 256 and 1024 image tokens (an hour on 2 CPU cores; the JSON is
-rewritten after every measurement, so a stopped run keeps what it measured)."""
+100-token answers, 16 image steps and 256 and 1024 image tokens (an hour on 2 CPU cores). While it runs,
+FILE.partial beside the --json FILE is rewritten after every measurement, so a stopped run keeps what it
+measured; FILE itself is written only when the run completes. A comparison whose outputs disagree gets no ratio,
+and the command then exits with code 1."""
 
 EPILOG = """\
 examples:
@@ -56,9 +61,10 @@ def run(args) -> int:
             check_out_file(Path(path), flag)
     if args.plots:
         check_out_dir(Path(args.plots), flag="--plots")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     results = run_bench(args.mode, args.json, args.plots, only=args.only, device=device)
     if args.markdown:
         write_file(Path(args.markdown), markdown_table(results).encode(), "--markdown")
-    return 0 if results["all_outputs_agree"] else 1
+    if not results["all_outputs_agree"]:  # a bug in a fast path, not a user error
+        say("error", f"outputs disagree, no ratio reported: {', '.join(results['disagree'])}")
+        return EXIT_DISAGREE
+    return 0

@@ -6,8 +6,9 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from .outputs import atomic_write, check_out_dir, check_out_file, json_bytes, path_arg, write_file
+from .outputs import Files, OutputError, check_out_dir, check_out_file, json_bytes, path_arg
 from .parser import non_negative_int
+from .progress import say
 
 DESCRIPTION = """\
 Evaluate a model on the procedural world's evaluation scenes (never used in training), separately for attribute
@@ -51,27 +52,47 @@ def add_parser(sub, add_model_options, add_output_options) -> None:
 
 def run(ctx) -> int:
     from ..evaluation.cases import EvalSettings
-    from ..evaluation.harness import run_evaluation
+    from ..evaluation.harness import TASKS, run_evaluation
 
     args = ctx.args
     settings = EvalSettings(image_steps=args.steps, guidance_scale=args.guidance,
                             story_guidance_scale=args.story_guidance, image_temperature=args.image_temperature)
+    tasks = list(dict.fromkeys(args.tasks or TASKS))  # a task named twice runs once
     json_path = Path(args.json)
     check_out_dir(ctx.out)
     check_out_file(json_path, "--json")
+    _check_no_clash(json_path, ctx.out, tasks)
+    stale = sorted(n for n in _report_names(TASKS) - _report_names(tasks) if (ctx.out / n).exists())
+    if stale:
+        say("note", f"--out {ctx.out} also holds {', '.join(stale)} from an earlier evaluation, not in this report")
     pipe = ctx.load()
+    files = Files(ctx.out)
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_evaluation(pipe, seed=args.seed, samples=args.samples, tasks=args.tasks, out_dir=Path(tmp),
-                                 settings=settings)
-        ctx.out.mkdir(parents=True, exist_ok=True)
+        results = run_evaluation(pipe, seed=args.seed, samples=args.samples, tasks=tasks, out_dir=Path(tmp),
+                                 settings=settings, progress=ctx.progress.counter(2 * len(tasks), "eval", "split"))
         for f in sorted(Path(tmp).iterdir()):
-            atomic_write(ctx.out / f.name, f.read_bytes())
+            files.add(f.name, f.read_bytes())
+    ctx.progress.close()
     record = {"model": pipe.model_id, "seed": args.seed, "samples": args.samples, **results,
-              "settings": dataclasses.asdict(settings)}
-    write_file(json_path, json_bytes(record), "--json")
+              "settings": dataclasses.asdict(settings), "run": ctx.record(pipe)}
+    files.add_path(json_path, json_bytes(record))
+    files.write()  # the report and the JSON together: all of them or none
     for task, splits in results.items():
         line = "  ".join(f"{split} {m['overall']:.3f}" if m.get("overall") is not None else f"{split} -"
                          for split, m in splits.items())
         print(f"{task:12s} {line}")
     ctx.summary(f"metrics in {json_path}, report in {ctx.out / 'report.md'}")
     return 0
+
+
+def _report_names(tasks) -> set[str]:
+    """The files the report of `tasks` writes into --out."""
+    from ..evaluation.cases import SPLIT_KEYS
+
+    return {"report.md", *(f"{task}_{split}.png" for task in tasks for split in SPLIT_KEYS)}
+
+
+def _check_no_clash(json_path: Path, out: Path, tasks: list[str]) -> None:
+    """--json must not name a file of the report, which would silently replace it (or it the JSON)."""
+    if json_path.name in _report_names(tasks) and json_path.parent.resolve() == out.resolve():
+        raise OutputError(f"--json {json_path}: the report in --out {out} writes a file of that name")

@@ -2,25 +2,46 @@
 
 User errors are `ShowoError`s (bad inputs, missing or incomplete models, unavailable devices) and usage errors
 from argparse: they print `showo: error: <problem>` on stderr, never a traceback. Any other exception is a bug
-and keeps its traceback. Exit codes: 0 success, 2 user error, 130 interrupted, 141 stdout closed early.
+and keeps its traceback. Exit codes: 0 success, 1 `showo bench` found outputs that disagree, 2 user error,
+130 interrupted (Ctrl-C), 141 stdout closed early, 143 terminated (SIGTERM; cleaned up like Ctrl-C).
 """
 from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from ..errors import ShowoError
 from .parser import build_parser
 from .progress import Progress, one_line_warnings, say, stderr_is_tty
 
-EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 2, 130, 141
+EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 0, 2, 130, 141, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, so that it unwinds like Ctrl-C: temporary files are removed, child processes
+    (the benchmark's memory probes) are killed, and nothing half-written is left."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `showo` with `argv` (default: the process arguments); returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live only there
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
     progress: Progress | None = None
     try:
         args = build_parser().parse_args(argv)
@@ -46,11 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress.close()
         say("error", str(e) or type(e).__name__)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         if progress is not None:
             progress.close()
-        say("error", "interrupted")
-        return EXIT_INTERRUPTED
+        terminated = isinstance(e, Terminated)
+        say("error", "terminated" if terminated else "interrupted")
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):
             raise

@@ -146,32 +146,40 @@ class Files:
 
     def __init__(self, out: Path):
         self.out = out
-        self.items: list[tuple[str, bytes]] = []
+        self.items: list[tuple[Path, bytes]] = []
 
     def add(self, name: str, data: bytes) -> Path:
-        if any(n == name for n, _ in self.items):
-            raise ValueError(f"two outputs named {name}")
-        self.items.append((name, data))
-        return self.out / name
+        """A file named `name` in the output directory."""
+        return self.add_path(self.out / name, data)
+
+    def add_path(self, path: Path, data: bytes) -> Path:
+        """A file anywhere (e.g. a --json FILE), written together with the others."""
+        if any(p == path for p, _ in self.items):
+            raise ValueError(f"two outputs named {path}")
+        self.items.append((path, data))
+        return path
 
     def write(self) -> list[Path]:
-        """Create the directory and write every file: all of them to temporary files first, then each renamed
+        """Create the directories and write every file: all of them to temporary files first, then each renamed
         into place, so that a failure (a name taken by a directory, a full disk) leaves none of them behind."""
-        paths = [self.out / name for name, _ in self.items]
+        paths = [path for path, _ in self.items]
         staged: list[str] = []
+        path = self.out
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
+            for path in dict.fromkeys([self.out, *(p.parent for p in paths)]):
+                path.mkdir(parents=True, exist_ok=True)
             for path in paths:
                 if path.is_dir():
-                    raise IsADirectoryError(0, f"{path.name} is a directory")
-            staged = [_staged(path, data) for path, (_, data) in zip(paths, self.items)]
+                    raise IsADirectoryError(0, "is a directory")
+            for path, (_, data) in zip(paths, self.items):
+                staged.append(_staged(path, data))
             for tmp, path in zip(staged, paths):
                 os.replace(tmp, path)
             return paths
         except OSError as e:
             for tmp in staged:
                 _remove(tmp)
-            raise OutputError(f"cannot write the results to {self.out}: {e.strerror or e}") from None
+            raise OutputError(f"cannot write the results ({path}): {e.strerror or e}") from None
 
 
 def add_images(files: Files, images: list[Image.Image], records: list[dict], stems: list[str]) -> list[Path]:

@@ -41,6 +41,15 @@ class Parser(argparse.ArgumentParser):
         text = " ".join(str(message).split())
         raise UsageError(f"{text} (see '{self.prog} --help')")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, with unknown options pointed at the help of the subcommand they were given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            raise UsageError(f"unrecognized arguments: {' '.join(extras)} (see '{prog} --help')")
+        return parsed
+
 
 # ---- value types: each raises ArgumentTypeError with a message naming the problem ------------------------------
 

@@ -100,6 +100,18 @@ class Progress:
 
         return on_token
 
+    def counter(self, total: int, desc: str, unit: str) -> Callable[[str], None] | None:
+        """A callback advancing a bar of `total` parts by one, showing the label of the part just done."""
+        if not self.enabled:
+            return None
+        self._open("counter", total, desc, unit)
+
+        def done(label: str) -> None:
+            self._bar.set_postfix_str(label, refresh=False)
+            self._bar.update(1)
+
+        return done
+
     def close(self) -> None:
         self._close()
 

@@ -10,7 +10,6 @@ and in `editing.py` (inpainting, extrapolation, stories).
 """
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -160,7 +159,8 @@ EVALUATORS: dict[str, Callable[..., TaskResult]] = {
 def evaluate(pipeline, seed: int, samples: int, tasks: list[str] | None = None, world: WorldConfig | None = None,
              settings: EvalSettings | None = None, progress: Callable[[str], None] | None = None,
              ) -> tuple[dict, dict[str, dict[str, list[SampleRecord]]]]:
-    """(results as `run_evaluation` returns them, records[task][split key]); seconds per task in `progress`."""
+    """(results as `run_evaluation` returns them, records[task][split key]); `progress("task split")` is called
+    after each task and split (for a progress display)."""
     tasks = list(TASKS) if tasks is None else list(tasks)
     if unknown := [t for t in tasks if t not in EVALUATORS]:
         raise ConfigError(f"unknown evaluation tasks {unknown}; choose from {', '.join(TASKS)}")
@@ -171,7 +171,6 @@ def evaluate(pipeline, seed: int, samples: int, tasks: list[str] | None = None, 
     records: dict[str, dict[str, list[SampleRecord]]] = {}
     caught: list[str] = []
     for task in tasks:
-        start = time.perf_counter()
         results[task], records[task] = {}, {}
         for key, split in SPLIT_KEYS.items():
             with warnings.catch_warnings(record=True) as seen:
@@ -183,8 +182,8 @@ def evaluate(pipeline, seed: int, samples: int, tasks: list[str] | None = None, 
                 else:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             results[task][key], records[task][key] = result.metrics, result.records
-        if progress is not None:
-            progress(f"{task}: {time.perf_counter() - start:.1f}s")
+            if progress is not None:
+                progress(f"{task} {key}")
     if caught:
         warnings.warn(f"{len(caught)} pipeline warnings during evaluation, e.g. {caught[0]}", ShowoWarning,
                       stacklevel=2)
@@ -192,10 +191,11 @@ def evaluate(pipeline, seed: int, samples: int, tasks: list[str] | None = None, 
 
 
 def run_evaluation(pipeline, seed: int, samples: int, tasks: list[str] | None = None, out_dir: Path | None = None,
-                   world: WorldConfig | None = None, settings: EvalSettings | None = None) -> dict:
+                   world: WorldConfig | None = None, settings: EvalSettings | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict:
     """The `showo eval` JSON object: {task: {"seen": metrics, "heldout": metrics}}; with `out_dir`, also the
     Markdown report (report.md and its PNG grids) there."""
-    results, records = evaluate(pipeline, seed, samples, tasks, world, settings)
+    results, records = evaluate(pipeline, seed, samples, tasks, world, settings, progress)
     if out_dir is not None:
         write_report(results, records, Path(out_dir))
     return results
