@@ -10,6 +10,7 @@ import yaml
 
 from showo.cli.main import main
 from showo.model import Showo
+from showo.pipelines import ShowoPipeline
 from showo.training.embedded import EmbeddedRecipe
 from showo.tokenizers.magvit import MagvitConfig
 
@@ -48,6 +49,9 @@ def test_train_all_then_resume(tmp_path, capsys):
     latest = (run / "showo-train" / "latest").read_text().strip()
     model = Showo.from_pretrained(run / "showo-train" / latest / "model")
     assert model.config.num_vq_tokens == 64
+    pipe = ShowoPipeline.from_pretrained(run / "model")  # what the run ends with: the last checkpoint, loadable
+    assert all(torch.equal(v, pipe.model.state_dict()[k]) for k, v in model.state_dict().items())
+    assert f"--model {run / 'model'}" in capsys.readouterr().out
 
 
 def test_bad_recipe_is_one_line_error(tmp_path, capsys):
@@ -77,6 +81,34 @@ def test_recipe_values_of_the_wrong_type_or_range(tmp_path, capsys, train, match
     assert main(["train", "all", "--run", str(tmp_path / "r"), "--recipe", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("showo: error:") and match in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("recipe, match", [
+    ({"tokenizer_train": {"batch_size": 0}}, "tokenizer_train.batch_size must be >= 1"),
+    ({"tokenizer_train": {"grad_clip": -1.0}}, "tokenizer_train.grad_clip must be a finite number > 0"),
+    ({"tokenizer_train": {"log_every": 0}}, "tokenizer_train.log_every must be >= 1"),
+    ({"num_heads": 3}, "hidden_size / num_heads must be a whole multiple of 4"),
+    ({"hidden_size": 0}, "hidden_size must be >= 1"),
+    ({"max_seq_length": 0}, "max_seq_length must be >= 2"),
+    ({"seed": -3}, "seed must be >= 0"),
+    ({"magvit": {"resolution": 63}}, "resolution must be a positive multiple of the downsampling factor 8"),
+    ({"train": {"mix": {"t2i_coeff": -1.0}}}, "mix.t2i_coeff must be a finite number >= 0"),
+    ({"train": {"optim": {"lr": "1e-4"}}}, "write it with a dot"),
+])
+def test_every_stage_s_values_are_checked_before_the_first_stage(tmp_path, capsys, recipe, match):
+    """`train all` used to run the tokenizer stages before finding a bad model or Show-o value (or accepted it)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(recipe))
+    assert main(["train", "all", "--run", str(tmp_path / "r"), "--recipe", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("showo: error:") and match in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_model_stage_without_a_tokenizer_makes_no_run_directory(tmp_path, capsys):
+    assert main(["train", "model", "--run", str(tmp_path / "r")]) == 2
+    assert "run the image-tokenizer stage first" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

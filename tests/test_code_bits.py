@@ -75,7 +75,7 @@ def test_resume_with_the_other_setting_is_a_config_error(tmp_path):
     trainer, _ = _trainer(tmp_path, 1)
     trainer.train(progress=False)
     other, _ = _trainer(tmp_path, 2, code_bit_rows=False)
-    with pytest.raises(ConfigError, match="trained with code_bit_rows: true"):
+    with pytest.raises(ConfigError, match="another recipe \\(code_bit_rows True -> False\\)"):
         other.resume()
 
 

@@ -3,6 +3,7 @@ exactly and refuses other data, and a fine-tuned model learns what it was shown.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,7 @@ def tiny_config(steps: int) -> TrainConfig:
     ({"image": "im0.png", "caption": "  "}, "'caption' must be a non-empty string"),
     ({"text": 3}, "'text' must be a non-empty string"),
     ({"image": "missing.png", "caption": "x"}, "not found"),
+    ({"image": ".", "caption": "x"}, "is a directory, not an image file"),
 ])
 def test_bad_records_name_the_line(tmp_path, line, match):
     path = write_data(tmp_path, [{"text": "fine"}, "", line])
@@ -69,6 +71,8 @@ def test_empty_and_missing_files(tmp_path):
         read_records(write_data(tmp_path, ["", "  "]))
     with pytest.raises(InputError, match="not found"):
         read_records(tmp_path / "nope.jsonl")
+    with pytest.raises(InputError, match="is a directory, not a JSON Lines file"):
+        read_records(tmp_path)
     (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(InputError, match="not UTF-8"):
         read_records(tmp_path / "bin.jsonl")
@@ -179,6 +183,29 @@ def test_resume_is_exact_and_refuses_other_data(tmp_path, monkeypatch):
     Image.new("RGB", (24, 20), (1, 2, 3)).save(tmp_path / "data" / "im1.png")  # an image changed under the run
     with pytest.raises(ConfigError, match="another data"):
         finetune(tiny_random_pipeline(), data, tmp_path / "b", tiny_config(6), progress=False)
+
+
+def test_the_same_data_copied_elsewhere_resumes(tmp_path):
+    from showo.data.records import data_digest, read_records
+
+    data = small_records(tmp_path / "data")
+    copy = Path(shutil.copytree(tmp_path / "data", tmp_path / "elsewhere")) / data.name
+    assert data_digest(data, read_records(data)) == data_digest(copy, read_records(copy))
+    Image.new("RGB", (24, 20), (1, 2, 3)).save(tmp_path / "elsewhere" / "im1.png")
+    assert data_digest(data, read_records(data)) != data_digest(copy, read_records(copy))
+
+
+def test_a_partial_recipe_keeps_the_finetune_defaults(tmp_path, capsys):
+    data = write_data(tmp_path / "d", [{"image": "im0.png", "caption": "a red square"}])  # text-to-image only
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("max_steps: 3\noptim:\n  lr: 2.0e-4\n")
+    assert main(["finetune", str(data), "--run", str(tmp_path / "run"), "--recipe", str(recipe),
+                 "--write-recipe", str(tmp_path / "w.yaml")]) == 0
+    written = TrainConfig.from_yaml(tmp_path / "w.yaml")
+    default = default_config(read_records(data))
+    assert written.max_steps == 3 and written.optim.lr == 2.0e-4
+    assert written.mix == default.mix and written.optim.warmup_steps == default.optim.warmup_steps
+    assert written.precision == default.precision
 
 
 def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """MAGVIT-v2 tokenizer training: reconstruction improves, resume is exact."""
+import pytest
 import torch
 
 from showo.tiny import tiny_magvit_config
@@ -104,3 +105,42 @@ def test_edge_weight_enters_the_loss(tmp_path):
     a, b = plain.train_step(), edged.train_step()
     assert a["edge"] == 0 and b["edge"] > 0
     torch.testing.assert_close(b["loss"] - a["loss"], 2.0 * b["edge"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("key, value, match", [("grad_clip", -1.0, "grad_clip must be a finite number > 0"),
+                                               ("max_steps", 0, "max_steps must be >= 1"),
+                                               ("batch_size", 0, "batch_size must be >= 1"),
+                                               ("keep_checkpoints", 0, "keep_checkpoints must be >= 1"),
+                                               ("lr", -1.0, "lr must be a finite number > 0"),
+                                               ("edge_weight", -2.0, "edge_weight must be a finite number >= 0"),
+                                               ("min_lr_ratio", 5.0, "min_lr_ratio must be in"),
+                                               ("precision", "fp16", "precision must be fp32 or bf16"),
+                                               ("entropy", "bogus", "entropy must be codebook or bitwise")])
+def test_config_values_are_checked(key, value, match):
+    from showo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        TokenizerTrainConfig(**{key: value})
+
+
+def test_divergence_stops_the_tokenizer_before_the_step(tmp_path):
+    from showo.errors import TrainingDiverged
+
+    t = _trainer(tmp_path, 3)
+    with torch.no_grad():
+        next(t.model.decoder.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="step 1"):
+        t.train(progress=False)
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_resume_refuses_another_recipe(tmp_path):
+    from showo.errors import ConfigError
+
+    t = _trainer(tmp_path, 4)
+    t.train_step()
+    t.save()
+    other = _trainer(tmp_path, 4)
+    other.cfg.edge_weight = 1.0
+    with pytest.raises(ConfigError, match="edge_weight 0.0 -> 1.0"):
+        other.resume()

@@ -62,8 +62,55 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         t.save()
     monkeypatch.setattr(torch, "save", real_save)
     assert latest_checkpoint(tmp_path).name == "checkpoint-0000002"
+    assert list(tmp_path.glob(".tmp-checkpoint-*"))  # what the kill left
     resumed = tiny_trainer(tmp_path, 4)
     assert resumed.resume() and resumed.step == 2
+    resumed.train(progress=False)
+    assert not list(tmp_path.glob(".tmp-checkpoint-*"))  # removed by the next save
+
+
+def test_divergence_stops_before_the_step_is_applied_or_saved(tmp_path):
+    from showo.errors import TrainingDiverged
+
+    t = tiny_trainer(tmp_path, 4, save_every=1)
+    t.train_step()
+    t.save()
+    with torch.no_grad():
+        t.showo.showo.model.final_layernorm.weight[0] = float("nan")  # what a too-high learning rate ends in
+    before = {k: v.clone() for k, v in t.showo.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match="diverged at step 2"):
+        t.train(progress=False)
+    for k, v in t.showo.state_dict().items():
+        assert torch.equal(v.nan_to_num(), before[k].nan_to_num()), k  # the step was not applied
+    assert latest_checkpoint(tmp_path).name == "checkpoint-0000001"
+
+
+def test_resume_refuses_another_recipe_and_allows_reporting_changes(tmp_path):
+    from showo.errors import CheckpointError, ConfigError
+    from showo.training.trainer import Trainer
+    from train_helpers import SyntheticSource
+
+    t = tiny_trainer(tmp_path, 4)
+    t.train_step()
+    t.train_step()
+    t.save()
+    with pytest.raises(ConfigError, match=r"another recipe \(optim.lr 0.003 -> 0.01\)"):
+        tiny_trainer(tmp_path, 4, lr=1e-2).resume()
+    reseeded = tiny_trainer(tmp_path, 4)
+    reseeded.cfg.seed = 7
+    with pytest.raises(ConfigError, match="seed 0 -> 7"):
+        reseeded.resume()
+    with pytest.raises(ConfigError, match="already at step 2, past max_steps 1"):
+        tiny_trainer(tmp_path, 1).resume()
+    longer = tiny_trainer(tmp_path, 6, log_every=3, save_every=3)  # a later end and other reporting: allowed
+    assert longer.resume() and longer.step == 2
+    from showo.tiny import tiny_random_pipeline
+
+    wider = tiny_random_pipeline(hidden=64, layers=2, heads=2, max_seq_length=8, grid=2)
+    other = Trainer(wider.model, SyntheticSource(wider.tokenizer.vocab, 8, 4, t.cfg.mix), t.cfg)
+    with pytest.raises(CheckpointError, match="another model architecture"):
+        other.resume()
+
 
 
 def test_gradient_checkpointing_and_bf16(tmp_path):
@@ -200,3 +247,16 @@ def test_cpu_training_picks_the_math_attention_kernel_in_bf16_only(monkeypatch, 
         picked.clear()
         model(ids)
     assert not picked  # inference never does
+
+
+def test_checkpoints_get_the_permissions_of_plain_files(tmp_path):
+    """tempfile makes private (0700 / 0600) directories and files; a run's results follow the umask instead."""
+    mask = os.umask(0o022)
+    try:
+        t = tiny_trainer(tmp_path, 1)
+        t.train(progress=False)
+    finally:
+        os.umask(mask)
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint.stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "latest").stat().st_mode & 0o777 == 0o644

@@ -105,12 +105,21 @@ def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> 
         raise OfflineError(f"cannot fetch {text} from the Hugging Face hub (no network or no such repo): {reason}") from None
 
 
+def with_default_mode(path: str | Path) -> Path:
+    """`path` given the permissions a plain mkdir / open would have (tempfile makes private 0700 / 0600 ones, which
+    would keep teammates from reading a run's results whatever their umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+    return Path(path)
+
+
 @contextmanager
 def written_atomically(directory: Path) -> Iterator[Path]:
     """A temporary sibling of `directory` to fill. On success it takes `directory`'s place (an existing one is
     moved aside first, then removed); on failure it is removed: a reader never sees a half-written directory."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    tmp = with_default_mode(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
         yield tmp
     except BaseException:

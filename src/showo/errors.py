@@ -17,5 +17,17 @@ class InputError(ShowoError):
     """A user input (image, mask, prompt, number) is invalid."""
 
 
+class TrainingDiverged(ShowoError):
+    """The loss or the gradients stopped being finite: training stops before the step is applied or saved."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float):
+        super().__init__(f"training diverged at step {step} (loss {loss:.4g}, gradient norm {grad_norm:.4g}); "
+                         "stopped before applying or saving it: lower the learning rate and start a new run directory")
+
+
+class OutputError(ShowoError):
+    """Results or a run directory could not be written (a path that is a file, not writable, a full disk...)."""
+
+
 class OfflineError(CheckpointError):
     """A hub id was given but the hub cannot be reached and nothing is cached locally."""

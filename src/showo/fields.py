@@ -25,7 +25,19 @@ def check_field_types(cls: type, data: dict, what: str, prefix: str = "") -> Non
     for f in dataclasses.fields(cls):
         if f.name in data and not _matches(hints[f.name], data[f.name]):
             where = prefix or f"{what}: "
-            raise ConfigError(f"{where}{f.name} must be {_describe(hints[f.name])}, got {data[f.name]!r}")
+            raise ConfigError(f"{where}{f.name} must be {_describe(hints[f.name])}, got {data[f.name]!r}"
+                              f"{_yaml_hint(data[f.name])}")
+
+
+def _yaml_hint(value: Any) -> str:
+    """YAML 1.1 (PyYAML) reads `1e-4` as a string: it wants a dot, `1.0e-4`."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (YAML reads {value} as text: write it with a dot, e.g. 1.0e-4)"
+    return ""
 
 
 def _matches(hint: Any, value: Any) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -37,8 +38,8 @@ def add_parser(sub, add_model_options) -> None:
     g.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR", type=path_arg,
                    help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
                         "torchrun does not mistake for its own --run-path")
-    g.add_argument("--recipe", metavar="YAML", help="training config (default: a 200-step schedule, lr 1e-4, whose "
-                                                    "mix has rows of each kind the data holds)")
+    g.add_argument("--recipe", metavar="YAML", help="training config; keys it leaves out keep the default: a 200-step "
+                                                    "schedule, lr 1e-4, whose mix has rows of each kind the data holds")
     g.add_argument("--val", metavar="VAL.jsonl", help="records to score at every log step, never trained on "
                                                       "(val_loss_<objective> in metrics.jsonl)")
     g.add_argument("--max-steps", type=positive_int, metavar="N", help="override the number of optimizer steps")
@@ -51,10 +52,12 @@ def add_parser(sub, add_model_options) -> None:
 
 
 def _config(args, records):
-    from ..training.config import TrainConfig
+    from ..training.config import TrainConfig, merged, read_yaml
     from ..training.finetune import default_config
 
-    config = TrainConfig.from_yaml(args.recipe) if args.recipe else default_config(records)
+    config = default_config(records)
+    if args.recipe:  # a partial recipe changes only what it names
+        config = TrainConfig.from_dict(merged(config.to_dict(), read_yaml(args.recipe)))
     if args.max_steps is not None:
         config.max_steps = args.max_steps
     if args.lr is not None:
@@ -68,6 +71,7 @@ def run(ctx) -> int:
     from ..data.records import count_kinds, read_records
     from ..training.distributed import is_main_process
     from ..training.finetune import finetune
+    from ..training.trainer import check_tensorboard
     from .outputs import check_out_dir, write_file
     from .progress import say, stderr_is_tty
 
@@ -92,6 +96,8 @@ def run(ctx) -> int:
         ctx.spec.device = resolve_device(f"cuda:{int(local_rank)}")
         torch.cuda.set_device(ctx.spec.device)
     kinds = ", ".join(f"{n} {k}" for k, n in count_kinds(records).items() if n)
+    if config.tensorboard:
+        check_tensorboard()
     pipe = ctx.load()
 
     def report(source) -> None:
@@ -104,5 +110,5 @@ def run(ctx) -> int:
                    base_model=ctx.spec.model, progress=not args.quiet and stderr_is_tty(), on_ready=report)
     if is_main_process():  # under torchrun, once
         ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
-                    f"(use --model {out}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
+                    f"(use --model {shlex.quote(str(out))}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
     return 0

@@ -19,17 +19,8 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from ..errors import ShowoError
-
-
-class OutputError(ShowoError):
-    """The results could not be written (the --out directory is a file, not writable, the disk is full...)."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from ..checkpoints import with_default_mode
+from ..errors import OutputError
 
 
 def _staged(path: Path, data: bytes) -> str:
@@ -38,7 +29,7 @@ def _staged(path: Path, data: bytes) -> str:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
+        with_default_mode(tmp)
     except BaseException:
         _remove(tmp)
         raise
@@ -130,6 +121,14 @@ def check_out_file(path: Path, flag: str) -> None:
     if path.is_dir():
         raise OutputError(f"{flag} {path}: a file name is needed, not a directory")
     check_out_dir(path.parent, flag=flag)
+
+
+def make_dir(path: Path, flag: str) -> None:
+    """Create a directory (and its parents) now; failures are one-line `OutputError`s."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot create it: {e.strerror or e}") from None
 
 
 def write_file(path: Path, data: bytes, flag: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -48,7 +49,7 @@ def run(args) -> int:
 
     from ..training import embedded
     from ..training.distributed import is_main_process
-    from .outputs import check_out_dir, write_file
+    from .outputs import make_dir, write_file
     from .progress import stderr_is_tty
 
     recipe = embedded.EmbeddedRecipe.from_yaml(args.recipe) if args.recipe else embedded.EmbeddedRecipe()
@@ -62,11 +63,9 @@ def run(args) -> int:
     if args.write_recipe:  # a recipe may name weights that do not exist yet
         write_file(Path(args.write_recipe), recipe.to_yaml_text().encode(), "--write-recipe")
         return 0
-    if recipe.init_from:
-        embedded.require_model_dir(Path(recipe.init_from))
     run_dir = Path(args.run)
-    check_out_dir(run_dir, flag="--run")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_before_starting(args.stage, recipe, run_dir)
+    make_dir(run_dir, "--run")
     torch.manual_seed(recipe.seed)
     progress = not args.quiet and stderr_is_tty()
     if args.stage in ("text-tokenizer", "all"):
@@ -76,9 +75,26 @@ def run(args) -> int:
         embedded.train_image_tokenizer(run_dir, recipe, progress=progress)
         print(f"image tokenizer -> {run_dir / 'magvit'}")
     if args.stage in ("model", "all"):
-        if not (run_dir / "magvit" / "config.json").is_file():
-            raise ConfigError(f"no image tokenizer in {run_dir / 'magvit'}: run the image-tokenizer stage first")
         embedded.train_showo(run_dir, recipe, progress=progress)
         if is_main_process():  # under torchrun, once
-            print(f"model -> {run_dir / 'showo-train' / 'latest'}")
+            print(f"model -> {run_dir / 'model'} (use --model {shlex.quote(str(run_dir / 'model'))}; checkpoints in "
+                  f"{run_dir / 'showo-train'})")
     return 0
+
+
+def _check_before_starting(stage: str, recipe, run_dir: Path) -> None:
+    """What would fail in a later stage fails now, before the run directory is made or an earlier stage runs."""
+    from ..training import embedded
+    from ..training.trainer import check_tensorboard
+    from .outputs import check_out_dir
+
+    check_out_dir(run_dir, flag="--run")
+    if stage in ("image-tokenizer", "all") and recipe.tokenizer_train.init_from:
+        embedded.require_tokenizer_dir(Path(recipe.tokenizer_train.init_from))
+    if stage in ("model", "all"):
+        if recipe.init_from:
+            embedded.require_model_dir(Path(recipe.init_from))
+        if stage == "model" and not (run_dir / "magvit" / "config.json").is_file():
+            raise ConfigError(f"no image tokenizer in {run_dir / 'magvit'}: run the image-tokenizer stage first")
+        if recipe.train.tensorboard:
+            check_tensorboard()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
     if "image" in fields:
         fields["image"] = (root / fields["image"]).resolve()
         if not fields["image"].is_file():
-            raise InputError(f"{where}: image {fields['image']} not found")
+            problem = "is a directory, not an image file" if fields["image"].is_dir() else "not found"
+            raise InputError(f"{where}: image {fields['image']} {problem}")
         try:  # the header only: the pixels are read (and checked again) once, when the images are encoded
             Image.open(fields["image"]).close()
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
@@ -71,7 +73,8 @@ def read_records(path: str | Path) -> list[Record]:
     """Every record of a JSON Lines file (blank lines skipped), checked; at least one."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"data file {path} not found")
+        problem = "is a directory, not a JSON Lines file" if path.is_dir() else "not found"
+        raise InputError(f"data file {path} {problem}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
@@ -106,7 +109,7 @@ def load_image(record: Record, resolution: int) -> torch.Tensor:
 def data_digest(path: str | Path, records: list[Record]) -> str:
     """SHA-256 of the data file and every image it names: a resumed run must read the same data."""
     h = hashlib.sha256(Path(path).read_bytes())
-    for image in sorted({str(r.image) for r in records if r.image is not None}):
-        h.update(image.encode())
-        h.update(Path(image).read_bytes())
+    for image in sorted({Path(r.image) for r in records if r.image is not None}):
+        h.update(os.path.relpath(image, Path(path).parent).encode())  # the same data copied elsewhere is the same
+        h.update(image.read_bytes())
     return h.hexdigest()

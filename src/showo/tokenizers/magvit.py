@@ -61,6 +61,9 @@ class MagvitConfig:
             raise ConfigError(f"z_channels must be in 1..24 (codebook 2**z_channels), got {self.z_channels}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.resolution < 1 or self.resolution % self.downsample_factor:
+            raise ConfigError(f"resolution must be a positive multiple of the downsampling factor "
+                              f"{self.downsample_factor}, got {self.resolution}")
 
     @classmethod
     def official(cls) -> "MagvitConfig":

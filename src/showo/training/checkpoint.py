@@ -20,8 +20,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from ..checkpoints import find_weights, read_state_dict
-from ..errors import CheckpointError
+from ..checkpoints import find_weights, read_state_dict, with_default_mode
+from ..errors import CheckpointError, ConfigError
 
 LATEST = "latest"
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -33,7 +33,7 @@ def _write_atomic_text(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(with_default_mode(tmp), path)
 
 
 def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module,
@@ -48,8 +48,10 @@ def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module,
     if not is_main:
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.glob(".tmp-checkpoint-*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     name = f"checkpoint-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=output_dir))
+    tmp = with_default_mode(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=output_dir))
     write_model(tmp / "model", model_state)
     torch.save(optim_state, tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
@@ -87,7 +89,13 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
     `read_model(path)` reads the full model state dict (the inverse of `save_checkpoint`'s `write_model`)."""
     meta = json.loads((path / "trainer.json").read_text())
     state = read_model(path)
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    try:
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+        if "state_dict" not in str(e):
+            raise
+        raise CheckpointError(f"{path} holds the weights of another model architecture than the recipe's: resume "
+                              "with the recipe the run started with, or use a new run directory") from None
     optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(meta["scheduler"])
@@ -97,10 +105,49 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
 
 
 def resume_latest(output_dir: Path, model: torch.nn.Module, optimizer, scheduler,
-                  read_model: Callable[[Path], dict[str, torch.Tensor]] = read_model_state) -> int | None:
-    """Restore the latest checkpoint of `output_dir` if there is one; its step, else None."""
+                  read_model: Callable[[Path], dict[str, torch.Tensor]] = read_model_state,
+                  config: dict | None = None, max_steps: int | None = None) -> int | None:
+    """Restore the latest checkpoint of `output_dir` if there is one; its step, else None. With `config` (the
+    run's config as a dict), first refuse a checkpoint saved under another config (`check_same_config`)."""
     path = latest_checkpoint(output_dir)
-    return None if path is None else load_checkpoint(path, model, optimizer, scheduler, read_model)["step"]
+    if path is None:
+        return None
+    if config is not None:
+        meta = json.loads((path / "trainer.json").read_text())
+        check_same_config(output_dir, meta.get("config", {}), config, meta["step"], max_steps)
+    return load_checkpoint(path, model, optimizer, scheduler, read_model)["step"]
+
+
+# What a resumed run may change: where and how often it reports and saves, how it is spread over processes
+# (the same global batch either way), gradient checkpointing (the same gradients), the weights it started from
+# (a resume continues from its checkpoint), and max_steps (the cosine then continues towards the new end).
+RESUMABLE_CHANGES = {"output_dir", "log_every", "save_every", "keep_checkpoints", "tensorboard", "distributed",
+                     "gradient_checkpointing", "init_from", "max_steps"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_config(output_dir: Path, saved: dict, current: dict, step: int, max_steps: int | None) -> None:
+    """Refuse to resume `output_dir` (at `step`) under a config that differs from the saved one in anything
+    but `RESUMABLE_CHANGES` (keys only one side has are not compared: the saved config may predate them), or with
+    `max_steps` below the step already reached."""
+    old, new = _flat(saved), _flat(json.loads(json.dumps(current)))  # tuples compare as the saved lists
+    changed = [f"{k} {old[k]!r} -> {new[k]!r}" for k in old.keys() & new.keys()
+               if old[k] != new[k] and k.split(".")[0] not in RESUMABLE_CHANGES]
+    if changed:
+        shown = ", ".join(sorted(changed)[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise ConfigError(f"{output_dir} was started with another recipe ({shown}): resume it with the recipe it "
+                          "started with, or use a new run directory")
+    if max_steps is not None and max_steps < step:
+        raise ConfigError(f"{output_dir} is already at step {step}, past max_steps {max_steps}")
 
 
 def open_metrics_log(output_dir: Path, step: int) -> TextIO:

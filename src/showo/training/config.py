@@ -87,8 +87,11 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         o = self.optim
-        if o.lr <= 0 or o.warmup_steps < 0 or o.eps <= 0 or o.weight_decay < 0:
-            raise ConfigError("optim.lr and optim.eps must be > 0, optim.warmup_steps and optim.weight_decay >= 0")
+        for name, ok in (("lr", o.lr > 0), ("eps", o.eps > 0), ("warmup_steps", o.warmup_steps >= 0),
+                         ("weight_decay", o.weight_decay >= 0)):
+            if not ok:
+                raise ConfigError(f"optim.{name} must be {'> 0' if name in ('lr', 'eps') else '>= 0'}, "
+                                  f"got {getattr(o, name)}")
         if not all(0 <= b < 1 for b in o.betas) or not 0 <= o.min_lr_ratio <= 1:
             raise ConfigError(f"optim.betas must be in [0, 1) and optim.min_lr_ratio in [0, 1], got {list(o.betas)} "
                               f"and {o.min_lr_ratio}")
@@ -96,7 +99,8 @@ class TrainConfig:
             raise ConfigError(f"optim.grad_clip must be > 0 or null (no clipping), got {o.grad_clip}")
         m = self.mix
         if min(m.t2i, m.lm, m.mmu, m.story) < 0 or m.t2i + m.lm + m.mmu + m.story == 0:
-            raise ConfigError("mix: row counts must be >= 0 and not all zero")
+            raise ConfigError(f"mix: row counts must be >= 0 and not all zero, got t2i {m.t2i}, lm {m.lm}, "
+                              f"mmu {m.mmu}, story {m.story}")
         if m.mmu_questions < 1:
             raise ConfigError(f"mix.mmu_questions must be >= 1, got {m.mmu_questions}")
         m.mmu_qtype_weights = check_qtype_weights(m.mmu_qtype_weights, "mix.mmu_qtype_weights")
@@ -104,6 +108,11 @@ class TrainConfig:
         for name in ("caption_fraction", "cond_dropout_prob", "story_dropout_prob", "min_masking_rate"):
             if not 0.0 <= getattr(m, name) <= 1.0:
                 raise ConfigError(f"mix.{name} must be in [0, 1], got {getattr(m, name)}")
+        for name in ("t2i_coeff", "lm_coeff", "mmu_coeff", "story_coeff"):  # a negative one is gradient ascent
+            if not 0.0 <= getattr(m, name) < float("inf"):
+                raise ConfigError(f"mix.{name} must be a finite number >= 0, got {getattr(m, name)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -134,6 +143,15 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping")
     return data
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with the values of `changes`, nested mappings merged key by key: a partial recipe changes only
+    what it names and keeps the defaults it is read against."""
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = merged(base[k], v) if isinstance(v, dict) and v and isinstance(base.get(k), dict) else v
+    return out
 
 
 def build_config(cls, d: dict, what: str):

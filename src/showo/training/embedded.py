@@ -26,7 +26,7 @@ from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .checkpoint import latest_checkpoint
 from .code_bits import remove_code_bit_rows
-from .config import MixConfig, OptimConfig, TrainConfig, build_config, read_yaml
+from .config import MixConfig, OptimConfig, TrainConfig, build_config, merged, read_yaml
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
 from .trainer import Trainer
@@ -61,6 +61,19 @@ class EmbeddedRecipe:
         optim=OptimConfig(lr=1.5e-3, warmup_steps=150, weight_decay=0.05, min_lr_ratio=0.1, grad_clip=1.0),
         mix=MixConfig(t2i=12, lm=2, mmu=14, story=2, cond_dropout_prob=0.1, lm_coeff=0.2)))
 
+    def __post_init__(self):
+        """Every value is checked here, so that `train all` fails before its first stage, not after it."""
+        for name in ("text_vocab_size", "text_corpus_samples", "hidden_size", "num_layers", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads % 4:
+            raise ConfigError(f"hidden_size / num_heads must be a whole multiple of 4 (half of each head is "
+                              f"rotary, in pairs), got {self.hidden_size} / {self.num_heads}")
+        if self.max_seq_length < 2:
+            raise ConfigError(f"max_seq_length must be >= 2, got {self.max_seq_length}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["magvit"] = self.magvit.to_dict()
@@ -70,12 +83,14 @@ class EmbeddedRecipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EmbeddedRecipe":
+        """A recipe from a mapping; what it leaves out (a whole section or single keys of one) keeps the default
+        recipe's values."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown recipe keys: {', '.join(unknown)}")
         check_field_types(cls, d, "recipe")
-        d = dict(d)
+        d = merged(cls().to_dict(), d)
         if "magvit" in d:
             d["magvit"] = MagvitConfig.from_dict(d["magvit"])
         if "tokenizer_train" in d:
@@ -130,8 +145,7 @@ def train_image_tokenizer(run: Path, recipe: EmbeddedRecipe, progress: bool = Tr
     cfg.output_dir = str(run / "magvit-train")
     model = MagvitV2(recipe.magvit)
     if cfg.init_from and latest_checkpoint(Path(cfg.output_dir)) is None:  # a resumed run has its own weights
-        if not (Path(cfg.init_from) / "config.json").is_file():
-            raise ConfigError(f"tokenizer_train.init_from: no image tokenizer in {cfg.init_from}")
+        require_tokenizer_dir(Path(cfg.init_from))
         model = MagvitV2.from_pretrained(Path(cfg.init_from), dtype=torch.float32).train()
         if model.config != recipe.magvit:
             raise ConfigError(f"tokenizer_train.init_from {cfg.init_from}: its architecture differs from the "
@@ -141,6 +155,12 @@ def train_image_tokenizer(run: Path, recipe: EmbeddedRecipe, progress: bool = Tr
     trainer.train(progress=progress)
     trainer.model.eval().save_pretrained(run / "magvit")
     return trainer.model
+
+
+def require_tokenizer_dir(directory: Path) -> None:
+    """A one-line ConfigError unless `directory` holds a saved image tokenizer (for tokenizer_train.init_from)."""
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"tokenizer_train.init_from: no image tokenizer in {directory}")
 
 
 def build_model(tok: TextTokenizer, recipe: EmbeddedRecipe, num_vq_tokens: int) -> Showo:
@@ -175,6 +195,10 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Sho
     trainer.resume()
     trainer.train(progress=progress)
     remove_code_bit_rows(model)
+    if trainer.dist.is_main:  # the last checkpoint as a pipeline directory: --model RUN/model
+        from .finetune import save_result
+
+        save_result(vq, tok, latest_checkpoint(Path(cfg.output_dir)) / "model", run / "model")
     return model
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..checkpoints import written_atomically
 from ..data.records import Record, count_kinds, data_digest, read_records
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..pipelines import ShowoPipeline
 from .batch import Part
 from .checkpoint import latest_checkpoint
@@ -86,15 +86,18 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
     if trainer.dist.is_main:
         if on_ready is not None:
             on_ready(source)
-        run.mkdir(parents=True, exist_ok=True)
-        (run / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            (run / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        except OSError as e:
+            raise OutputError(f"cannot write the run directory {run}: {e.strerror or e}") from None
     trainer.resume()
     trainer.train(progress=progress)  # ends with a checkpoint of the last step
     remove_code_bit_rows(model)
     model.eval()
     out = run / "model"
     if trainer.dist.is_main:
-        save_result(pipe, latest_checkpoint(Path(config.output_dir)) / "model", out)
+        save_result(pipe.vq, pipe.tokenizer, latest_checkpoint(Path(config.output_dir)) / "model", out)
     return out
 
 
@@ -103,10 +106,10 @@ def _validation(trainer: Trainer, parts: list[Part]) -> dict[str, float]:
         return {f"val_loss_{k}": v for k, v in mean_losses(trainer.showo, parts).items()}
 
 
-def save_result(pipe: ShowoPipeline, weights: Path, directory: Path) -> None:
-    """A pipeline directory of the checkpoint `weights` (full tensors, also after FSDP) with `pipe`'s tokenizers,
-    never half written."""
+def save_result(vq, tokenizer, weights: Path, directory: Path) -> None:
+    """A pipeline directory of the checkpoint `weights` (full tensors, also after FSDP) with these image and text
+    tokenizers, never half written: what `--model` and `ShowoPipeline.from_pretrained` load."""
     with written_atomically(directory) as tmp:
         shutil.copytree(weights, tmp / "showo")
-        pipe.vq.save_pretrained(tmp / "magvit")
-        pipe.tokenizer.save_pretrained(tmp / "tokenizer")
+        vq.save_pretrained(tmp / "magvit")
+        tokenizer.save_pretrained(tmp / "tokenizer")

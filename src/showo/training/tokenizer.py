@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
 from .checkpoint import open_metrics_log, resume_latest, save_checkpoint
@@ -59,6 +59,24 @@ class TokenizerTrainConfig:
     log_every: int = 50
     save_every: int = 500
     keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"tokenizer_train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"tokenizer_train.{name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("warmup_steps", "weight_decay", "l1_weight", "mse_weight", "quantizer_weight", "entropy_weight",
+                     "codebook_entropy_weight", "foreground_weight", "edge_weight"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"tokenizer_train.{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"tokenizer_train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.entropy not in ("codebook", "bitwise"):
+            raise ConfigError(f"tokenizer_train.entropy must be codebook or bitwise, got {self.entropy!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"tokenizer_train.precision must be fp32 or bf16, got {self.precision!r}")
 
 
 def codebook_entropy_loss(z: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -113,12 +131,11 @@ class TokenizerTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio))
         self.step = 0
-        if config.entropy not in ("codebook", "bitwise"):
-            raise ConfigError(f"entropy must be codebook or bitwise, got {config.entropy!r}")
         self.bits = code_bits(model.config.z_channels).float()
 
     def resume(self) -> bool:
-        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler)
+        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler,
+                             config=asdict(self.cfg), max_steps=self.cfg.max_steps)
         if step is not None:
             self.step = step
         return step is not None
@@ -148,6 +165,9 @@ class TokenizerTrainer:
             loss = loss + c.quantizer_weight * q.quantizer_loss + entropy
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(self.step + 1, float(loss), grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()

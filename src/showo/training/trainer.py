@@ -9,6 +9,7 @@ processes computes the same losses and updates as one process on the same global
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
@@ -98,7 +99,8 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from `<output_dir>/latest` if it exists (weights, optimizer, scheduler, RNG, step)."""
-        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler, self._read_checkpoint)
+        step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler, self._read_checkpoint,
+                             self.cfg.to_dict(), self.cfg.max_steps)
         if step is not None:
             self.step = step
         return step is not None
@@ -137,9 +139,13 @@ class Trainer:
                     total = total + self.coeff[p.name] * s / norm
         # DDP/FSDP average gradients over ranks; our losses are already global sums, so undo the averaging.
         (total * self.dist.world_size).backward()
-        grad_norm = None
-        if self.cfg.optim.grad_clip is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip))
+        clip = self.cfg.optim.grad_clip
+        # the global norm (the same on every rank), also without clipping: it is what shows a divergence
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                         float("inf") if clip is None else clip))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(self.step + 1, float(total), grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -213,8 +219,14 @@ class Trainer:
     def _tensorboard(self):
         if not (self.cfg.tensorboard and self.dist.is_main):
             return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("tensorboard logging needs the `tensorboard` package (pip install tensorboard)") from None
-        return SummaryWriter(str(self.output_dir / "tensorboard"))
+        return check_tensorboard()(str(self.output_dir / "tensorboard"))
+
+
+def check_tensorboard():
+    """TensorBoard's SummaryWriter, or a one-line ConfigError when the package is missing (checked before a run
+    starts, not after its first stages)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("tensorboard logging needs the `tensorboard` package (pip install tensorboard)") from None
+    return SummaryWriter
