@@ -171,9 +171,9 @@ def _plot(plot_dir: str, name: str, x_label: str, ours_label: str, points: dict[
         log(f"  no plot {name}.png: {len(points)} point(s) with agreeing outputs in this run "
             f"(the section did not run, or this mode measures one size)")
         return
-    line_plot(f"{plot_dir}/{name}.png", x_label, "seconds", {ours_label: [(n, c.ours_s) for n, c in points.items()],
-                                                              "official (recompute)": [(n, c.reference_s)
-                                                                                       for n, c in points.items()]})
+    series = {ours_label: [(n, c.ours_s) for n, c in points.items()],
+              "official (recompute)": [(n, c.reference_s) for n, c in points.items()]}
+    line_plot(f"{plot_dir}/{name}.png", x_label, "seconds", series)
 
 
 def _memory(results: dict, mode: str, log, device: str) -> None:

@@ -27,6 +27,7 @@ from ..tokenizers.text import TextTokenizer
 from .checkpoint import latest_checkpoint
 from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig, build_config, merged, read_yaml
+from .finetune import save_result
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
 from .trainer import Trainer
@@ -196,8 +197,6 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Sho
     trainer.train(progress=progress)
     remove_code_bit_rows(model)
     if trainer.dist.is_main:  # the last checkpoint as a pipeline directory: --model RUN/model
-        from .finetune import save_result
-
         save_result(vq, tok, latest_checkpoint(Path(cfg.output_dir)) / "model", run / "model")
     return model
 

@@ -19,6 +19,8 @@ from ..checkpoints import written_atomically
 from ..data.records import Record, count_kinds, data_digest, read_records
 from ..errors import ConfigError, OutputError
 from ..pipelines import ShowoPipeline
+from ..tokenizers.magvit import MagvitV2
+from ..tokenizers.text import TextTokenizer
 from .batch import Part
 from .checkpoint import latest_checkpoint
 from .code_bits import remove_code_bit_rows
@@ -106,7 +108,7 @@ def _validation(trainer: Trainer, parts: list[Part]) -> dict[str, float]:
         return {f"val_loss_{k}": v for k, v in mean_losses(trainer.showo, parts).items()}
 
 
-def save_result(vq, tokenizer, weights: Path, directory: Path) -> None:
+def save_result(vq: MagvitV2, tokenizer: TextTokenizer, weights: Path, directory: Path) -> None:
     """A pipeline directory of the checkpoint `weights` (full tensors, also after FSDP) with these image and text
     tokenizers, never half written: what `--model` and `ShowoPipeline.from_pretrained` load."""
     with written_atomically(directory) as tmp:
