@@ -34,7 +34,9 @@ def test_train_all_then_resume(tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     tiny_recipe(recipe)
     run = tmp_path / "run"
-    assert main(["train", "all", "--run", str(run), "--recipe", str(recipe), "-q"]) == 0
+    assert main(["train", "all", "--run", str(run), "--recipe", str(recipe)]) == 0
+    err = capsys.readouterr().err  # not a terminal: a line per log step instead of a bar
+    assert "showo: train: step 2/2 loss " in err and " dB" in err and "showo: train: step 3/3 loss " in err
     assert (run / "tokenizer" / "tokenizer.json").is_file() and (run / "magvit" / "config.json").is_file()
     steps = [json.loads(line)["step"] for line in (run / "showo-train" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]

@@ -220,6 +220,7 @@ def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):
     assert code == 0, err
     assert "--model " + str(run / "model") in err
     assert "it/s" not in err and "finetune" not in err.split("showo:")[0]  # no progress bar: stderr is not a tty
+    assert "showo: train: step 3/3 loss " in err and "tokens/s" in err  # but a line per log step, for batch jobs
     logged = [json.loads(x) for x in (run / "showo-train" / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 3 and {"loss_t2i", "loss_mmu", "loss_lm"} <= set(logged[-1])
     assert {"val_loss_t2i", "val_loss_mmu", "val_loss_lm"} <= set(logged[-1])

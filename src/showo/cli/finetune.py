@@ -73,7 +73,7 @@ def run(ctx) -> int:
     from ..training.finetune import finetune
     from ..training.trainer import check_tensorboard
     from .outputs import check_out_dir, write_file
-    from .progress import say, stderr_is_tty
+    from .progress import say, training_progress
 
     args = ctx.args
     if ctx.spec.pack_weights or ctx.spec.dtype != "float32":
@@ -107,7 +107,7 @@ def run(ctx) -> int:
                 + ", ".join(f"{n} {k} record(s)" for k, n in cut.items()))
 
     out = finetune(pipe, data, run_dir, config, records=records, val_records=val_records,
-                   base_model=ctx.spec.model, progress=not args.quiet and stderr_is_tty(), on_ready=report)
+                   base_model=ctx.spec.model, progress=training_progress(args.quiet), on_ready=report)
     if is_main_process():  # under torchrun, once
         ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
                     f"(use --model {shlex.quote(str(out))}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")

@@ -50,6 +50,14 @@ def stderr_is_tty() -> bool:
         return False
 
 
+def training_progress(quiet: bool) -> bool | Callable[[str], None]:
+    """How `showo train` and `finetune` show progress: a bar on a terminal; otherwise (a batch job, nohup) a line
+    per log step on stderr, unless --quiet."""
+    if quiet:
+        return False
+    return True if stderr_is_tty() else (lambda line: say("train", line))
+
+
 class Progress:
     """Progress bars for MaskGIT steps and generated tokens (one bar at a time); inert when not `enabled`."""
 

@@ -50,7 +50,7 @@ def run(args) -> int:
     from ..training import embedded
     from ..training.distributed import is_main_process
     from .outputs import make_dir, write_file
-    from .progress import stderr_is_tty
+    from .progress import training_progress
 
     recipe = embedded.EmbeddedRecipe.from_yaml(args.recipe) if args.recipe else embedded.EmbeddedRecipe()
     if args.max_steps is not None:
@@ -67,7 +67,7 @@ def run(args) -> int:
     _check_before_starting(args.stage, recipe, run_dir)
     make_dir(run_dir, "--run")
     torch.manual_seed(recipe.seed)
-    progress = not args.quiet and stderr_is_tty()
+    progress = training_progress(args.quiet)
     if args.stage in ("text-tokenizer", "all"):
         tok = embedded.build_text_tokenizer(run_dir, recipe)
         print(f"text tokenizer: {len(tok)} tokens -> {run_dir / 'tokenizer'}")

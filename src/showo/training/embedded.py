@@ -30,7 +30,7 @@ from .config import MixConfig, OptimConfig, TrainConfig, build_config, merged, r
 from .finetune import save_result
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
-from .trainer import Trainer
+from .trainer import Progress, Trainer
 from .world_source import WorldBatchSource
 
 
@@ -140,7 +140,7 @@ def world_images(batch_size: int, config: WorldConfig | None = None):
     return lambda step: torch.stack([stream.sample(step * batch_size + i)["image"] for i in range(batch_size)])
 
 
-def train_image_tokenizer(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> MagvitV2:
+def train_image_tokenizer(run: Path, recipe: EmbeddedRecipe, progress: Progress = True) -> MagvitV2:
     torch.manual_seed(recipe.seed)
     cfg = recipe.tokenizer_train
     cfg.output_dir = str(run / "magvit-train")
@@ -182,7 +182,7 @@ def build_model(tok: TextTokenizer, recipe: EmbeddedRecipe, num_vq_tokens: int) 
     return model
 
 
-def train_showo(run: Path, recipe: EmbeddedRecipe, progress: bool = True) -> Showo:
+def train_showo(run: Path, recipe: EmbeddedRecipe, progress: Progress = True) -> Showo:
     tok = build_text_tokenizer(run, recipe)
     vq = MagvitV2.from_pretrained(run / "magvit")
     side = WorldConfig().image_size // vq.config.downsample_factor

@@ -26,7 +26,7 @@ from .checkpoint import latest_checkpoint
 from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig
 from .records_source import RecordBatchSource
-from .trainer import Trainer, mean_losses
+from .trainer import Progress, Trainer, mean_losses
 
 MANIFEST = "finetune.json"
 
@@ -57,7 +57,7 @@ def check_manifest(run: Path, manifest: dict) -> None:
 
 def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: TrainConfig | None = None, *,
              records: list[Record] | None = None, val_records: list[Record] | None = None,
-             base_model: str | None = None, progress: bool = True, on_ready=None) -> Path:
+             base_model: str | None = None, progress: Progress = True, on_ready=None) -> Path:
     """Train `pipe.model` on the records of `data` (a JSON Lines file, `data.records`) into the run directory
     `run`, resuming it when it has a checkpoint; returns `run/model`, the fine-tuned pipeline directory.
 

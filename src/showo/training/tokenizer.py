@@ -21,6 +21,7 @@ from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
 from .checkpoint import open_metrics_log, resume_latest, save_checkpoint
 from .optim import lr_factor
+from .trainer import Progress
 
 
 @dataclass
@@ -186,12 +187,13 @@ class TokenizerTrainer:
         save_checkpoint(self.output_dir, self.step, self.model, write, self.optimizer, self.scheduler,
                         {"config": asdict(self.cfg)}, True, self.cfg.keep_checkpoints)
 
-    def train(self, progress: bool = True) -> list[dict]:
+    def train(self, progress: Progress = True) -> list[dict]:
+        """Run to `max_steps` (from the resumed step); `progress` as for `Trainer.train`."""
         from tqdm import tqdm
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         history = []
-        bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="tokenizer", disable=not progress)
+        bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="tokenizer", disable=progress is not True)
         t0 = time.perf_counter()
         with open_metrics_log(self.output_dir, self.step) as log:
             while self.step < self.cfg.max_steps:
@@ -205,6 +207,9 @@ class TokenizerTrainer:
                     log.flush()
                     if self.on_log is not None:
                         self.on_log(m)
+                    if callable(progress):
+                        progress(f"step {self.step}/{self.cfg.max_steps} loss {m['loss']:.4f} "
+                                 f"PSNR {m['psnr']:.1f} dB")
                 if self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps:
                     self.save()
         bar.close()

@@ -31,6 +31,10 @@ from .optim import build_optimizer
 
 OBJECTIVES = ("t2i", "lm", "mmu", "story")
 
+# How a run shows progress: True a progress bar, False nothing, or a function given one line at every log step
+# (for logs without a terminal: batch jobs, nohup).
+Progress = bool | Callable[[str], None]
+
 
 class BatchSource(Protocol):
     def parts(self, step: int, rank: int, world_size: int) -> list[Part]:
@@ -169,7 +173,7 @@ class Trainer:
                         {"config": self.cfg.to_dict()}, self.dist.is_main, self.cfg.keep_checkpoints)
         barrier(self.dist)
 
-    def train(self, progress: bool = True) -> list[dict]:
+    def train(self, progress: Progress = True) -> list[dict]:
         """Run to `max_steps` (from the resumed step); log every `log_every`, save every `save_every` and at the end."""
         history: list[dict] = []
         writer = self._tensorboard()
@@ -179,7 +183,8 @@ class Trainer:
             self.cfg.to_yaml(self.output_dir / "config.yaml")
             log_file = open_metrics_log(self.output_dir, self.step)
         bar = None
-        if progress and self.dist.is_main:
+        echo = progress if callable(progress) and self.dist.is_main else None
+        if progress is True and self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
@@ -201,6 +206,9 @@ class Trainer:
                     if log_file is not None:
                         log_file.write(json.dumps(m) + "\n")
                         log_file.flush()
+                    if echo is not None:
+                        echo(f"step {self.step}/{self.cfg.max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
+                             f"{m['tokens_per_s']:,.0f} tokens/s")
                     if writer is not None:
                         for k, v in m.items():
                             if isinstance(v, (int, float)) and k != "step":
