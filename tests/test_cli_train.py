@@ -245,6 +245,14 @@ def test_candidate_tokenizer_recipe_is_the_default_with_more_codes():
     assert replace(recipe, magvit=default.magvit) == default
 
 
+def test_edge_tokenizer_recipe_is_the_shipped_one_with_the_edge_loss():
+    """docs/recipes/tokenizer-z14-edge.yaml (the candidate tokenizer) changes only edge_weight."""
+    edge = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14-edge.yaml")
+    shipped = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
+    assert edge.tokenizer_train.edge_weight == 2.0 and shipped.tokenizer_train.edge_weight == 0.0
+    assert replace(edge, tokenizer_train=replace(edge.tokenizer_train, edge_weight=0.0)) == shipped
+
+
 def test_spatial_trial_is_its_control_with_weighted_questions():
     """docs/recipes/embedded-z14-stage3-spatial.yaml changes only the question-type weights of its control."""
     trial = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-stage3-spatial.yaml")

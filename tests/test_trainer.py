@@ -260,3 +260,17 @@ def test_checkpoints_get_the_permissions_of_plain_files(tmp_path):
     checkpoint = latest_checkpoint(tmp_path)
     assert checkpoint.stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "latest").stat().st_mode & 0o777 == 0o644
+    files = [p for p in checkpoint.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)  # safetensors itself writes 0600 files
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in files), [(p.name, oct(p.stat().st_mode)) for p in files]
+
+
+def test_saved_tokenizers_get_the_permissions_of_plain_files(tmp_path):
+    from showo.tiny import tiny_random_pipeline
+
+    mask = os.umask(0o022)
+    try:
+        tiny_random_pipeline().vq.save_pretrained(tmp_path / "magvit")
+    finally:
+        os.umask(mask)
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "magvit").iterdir())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, OfflineError
 
@@ -103,6 +103,12 @@ def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> 
     except Exception as e:  # noqa: BLE001 - connection errors, 404s, auth
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OfflineError(f"cannot fetch {text} from the Hugging Face hub (no network or no such repo): {reason}") from None
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """safetensors' `save_file`, with the file given the umask's permissions (it writes 0600 files)."""
+    save_file(state, str(path), metadata={"format": "pt"})
+    with_default_mode(path)
 
 
 def with_default_mode(path: str | Path) -> Path:

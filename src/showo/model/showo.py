@@ -5,11 +5,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from ..backbone import KVCache, PhiForCausalLM, pack_linears
-from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, written_atomically
+from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, save_weights, written_atomically
 from ..errors import CheckpointError, ConfigError
 from .config import ShowoConfig
 
@@ -107,7 +106,7 @@ def save_showo(directory: str | Path, config: ShowoConfig, state: dict[str, torc
     """Write a Show-o checkpoint directory from a state dict (also used for gathered FSDP weights), atomically."""
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with written_atomically(Path(directory)) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_weights(state, tmp / WEIGHTS_NAME)
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
 

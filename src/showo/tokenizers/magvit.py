@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
-from ..checkpoints import WEIGHT_FILES, find_weights, load_checked, read_state_dict, resolve
+from ..checkpoints import WEIGHT_FILES, find_weights, load_checked, read_state_dict, resolve, save_weights
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fields import check_field_types
 from .lfq import LFQOutput, LookupFreeQuantizer, code_bits
@@ -334,7 +333,7 @@ class MagvitV2(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(directory / OWN_WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        _atomic_write(directory / OWN_WEIGHTS, lambda tmp: save_weights(state, tmp))
         text = json.dumps({CONFIG_MARKER: CONFIG_VERSION, **self.config.to_dict()}, indent=2) + "\n"
         _atomic_write(directory / "config.json", lambda tmp: tmp.write_text(text))
         return directory

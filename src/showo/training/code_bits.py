@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..checkpoints import save_weights
 from ..errors import ConfigError
 from ..model.showo import Showo
 from ..tokenizers.lfq import code_bits
@@ -94,7 +95,7 @@ def join_state(plain: dict[str, torch.Tensor], apart: dict[str, torch.Tensor]) -
 
 def save_apart(directory: Path, apart: dict[str, torch.Tensor]) -> None:
     if apart:
-        save_file({k: v.contiguous() for k, v in apart.items()}, str(directory / FILE))
+        save_weights({k: v.contiguous() for k, v in apart.items()}, directory / FILE)
 
 
 def load_apart(directory: Path) -> dict[str, torch.Tensor]:
