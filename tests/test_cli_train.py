@@ -181,6 +181,27 @@ def test_init_from_a_model_with_another_codebook_keeps_its_text_rows(tmp_path):
     assert sum(before[n].shape != after[n].shape for n in before) == 3
 
 
+@pytest.mark.parametrize("fresh", [False, True])
+def test_init_from_with_fresh_image_codes_on_a_same_size_codebook(tmp_path, fresh):
+    """A tokenizer retrained from scratch has as many codes, but they mean something else: with
+    init_fresh_image_codes the image-code rows keep the new model's init, everything else is copied."""
+    from showo.tiny import tiny_random_pipeline
+    from showo.training.embedded import init_weights
+
+    saved, model = tiny_random_pipeline(seed=0).model, tiny_random_pipeline(seed=1).model
+    saved.save_pretrained(tmp_path / "saved")
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    init_weights(model, tmp_path / "saved", fresh_image_codes=fresh)
+    kept = model.config.image_token_offset
+    for name, value in model.state_dict().items():
+        want = saved.state_dict()[name]
+        if fresh and value.shape[:1] == (model.config.vocab_size,):  # the embedding and LM head
+            assert torch.equal(value[:kept], want[:kept]) and torch.equal(value[-1], want[-1]), name
+            assert torch.equal(value[kept:-1], own[name][kept:-1]), name
+        else:
+            assert torch.equal(value, want), name
+
+
 def test_init_from_another_text_vocabulary_is_a_config_error():
     from showo.errors import ConfigError
     from showo.training.embedded import with_fresh_image_rows
@@ -227,7 +248,8 @@ def test_every_stage_reads_scenes_no_earlier_stage_read():
 
 @pytest.mark.parametrize("stage", ["embedded-z14.yaml", "embedded-z14-stage2.yaml",
                                    "embedded-z14-stage2-code-bits.yaml", "embedded-z14-stage3.yaml",
-                                   "embedded-z14-stage3-questions.yaml", "embedded-z14-stage3-spatial.yaml"])
+                                   "embedded-z14-stage3-questions.yaml", "embedded-z14-stage3-spatial.yaml",
+                                   "embedded-z14-edge.yaml"])
 def test_z14_recipes_move_the_default_architecture_onto_the_candidate_tokenizer(stage):
     recipe = EmbeddedRecipe.from_yaml(RECIPES / stage)
     tokenizer = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")

@@ -57,6 +57,9 @@ class EmbeddedRecipe:
     # random init: continue or fine-tune with a fresh optimizer and schedule. Ignored once the run has a checkpoint.
     # It may have another image codebook (a new image tokenizer): its image-code rows then start fresh.
     init_from: str | None = None
+    # With init_from: start the image-code rows of the embedding and LM head fresh even when the codebook size is
+    # the same (a retrained image tokenizer, whose codes mean something else). Another size always starts them fresh.
+    init_fresh_image_codes: bool = False
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=3000, precision="bf16", save_every=100, log_every=20,
         optim=OptimConfig(lr=1.5e-3, warmup_steps=150, weight_decay=0.05, min_lr_ratio=0.1, grad_clip=1.0),
@@ -191,7 +194,8 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: Progress = True) ->
     cfg.output_dir = str(run / "showo-train")
     source = WorldBatchSource(tok, vq, cfg.mix, recipe.max_seq_length, seed=recipe.seed)
     if recipe.init_from and latest_checkpoint(Path(cfg.output_dir)) is None:  # a resumed run has its own weights
-        init_weights(model, Path(recipe.init_from))  # before the trainer reparametrizes the model (code_bit_rows)
+        # before the trainer reparametrizes the model (code_bit_rows)
+        init_weights(model, Path(recipe.init_from), fresh_image_codes=recipe.init_fresh_image_codes)
     trainer = Trainer(model, source, cfg)
     trainer.resume()
     trainer.train(progress=progress)
@@ -207,16 +211,17 @@ def require_model_dir(directory: Path) -> None:
         raise ConfigError(f"init_from: no Show-o model in {directory}")
 
 
-def init_weights(model: Showo, directory: Path) -> None:
+def init_weights(model: Showo, directory: Path, fresh_image_codes: bool = False) -> None:
     """Copy a saved Show-o's weights into `model`; one-line error when the architectures differ.
 
     The saved model may have another image codebook (Show-o moved onto a retrained image tokenizer): then the
     text, special-token and mask rows of the embedding and LM head are copied, and the image-code rows keep
-    `model`'s fresh init, because the new codes mean nothing the old ones meant."""
+    `model`'s fresh init, because the new codes mean nothing the old ones meant; `fresh_image_codes` does the same
+    for a codebook of the same size (an image tokenizer retrained from scratch)."""
     require_model_dir(directory)
     saved = ShowoConfig.from_directory(directory)
     state = read_state_dict(find_weights(directory))
-    if saved.codebook_size != model.config.codebook_size:
+    if saved.codebook_size != model.config.codebook_size or fresh_image_codes:
         state = with_fresh_image_rows(state, saved, model)
     load_checked(model, state, what=f"init_from {directory}")
 
