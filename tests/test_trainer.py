@@ -1,6 +1,7 @@
 """The training loop: losses fall, resume is exact, checkpoints are atomic, distributed runs match one process."""
 import json
 import os
+import signal
 from contextlib import nullcontext
 import subprocess
 import sys
@@ -274,3 +275,35 @@ def test_saved_tokenizers_get_the_permissions_of_plain_files(tmp_path):
     finally:
         os.umask(mask)
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "magvit").iterdir())
+
+
+@pytest.mark.parametrize("sig, stops_with", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
+def test_a_stop_signal_finishes_the_step_saves_it_and_stops(tmp_path, monkeypatch, sig, stops_with):
+    """Ctrl-C or a scheduler's SIGTERM mid-run: the step in flight completes and is saved (no checkpoint was due
+    before the end), then the run stops as the signal's previous handler says; a resume starts after that step."""
+    def leave(signum, frame):
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, leave)  # what the CLI does (an exception that unwinds)
+    try:
+        t = tiny_trainer(tmp_path, 6, log_every=1)
+        t.on_log = lambda m: os.kill(os.getpid(), sig) if m["step"] == 2 else None
+        with pytest.raises(stops_with):
+            t.train(progress=False)
+        assert signal.getsignal(signal.SIGTERM) is leave  # the handlers are back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert t.step == 2 and latest_checkpoint(tmp_path).name == "checkpoint-0000002"
+    resumed = tiny_trainer(tmp_path, 6, log_every=1)
+    assert resumed.resume() and resumed.step == 2
+
+
+def test_a_stop_signal_saves_the_tokenizer_step(tmp_path):
+    from test_tokenizer_training import _trainer
+
+    t = _trainer(tmp_path, 6)
+    t.cfg.log_every = 1
+    t.on_log = lambda m: os.kill(os.getpid(), signal.SIGINT) if m["step"] == 3 else None
+    with pytest.raises(KeyboardInterrupt):
+        t.train(progress=False)
+    assert latest_checkpoint(tmp_path).name == "checkpoint-0000003"

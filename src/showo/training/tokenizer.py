@@ -21,6 +21,7 @@ from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
 from .checkpoint import open_metrics_log, resume_latest, save_checkpoint
 from .optim import lr_factor
+from .stopping import stop_at_step_boundary
 from .trainer import Progress
 
 
@@ -195,7 +196,8 @@ class TokenizerTrainer:
         history = []
         bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="tokenizer", disable=progress is not True)
         t0 = time.perf_counter()
-        with open_metrics_log(self.output_dir, self.step) as log:
+        # Ctrl-C / SIGTERM: finish the step, save it, then stop (training.stopping)
+        with stop_at_step_boundary() as stop, open_metrics_log(self.output_dir, self.step) as log:
             while self.step < self.cfg.max_steps:
                 m = self.train_step()
                 history.append(m)
@@ -210,9 +212,13 @@ class TokenizerTrainer:
                     if callable(progress):
                         progress(f"step {self.step}/{self.cfg.max_steps} loss {m['loss']:.4f} "
                                  f"PSNR {m['psnr']:.1f} dB")
-                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps:
+                due = self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps
+                if due or stop.signum is not None:
                     self.save()
+                if stop.signum is not None:
+                    break
         bar.close()
+        stop.resend()
         self.model.eval()
         return history
 

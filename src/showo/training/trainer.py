@@ -28,6 +28,7 @@ from .code_bits import add_code_bit_rows, join_state, load_apart, save_apart, sp
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, wrap
 from .optim import build_optimizer
+from .stopping import stop_at_step_boundary
 
 OBJECTIVES = ("t2i", "lm", "mmu", "story")
 
@@ -189,39 +190,47 @@ class Trainer:
 
             bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
         t0, tokens = time.perf_counter(), 0
-        try:
-            while self.step < self.cfg.max_steps:
-                m = self.train_step()
-                tokens += m["tokens"]
-                history.append(m)
+        with stop_at_step_boundary() as stop:  # Ctrl-C / SIGTERM: finish the step, save it, then stop
+            try:
+                while self.step < self.cfg.max_steps:
+                    m = self.train_step()
+                    tokens += m["tokens"]
+                    history.append(m)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+                    if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
+                        elapsed = time.perf_counter() - t0
+                        m["tokens_per_s"] = tokens / max(elapsed, 1e-9)
+                        if self.on_log is not None and self.dist.is_main:
+                            self.on_log(m)  # before the line is written: it may add measurements (validation losses)
+                        t0, tokens = time.perf_counter(), 0  # after on_log: its time is not training throughput
+                        if log_file is not None:
+                            log_file.write(json.dumps(m) + "\n")
+                            log_file.flush()
+                        if echo is not None:
+                            echo(f"step {self.step}/{self.cfg.max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
+                                 f"{m['tokens_per_s']:,.0f} tokens/s")
+                        if writer is not None:
+                            for k, v in m.items():
+                                if isinstance(v, (int, float)) and k != "step":
+                                    writer.add_scalar(k, v, self.step)
+                    saved = self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps
+                    if saved:
+                        self.save()
+                    # every rank stops at the same step (torchrun signals them all, not all at once)
+                    if float(all_reduce_sum(torch.tensor([float(stop.signum is not None)]), self.dist)) > 0:
+                        if not saved:
+                            self.save()
+                        break
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
-                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
-                    elapsed = time.perf_counter() - t0
-                    m["tokens_per_s"] = tokens / max(elapsed, 1e-9)
-                    if self.on_log is not None and self.dist.is_main:
-                        self.on_log(m)  # before the line is written: it may add measurements (validation losses)
-                    t0, tokens = time.perf_counter(), 0  # after on_log: its time is not training throughput
-                    if log_file is not None:
-                        log_file.write(json.dumps(m) + "\n")
-                        log_file.flush()
-                    if echo is not None:
-                        echo(f"step {self.step}/{self.cfg.max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
-                             f"{m['tokens_per_s']:,.0f} tokens/s")
-                    if writer is not None:
-                        for k, v in m.items():
-                            if isinstance(v, (int, float)) and k != "step":
-                                writer.add_scalar(k, v, self.step)
-                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps:
-                    self.save()
-        finally:
-            if bar is not None:
-                bar.close()
-            if log_file is not None:
-                log_file.close()
-            if writer is not None:
-                writer.close()
+                    bar.close()
+                if log_file is not None:
+                    log_file.close()
+                if writer is not None:
+                    writer.close()
+        stop.resend()  # the handlers are back: stop as the signal would have
         return history
 
     def _tensorboard(self):
