@@ -111,6 +111,40 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
     with_default_mode(path)
 
 
+def staged_file(path: Path, data: bytes) -> str:
+    """`data` in a temporary file beside `path`, on disk (fsync) and with the umask's permissions; the caller
+    renames it into place or removes it (`remove_quietly`)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        with_default_mode(tmp)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def remove_quietly(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and `os.replace`: a reader, or a
+    run killed mid-write, sees the old file or the new one, never half of one."""
+    tmp = staged_file(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
 def with_default_mode(path: str | Path) -> Path:
     """`path` given the permissions a plain mkdir / open would have (tempfile makes private 0700 / 0600 ones, which
     would keep teammates from reading a run's results whatever their umask)."""

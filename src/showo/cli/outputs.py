@@ -13,44 +13,13 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
 from PIL import Image
 
-from ..checkpoints import with_default_mode
+from ..checkpoints import atomic_write, remove_quietly, staged_file
 from ..errors import OutputError
-
-
-def _staged(path: Path, data: bytes) -> str:
-    """`data` written to a temporary file beside `path` (the caller renames or removes it)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        with_default_mode(tmp)
-    except BaseException:
-        _remove(tmp)
-        raise
-    return tmp
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and `os.replace`."""
-    tmp = _staged(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -171,13 +140,13 @@ class Files:
                 if path.is_dir():
                     raise IsADirectoryError(0, "is a directory")
             for path, (_, data) in zip(paths, self.items):
-                staged.append(_staged(path, data))
+                staged.append(staged_file(path, data))
             for tmp, path in zip(staged, paths):
                 os.replace(tmp, path)
             return paths
         except OSError as e:
             for tmp in staged:
-                _remove(tmp)
+                remove_quietly(tmp)
             raise OutputError(f"cannot write the results ({path}): {e.strerror or e}") from None
 
 

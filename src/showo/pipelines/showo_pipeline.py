@@ -105,7 +105,7 @@ class ShowoPipeline:
 
     def pack_weights(self, batch_hint: int = 8) -> "ShowoPipeline":
         """Pre-pack the transformer's float32 weights for oneDNN (CPU inference only, irreversible): batched
-        understanding 1.4-1.5x faster at full depth; at batch 1 no gain (0.88-1.01x). See `Showo.pack_weights`."""
+        understanding 1.36-1.47x faster at full depth over three runs; at batch 1 no gain (0.76-1.01x). See `Showo.pack_weights`."""
         check_positive("batch_hint", batch_hint)
         self.model.pack_weights(batch_hint)
         return self

@@ -20,20 +20,11 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from ..checkpoints import find_weights, read_state_dict, with_default_mode
+from ..checkpoints import atomic_write, find_weights, read_state_dict, with_default_mode
 from ..errors import CheckpointError, ConfigError
 
 LATEST = "latest"
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def _write_atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(with_default_mode(tmp), path)
 
 
 def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module,
@@ -61,7 +52,7 @@ def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module,
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_atomic_text(output_dir / LATEST, name + "\n")
+    atomic_write(output_dir / LATEST, (name + "\n").encode())
     for old in sorted(output_dir.glob("checkpoint-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -159,7 +150,7 @@ def open_metrics_log(output_dir: Path, step: int) -> TextIO:
         lines = path.read_text().splitlines()
         keep = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
         if keep != lines:
-            _write_atomic_text(path, "".join(line + "\n" for line in keep))
+            atomic_write(path, "".join(line + "\n" for line in keep).encode())
     return open(path, "a")
 
 

@@ -215,13 +215,15 @@ class Trainer:
                             for k, v in m.items():
                                 if isinstance(v, (int, float)) and k != "step":
                                     writer.add_scalar(k, v, self.step)
-                    saved = self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps
-                    if saved:
+                    # Every rank stops at the same step (torchrun signals them all, not all at once). Not asked
+                    # after the last step, so that a run still ends on the save's barrier: a collective after it
+                    # let one process exit while gloo still served the other, which aborted.
+                    last = self.step == self.cfg.max_steps
+                    stop_now = not last and bool(all_reduce_sum(torch.tensor([float(stop.signum is not None)]),
+                                                                self.dist) > 0)
+                    if stop_now or last or self.step % self.cfg.save_every == 0:
                         self.save()
-                    # every rank stops at the same step (torchrun signals them all, not all at once)
-                    if float(all_reduce_sum(torch.tensor([float(stop.signum is not None)]), self.dist)) > 0:
-                        if not saved:
-                            self.save()
+                    if stop_now:
                         break
             finally:
                 if bar is not None:
