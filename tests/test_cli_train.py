@@ -249,7 +249,7 @@ def test_every_stage_reads_scenes_no_earlier_stage_read():
 @pytest.mark.parametrize("stage", ["embedded-z14.yaml", "embedded-z14-stage2.yaml",
                                    "embedded-z14-stage2-code-bits.yaml", "embedded-z14-stage3.yaml",
                                    "embedded-z14-stage3-questions.yaml", "embedded-z14-stage3-spatial.yaml",
-                                   "embedded-z14-edge.yaml"])
+                                   "embedded-z14-edge.yaml", "embedded-z14-edge-stage2.yaml"])
 def test_z14_recipes_move_the_default_architecture_onto_the_candidate_tokenizer(stage):
     recipe = EmbeddedRecipe.from_yaml(RECIPES / stage)
     tokenizer = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
@@ -273,6 +273,15 @@ def test_edge_tokenizer_recipe_is_the_shipped_one_with_the_edge_loss():
     shipped = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
     assert edge.tokenizer_train.edge_weight == 2.0 and shipped.tokenizer_train.edge_weight == 0.0
     assert replace(edge, tokenizer_train=replace(edge.tokenizer_train, edge_weight=0.0)) == shipped
+
+
+def test_edge_second_stage_is_the_shipped_second_stage_on_the_edge_codes():
+    """docs/recipes/embedded-z14-edge-stage2.yaml repeats the shipped stage 2 from the edge move's end, on new scenes."""
+    edge = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-edge-stage2.yaml")
+    shipped = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-stage2-code-bits.yaml")
+    assert edge.init_from == "runs/edge/showo-train/checkpoint-0004500/model" and not edge.init_fresh_image_codes
+    assert EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-edge.yaml").train.max_steps == 4500
+    assert replace(edge, seed=shipped.seed, init_from=shipped.init_from) == shipped
 
 
 def test_spatial_trial_is_its_control_with_weighted_questions():
