@@ -1,4 +1,5 @@
 """The pipeline on a tiny random model: shapes, reproducibility, kept tokens, batching, errors."""
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -86,6 +87,24 @@ def test_write_and_sampling_reproducible(pipe):
 def test_bad_numbers_are_input_errors(pipe, kwargs, match):
     with pytest.raises(InputError, match=match):
         pipe.text_to_image("a cube", **kwargs)
+
+
+def test_numpy_scalars_are_numbers(pipe):
+    """Values from a numpy sweep (np.int64 steps, np.float32 scales) give what Python's own give; np.bool_ and NaN
+    are refused."""
+    a = pipe.text_to_image("a cube", np.int64(2), num_inference_steps=np.int64(3), guidance_scale=np.float32(1.5),
+                           temperature=np.float32(1.0), seed=np.int64(4))
+    b = pipe.text_to_image("a cube", 2, num_inference_steps=3, guidance_scale=1.5, temperature=1.0, seed=4)
+    assert torch.equal(a.codes, b.codes) and a.metadata == b.metadata
+    image = Image.new("RGB", (16, 16), "red")
+    c = pipe.ask(image, "what?", max_new_tokens=np.int64(4), temperature=np.float32(0.5), top_k=np.int64(9),
+                 top_p=np.float32(0.75), seed=np.int64(1))
+    d = pipe.ask(image, "what?", max_new_tokens=4, temperature=0.5, top_k=9, top_p=0.75, seed=1)
+    assert c.token_ids == d.token_ids
+    for kwargs, match in [({"top_p": np.float32("nan")}, "top_p"), ({"top_k": np.float64(2.0)}, "top_k"),
+                          ({"temperature": np.bool_(True)}, "temperature"), ({"top_k": True}, "top_k")]:
+        with pytest.raises(InputError, match=match):
+            pipe.ask(image, "what?", max_new_tokens=2, **kwargs)
 
 
 def test_empty_and_long_prompts(pipe):

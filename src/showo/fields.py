@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from typing import Any
 
 from .errors import ConfigError
+
+
+def is_number(value: Any, integer: bool = False) -> bool:
+    """A real (or with `integer`, integral) number that is not a bool or NaN. numpy scalars count (they register
+    with `numbers`), so that values from a numpy sweep pass the API's checks like Python's own."""
+    kind = numbers.Integral if integer else numbers.Real
+    return isinstance(value, kind) and not isinstance(value, bool) and value == value
 
 
 def check_field_types(cls: type, data: dict, what: str, prefix: str = "") -> None:

@@ -11,6 +11,7 @@ import random
 from dataclasses import replace
 
 from ..errors import ConfigError
+from ..fields import is_number
 from .world import (POSITIONS, Scene, SceneObject, WorldConfig, admissible, fits, make_object, ordered,
                     position_name, relation, sample_scene)
 
@@ -244,7 +245,7 @@ def check_qtype_weights(weights: dict[str, float], what: str = "qtype weights") 
     for name, weight in weights.items():
         if name not in QTYPES:
             raise ConfigError(f"unknown question type {name!r} in {what} (known: {', '.join(QTYPES)})")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        if not is_number(weight) or not weight > 0:
             raise ConfigError(f"{what}: the weight of {name!r} must be a number > 0, got {weight!r}")
     return {name: float(weight) for name, weight in weights.items()}
 

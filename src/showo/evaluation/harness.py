@@ -20,6 +20,7 @@ from ..data.dataset import CAPTION_QUESTIONS, image_tensor
 from ..data.language import QTYPES
 from ..data.world import WorldConfig, position_name
 from ..errors import ConfigError
+from ..fields import is_number
 from ..pipelines.inputs import ShowoWarning
 from ..tokenizers.image_io import preprocess
 from ..training.tokenizer import evaluate_reconstruction, psnr
@@ -164,7 +165,7 @@ def evaluate(pipeline, seed: int, samples: int, tasks: list[str] | None = None, 
     tasks = list(TASKS) if tasks is None else list(tasks)
     if unknown := [t for t in tasks if t not in EVALUATORS]:
         raise ConfigError(f"unknown evaluation tasks {unknown}; choose from {', '.join(TASKS)}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    if not is_number(samples, integer=True) or samples < 1:
         raise ConfigError(f"samples must be a positive integer, got {samples!r}")
     world = world or WorldConfig()
     results: dict = {}

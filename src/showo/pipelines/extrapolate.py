@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import InputError
+from ..fields import is_number
 from ..prompting.vocab import Vocabulary
 
 DIRECTIONS = ("left", "right", "up", "down")
@@ -46,7 +47,7 @@ def check_extrapolation(prompts: str | Sequence[str], directions: str | Sequence
         texts = texts * len(dirs)
     if len(texts) != len(dirs):
         raise InputError(f"{len(texts)} prompts for {len(dirs)} directions: give one prompt per direction, or one")
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < grid // 2:
+    if not is_number(offset, integer=True) or not 0 <= offset < grid // 2:
         raise InputError(f"offset must be an integer in [0, {grid // 2 - 1}] for a {grid}x{grid} grid, got {offset!r}")
     return texts, dirs
 

@@ -2,12 +2,15 @@
 recoverable oddities (a resized mask, a truncated prompt) are reported with `ShowoWarning`."""
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..fields import is_number
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
 
@@ -103,6 +106,18 @@ def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
     return prompts
 
 
+def plain_numbers(method):
+    """Give `method` numpy scalars (from a sweep: np.int64 steps, np.float32 scales) as Python numbers: then the
+    sampling arithmetic and the results match Python arguments exactly, and the metadata stays JSON-able."""
+    def plain(value):
+        return value.item() if isinstance(value, np.generic) else value
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        return method(self, *map(plain, args), **{k: plain(v) for k, v in kwargs.items()})
+    return wrapper
+
+
 # More MaskGIT steps than this only wait longer (the official demos use 18-50; each step unmasks >= 1 token).
 MAX_STEPS = 1000
 
@@ -118,10 +133,9 @@ def check_callback(name: str, callback) -> None:
         raise InputError(f"{name} must be callable, got {type(callback).__name__}")
 
 
-def check_positive(name: str, value, integer: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int,) if integer else (int, float)) or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise InputError(f"{name} must be {kind}, got {value!r}")
+def check_positive(name: str, value) -> None:
+    if not is_number(value, integer=True) or value <= 0:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 # Upper bound of guidance scales and temperatures: far above any useful value (the official demos use 1.75-5
@@ -133,7 +147,7 @@ MIN_TEMPERATURE = 1e-4
 
 def check_scale(name: str, value, limit: float = MAX_SCALE) -> None:
     """A guidance scale or temperature: a number in [0, limit]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
+    if not is_number(value) or not 0 <= value <= limit:
         raise InputError(f"{name} must be a number in [0, {limit:g}], got {value!r}")
 
 
@@ -145,5 +159,5 @@ def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, tem
         raise InputError(f"{temperature_name} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature!r}")
     if top_k is not None:
         check_positive("top_k", top_k)
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+    if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
         raise InputError(f"top_p must be in (0, 1], got {top_p!r}")

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from ..errors import InputError
+from ..fields import is_number
 from ..prompting.interleaved import interleaved_batch, interleaved_mask
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import next_token
@@ -57,7 +58,7 @@ def check_mixed(prompt: str, max_images: int, max_new_tokens: int, num_inference
                 text_temperature: float, image_temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Validate the user arguments of `ShowoPipeline.mixed` (InputError, one line)."""
     check_prompt(prompt)
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 0:
+    if not is_number(max_images, integer=True) or max_images < 0:
         raise InputError(f"max_images must be an integer >= 0, got {max_images!r}")
     check_text_sampling(max_new_tokens, text_temperature, top_k, top_p, temperature_name="text_temperature")
     check_steps(num_inference_steps)

@@ -11,6 +11,7 @@ import math
 import torch
 
 from ..errors import InputError
+from ..fields import is_number
 
 _EPS = 1e-20
 
@@ -87,7 +88,7 @@ def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
 
     Works on [..., V]; k >= V is a no-op. Same rule as the official `mmu_generate` top-k.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not is_number(k, integer=True) or k < 1:
         raise InputError(f"top_k must be a positive integer, got {k!r}")
     if k >= logits.shape[-1]:
         return logits.clone()
@@ -99,7 +100,7 @@ def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Nucleus filter over the last dim: keep the most probable tokens of each row up to and including the
     first one at which the cumulative probability reaches `p` (so the kept mass is >= p and at least one
     token survives); the rest become -inf. p = 1 is a no-op."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+    if not is_number(p) or not 0 < p <= 1:
         raise InputError(f"top_p must be in (0, 1], got {p!r}")
     if p >= 1:
         return logits.clone()

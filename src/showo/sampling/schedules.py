@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from ..fields import is_number
 
 Schedule = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,7 +45,7 @@ def sigmoid_schedule(t: torch.Tensor, start: float = -3, end: float = 3, tau: fl
 
 
 def _number(name: str, key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise ConfigError(f"mask schedule {name!r}: {key} must be a finite number, got {value!r}")
     return value
 
