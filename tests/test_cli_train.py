@@ -11,6 +11,7 @@ import yaml
 from showo.cli.main import main
 from showo.model import Showo
 from showo.pipelines import ShowoPipeline
+from showo.training.config import read_yaml
 from showo.training.embedded import EmbeddedRecipe
 from showo.tokenizers.magvit import MagvitConfig
 
@@ -119,6 +120,18 @@ def test_recipe_that_is_not_utf8_is_one_line(tmp_path, capsys):
     bad.write_bytes(b"seed: \xff\xfe\n")
     assert main(["train", "all", "--run", str(tmp_path / "r"), "--recipe", str(bad)]) == 2
     assert capsys.readouterr().err.startswith("showo: error: cannot read")
+
+
+def test_recipe_key_given_twice_is_one_line(tmp_path, capsys):
+    """PyYAML keeps the last of two equal keys; an override appended to a recipe must not win silently.
+    Merge keys (`<<: *base`) may still be overridden, as YAML says."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 3\ntrain:\n  max_steps: 10\n  optim: {lr: 0.1}\n  max_steps: 20\n")
+    assert main(["train", "all", "--run", str(tmp_path / "r"), "--recipe", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == f"showo: error: cannot read {bad}: key 'max_steps' is given twice (line 5)"
+    good = tmp_path / "good.yaml"
+    good.write_text("x: &mix {t2i: 2, lm: 1}\ny: {<<: *mix, lm: 3}\n")
+    assert read_yaml(good) == {"x": {"t2i": 2, "lm": 1}, "y": {"t2i": 2, "lm": 3}}
 
 
 def test_write_recipe_round_trips(tmp_path):

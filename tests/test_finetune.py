@@ -52,6 +52,7 @@ def tiny_config(steps: int) -> TrainConfig:
 @pytest.mark.parametrize("line, match", [
     ("{not json", "not valid JSON"),
     ('["image", "caption"]', "expected a JSON object"),
+    ('{"image": "im0.png", "caption": "x", "image": "im1.png"}', "key 'image' is given twice"),
     ({"image": "im0.png"}, "none of the record kinds"),
     ({"image": "im0.png", "caption": "x", "answer": "y"}, "none of the record kinds"),
     ({"image": "im0.png", "caption": "  "}, "'caption' must be a non-empty string"),

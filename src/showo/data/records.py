@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -69,6 +70,19 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
     return Record(kind=kind, line=line, where=where, **fields)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(repr(key))
+        out[key] = value
+    return out
+
+
 def read_records(path: str | Path) -> list[Record]:
     """Every record of a JSON Lines file (blank lines skipped), checked; at least one."""
     path = Path(path)
@@ -85,9 +99,11 @@ def read_records(path: str | Path) -> list[Record]:
             continue
         where = f"{path}:{i}"
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise InputError(f"{where}: not valid JSON ({e.msg})") from None
+        except _DuplicateKey as e:  # json keeps the last value silently: which image was meant?
+            raise InputError(f"{where}: key {e} is given twice") from None
         records.append(_record(obj, i, path.parent, where))
     if not records:
         raise InputError(f"{path} has no records")
