@@ -126,7 +126,7 @@ def test_recipe_key_given_twice_is_one_line(tmp_path, capsys):
     """PyYAML keeps the last of two equal keys; an override appended to a recipe must not win silently.
     Merge keys (`<<: *base`) may still be overridden, as YAML says."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("seed: 3\ntrain:\n  max_steps: 10\n  optim: {lr: 0.1}\n  max_steps: 20\n")
+    bad.write_text("seed: 3\ntrain:\n  max_steps: 10\n  optim: {lr: 0.1}\n  max_steps: 0\n")  # 0 fails fast if read
     assert main(["train", "all", "--run", str(tmp_path / "r"), "--recipe", str(bad)]) == 2
     assert capsys.readouterr().err.strip() == f"showo: error: cannot read {bad}: key 'max_steps' is given twice (line 5)"
     good = tmp_path / "good.yaml"
