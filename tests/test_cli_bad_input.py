@@ -337,3 +337,20 @@ def test_unknown_option_points_at_the_right_help(capsys, argv, help_of):
     assert main(argv) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "unrecognized arguments" in err[0] and f"'{help_of}'" in err[0], err
+
+
+def test_unreadable_model_and_clip_configs_are_one_line(tmp_path):
+    """Each was a raw UnicodeDecodeError / JSONDecodeError / AttributeError / transformers validation error."""
+    from showo.errors import CheckpointError
+    from showo.model.clip import ClipVisionTower
+    from showo.model.config import ShowoConfig
+
+    for content, match in ((b"\xff\xfe{", "cannot read"), (b"{nope", "is not valid JSON"),
+                           (b"[1, 2]", "must hold a JSON object, not a list")):
+        (tmp_path / "config.json").write_bytes(content)
+        for load in (ShowoConfig.from_directory, ClipVisionTower.from_pretrained):
+            with pytest.raises(CheckpointError, match=match):
+                load(tmp_path)
+    (tmp_path / "config.json").write_text('{"hidden_size": "wide"}')
+    with pytest.raises(CheckpointError, match="not a CLIP vision config"):
+        ClipVisionTower.from_pretrained(tmp_path)

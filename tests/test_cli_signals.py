@@ -18,8 +18,11 @@ def _start(tmp_path: Path, *argv: str) -> subprocess.Popen:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    # Ctrl-C as a terminal gives it, even where pytest was started with SIGINT ignored (`make test &`), which
+    # the child would inherit (and rightly keep ignoring)
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     return subprocess.Popen([sys.executable, "-m", "showo.cli.main", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, preexec_fn=restore)
 
 
 def _children(pid: int) -> list[int]:

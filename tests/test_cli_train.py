@@ -55,6 +55,11 @@ def test_train_all_then_resume(tmp_path, capsys):
     pipe = ShowoPipeline.from_pretrained(run / "model")  # what the run ends with: the last checkpoint, loadable
     assert all(torch.equal(v, pipe.model.state_dict()[k]) for k, v in model.state_dict().items())
     assert f"--model {run / 'model'}" in capsys.readouterr().out
+    reseeded = EmbeddedRecipe.from_yaml(recipe)  # other scenes or sequences under the same run: refused
+    reseeded.seed, reseeded.max_seq_length = 5, 48
+    reseeded.to_yaml(recipe)
+    assert main(["train", "model", "--run", str(run), "--recipe", str(recipe), "--max-steps", "6", "-q"]) == 2
+    assert "another recipe (max_seq_length 40 -> 48, seed 0 -> 5)" in capsys.readouterr().err
 
 
 def test_bad_recipe_is_one_line_error(tmp_path, capsys):
@@ -94,7 +99,8 @@ def test_recipe_values_of_the_wrong_type_or_range(tmp_path, capsys, train, match
     ({"num_heads": 3}, "hidden_size / num_heads must be a whole multiple of 4"),
     ({"hidden_size": 0}, "hidden_size must be >= 1"),
     ({"max_seq_length": 0}, "max_seq_length must be >= 2"),
-    ({"seed": -3}, "seed must be >= 0"),
+    ({"seed": -3}, "seed must be in [0, 2**63), got -3"),
+    ({"seed": 2 ** 63}, "seed must be in [0, 2**63), got 9223372036854775808"),
     ({"magvit": {"resolution": 63}}, "resolution must be a positive multiple of the downsampling factor 8"),
     ({"train": {"mix": {"t2i_coeff": -1.0}}}, "mix.t2i_coeff must be a finite number >= 0"),
     ({"train": {"optim": {"lr": "1e-4"}}}, "write it with a dot"),

@@ -141,3 +141,26 @@ def test_bench_tiny_agrees_on_cuda(tmp_path):
     assert data["all_outputs_agree"] is True and data["complete"] is True and data["device"] == "cuda"
     assert data["peak_rss_ratio_inference"]["measure"] == "cuda max_memory_allocated"
     assert "peak_rss_ratio_inference_packed" not in data and "mmu_batch1_packed_vs_dense" not in data
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_steps_on_cuda_match_cpu(tmp_path, precision, no_tf32_convolutions):
+    """Both trainers on the GPU: the tokenizer trainer kept its code bits and autocast on the CPU before."""
+    from showo.training.config import OptimConfig, TrainConfig
+    from showo.training.tokenizer import TokenizerTrainer
+    from showo.training.trainer import Trainer
+    from test_tokenizer_training import _trainer
+    from train_helpers import SyntheticSource, tiny_model
+
+    losses = {}
+    for device in ("cpu", "cuda"):
+        tok = _trainer(tmp_path / f"tok-{device}", 2)
+        tok.cfg.precision = precision
+        gpu_tok = TokenizerTrainer(tok.model.to(device), tok.images, tok.cfg)
+        model, vocab = tiny_model(0)
+        cfg = TrainConfig(output_dir=str(tmp_path / f"showo-{device}"), max_steps=2, precision=precision,
+                          optim=OptimConfig(lr=3e-3, warmup_steps=1))
+        showo = Trainer(model, SyntheticSource(vocab, 8, 4, cfg.mix), cfg, device=device)
+        losses[device] = [gpu_tok.train_step()["loss"], showo.train_step()["loss"]]
+    tolerance = 1e-3 if precision == "fp32" else 5e-2
+    assert losses["cuda"] == pytest.approx(losses["cpu"], rel=tolerance), losses

@@ -53,6 +53,7 @@ def tiny_config(steps: int) -> TrainConfig:
     ("{not json", "not valid JSON"),
     ('["image", "caption"]', "expected a JSON object"),
     ('{"image": "im0.png", "caption": "x", "image": "im1.png"}', "key 'image' is given twice"),
+    ('{"text": "a\\ud800b"}', "'text' holds an unpaired surrogate escape"),
     ({"image": "im0.png"}, "none of the record kinds"),
     ({"image": "im0.png", "caption": "x", "answer": "y"}, "none of the record kinds"),
     ({"image": "im0.png", "caption": "  "}, "'caption' must be a non-empty string"),
@@ -65,6 +66,16 @@ def test_bad_records_name_the_line(tmp_path, line, match):
     with pytest.raises(InputError, match=match) as e:
         read_records(path)
     assert f"{path}:3:" in str(e.value)
+
+
+def test_line_separators_inside_strings_and_a_bom(tmp_path):
+    """JSON strings may hold U+2028 / U+0085 raw (json.dumps(ensure_ascii=False) writes them so); Windows
+    editors start files with a BOM. Neither splits or spoils a record."""
+    path = write_data(tmp_path, [])
+    text = json.dumps({"image": "im0.png", "caption": "red\u2028square\u0085"}, ensure_ascii=False)
+    path.write_text("\ufeff" + text + "\r\n" + json.dumps({"text": "two"}) + "\n", encoding="utf-8")
+    records = read_records(path)
+    assert [r.caption for r in records] == ["red\u2028square", None] and records[1].where.endswith(":2")
 
 
 def test_empty_and_missing_files(tmp_path):

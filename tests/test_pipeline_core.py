@@ -1,10 +1,14 @@
 """The pipeline on a tiny random model: shapes, reproducibility, kept tokens, batching, errors."""
+import json
+import shutil
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from showo.errors import InputError
+from showo.errors import ConfigError, InputError
 from showo.pipelines import ShowoPipeline, ShowoWarning
 from showo.tiny import tiny_random_pipeline
 
@@ -107,6 +111,22 @@ def test_numpy_scalars_are_numbers(pipe):
             pipe.ask(image, "what?", max_new_tokens=2, **kwargs)
 
 
+def test_metadata_records_what_produced_the_result(pipe):
+    """The batch, the mode and how the model ran change the tokens, so the metadata says them."""
+    image, mask = Image.new("RGB", (16, 16), "red"), Image.new("L", (16, 16), 255)
+    a = pipe.inpaint(image, mask, "x", num_images=2, num_inference_steps=2, seed=3)
+    assert a.metadata[0]["num_images"] == 2 and a.metadata[0]["exact"] is False
+    assert {k: a.metadata[0][k] for k in ("dtype", "device", "packed_weights")} == {
+        "dtype": "float32", "device": "cpu", "packed_weights": False}
+    w = pipe.write(["once", "the cat"], max_new_tokens=2, exact=True)
+    assert w.metadata[1]["batch_prompts"] == ["once", "the cat"] and w.metadata[1]["exact"] is True
+    q = pipe.ask([image, image], "what?", max_new_tokens=2)
+    assert q.metadata[1]["num_images"] == 2 and q.metadata[0]["batch_questions"] == ["what?"]
+    half = tiny_random_pipeline(seed=0).to(dtype=torch.bfloat16).text_to_image("x", num_inference_steps=2)
+    assert half.metadata[0]["dtype"] == "bfloat16"
+    json.dumps([a.metadata, w.metadata, q.metadata, half.metadata])
+
+
 def test_empty_and_long_prompts(pipe):
     with pytest.raises(InputError, match="empty prompt"):
         pipe.text_to_image("   ")
@@ -121,6 +141,26 @@ def test_save_and_load_pipeline_directory(pipe, tmp_path):
     b = again.text_to_image("a cube", num_inference_steps=3, seed=5)
     assert torch.equal(a.codes, b.codes)
     assert again.tokenizer.vocab == pipe.tokenizer.vocab
+
+
+def test_save_pretrained_is_whole_or_nothing_and_reads_home(pipe, tmp_path, monkeypatch):
+    from showo.errors import CheckpointError, OutputError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    pipe.save_pretrained("~/p")  # made a folder literally called '~' in the working directory
+    assert (tmp_path / "p" / "magvit").is_dir() and ShowoPipeline.from_pretrained("~/p").model_id.endswith("p")
+    before = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "p").rglob("*") if f.is_file()}
+    monkeypatch.setattr(pipe.tokenizer, "save_pretrained", lambda d: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(OutputError, match="cannot save the pipeline into .*: No space"):
+        pipe.save_pretrained(tmp_path / "p")  # the last part fails: the showo/ and magvit/ written are not swapped in
+    after = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "p").rglob("*") if f.is_file()}
+    assert after == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="file/sub: Not a directory"):  # was a raw NotADirectoryError
+        pipe.save_pretrained(tmp_path / "file" / "sub")
+    shutil.rmtree(tmp_path / "p" / "magvit")  # a pipeline directory missing a part was looked up on the hub
+    with pytest.raises(CheckpointError, match="has showo/ but no magvit/"):
+        ShowoPipeline.from_pretrained(tmp_path / "p")
 
 
 def test_text_longer_than_the_model_context_is_an_input_error(pipe):
@@ -148,7 +188,23 @@ MASK = Image.new("L", (16, 16), 255)
     (lambda p: p.write("a", max_new_tokens=2, on_token="x"), "on_token must be callable"),
     (lambda p: p.ask(torch.zeros(3, 16, 16), "what?", max_new_tokens=2), "file path or a PIL image, got Tensor"),
     (lambda p: p.mixed("a", max_new_tokens=600), "positions"),
-    (lambda p: p.mixed("a <|soi|> b", max_new_tokens=4), "image marker"),
+    (lambda p: p.mixed("a <|soi|> b", max_new_tokens=4), "prompt contains <|soi|>, a token of Show-o's sequence markup"),
+    # the cached and exact t2i paths disagreed on such a prompt; [PAD] became the pad id
+    (lambda p: p.text_to_image("a <|soi|> red cube", num_inference_steps=2), "prompt contains <|soi|>"),
+    (lambda p: p.inpaint(IMG, MASK, "x [PAD] y", num_inference_steps=2), r"prompt contains \[PAD\]"),
+    (lambda p: p.ask(IMG, "what <|t2i|>?", max_new_tokens=2), "question contains <|t2i|>"),
+    (lambda p: p.write("<|eoi|>", max_new_tokens=2), "prompt contains <|eoi|>"),
+    # each of these was a raw traceback (or, for the counts, a process killed for memory)
+    (lambda p: p.encode_images(np.zeros((32, 32, 3))), "images must be a non-empty list"),
+    (lambda p: p.extrapolate(IMG, "x", None), "directions must be a direction or a list"),
+    (lambda p: p.extrapolate(IMG, "x", {"left", "up"}), "got set"),  # hash order
+    (lambda p: p.text_to_image("x", schedule=None), "schedule must be a schedule name"),
+    (lambda p: p.decode_codes(torch.zeros(1, 16, dtype=torch.long), grid=4), "grid must be .h, w. with h . w = 16 codes, got 4"),
+    (lambda p: p.decode_codes(torch.zeros(1, 24, dtype=torch.long)), "do not form a square grid: pass grid="),
+    (lambda p: p.decode_codes(torch.zeros(1, 0, dtype=torch.long)), "at least one of each"),
+    (lambda p: p.text_to_image("x", guidance_scale=Fraction(7, 4)), "guidance_scale must be a number"),
+    (lambda p: p.text_to_image(["x", "y"], num_images_per_prompt=3000), "asks for 6000 images in one call"),
+    (lambda p: p.inpaint(IMG, MASK, "x", num_images=10 ** 9), "at most 4096"),
     (lambda p: p.decode_codes(p.vocab.codes_to_ids(torch.zeros(1, 16, dtype=torch.long))), "not token ids"),
     (lambda p: p.decode_codes(torch.full((1, 16), -5)), "image codes in"),
 ])
@@ -157,6 +213,21 @@ def test_python_api_inputs_of_the_wrong_kind_are_input_errors(pipe, call, match)
     as prompts, token ids decoded as clamped codes, a seed recorded that did not draw the result)."""
     with pytest.raises(InputError, match=match.replace("(", r"\(").replace("*", r"\*")):
         call(pipe)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda p: p.to("banana"), "device 'banana' is not a device name"),
+    (lambda p: p.to("meta"), "showo runs on cpu, cuda or mps"),  # accepted, then every call failed
+    (lambda p: p.to(5), "device must be a name"),
+    (lambda p: p.to(dtype="bfloat16"), "dtype must be a floating torch.dtype"),
+    (lambda p: p.to(dtype=torch.complex64), "dtype must be a floating torch.dtype"),
+    (lambda p: ShowoPipeline.from_pretrained(dtype="bf16"), "dtype must be a floating torch.dtype"),  # embedded
+    (lambda p: ShowoPipeline.from_pretrained(device="banana"), "device 'banana'"),
+])
+def test_devices_and_dtypes_are_checked(pipe, call, match):
+    with pytest.raises(ConfigError, match=match):
+        call(pipe)
+    assert pipe.device.type == "cpu" and pipe.model.dtype == torch.float32
 
 
 def test_from_pretrained_refuses_parts_without_a_model():
@@ -180,3 +251,34 @@ def test_loading_and_saving_arguments_of_the_wrong_kind(pipe, tmp_path):
     assert (tmp_path / "d" / "showo").read_text() == "a file of the user's"
     with pytest.raises(InputError, match="non-empty list"):
         pipe.encode_images("picture.png")  # a string was iterated character by character
+
+
+def test_images_as_viewers_show_them(tmp_path):
+    """EXIF orientation, float and big-endian 16-bit pixels, premultiplied alpha: read as a viewer shows them."""
+    from showo.pipelines.inputs import load_image
+
+    photo = Image.new("RGB", (32, 16), "red")
+    photo.paste((0, 0, 255), (0, 0, 8, 16))  # blue on the left of the stored pixels
+    exif = photo.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    photo.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = load_image(tmp_path / "phone.jpg")
+    assert upright.size == (16, 32) and upright.getpixel((8, 2))[2] > 200  # the blue band is on top now
+    assert load_image(Image.fromarray(np.full((4, 4), 0.9, np.float32))).getpixel((0, 0)) == (229, 229, 229)
+    assert load_image(Image.fromarray(np.full((4, 4), 200.0, np.float32))).getpixel((0, 0)) == (200, 200, 200)
+    wide = load_image(Image.frombytes("I;16B", (8, 8), bytes(range(128))))
+    assert wide.getextrema()[0] == (0, 255)
+    assert load_image(Image.new("La", (4, 4))).mode == "RGB"
+
+
+def test_lazily_opened_images_are_checked_like_paths(tmp_path):
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
+    closed = Image.open(tmp_path / "a.png")
+    closed.close()
+    pipe = tiny_random_pipeline(seed=0)
+    for image, match in ((Image.open(tmp_path / "cut.png"), "image cannot be read: image file is truncated"),
+                         (closed, "image cannot be read: Operation on closed image")):
+        with pytest.raises(InputError, match=match):
+            pipe.ask(image, "what?", max_new_tokens=2)

@@ -1,5 +1,6 @@
 """The training loop: losses fall, resume is exact, checkpoints are atomic, distributed runs match one process."""
 import json
+import math
 import os
 import signal
 from contextlib import nullcontext
@@ -11,9 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from showo.data.world import WorldConfig
+from showo.errors import ConfigError
 from showo.model import Showo
 from showo.training.checkpoint import latest_checkpoint
-from showo.training.config import MixConfig
+from showo.tokenizers.magvit import MagvitConfig
+from showo.training.config import MixConfig, OptimConfig, TrainConfig
+from showo.training.embedded import EmbeddedRecipe
+from showo.training.tokenizer import TokenizerTrainConfig
 from showo.training.batch import group_by_length
 from showo.training.trainer import group_loss_sums
 from train_helpers import SyntheticSource, tiny_model, tiny_trainer
@@ -103,6 +109,12 @@ def test_resume_refuses_another_recipe_and_allows_reporting_changes(tmp_path):
         reseeded.resume()
     with pytest.raises(ConfigError, match="already at step 2, past max_steps 1"):
         tiny_trainer(tmp_path, 1).resume()
+    weighted = tiny_trainer(tmp_path, 4)
+    weighted.cfg.mix.mmu_qtype_weights = {"relation": 3.0}  # a key the saved mapping lacks is a change too
+    with pytest.raises(ConfigError, match=r"mix.mmu_qtype_weights \{\} -> \{'relation': 3.0\}"):
+        weighted.resume()
+    with pytest.raises(ConfigError, match="already holds a run .latest: checkpoint-0000002.: call resume"):
+        tiny_trainer(tmp_path, 4).train(progress=False)  # its saves would sort before the old run's and go
     longer = tiny_trainer(tmp_path, 6, log_every=3, save_every=3)  # a later end and other reporting: allowed
     assert longer.resume() and longer.step == 2
     from showo.tiny import tiny_random_pipeline
@@ -285,6 +297,7 @@ def test_a_stop_signal_finishes_the_step_saves_it_and_stops(tmp_path, monkeypatc
         raise SystemExit(143)
 
     previous = signal.signal(signal.SIGTERM, leave)  # what the CLI does (an exception that unwinds)
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, even where launched with it ignored
     try:
         t = tiny_trainer(tmp_path, 6, log_every=1)
         t.on_log = lambda m: os.kill(os.getpid(), sig) if m["step"] == 2 else None
@@ -293,9 +306,23 @@ def test_a_stop_signal_finishes_the_step_saves_it_and_stops(tmp_path, monkeypatc
         assert signal.getsignal(signal.SIGTERM) is leave  # the handlers are back
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, interrupt)
     assert t.step == 2 and latest_checkpoint(tmp_path).name == "checkpoint-0000002"
     resumed = tiny_trainer(tmp_path, 6, log_every=1)
     assert resumed.resume() and resumed.step == 2
+
+
+def test_an_ignored_signal_does_not_stop_the_run(tmp_path):
+    """A run started with SIGINT ignored (`cmd &` in a script) used to take it as a stop request: it saved, broke
+    off, and returned as if finished."""
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        t = tiny_trainer(tmp_path, 4, log_every=1)
+        t.on_log = lambda m: os.kill(os.getpid(), signal.SIGINT) if m["step"] == 2 else None
+        assert len(t.train(progress=False)) == 4 and t.step == 4
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def test_a_stop_signal_saves_the_tokenizer_step(tmp_path):
@@ -304,6 +331,40 @@ def test_a_stop_signal_saves_the_tokenizer_step(tmp_path):
     t = _trainer(tmp_path, 6)
     t.cfg.log_every = 1
     t.on_log = lambda m: os.kill(os.getpid(), signal.SIGINT) if m["step"] == 3 else None
-    with pytest.raises(KeyboardInterrupt):
-        t.train(progress=False)
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whoever started pytest
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            t.train(progress=False)
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
     assert latest_checkpoint(tmp_path).name == "checkpoint-0000003"
+
+
+def test_row_generator_keeps_its_streams_and_takes_any_seed():
+    """Seeds of every shipped recipe keep their scenes; a seed that made the key overflow int64 (from about
+    1.85 million) crashed at the first step."""
+    from showo.training.batch import row_generator
+
+    assert row_generator(9, 100, "mmu", 4).initial_seed() == ((9 * 1_000_003 + 100) * 10 + 3) * 1_000_033 + 4
+    big = [row_generator(20240101, step, "t2i", 0).initial_seed() for step in (0, 1)]
+    assert big[0] != big[1] and all(0 <= s < 2 ** 63 for s in big)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: TrainConfig(max_steps=2.5), "max_steps must be an integer, got 2.5$"),  # trained 3 steps
+    (lambda: TrainConfig(max_steps="10"), "max_steps must be an integer, got '10'$"),
+    (lambda: TrainConfig(mix=MixConfig(t2i=2.5)), "mix.t2i must be an integer"),
+    (lambda: TrainConfig(optim=OptimConfig(betas=(0.9, 0.9, 0.9))), "optim.betas must be a list of 2"),
+    (lambda: TrainConfig(optim=OptimConfig(lr=math.inf)), "optim.lr must be a finite number"),
+    (lambda: TrainConfig(optim=OptimConfig(grad_clip=math.inf)), "optim.grad_clip must be a finite number or null"),
+    (lambda: TrainConfig(mix=MixConfig(mmu_qtype_weights={"colour": True})),
+     "mix.mmu_qtype_weights must be a mapping of strings to finite numbers"),
+    (lambda: TokenizerTrainConfig(max_steps="5"), "tokenizer_train.max_steps must be an integer"),
+    (lambda: EmbeddedRecipe(hidden_size="256"), "recipe: hidden_size must be an integer"),
+    (lambda: WorldConfig(image_size=64.5), "world config: image_size must be an integer"),
+    (lambda: MagvitConfig(z_channels=6.0), "MAGVIT config: z_channels must be an integer"),
+])
+def test_configs_built_in_python_are_checked_like_files(build, match):
+    """from_dict checked types; a config made in Python failed later in training (or trained max_steps=2.5)."""
+    with pytest.raises(ConfigError, match=match):
+        build()

@@ -304,3 +304,23 @@ def test_qtype_weights_shift_the_question_mix_and_leave_the_default_draw_alone()
                        ({"shape": "2"}, "shape.*> 0"), ({"shape": True}, "shape.*> 0")):
         with pytest.raises(ConfigError, match=match):
             WorldStream.for_split("train", CONFIG, "mmu", qtype_weights=bad)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"gradient": -1}, "gradient must be >= 0"),  # was: empty range for randrange() while drawing
+    ({"eval_fraction": 1.0}, r"eval_fraction must be in \(0, 1\)"),  # was: the train split spun, then gave up
+    ({"eval_fraction": 0.0}, r"eval_fraction must be in \(0, 1\)"),
+    ({"sizes": {"small": 0.0}}, r"sizes must be fractions of the image in \(0, 1\]"),
+    ({"border": -0.1}, "border must be >= 0"),
+    ({"image_size": 64.5}, "image_size must be an integer"),
+])
+def test_world_values_the_generator_cannot_use_are_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        WorldConfig(**kwargs)
+
+
+def test_no_heldout_pairs_means_no_heldout_split_and_full_grids_still_tell_stories():
+    with pytest.raises(ConfigError, match="no 'heldout' split"):  # was: IndexError when sampling it
+        WorldStream.for_split("heldout", WorldConfig(heldout_pairs=()), "t2i")
+    full = WorldStream.for_split("train", WorldConfig(min_objects=9, max_objects=9), "story")
+    assert all(len(full.sample(i)["sentences"]) >= 2 for i in range(8))  # was: IndexError in _free_cell

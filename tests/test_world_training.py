@@ -220,3 +220,12 @@ def test_qtype_weights_reach_the_understanding_stream_and_are_checked(parts):
     for bad in ({"relation": -1}, {"colours": 1}, ["relation"]):
         with pytest.raises(ConfigError, match=r"mix\.mmu_qtype_weights"):
             TrainConfig.from_dict({"mix": {"mmu_qtype_weights": bad}})
+
+
+def test_world_images_must_match_the_image_tokenizer(parts):
+    """32 px scenes through a 64 px tokenizer gave 16-token images to a model built for 64, silently."""
+    from showo.data.world import WorldConfig
+
+    recipe, tok, vq = parts
+    with pytest.raises(ConfigError, match="the world's images are 32 px but the image tokenizer's resolution is 64"):
+        WorldBatchSource(tok, vq, MixConfig(), 40, world=WorldConfig(image_size=32))

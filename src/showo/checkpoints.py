@@ -5,6 +5,7 @@ tensors and plain containers only and refuses anything else.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -27,6 +28,20 @@ def find_weights(directory: Path, names: Iterable[str] = WEIGHT_FILES) -> Path:
         if (directory / name).is_file():
             return directory / name
     raise CheckpointError(f"no weights in {directory} (looked for {', '.join(names)})")
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in a checkpoint's config file; unreadable, non-UTF-8, malformed or non-object files are
+    one-line CheckpointErrors."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not a {type(data).__name__}")
+    return data
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

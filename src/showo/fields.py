@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import types
 import typing
 from typing import Any
+
+import numpy as np
 
 from .errors import ConfigError
 
 
 def is_number(value: Any, integer: bool = False) -> bool:
-    """A real (or with `integer`, integral) number that is not a bool or NaN. numpy scalars count (they register
-    with `numbers`), so that values from a numpy sweep pass the API's checks like Python's own."""
-    kind = numbers.Integral if integer else numbers.Real
+    """An int or float (with `integer`, an int) that is not a bool or NaN. numpy scalars count, so that values
+    from a numpy sweep pass the API's checks like Python's own; Fraction and Decimal do not (torch takes neither)."""
+    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)  # not Fraction or Decimal
     return isinstance(value, kind) and not isinstance(value, bool) and value == value
 
 
@@ -39,7 +40,7 @@ def check_field_types(cls: type, data: dict, what: str, prefix: str = "") -> Non
 
 def _yaml_hint(value: Any) -> str:
     """YAML 1.1 (PyYAML) reads `1e-4` as a string: it wants a dot, `1.0e-4`."""
-    if isinstance(value, str):
+    if isinstance(value, str) and "e" in value.lower() and "." not in value:
         try:
             float(value)
         except ValueError:
@@ -100,6 +101,8 @@ def _describe(hint: Any) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_PLURAL.get(args[0], 'values')}"
         return f"a list of {len(args)} {_PLURAL.get(args[0], 'values') if len(set(args)) == 1 else 'values'}"
-    if origin in (list, dict) or dataclasses.is_dataclass(hint):
+    if origin is dict:
+        return f"a mapping of {_PLURAL.get(args[0], 'keys')} to {_PLURAL.get(args[1], 'values')}"
+    if origin is list or dataclasses.is_dataclass(hint):
         return "a list" if origin is list else "a mapping"
     return str(hint)

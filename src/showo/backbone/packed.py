@@ -4,8 +4,8 @@ Why: `nn.Linear` in float32 on CPU goes to MKL's GEMM, which is tuned for one ro
 multiplies 2-16 rows at a time, and there the product costs about 3x the one-row cost although it reads the same
 weights (measured on this project's 2-core machine: 9.0 ms for 8 rows against 3.0 ms for one, 2048 -> 8192).
 oneDNN with the weight reordered ahead of time runs the 8 rows in 4.7 ms and the one row in 3.2-3.5 ms. End
-to end at Phi-1.5's full depth, 8 answers in one batch took 1.38-1.47x less time; single answers gained nothing
-(0.88-1.01x; docs/benchmarks). torch exposes this only through private ops
+to end at Phi-1.5's full depth, 8 answers in one batch took 1.36-1.47x less time; single answers gained nothing
+(0.76-1.01x over three runs; docs/benchmarks). torch exposes this only through private ops
 (`torch.ops.mkldnn._reorder_linear_weight` / `_linear_pointwise`), so `packing_available` checks them before use
 and the dense `nn.Linear` stays the default. Results differ from MKL's in the last bits (different summation
 order, ~1e-6 relative), which is why packing is opt-in and the golden tests run unpacked.

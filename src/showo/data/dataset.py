@@ -60,6 +60,9 @@ class WorldStream(IterableDataset):
         self.seed, self.config, self.kind, self.split = int(seed), config or WorldConfig(), kind, split
         self.rank, self.world_size, self.caption_fraction, self.position = rank, world_size, caption_fraction, position
         self.heldout = split == "heldout"
+        if self.heldout and not self.config.heldout_pairs:
+            raise ConfigError("this world holds no colour-shape pair out (heldout_pairs is empty): it has no "
+                              "'heldout' split")
         self.layout = None if self.heldout else split
         self.qtype_weights = check_qtype_weights(qtype_weights or {})
 

@@ -278,7 +278,8 @@ def _free_cell(prev: Scene, rng: random.Random) -> tuple[int, int]:
 def _event(prev: Scene, config: WorldConfig, rng: random.Random, heldout: bool) -> tuple[Scene, str] | None:
     """One change to a scene (move / appear / recolour / disappear) and the sentence that says it."""
     objs = list(prev.objects)
-    kinds = ["move", "recolour"] + (["appear"] if len(objs) < config.max_objects else []) + (
+    full = len(objs) == 9  # every cell of the 3x3 grid taken: nothing can move or appear
+    kinds = ["move", "recolour"][full:] + (["appear"] if len(objs) < config.max_objects and not full else []) + (
         ["disappear"] if len(objs) > 1 else [])
     kind = rng.choice(kinds)
     if kind == "appear":

@@ -57,6 +57,10 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
     for key, value in obj.items():
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"{where}: '{key}' must be a non-empty string")
+        try:  # JSON may escape a lone surrogate ("\ud800"), which no tokenizer or file name takes
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{where}: '{key}' holds an unpaired surrogate escape, which is not text") from None
     fields = {k: v.strip() for k, v in obj.items()}
     if "image" in fields:
         fields["image"] = (root / fields["image"]).resolve()
@@ -90,7 +94,8 @@ def read_records(path: str | Path) -> list[Record]:
         problem = "is a directory, not a JSON Lines file" if path.is_dir() else "not found"
         raise InputError(f"data file {path} {problem}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # "\n" only: str.splitlines also splits at U+2028 and U+0085, which JSON strings may hold raw
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text (expected JSON Lines)") from None
     records = []

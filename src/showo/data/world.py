@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError
+from ..fields import check_field_types
 
 Colour = tuple[int, int, int]
 
@@ -96,6 +97,7 @@ class WorldConfig:
     eval_fraction: float = 0.1  # share of object layouts reserved for the "eval" split
 
     def __post_init__(self) -> None:
+        check_field_types(WorldConfig, vars(self), "world config")
         self.colours = {k: tuple(int(c) for c in v) for k, v in self.colours.items()}
         self.backgrounds = {k: tuple(int(c) for c in v) for k, v in self.backgrounds.items()}
         self.shapes = tuple(self.shapes)
@@ -114,6 +116,13 @@ class WorldConfig:
             raise ConfigError(f"need 1 <= min_objects <= max_objects <= 9, got {self.min_objects}, {self.max_objects}")
         if not self.colours or not self.backgrounds or not self.sizes:
             raise ConfigError("colours, backgrounds and sizes must be non-empty")
+        if not 0 < self.eval_fraction < 1:  # both splits need layouts, or sampling one of them never ends
+            raise ConfigError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        for name in ("jitter", "gap", "border", "gradient"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not all(0 < v <= 1 for v in self.sizes.values()):
+            raise ConfigError(f"sizes must be fractions of the image in (0, 1], got {self.sizes}")
 
     @property
     def pairs(self) -> list[tuple[str, str]]:

@@ -7,14 +7,14 @@ want torchvision for their default backend, which we do not depend on.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 
-from ..checkpoints import find_weights, load_checked, read_state_dict, resolve
+from ..checkpoints import find_weights, load_checked, read_json_object, read_state_dict, resolve
 from ..errors import CheckpointError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -58,8 +58,11 @@ class ClipVisionTower(torch.nn.Module):
         config_file = directory / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"no config.json in CLIP directory {directory}")
-        raw = json.loads(config_file.read_text())
-        config = CLIPVisionConfig(**raw.get("vision_config", raw))
+        raw = read_json_object(config_file)
+        try:
+            config = CLIPVisionConfig(**raw.get("vision_config", raw))
+        except (TypeError, ValueError, StrictDataclassError) as e:  # transformers 5 checks field types strictly
+            raise CheckpointError(f"{config_file}: not a CLIP vision config ({str(e).splitlines()[0]})") from None
         state = read_state_dict(find_weights(directory, ("model.safetensors", "pytorch_model.safetensors",
                                                          "pytorch_model.bin")))
         model = CLIPVisionModel(config)

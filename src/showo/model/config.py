@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backbone import PhiConfig
+from ..checkpoints import read_json_object
 from ..errors import CheckpointError, ConfigError
 from ..fields import check_field_types
 from ..prompting.vocab import NUM_NEW_SPECIAL_TOKENS
@@ -71,11 +72,7 @@ class ShowoConfig:
         config_file = directory / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"no config.json in {directory}")
-        try:
-            raw = json.loads(config_file.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
-        return cls.from_dict(raw, base_dir=directory)
+        return cls.from_dict(read_json_object(config_file), base_dir=directory)
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None = None) -> "ShowoConfig":
@@ -98,7 +95,7 @@ class ShowoConfig:
             local = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
             if not (local / "config.json").is_file():
                 raise ConfigError(f"unknown backbone {path!r}: give a directory with its config.json or use microsoft/phi-1_5")
-            llm = PhiConfig.from_dict(json.loads((local / "config.json").read_text()))
+            llm = PhiConfig.from_dict(read_json_object(local / "config.json"))
         if "mask_token_id" in d and d["mask_token_id"] != d["vocab_size"] - 1:
             raise ConfigError(f"mask_token_id {d['mask_token_id']} is not vocab_size - 1")
         return cls(vocab_size=int(d["vocab_size"]), llm_vocab_size=int(d["llm_vocab_size"]),

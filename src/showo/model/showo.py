@@ -52,7 +52,7 @@ class Showo(nn.Module):
 
     def pack_weights(self, batch_hint: int = 8) -> "Showo":
         """Re-lay every linear weight for oneDNN, in place, for float32 CPU inference: batched understanding
-        1.4-1.5x faster at full depth, no gain at batch 1 (0.88-1.01x; measured, see `backbone.packed`). The LM
+        1.36-1.47x faster at full depth over three runs, no gain at batch 1 (0.76-1.01x; see `backbone.packed`). The LM
         head's image-code rows are packed as their own block, so image generation still computes only those.
         Irreversible: the packed model can no longer be trained, cast, moved or saved; logits change in the last
         bits."""

@@ -36,6 +36,8 @@ FillFn = Callable[[torch.Tensor], torch.Tensor]  # window ids [B, g*g] -> codes 
 def check_extrapolation(prompts: str | Sequence[str], directions: str | Sequence[str], offset: int,
                         grid: int) -> tuple[list[str], list[str]]:
     """Validate user arguments; returns (one prompt per step, one direction per step)."""
+    if not isinstance(directions, (str, list, tuple)):  # a set would run in hash order
+        raise InputError(f"directions must be a direction or a list of them, got {type(directions).__name__}")
     dirs = [directions] if isinstance(directions, str) else list(directions)
     if not dirs:
         raise InputError("no extrapolation direction given")

@@ -7,9 +7,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import torch
+from PIL import Image, ImageOps
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..fields import is_number
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
@@ -24,9 +25,16 @@ def warn(message: str) -> None:
 
 
 def load_image(source: str | Path | Image.Image, what: str = "image") -> Image.Image:
-    """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, ...)."""
+    """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, F, ...), turned
+    upright as its EXIF orientation says (as viewers show it: a phone photo, and a mask drawn on it)."""
     if isinstance(source, Image.Image):
         image = source
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise InputError(f"{what} is too large ({image.width}x{image.height} pixels)")
+        try:  # Image.open() is lazy: its pixels are read here, and may be truncated, or the file closed
+            image.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise InputError(f"{what} cannot be read: {e}") from None
     elif not isinstance(source, (str, Path)):
         raise InputError(f"{what} must be a file path or a PIL image, got {type(source).__name__}")
     else:
@@ -56,15 +64,22 @@ def load_image(source: str | Path | Image.Image, what: str = "image") -> Image.I
         raise InputError(f"{what} has no pixels")
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise InputError(f"{what} is too large ({image.width}x{image.height} pixels)")
-    return _to_rgb(image)
+    try:
+        return _to_rgb(ImageOps.exif_transpose(image))
+    except (OSError, SyntaxError, ValueError) as e:  # a mode Pillow cannot convert, a broken EXIF block
+        raise InputError(f"{what} cannot be converted to RGB ({image.mode}): {e}") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "La":  # premultiplied alpha: Pillow converts it only to LA
+        image = image.convert("LA")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits, don't clip
+        image = image.convert("I")  # point() takes I, not the big-endian I;16B
         hi = max(image.getextrema()[1], 1)
         image = image.point(lambda v: v * (255.0 / hi)).convert("L")
-    if image.mode == "F":
-        image = image.convert("L")
+    if image.mode == "F":  # float pixels: [0, 1] (as from numpy) scaled to 8 bits; larger ones read as 0..255
+        scale = 255.0 if image.getextrema()[1] <= 1.0 else 1.0
+        image = image.point(lambda v: v * scale).convert("L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -118,6 +133,34 @@ def plain_numbers(method):
     return wrapper
 
 
+def check_device(device, what: str = "device") -> torch.device:
+    """`device` (a name or torch.device) as a torch.device this machine has; a one-line ConfigError otherwise."""
+    if not isinstance(device, (str, torch.device)):
+        raise ConfigError(f"{what} must be a name such as 'cpu' or 'cuda:0', or a torch.device, got "
+                          f"{type(device).__name__}")
+    try:
+        d = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"{what} {device!r} is not a device name (cpu, cuda, cuda:N, mps)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {device}: CUDA is not available on this machine (use cpu)")
+        if (d.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"{what} {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif d.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"{what} {device}: Apple MPS is not available on this machine (use cpu)")
+    elif d.type != "cpu":  # meta holds no weights; xpu, hpu... are untested here
+        raise ConfigError(f"{what} {device}: showo runs on cpu, cuda or mps")
+    return d
+
+
+def check_dtype(dtype) -> None:
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ConfigError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16...), got {dtype!r}")
+
+
 # More MaskGIT steps than this only wait longer (the official demos use 18-50; each step unmasks >= 1 token).
 MAX_STEPS = 1000
 
@@ -126,6 +169,19 @@ def check_steps(steps) -> None:
     check_positive("num_inference_steps", steps)
     if steps > MAX_STEPS:
         raise InputError(f"num_inference_steps must be at most {MAX_STEPS}, got {steps}")
+
+
+# Images one call may make (rows of one batch): far above what fits in memory at Show-o's size, and low
+# enough that a typo (10**12) is an error, not a process killed for memory.
+MAX_IMAGES = 4096
+
+
+def check_image_count(name: str, value, per: int = 1) -> None:
+    """A positive image count whose batch (`value` x `per`, e.g. per prompt) stays within MAX_IMAGES."""
+    check_positive(name, value)
+    if value * per > MAX_IMAGES:
+        raise InputError(f"{name} asks for {value * per} images in one call; at most {MAX_IMAGES} (call again "
+                         "for more)")
 
 
 def check_callback(name: str, callback) -> None:

@@ -5,6 +5,7 @@ model knows nothing about sampling and the samplers know nothing about files.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,7 +13,8 @@ import torch
 from PIL import Image
 
 from ..backbone import PackedLinear
-from ..errors import ConfigError, InputError
+from ..checkpoints import written_atomically
+from ..errors import CheckpointError, ConfigError, InputError, OutputError
 from ..fields import is_number
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
@@ -26,14 +28,20 @@ from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
-from .inputs import (check_callback, check_positive, check_prompt, check_prompts, check_scale, check_steps,
-                     check_text_sampling, load_image, load_mask, plain_numbers, warn)
+from .inputs import (check_callback, check_device, check_dtype, check_image_count, check_positive, check_prompt,
+                     check_prompts, check_scale, check_steps, check_text_sampling, load_image, load_mask,
+                     plain_numbers, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
 DEFAULT_VQ = "showlab/magvitv2"
 DEFAULT_TOKENIZER = "microsoft/phi-1_5"
 CAPTION_QUESTION = "Describe the image."  # also the embedded model's training question
+
+
+def _local(path: str | Path | None) -> str | Path | None:
+    """`~/dir` as the home directory's `dir` (hub ids and other paths unchanged)."""
+    return Path(path).expanduser() if isinstance(path, (str, Path)) and str(path).startswith("~") else path
 
 
 class ShowoPipeline:
@@ -58,6 +66,8 @@ class ShowoPipeline:
         Otherwise a pipeline directory written by `save_pretrained` (showo/, magvit/, tokenizer/), or an official
         checkpoint directory / hub id with the image and text tokenizers given separately (defaults:
         showlab/magvitv2 and microsoft/phi-1_5). `clip` is required for the w_clip_vit checkpoints' understanding."""
+        check_dtype(dtype)
+        device = check_device(device)
         if model is None:
             if any(part is not None for part in (vq, tokenizer, clip)):
                 raise ConfigError("vq, tokenizer and clip go with a model path; the embedded default has its own")
@@ -67,10 +77,13 @@ class ShowoPipeline:
         for name, value in (("model", model), ("vq", vq), ("tokenizer", tokenizer), ("clip", clip)):
             if value is not None and not isinstance(value, (str, Path)):
                 raise ConfigError(f"{name} must be a path or a hub id, got {type(value).__name__}")
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise ConfigError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16...), got {dtype!r}")
+        model, vq, tokenizer, clip = (_local(v) for v in (model, vq, tokenizer, clip))
         root = Path(model)
         bundled = root.is_dir() and (root / "showo").is_dir()
+        for part, given in (("magvit", vq), ("tokenizer", tokenizer)):
+            if bundled and given is None and not (root / part).is_dir():  # else it would be looked up as a hub id
+                raise CheckpointError(f"pipeline directory {root} has showo/ but no {part}/ (an interrupted save?): "
+                                      f"save it again, or pass {'vq' if part == 'magvit' else part}=")
         model_dir = root / "showo" if bundled else model
         showo = Showo.from_pretrained(model_dir, dtype=dtype, device=device)
         vq_src = vq or (root / "magvit" if bundled else DEFAULT_VQ)
@@ -84,16 +97,23 @@ class ShowoPipeline:
         """Write showo/, magvit/ and tokenizer/ into `directory` (a pipeline directory `from_pretrained` reads)."""
         if not isinstance(directory, (str, Path)):
             raise ConfigError(f"directory must be a path, got {type(directory).__name__}")
-        directory = Path(directory)
+        directory = Path(directory).expanduser()
         for path in (directory, *(directory / part for part in ("showo", "magvit", "tokenizer"))):
             if path.exists() and not path.is_dir():
                 raise ConfigError(f"cannot save into {directory}: {path} is a file")
-        self.model.save_pretrained(directory / "showo")
-        self.vq.save_pretrained(directory / "magvit")
-        self.tokenizer.save_pretrained(directory / "tokenizer")
+        try:  # every part is written before any replaces the one there: a failure leaves the old pipeline whole
+            with (written_atomically(directory / "showo") as showo, written_atomically(directory / "magvit") as vq,
+                  written_atomically(directory / "tokenizer") as tokenizer):
+                self.model.save_pretrained(showo)
+                self.vq.save_pretrained(vq)
+                self.tokenizer.save_pretrained(tokenizer)
+        except OSError as e:
+            raise OutputError(f"cannot save the pipeline into {directory}: {e.strerror or e}") from None
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ShowoPipeline":
         """Move the model (and image tokenizer, kept in float32) to `device`; cast the model to `dtype`."""
+        check_dtype(dtype)
+        device = None if device is None else check_device(device)
         packed = any(isinstance(m, PackedLinear) for m in self.model.modules())
         if packed and (dtype not in (None, torch.float32) or device is not None and torch.device(device).type != "cpu"):
             raise ConfigError("a pipeline with packed weights stays float32 on the CPU: load it again to cast or "
@@ -146,9 +166,20 @@ class ShowoPipeline:
             raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         return torch.Generator(device=self.device).manual_seed(seed)
 
+    def _text_ids(self, text: str, what: str = "prompt") -> list[int]:
+        """Tokens of user text. Text that spells a markup token ([PAD], <|soi|>, <|t2i|>...) is refused: the
+        tokenizer turns it into that token, which changes the sequence's structure (an image opened in a prompt
+        made the cached and the exact t2i paths disagree)."""
+        ids = self.tokenizer.encode(text)
+        markup = [i for i in ids if self.vocab.pad <= i < self.vocab.image_offset]
+        if markup:
+            name = self.tokenizer.hf.convert_ids_to_tokens(markup[0])
+            raise InputError(f"{what} contains {name}, a token of Show-o's sequence markup, not text: {text[:40]!r}")
+        return ids
+
     def _prompt_ids(self, prompt: str) -> list[int]:
         """Tokens of a generation prompt; prompts longer than the model's text region are truncated (warned)."""
-        ids = self.tokenizer.encode(prompt)
+        ids = self._text_ids(prompt)
         room = self.model.config.max_seq_length - 2  # [<t2i>, bos, text, eos] must fit in T + 1
         if len(ids) > room:
             warn(f"prompt is {len(ids)} tokens; only the first {room} are used: {prompt[:40]!r}...")
@@ -157,7 +188,7 @@ class ShowoPipeline:
     @torch.no_grad()
     def encode_images(self, images: Sequence) -> torch.Tensor:
         """Codes [B, N] of images (paths or PIL) after the official resize/centre-crop pre-processing."""
-        if isinstance(images, (str, Path, Image.Image)) or not images:
+        if not isinstance(images, (list, tuple)) or not images:
             raise InputError("images must be a non-empty list of file paths or PIL images")
         pixels = torch.stack([preprocess(load_image(i), self.resolution) for i in images])
         return self.vq.get_code(pixels.to(self.device))
@@ -168,12 +199,22 @@ class ShowoPipeline:
         valid = isinstance(codes, torch.Tensor) and (codes.numel() == 0 or 0 <= codes.min() <= codes.max() < size)
         if not valid:
             raise InputError(f"codes must be a tensor of image codes in [0, {size}) (not token ids)")
+        if codes.dim() != 2 or 0 in codes.shape:
+            raise InputError(f"codes must be [images, h*w] with at least one of each, got {list(codes.shape)}")
+        n = codes.shape[1]
+        if grid is None and math.isqrt(n) ** 2 != n:
+            raise InputError(f"{n} codes do not form a square grid: pass grid=(h, w)")
+        if grid is not None and not (isinstance(grid, (tuple, list)) and len(grid) == 2
+                                     and all(is_number(v, integer=True) and v > 0 for v in grid) and grid[0] * grid[1] == n):
+            raise InputError(f"grid must be (h, w) with h * w = {n} codes, got {grid!r}")
         return postprocess(self.vq.decode_code(codes.to(self.device), shape=grid))
 
     def _fill(self, prompts: list[str], image_ids: torch.Tensor, steps: int, guidance: float, temperature: float,
               schedule: str, generator, callback, exact: bool) -> torch.Tensor:
         """Run MaskGIT on t2i-layout sequences whose image slots hold `image_ids` (mask id where unknown)."""
         check_steps(steps)
+        if not isinstance(schedule, str):  # the metadata records its name (maskgit_generate also takes a function)
+            raise InputError(f"schedule must be a schedule name (cosine, linear, pow2, sigmoid), got {schedule!r}")
         check_scale("guidance_scale", guidance)
         check_scale("temperature", temperature)
         check_callback("callback", callback)
@@ -186,7 +227,11 @@ class ShowoPipeline:
                                 schedule=schedule, generator=generator, reuse_prefix=not exact, callback=callback)
 
     def _meta(self, task: str, **kw) -> dict:
-        return {"task": task, "model": self.model_id, **kw}
+        """What produced a result: the task's arguments and how the model ran (dtype, device and packed weights
+        change sampled tokens)."""
+        packed = any(isinstance(m, PackedLinear) for m in self.model.modules())
+        return {"task": task, "model": self.model_id, "dtype": str(self.model.dtype).removeprefix("torch."),
+                "device": str(self.device), "packed_weights": packed, **kw}
 
     # ---- image generation ------------------------------------------------------------------------------------
 
@@ -198,7 +243,7 @@ class ShowoPipeline:
         """Images for each prompt. `guidance_scale` g uses Show-o's `(1+g)*cond - g*uncond` (0 disables it);
         `exact=True` recomputes the prompt at every step like the official code (same tokens, slower)."""
         prompts = check_prompts(prompt)
-        check_positive("num_images_per_prompt", num_images_per_prompt)
+        check_image_count("num_images_per_prompt", num_images_per_prompt, len(prompts))
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         n = self.model.config.num_vq_tokens
         image_ids = torch.full((len(rows), n), self.vocab.mask, dtype=torch.long)
@@ -207,7 +252,7 @@ class ShowoPipeline:
         meta = [self._meta("text_to_image", prompt=p, index=i % num_images_per_prompt, seed=seed,
                            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                            temperature=temperature, schedule=schedule, batch_prompts=prompts,
-                           num_images_per_prompt=num_images_per_prompt) for i, p in enumerate(rows)]
+                           num_images_per_prompt=num_images_per_prompt, exact=exact) for i, p in enumerate(rows)]
         g = self.grid_size
         return ImageOutput(self.decode_codes(codes), codes.cpu(), (g, g), meta)
 
@@ -218,7 +263,7 @@ class ShowoPipeline:
                 callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
         """Regenerate the white part of `mask_image` following `prompt`; codes outside it are kept exactly."""
         check_prompt(prompt)
-        check_positive("num_images", num_images)
+        check_image_count("num_images", num_images)
         picture = load_image(image)
         mask = load_mask(mask_image, picture.size)
         grid = mask_to_grid(mask, self.resolution, (self.grid_size, self.grid_size))
@@ -232,7 +277,8 @@ class ShowoPipeline:
                          schedule, self._generator(seed, generator), callback, exact)
         meta = [self._meta("inpaint", prompt=prompt, index=i, seed=seed, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, temperature=temperature, schedule=schedule,
-                           regenerated_tokens=int(grid.sum())) for i in range(num_images)]
+                           num_images=num_images, exact=exact, regenerated_tokens=int(grid.sum()))
+                for i in range(num_images)]
         g = self.grid_size
         return ImageOutput(self.decode_codes(out), out.cpu(), (g, g), meta)
 
@@ -247,7 +293,7 @@ class ShowoPipeline:
         The image's own codes are kept exactly; the whole canvas is decoded as one image (see extrapolate.py)."""
         g = self.grid_size
         texts, dirs = check_extrapolation(check_prompts(prompts), directions, offset, g)
-        check_positive("num_images", num_images)
+        check_image_count("num_images", num_images)
         gen = self._generator(seed, generator)
         canvas = self.encode_images([image]).cpu().reshape(1, g, g).repeat(num_images, 1, 1)
         for text, direction in zip(texts, dirs):
@@ -278,9 +324,7 @@ class ShowoPipeline:
         check_callback("callback", callback)
         force = (lambda seg: ends_sentence(self.tokenizer.decode(seg))) if force_image_every_sentence else None
         n = self.model.config.num_vq_tokens
-        prompt_ids = self.tokenizer.encode(prompt)
-        if self.vocab.soi in prompt_ids or self.vocab.eoi in prompt_ids:
-            raise InputError("prompt contains an image marker (<|soi|> or <|eoi|>): images are the model's to open")
+        prompt_ids = self._text_ids(prompt)  # images are the model's to open
         longest = 2 + len(prompt_ids) + max_new_tokens + max_images * (n + 1) + 1  # every image taken, no <eos>
         limit = self.model.config.llm.max_position_embeddings
         if longest > limit:
@@ -337,12 +381,14 @@ class ShowoPipeline:
         else:
             codes = self.encode_images(images).cpu()
             prompts = [mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes[i]),
-                                      self.tokenizer.encode(mmu_question_text(q)))[0] for i, q in pairs]
+                                      self._text_ids(mmu_question_text(q), "question"))[0] for i, q in pairs]
             masks = [mmu_mask(p[None], self.vocab)[0, 0] for p in prompts]
             ids = self._decode(prompts, masks, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
         texts = [self.tokenizer.decode(t).strip() for t in ids]
+        # the batch is recorded: with sampling, a row's tokens depend on the rows drawn beside it
         meta = [self._meta("ask", image_index=i, question=q, seed=seed, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_k=top_k, top_p=top_p) for i, q in pairs]
+                           temperature=temperature, top_k=top_k, top_p=top_p, num_images=len(images),
+                           batch_questions=questions, exact=exact) for i, q in pairs]
         return TextOutput(texts, ids, meta)
 
     def _ask_clip(self, images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact):
@@ -355,7 +401,7 @@ class ShowoPipeline:
         embeds, masks = [], []
         with torch.no_grad():
             for i, q in pairs:
-                ids = mmu_clip_prompt_ids(self.vocab, system, self.tokenizer.encode(clip_question_text(q)))
+                ids = mmu_clip_prompt_ids(self.vocab, system, self._text_ids(clip_question_text(q), "question"))
                 e = self.model.embed_with_features(ids.to(self.device), feats[i:i + 1], slot)[0]
                 embeds.append(e)
                 masks.append(mmu_clip_mask(e.shape[0], len(system), num_image_tokens=feats.shape[1])[0, 0])
@@ -374,11 +420,11 @@ class ShowoPipeline:
               generator: torch.Generator | None = None, on_token=None, exact: bool = False) -> TextOutput:
         """Continue text prompts (pure language modelling, causal attention); returns the continuations."""
         prompts = check_prompts(prompt)
-        ids = [torch.tensor([self.vocab.bos, *self.tokenizer.encode(p)]) for p in prompts]
+        ids = [torch.tensor([self.vocab.bos, *self._text_ids(p)]) for p in prompts]
         masks = [causal_mask(len(i)) for i in ids]
         out = self._decode(ids, masks, max_new_tokens, temperature, top_k, top_p,
                            self._generator(seed, generator), on_token, exact)
         texts = [self.tokenizer.decode(t) for t in out]
         meta = [self._meta("write", prompt=p, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
-                           top_k=top_k, top_p=top_p) for p in prompts]
+                           top_k=top_k, top_p=top_p, batch_prompts=prompts, exact=exact) for p in prompts]
         return TextOutput(texts, out, meta)

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import WEIGHT_FILES, find_weights, load_checked, read_state_dict, resolve, save_weights
+from ..checkpoints import (WEIGHT_FILES, find_weights, load_checked, read_json_object, read_state_dict, resolve,
+                           save_weights)
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fields import check_field_types
 from .lfq import LFQOutput, LookupFreeQuantizer, code_bits
@@ -44,6 +45,7 @@ class MagvitConfig:
     out_channels: int = 3
 
     def __post_init__(self) -> None:
+        check_field_types(MagvitConfig, vars(self), "MAGVIT config")
         for name in ("encoder_ch_mult", "encoder_num_res_blocks", "decoder_ch_mult", "decoder_num_res_blocks"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
         for side in ("encoder", "decoder"):
@@ -343,12 +345,7 @@ def _read_config(path: Path) -> MagvitConfig | None:
     """Our config from `config.json`; None for the official hyper-parameter-free file (or no file)."""
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
+    data = read_json_object(path)
     if CONFIG_MARKER in data:
         if data[CONFIG_MARKER] != CONFIG_VERSION:
             raise CheckpointError(f"{path}: unsupported {CONFIG_MARKER} format version {data[CONFIG_MARKER]}")

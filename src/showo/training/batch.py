@@ -142,7 +142,8 @@ def row_generator(seed: int, step: int, kind: str, index: int) -> torch.Generato
     """A generator determined by (seed, step, objective, global row index) alone: the rows of a step are the
     same whether one process or many build them, and resuming at a step needs no saved random state."""
     salt = {"t2i": 1, "lm": 2, "mmu": 3, "story": 4, "story_null": 5}.get(kind, 9)
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 10 + salt) * 1_000_033 + index)
+    key = ((seed * 1_000_003 + step) * 10 + salt) * 1_000_033 + index
+    return torch.Generator().manual_seed(key % 2 ** 63)  # the same key below 2**63; large seeds fit
 
 
 def local_rows(global_rows: int, rank: int, world_size: int) -> range:

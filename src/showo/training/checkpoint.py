@@ -58,6 +58,15 @@ def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module,
     return final
 
 
+def check_not_started(output_dir: Path, step: int) -> None:
+    """Refuse a run from step 0 in a directory that holds another run: old checkpoints sort after its first
+    saves, so they would be deleted as the older ones and `latest` would name a deleted checkpoint."""
+    if step == 0 and (output_dir / LATEST).is_file():
+        held = (output_dir / LATEST).read_text().strip()
+        raise ConfigError(f"{output_dir} already holds a run (latest: {held}): call resume() to continue it, or "
+                          "use another output_dir")
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     pointer = output_dir / LATEST
     if not pointer.is_file():
@@ -116,10 +125,15 @@ RESUMABLE_CHANGES = {"output_dir", "log_every", "save_every", "keep_checkpoints"
                      "gradient_checkpointing", "init_from", "max_steps"}
 
 
+# Mappings that are one value (their keys are data, not config fields): compared whole, so adding or removing
+# a key is a change.
+WHOLE_MAPPINGS = {"mmu_qtype_weights"}
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and k not in WHOLE_MAPPINGS:
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v

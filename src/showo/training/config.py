@@ -76,6 +76,10 @@ class TrainConfig:
             self.optim = build_config(OptimConfig, self.optim, "optim")
         if isinstance(self.mix, dict):
             self.mix = build_config(MixConfig, self.mix, "mix")
+        # the types again, for configs built in Python (from_dict checked those read from files)
+        check_field_types(TrainConfig, vars(self), "train config")
+        check_field_types(OptimConfig, vars(self.optim), "optim", "optim.")
+        check_field_types(MixConfig, vars(self.mix), "mix", "mix.")
         self.optim.betas = tuple(self.optim.betas)
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
@@ -111,8 +115,8 @@ class TrainConfig:
         for name in ("t2i_coeff", "lm_coeff", "mmu_coeff", "story_coeff"):  # a negative one is gradient ascent
             if not 0.0 <= getattr(m, name) < float("inf"):
                 raise ConfigError(f"mix.{name} must be a finite number >= 0, got {getattr(m, name)}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2 ** 63:  # torch.manual_seed's range
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

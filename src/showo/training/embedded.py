@@ -9,6 +9,7 @@ Three stages, each resumable, each writing into one run directory:
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -18,13 +19,13 @@ import yaml
 from ..backbone import PhiConfig
 from ..data.dataset import WorldStream
 from ..data.world import WorldConfig
-from ..checkpoints import find_weights, load_checked, read_state_dict
+from ..checkpoints import atomic_write, find_weights, load_checked, read_state_dict
 from ..errors import ConfigError
 from ..fields import check_field_types
 from ..model import Showo, ShowoConfig
 from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
-from .checkpoint import latest_checkpoint
+from .checkpoint import check_same_config, latest_checkpoint
 from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig, build_config, merged, read_yaml
 from .finetune import save_result
@@ -67,6 +68,7 @@ class EmbeddedRecipe:
 
     def __post_init__(self):
         """Every value is checked here, so that `train all` fails before its first stage, not after it."""
+        check_field_types(EmbeddedRecipe, vars(self), "recipe")
         for name in ("text_vocab_size", "text_corpus_samples", "hidden_size", "num_layers", "num_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -75,8 +77,8 @@ class EmbeddedRecipe:
                               f"rotary, in pairs), got {self.hidden_size} / {self.num_heads}")
         if self.max_seq_length < 2:
             raise ConfigError(f"max_seq_length must be >= 2, got {self.max_seq_length}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2 ** 63:  # torch.manual_seed's range
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -197,12 +199,31 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: Progress = True) ->
         # before the trainer reparametrizes the model (code_bit_rows)
         init_weights(model, Path(recipe.init_from), fresh_image_codes=recipe.init_fresh_image_codes)
     trainer = Trainer(model, source, cfg)
+    check_stage_recipe(Path(cfg.output_dir), recipe, trainer.dist.is_main)
     trainer.resume()
     trainer.train(progress=progress)
     remove_code_bit_rows(model)
     if trainer.dist.is_main:  # the last checkpoint as a pipeline directory: --model RUN/model
         save_result(vq, tok, latest_checkpoint(Path(cfg.output_dir)) / "model", run / "model")
     return model
+
+
+# The recipe's values outside `train` that a resumed Show-o stage must keep: the seed decides the world's scenes,
+# the rest the text tokenizer, the sequences and the architecture. (`train` is compared by the trainer.)
+STAGE_KEYS = ("seed", "text_vocab_size", "text_corpus_samples", "hidden_size", "num_layers", "num_heads",
+              "max_seq_length")
+
+
+def check_stage_recipe(output_dir: Path, recipe: EmbeddedRecipe, is_main: bool) -> None:
+    """Refuse to resume a Show-o stage under other `STAGE_KEYS` than it started with (kept in
+    `<output_dir>/recipe.json`, written when missing)."""
+    values = {k: getattr(recipe, k) for k in STAGE_KEYS}
+    kept = output_dir / "recipe.json"
+    if latest_checkpoint(output_dir) is not None and kept.is_file():
+        check_same_config(output_dir, json.loads(kept.read_text()), values, 0, None)
+    elif is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(kept, json.dumps(values, indent=2).encode())
 
 
 def require_model_dir(directory: Path) -> None:

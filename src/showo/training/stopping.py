@@ -32,7 +32,8 @@ class StopRequest:
 @contextmanager
 def stop_at_step_boundary() -> Iterator[StopRequest]:
     """Within the block, SIGINT and SIGTERM set `request.signum` instead of interrupting (in the main thread;
-    elsewhere signals cannot be caught and nothing changes). The previous handlers come back on exit."""
+    elsewhere signals cannot be caught and nothing changes; an ignored one stays ignored). The previous handlers
+    come back on exit."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -45,7 +46,8 @@ def stop_at_step_boundary() -> Iterator[StopRequest]:
         request.signum = signum
 
     for s in SIGNALS:
-        signal.signal(s, defer)
+        if previous[s] is not signal.SIG_IGN:  # an ignored signal stays ignored (`cmd &` in a script ignores SIGINT):
+            signal.signal(s, defer)           # deferring it would end the run early, as if it had finished
     try:
         yield request
     finally:

@@ -17,9 +17,10 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError, TrainingDiverged
+from ..fields import check_field_types
 from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
-from .checkpoint import open_metrics_log, resume_latest, save_checkpoint
+from .checkpoint import check_not_started, open_metrics_log, resume_latest, save_checkpoint
 from .optim import lr_factor
 from .stopping import stop_at_step_boundary
 from .trainer import Progress
@@ -63,6 +64,7 @@ class TokenizerTrainConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self):
+        check_field_types(TokenizerTrainConfig, vars(self), "tokenizer_train", "tokenizer_train.")
         for name in ("max_steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tokenizer_train.{name} must be >= 1, got {getattr(self, name)}")
@@ -133,7 +135,8 @@ class TokenizerTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio))
         self.step = 0
-        self.bits = code_bits(model.config.z_channels).float()
+        self.device = next(model.parameters()).device  # the model's: images are moved there
+        self.bits = code_bits(model.config.z_channels).float().to(self.device)
 
     def resume(self) -> bool:
         step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler,
@@ -143,9 +146,9 @@ class TokenizerTrainer:
         return step is not None
 
     def train_step(self) -> dict:
-        x = self.images(self.step)
+        x = self.images(self.step).to(self.device)
         c = self.cfg
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.precision == "bf16")
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16")
         with torch.set_grad_enabled(not c.decoder_only):  # a frozen encoder needs no graph
             with autocast:
                 z = self.model.encoder(x)
@@ -192,6 +195,7 @@ class TokenizerTrainer:
         """Run to `max_steps` (from the resumed step); `progress` as for `Trainer.train`."""
         from tqdm import tqdm
 
+        check_not_started(self.output_dir, self.step)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         history = []
         bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="tokenizer", disable=progress is not True)

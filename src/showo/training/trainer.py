@@ -23,7 +23,7 @@ from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
 from .batch import Part, drop_unread, group_by_length, group_inputs, round_up_selection
-from .checkpoint import open_metrics_log, read_model_state, resume_latest, save_checkpoint
+from .checkpoint import check_not_started, open_metrics_log, read_model_state, resume_latest, save_checkpoint
 from .code_bits import add_code_bit_rows, join_state, load_apart, save_apart, split_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, wrap
@@ -176,6 +176,7 @@ class Trainer:
 
     def train(self, progress: Progress = True) -> list[dict]:
         """Run to `max_steps` (from the resumed step); log every `log_every`, save every `save_every` and at the end."""
+        check_not_started(self.output_dir, self.step)
         history: list[dict] = []
         writer = self._tensorboard()
         log_file = None

@@ -14,6 +14,7 @@ import torch
 from ..data.dataset import WorldStream
 from ..data.language import captions
 from ..data.world import WorldConfig
+from ..errors import ConfigError
 from ..prompting.interleaved import InterleavedRow, interleaved_mask, interleaved_sequence
 from ..prompting.masks import causal_mask
 from ..prompting.sequences import IGNORE_INDEX, mmu_question_text
@@ -35,6 +36,9 @@ class WorldBatchSource:
         self.tok, self.vq, self.mix, self.t, self.seed = tokenizer, magvit.eval(), mix, max_text_len, seed
         self.vocab = tokenizer.vocab
         world = world or WorldConfig()
+        if world.image_size != magvit.config.resolution:  # the model's image-token count follows the tokenizer's
+            raise ConfigError(f"the world's images are {world.image_size} px but the image tokenizer's resolution "
+                              f"is {magvit.config.resolution}")
         self.streams = {k: WorldStream.for_split("train", world, kind=k) for k in ("t2i", "lm", "story")}
         self.streams["mmu"] = WorldStream.for_split("train", world, kind="mmu", caption_fraction=mix.caption_fraction,
                                                    qtype_weights=mix.mmu_qtype_weights)
