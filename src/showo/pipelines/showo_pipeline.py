@@ -204,8 +204,9 @@ class ShowoPipeline:
         n = codes.shape[1]
         if grid is None and math.isqrt(n) ** 2 != n:
             raise InputError(f"{n} codes do not form a square grid: pass grid=(h, w)")
-        if grid is not None and not (isinstance(grid, (tuple, list)) and len(grid) == 2
-                                     and all(is_number(v, integer=True) and v > 0 for v in grid) and grid[0] * grid[1] == n):
+        fits = (isinstance(grid, (tuple, list)) and len(grid) == 2
+                and all(is_number(v, integer=True) and v > 0 for v in grid) and grid[0] * grid[1] == n)
+        if grid is not None and not fits:
             raise InputError(f"grid must be (h, w) with h * w = {n} codes, got {grid!r}")
         return postprocess(self.vq.decode_code(codes.to(self.device), shape=grid))
 
