@@ -324,3 +324,16 @@ def test_no_heldout_pairs_means_no_heldout_split_and_full_grids_still_tell_stori
         WorldStream.for_split("heldout", WorldConfig(heldout_pairs=()), "t2i")
     full = WorldStream.for_split("train", WorldConfig(min_objects=9, max_objects=9), "story")
     assert all(len(full.sample(i)["sentences"]) >= 2 for i in range(8))  # was: IndexError in _free_cell
+
+
+def test_language_texts_follow_their_split():
+    """The lm stream drew training-split scenes for every split: held-out texts never named a held-out pair."""
+    config = WorldConfig()
+    named = lambda text: any(f"{c} {s}" in text for c, s in config.heldout_pairs)  # noqa: E731
+    heldout = WorldStream.for_split("heldout", config, "lm")
+    assert sum(named(heldout.sample(i)["text"]) for i in range(40)) >= 30
+    train = WorldStream.for_split("train", config, "lm")
+    texts = [train.sample(i)["text"] for i in range(40)]
+    assert not any(named(t) for t in texts)
+    # the training texts every recipe read are unchanged (pinned before the split was passed on)
+    assert hashlib.sha256(repr(texts).encode()).hexdigest()[:16] == "567145c486cdbbb0"

@@ -84,7 +84,7 @@ class WorldStream(IterableDataset):
         """Sample `index` (any non-negative int; deterministic)."""
         rng, config = self.rng(index), self.config
         if self.kind == "lm":
-            return {"text": lm_text(rng, config), "index": index}
+            return {"text": lm_text(rng, config, self.heldout, self.layout), "index": index}
         if self.kind == "story":
             frames = story(rng, config, self.heldout, self.layout)
             images = torch.stack([image_tensor(render(scene, config)) for scene, _ in frames])

@@ -353,11 +353,13 @@ def predecessors(before: Scene, after: Scene) -> list[SceneObject | None]:
     return [o if o in before.objects else (gone[0] if gone else None) for o in after.objects]
 
 
-def lm_text(rng: random.Random, config: WorldConfig | None = None) -> str:
-    """Plain training text about the world: a story, a caption of another scene, and one question with its answer."""
+def lm_text(rng: random.Random, config: WorldConfig | None = None, heldout: bool = False,
+            split: str | None = "train") -> str:
+    """Plain training text about the world: a story, a caption of another scene, and one question with its answer;
+    its scenes obey the held-out/split rules of `sample_scene`."""
     config = config or WorldConfig()
-    parts = [sentence for _, sentence in story(rng, config)]
-    scene = sample_scene(rng, config)
+    parts = [sentence for _, sentence in story(rng, config, heldout, split)]
+    scene = sample_scene(rng, config, heldout, split)
     parts.append(rng.choice(captions(scene, rng)))
     question, answer, _ = rng.choice(qa_pairs(scene, rng, config))
     parts.append(f"{question} {_cap(answer)}.")
