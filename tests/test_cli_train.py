@@ -329,7 +329,7 @@ def test_image_tokenizer_init_from_decoder_only(tmp_path, capsys):
                and not k.endswith("num_batches_tracked"))
     capsys.readouterr()
     for change, message in [({"init_from": str(tmp_path / "nowhere")}, "tokenizer_train.init_from: no image tokenizer"),
-                            ({"z_channels": 5}, "its architecture differs from the recipe's magvit section")]:
+                            ({"z_channels": 5}, "its architecture differs from the model's (the recipe's magvit")]:
         bad = copy.deepcopy(r)
         bad.tokenizer_train.init_from = change.get("init_from", bad.tokenizer_train.init_from)
         bad.magvit = replace(bad.magvit, z_channels=change.get("z_channels", bad.magvit.z_channels))

@@ -68,6 +68,22 @@ def test_codebook_entropy_prefers_diverse_confident_codes():
     assert codebook_entropy_loss(unsure, bits) > codebook_entropy_loss(diverse, bits) + 1
 
 
+def test_init_from_starts_from_the_saved_weights(tmp_path):
+    """TokenizerTrainConfig.init_from was read only by the recipe path; a TokenizerTrainer built in Python ignored it."""
+    from showo.errors import ConfigError
+
+    base = _trainer(tmp_path / "base", 2)
+    base.train(progress=False)
+    base.model.eval().save_pretrained(tmp_path / "saved")
+    cfg = TokenizerTrainConfig(output_dir=str(tmp_path / "next"), max_steps=1, batch_size=8,
+                               init_from=str(tmp_path / "saved"))
+    t = TokenizerTrainer(MagvitV2(tiny_magvit_config(8)), blocks, cfg)
+    saved = base.model.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in t.model.state_dict().items())
+    with pytest.raises(ConfigError, match="its architecture differs from the model's"):
+        TokenizerTrainer(MagvitV2(tiny_magvit_config(6)), blocks, cfg)
+
+
 def test_decoder_only_keeps_every_code_and_sharpens_the_images(tmp_path):
     """The frozen encoder and quantizer give every image the codes it had, so a Show-o trained on them stays valid;
     the decoder alone learns (here: to fit one batch)."""

@@ -30,7 +30,7 @@ from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig, build_config, merged, read_yaml
 from .finetune import save_result
 from .text_tokenizer import train_bpe
-from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
+from .tokenizer import TokenizerTrainConfig, TokenizerTrainer, require_tokenizer_dir  # noqa: F401 (cli/train)
 from .trainer import Progress, Trainer
 from .world_source import WorldBatchSource
 
@@ -149,24 +149,11 @@ def train_image_tokenizer(run: Path, recipe: EmbeddedRecipe, progress: Progress 
     torch.manual_seed(recipe.seed)
     cfg = recipe.tokenizer_train
     cfg.output_dir = str(run / "magvit-train")
-    model = MagvitV2(recipe.magvit)
-    if cfg.init_from and latest_checkpoint(Path(cfg.output_dir)) is None:  # a resumed run has its own weights
-        require_tokenizer_dir(Path(cfg.init_from))
-        model = MagvitV2.from_pretrained(Path(cfg.init_from), dtype=torch.float32).train()
-        if model.config != recipe.magvit:
-            raise ConfigError(f"tokenizer_train.init_from {cfg.init_from}: its architecture differs from the "
-                              "recipe's magvit section")
-    trainer = TokenizerTrainer(model, world_images(cfg.batch_size), cfg)
+    trainer = TokenizerTrainer(MagvitV2(recipe.magvit), world_images(cfg.batch_size), cfg)  # starts from init_from
     trainer.resume()
     trainer.train(progress=progress)
     trainer.model.eval().save_pretrained(run / "magvit")
     return trainer.model
-
-
-def require_tokenizer_dir(directory: Path) -> None:
-    """A one-line ConfigError unless `directory` holds a saved image tokenizer (for tokenizer_train.init_from)."""
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"tokenizer_train.init_from: no image tokenizer in {directory}")
 
 
 def build_model(tok: TextTokenizer, recipe: EmbeddedRecipe, num_vq_tokens: int) -> Showo:

@@ -20,7 +20,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..fields import check_field_types
 from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
-from .checkpoint import check_not_started, open_metrics_log, resume_latest, save_checkpoint
+from .checkpoint import check_not_started, latest_checkpoint, open_metrics_log, resume_latest, save_checkpoint
 from .optim import lr_factor
 from .stopping import stop_at_step_boundary
 from .trainer import Progress
@@ -119,6 +119,22 @@ def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
+def require_tokenizer_dir(directory: Path) -> None:
+    """A one-line ConfigError unless `directory` holds a saved image tokenizer (for tokenizer_train.init_from)."""
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"tokenizer_train.init_from: no image tokenizer in {directory}")
+
+
+def start_from(model: MagvitV2, directory: Path) -> None:
+    """Copy the weights of the tokenizer saved in `directory` into `model` (the same architecture)."""
+    require_tokenizer_dir(directory)
+    saved = MagvitV2.from_pretrained(directory, dtype=torch.float32)
+    if saved.config != model.config:
+        raise ConfigError(f"tokenizer_train.init_from {directory}: its architecture differs from the model's "
+                          "(the recipe's magvit section)")
+    model.load_state_dict(saved.state_dict())
+
+
 class TokenizerTrainer:
     """`images(step) -> [B, 3, H, W] in [-1, 1]` must depend on the step only (resume needs nothing else)."""
 
@@ -126,6 +142,8 @@ class TokenizerTrainer:
                  on_log: Callable[[dict], None] | None = None):
         self.model, self.images, self.cfg, self.on_log = model.train(), images, config, on_log
         self.output_dir = Path(config.output_dir)
+        if config.init_from and latest_checkpoint(self.output_dir) is None:  # a resumed run has its own weights
+            start_from(model, Path(config.init_from))
         if config.decoder_only:
             model.encoder.requires_grad_(False)
             model.quantize.requires_grad_(False)
