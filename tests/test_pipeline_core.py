@@ -282,3 +282,14 @@ def test_lazily_opened_images_are_checked_like_paths(tmp_path):
                          (closed, "image cannot be read: Operation on closed image")):
         with pytest.raises(InputError, match=match):
             pipe.ask(image, "what?", max_new_tokens=2)
+
+
+def test_strokes_on_a_transparent_mask_select_only_the_strokes():
+    """A mask painted as white strokes on a transparent layer was composited onto white: all of it regenerated."""
+    from showo.pipelines.inputs import load_image, load_mask
+
+    layer = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (0, 0, 8, 16))
+    mask = load_mask(layer, (16, 16))
+    assert mask.getpixel((2, 2)) == 255 and mask.getpixel((12, 2)) == 0
+    assert load_image(layer).getpixel((12, 2)) == (255, 255, 255)  # pictures still show white where transparent

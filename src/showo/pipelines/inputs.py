@@ -24,9 +24,10 @@ def warn(message: str) -> None:
     warnings.warn(message, ShowoWarning, stacklevel=3)
 
 
-def load_image(source: str | Path | Image.Image, what: str = "image") -> Image.Image:
+def load_image(source: str | Path | Image.Image, what: str = "image", background: int = 255) -> Image.Image:
     """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, F, ...), turned
-    upright as its EXIF orientation says (as viewers show it: a phone photo, and a mask drawn on it)."""
+    upright as its EXIF orientation says (as viewers show it: a phone photo, and a mask drawn on it). Transparent
+    parts show the grey level `background` (white for pictures)."""
     if isinstance(source, Image.Image):
         image = source
         if image.width * image.height > MAX_IMAGE_PIXELS:
@@ -65,12 +66,12 @@ def load_image(source: str | Path | Image.Image, what: str = "image") -> Image.I
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise InputError(f"{what} is too large ({image.width}x{image.height} pixels)")
     try:
-        return _to_rgb(ImageOps.exif_transpose(image))
+        return _to_rgb(ImageOps.exif_transpose(image), background)
     except (OSError, SyntaxError, ValueError) as e:  # a mode Pillow cannot convert, a broken EXIF block
         raise InputError(f"{what} cannot be converted to RGB ({image.mode}): {e}") from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb(image: Image.Image, background: int = 255) -> Image.Image:
     if image.mode == "La":  # premultiplied alpha: Pillow converts it only to LA
         image = image.convert("LA")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits, don't clip
@@ -82,14 +83,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = image.point(lambda v: v * scale).convert("L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
     return image.convert("RGB")  # L, P, CMYK, YCbCr, ... convert directly
 
 
 def load_mask(source: str | Path | Image.Image, size: tuple[int, int]) -> Image.Image:
-    """An 'L' mask (white = regenerate) of the image's `size`; resized with a warning when it differs."""
-    mask = load_image(source, what="mask").convert("L")
+    """An 'L' mask (white = regenerate) of the image's `size`; resized with a warning when it differs. Transparent
+    parts keep the image (white strokes painted on a transparent layer select the strokes, not everything)."""
+    mask = load_image(source, what="mask", background=0).convert("L")
     if mask.size != size:
         warn(f"mask is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}: mask resized")
         mask = mask.resize(size, Image.NEAREST)
