@@ -1,7 +1,6 @@
 """Show-o model configuration, read from and written to the official `config.json` layout."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..backbone import KVCache, PhiForCausalLM, pack_linears
+from ..backbone import KVCache, PackedLinear, PhiForCausalLM, pack_linears
 from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, save_weights, written_atomically
 from ..errors import CheckpointError, ConfigError
 from .config import ShowoConfig
@@ -68,6 +68,11 @@ class Showo(nn.Module):
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.showo.model.gradient_checkpointing = enabled
+
+    @property
+    def packed(self) -> bool:
+        """True once `pack_weights` has re-laid the linear weights."""
+        return any(isinstance(m, PackedLinear) for m in self.modules())
 
     @property
     def dtype(self) -> torch.dtype:

@@ -61,10 +61,8 @@ def load_image(source: str | Path | Image.Image, what: str = "image", background
             raise InputError(f"{what} {path} is corrupt or truncated ({e})") from None
         finally:
             Image.MAX_IMAGE_PIXELS = previous
-    if image.width < 1 or image.height < 1:
+    if image.width < 1 or image.height < 1:  # (the pixel limit was checked above: by Pillow when opening a file)
         raise InputError(f"{what} has no pixels")
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise InputError(f"{what} is too large ({image.width}x{image.height} pixels)")
     try:
         return _to_rgb(ImageOps.exif_transpose(image), background)
     except (OSError, SyntaxError, ValueError) as e:  # a mode Pillow cannot convert, a broken EXIF block

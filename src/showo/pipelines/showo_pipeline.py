@@ -12,7 +12,6 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..backbone import PackedLinear
 from ..checkpoints import written_atomically
 from ..errors import CheckpointError, ConfigError, InputError, OutputError
 from ..fields import is_number
@@ -114,8 +113,7 @@ class ShowoPipeline:
         """Move the model (and image tokenizer, kept in float32) to `device`; cast the model to `dtype`."""
         check_dtype(dtype)
         device = None if device is None else check_device(device)
-        packed = any(isinstance(m, PackedLinear) for m in self.model.modules())
-        if packed and (dtype not in (None, torch.float32) or device is not None and torch.device(device).type != "cpu"):
+        if self.model.packed and (dtype not in (None, torch.float32) or device is not None and torch.device(device).type != "cpu"):
             raise ConfigError("a pipeline with packed weights stays float32 on the CPU: load it again to cast or "
                               "move it")
         self.model.to(device=device, dtype=dtype)
@@ -229,10 +227,9 @@ class ShowoPipeline:
 
     def _meta(self, task: str, **kw) -> dict:
         """What produced a result: the task's arguments and how the model ran (dtype, device and packed weights
-        change sampled tokens)."""
-        packed = any(isinstance(m, PackedLinear) for m in self.model.modules())
+        can change sampled tokens)."""
         return {"task": task, "model": self.model_id, "dtype": str(self.model.dtype).removeprefix("torch."),
-                "device": str(self.device), "packed_weights": packed, **kw}
+                "device": str(self.device), "packed_weights": self.model.packed, **kw}
 
     # ---- image generation ------------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig, build_config, merged, read_yaml
 from .finetune import save_result
 from .text_tokenizer import train_bpe
-from .tokenizer import TokenizerTrainConfig, TokenizerTrainer, require_tokenizer_dir  # noqa: F401 (cli/train)
+from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
 from .trainer import Progress, Trainer
 from .world_source import WorldBatchSource
 

@@ -206,16 +206,7 @@ class Trainer:
                         if self.on_log is not None and self.dist.is_main:
                             self.on_log(m)  # before the line is written: it may add measurements (validation losses)
                         t0, tokens = time.perf_counter(), 0  # after on_log: its time is not training throughput
-                        if log_file is not None:
-                            log_file.write(json.dumps(m) + "\n")
-                            log_file.flush()
-                        if echo is not None:
-                            echo(f"step {self.step}/{self.cfg.max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
-                                 f"{m['tokens_per_s']:,.0f} tokens/s")
-                        if writer is not None:
-                            for k, v in m.items():
-                                if isinstance(v, (int, float)) and k != "step":
-                                    writer.add_scalar(k, v, self.step)
+                        self._record(m, log_file, echo, writer)
                     # Every rank stops at the same step (torchrun signals them all, not all at once). Not asked
                     # after the last step, so that a run still ends on the save's barrier: a collective after it
                     # let one process exit while gloo still served the other, which aborted.
@@ -235,6 +226,19 @@ class Trainer:
                     writer.close()
         stop.resend()  # the handlers are back: stop as the signal would have
         return history
+
+    def _record(self, m: dict, log_file, echo, writer) -> None:
+        """Write a logged step to the metrics log, the line echo and TensorBoard (each when there is one)."""
+        if log_file is not None:
+            log_file.write(json.dumps(m) + "\n")
+            log_file.flush()
+        if echo is not None:
+            echo(f"step {self.step}/{self.cfg.max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
+                 f"{m['tokens_per_s']:,.0f} tokens/s")
+        if writer is not None:
+            for k, v in m.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    writer.add_scalar(k, v, self.step)
 
     def _tensorboard(self):
         if not (self.cfg.tensorboard and self.dist.is_main):
