@@ -98,6 +98,24 @@ def test_text_kv_cache_and_batch_equal_recompute(golden, golden_tokenizer, model
     assert generate_text(model, prompts, masks, max_new_tokens=12, temperature=0) == full
 
 
+@pytest.mark.golden
+def test_cuda_graph_decoding_equals_eager_cache(golden, golden_tokenizer, model, monkeypatch):
+    """generate_text replays a captured CUDA graph per token by default on a GPU: the same greedy answers as the
+    kernel-by-kernel cache (padded batch, shared prefix), and the same draws from a seeded generator."""
+    ids = golden.case("mmu_logits")["input.input_ids"][0]
+    prompts = [ids, ids[:-3], ids[:-7], torch.cat([ids, ids[-4:]])]
+    masks = [mmu_mask(p[None], golden_tokenizer.vocab)[0, 0] for p in prompts]
+    replays, replay = [], torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: (replays.append(1), replay(graph))[1])
+    eager = generate_text(model, prompts, masks, max_new_tokens=12, temperature=0, cuda_graph=False)
+    assert not replays
+    assert generate_text(model, prompts, masks, max_new_tokens=12, temperature=0) == eager
+    assert len(replays) == 11  # every token after the first (the prompt's pass is not a graph)
+    sampled = [generate_text(model, prompts, masks, max_new_tokens=12, temperature=1.0, top_k=20, cuda_graph=graph,
+                             generator=torch.Generator(CUDA).manual_seed(5)) for graph in (True, False)]
+    assert sampled[0] == sampled[1]
+
+
 def test_embedded_pipeline_end_to_end(embedded):
     pipe = embedded
     a = pipe.text_to_image("a red circle", num_inference_steps=8, seed=5)
@@ -141,6 +159,7 @@ def test_bench_tiny_agrees_on_cuda(tmp_path):
     assert data["all_outputs_agree"] is True and data["complete"] is True and data["device"] == "cuda"
     assert data["peak_rss_ratio_inference"]["measure"] == "cuda max_memory_allocated"
     assert "peak_rss_ratio_inference_packed" not in data and "mmu_batch1_packed_vs_dense" not in data
+    assert data["mmu_cuda_graph_vs_eager"]["agree"] and data["mmu_speedup"]["detail"]["cuda_graph"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -6,6 +6,7 @@ import torch
 
 from showo.prompting.masks import mmu_mask, t2i_mask
 from showo.sampling.autoregressive import generate_text, shared_prefix
+from showo.sampling.decode_step import StaticDecodeStep
 from showo.sampling.maskgit import maskgit_generate
 from golden_models import showo_model
 
@@ -81,8 +82,9 @@ def _mmu_runs(golden):
     return [r["prefix"] for r in golden.info("mmu_generate")["runs"]]
 
 
-@pytest.mark.parametrize("use_cache", [True, False], ids=["kv-cache", "full-recompute"])
-def test_mmu_generate_matches_official(golden, golden_tokenizer, model, use_cache):
+@pytest.mark.parametrize("use_cache, cuda_graph", [(True, False), (False, False), (True, True)],
+                         ids=["kv-cache", "full-recompute", "static-step"])
+def test_mmu_generate_matches_official(golden, golden_tokenizer, model, use_cache, cuda_graph):
     d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
     for run in golden.info("mmu_generate")["runs"]:
         ids = d[f"{run['prefix']}.input.input_ids"]
@@ -90,7 +92,7 @@ def test_mmu_generate_matches_official(golden, golden_tokenizer, model, use_cach
         torch.manual_seed(run["torch.manual_seed"])
         out = generate_text(model, [ids[0]], [mask], max_new_tokens=run["max_new_tokens"],
                             temperature=run["temperature"], top_k=run["top_k"], eos_id=run["eot_token"],
-                            use_cache=use_cache)
+                            use_cache=use_cache, cuda_graph=cuda_graph)
         assert out[0] == d[f"{run['prefix']}.output.token_ids"].tolist(), run["prefix"]
 
 
@@ -122,3 +124,42 @@ def test_mmu_batch_sharing_a_prefix_computes_it_once_and_answers_as_single_runs(
     assert batch[0] == d["greedy0.output.token_ids"].tolist()
     for q, m, answer in zip(prompts, masks, batch):
         assert answer == generate_text(model, [q], [m], max_new_tokens=10, temperature=0, use_cache=False)[0]
+
+
+def test_static_decode_step_equals_dynamic_cache_in_a_padded_shared_prefix_batch(golden, golden_tokenizer, model):
+    """The fixed-shape step (what a CUDA graph replays) over the whole cache: the same logits as the growing
+    cache to float rounding, so the same greedy answers, with left padding and a shared prefix."""
+    d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
+    p, q = d["greedy0.input.input_ids"][0], d["greedy1.input.input_ids"][0]
+    prompts = [p, p[:-2], q, torch.cat([p, p[-5:]])]
+    masks = [mmu_mask(x[None], vocab)[0, 0] for x in prompts]
+    logits = {}
+    for static in (False, True):
+        seen = logits[static] = []
+        model_call = model.forward
+
+        def spy(*args, **kwargs):
+            out = model_call(*args, **kwargs)
+            seen.append(out[:, -1].clone())
+            return out
+
+        model.forward = spy
+        try:
+            answers = generate_text(model, prompts, masks, max_new_tokens=10, temperature=0, cuda_graph=static)
+        finally:
+            del model.forward
+        assert answers == [generate_text(model, [x], [m], max_new_tokens=10, temperature=0, use_cache=False)[0]
+                           for x, m in zip(prompts, masks)]
+    assert len(logits[True]) == len(logits[False]) >= 10
+    for a, b in zip(logits[False], logits[True]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_graph_refused_without_cache_or_gpu(golden, golden_tokenizer, model):
+    ids = golden.case("mmu_generate")["greedy0.input.input_ids"]
+    mask = mmu_mask(ids, golden_tokenizer.vocab)[0, 0]
+    with pytest.raises(ValueError, match="use_cache=True"):
+        generate_text(model, [ids[0]], [mask], max_new_tokens=3, use_cache=False, cuda_graph=True)
+    cache = model.new_cache(1, 8)
+    with pytest.raises(ValueError, match="CUDA device"):
+        StaticDecodeStep(model, cache, torch.ones(1, 8, dtype=torch.bool), graph=True)

@@ -22,8 +22,18 @@ class KVCache:
     def batch(self) -> int:
         return self.k.shape[1]
 
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store `k, v` ([B, H, q, D]) at positions `[start, start+q)`; return keys/values of `[0, start+q)`."""
+    def update(self, layer: int, start: int | torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store `k, v` ([B, H, q, D]) at positions `[start, start+q)`; return keys/values of `[0, start+q)`.
+
+        A tensor `start` (a 0-d device index) keeps every shape fixed, as a CUDA graph needs: the write goes
+        through `index_copy_` and the whole buffer `[0, max_len)` comes back (the caller masks what is not
+        yet written). It is not bounds-checked, which would read the index back to the host."""
+        if isinstance(start, torch.Tensor):
+            index = start + torch.arange(k.shape[2], device=start.device)
+            self.k[layer].index_copy_(2, index, k)
+            self.v[layer].index_copy_(2, index, v)
+            return self.k[layer], self.v[layer]
         end = start + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: position {end} > capacity {self.max_len}")

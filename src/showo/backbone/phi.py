@@ -108,7 +108,7 @@ class PhiAttention(nn.Module):
         self.k_layernorm = nn.LayerNorm(self.head_dim, eps=cfg.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: KVCache | None = None, layer: int = 0, start: int = 0) -> torch.Tensor:
+                cache: KVCache | None = None, layer: int = 0, start: int | torch.Tensor = 0) -> torch.Tensor:
         b, q_len, _ = x.shape
         # Norm and rotary work on the contiguous [B, q, H, D] layout; attention takes the [B, H, q, D] view.
         split = lambda t: t.view(b, q_len, self.heads, self.head_dim)  # noqa: E731
@@ -204,21 +204,24 @@ class PhiForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, start: int = 0, logits_slice: slice | torch.Tensor | None = None,
+                cache: KVCache | None = None, start: int | torch.Tensor = 0,
+                logits_slice: slice | torch.Tensor | None = None,
                 vocab_slice: slice | None = None) -> torch.Tensor:
         """Logits [B, q, V] (float32).
 
         attention_mask: [B, 1, q, start+q], boolean (True = may attend) or additive float; None = causal.
         position_ids: [B, q]; default `start + arange(q)` for every row (the official behaviour).
         cache/start: keys and values are written at positions `[start, start+q)` and attention runs over
-        `[0, start+q)`. logits_slice: compute the LM head only on these positions (saves a 58k-wide matmul); a
-        boolean [B, q] tensor selects positions row by row and the logits come back flat, [M, V].
+        `[0, start+q)`; a 0-d tensor `start` keeps shapes fixed (CUDA graphs): attention then runs over the whole
+        cache, and the mask is [B, 1, q, max_len] (see `KVCache.update`).
+        logits_slice: compute the LM head only on these positions (saves a 58k-wide matmul); a boolean [B, q]
+        tensor selects positions row by row and the logits come back flat, [M, V].
         vocab_slice: compute only these vocabulary entries (e.g. the image codebook: 8k of Show-o's 58k rows);
         the returned last dimension is then the slice's length.
         """
         x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if position_ids is None:
-            position_ids = torch.arange(start, start + x.shape[1], device=x.device).expand(x.shape[0], -1)
+            position_ids = (start + torch.arange(x.shape[1], device=x.device)).expand(x.shape[0], -1)
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             attention_mask = attention_mask.to(x.dtype)
         h = self.model(x, attention_mask, position_ids, cache, start)

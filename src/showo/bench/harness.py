@@ -159,8 +159,26 @@ class Bench:
         n = new_tokens or self.cfg.answer_tokens
         ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0])
         return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n, ids), self.cfg.repeats,
-                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1]},
+                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1],
+                                    "cuda_graph": self.device.type == "cuda"},  # generate_text's default
                             warmup=self.mmu_fns(2, ids) if warmup else ())  # two tokens run every code path
+
+    def mmu_cuda_graph(self) -> Comparison:
+        """On a GPU: our cached greedy decoding with each token replayed as a CUDA graph vs launched kernel by
+        kernel (`generate_text(cuda_graph=...)`); the same tokens. The graph is captured inside every timed run;
+        the detail has the best of three one-token answers (the prompt's pass, no graph) and two-token answers
+        (the same plus capturing and replaying the graph once): their difference is what capturing costs."""
+        n = self.cfg.answer_tokens
+        ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0])
+        mask = mmu_mask(ids, self.vocab)[0, 0]
+        answer = lambda graph, k: lambda: generate_text(  # noqa: E731
+            self.model, [ids[0]], [mask], max_new_tokens=k, temperature=0, cuda_graph=graph)[0]
+        out = side_by_side("mmu_cuda_graph_vs_eager", answer(True, n), answer(False, n), self.cfg.repeats,
+                           detail={"new_tokens": n, "prompt_tokens": ids.shape[1]},
+                           warmup=(answer(True, 2), answer(False, 2)))
+        for k, key in ((1, "one_token_s"), (2, "two_tokens_s")):
+            out.detail[key] = min(_time(answer(True, k))[0] for _ in range(3))
+        return out
 
     def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32, warmup: bool = True) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths.

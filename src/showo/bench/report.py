@@ -7,6 +7,7 @@ import re
 # key -> (what is compared, target as the issue states it; "" where there is none)
 ROWS = {
     "mmu_speedup": ("understanding, greedy, batch 1: ours (KV cache) vs official recompute", ">= 10x at 100 tokens"),
+    "mmu_cuda_graph_vs_eager": ("understanding, greedy, batch 1, GPU: ours with CUDA graphs vs without", ""),
     "t2i_speedup": ("text-to-image with guidance, batch 1: ours vs official", ">= 1.5x"),
     "t2i_speedup_batch4": ("text-to-image with guidance, batch 4: ours vs official", ">= 1.5x"),
     "bf16_t2i_speedup": ("text-to-image, ours bf16 vs ours fp32, batch 1", ">= 3x"),
@@ -60,6 +61,8 @@ def markdown_table(results: dict) -> str:
         if r:
             if "work_ratio" in r["detail"]:  # the ratio exact work-skipping can reach at an equal FLOP rate
                 what += f" (work ratio {r['detail']['work_ratio']:.2f}x)"
+            if r["detail"].get("cuda_graph"):  # generate_text's default on a GPU
+                what += " (tokens replayed as CUDA graphs)"
             if "batch1_run" in r["detail"]:  # CPU: batch 8 with oneDNN-packed weights
                 what += " (batch 8 with packed weights; batch 1 the faster of dense and packed)"
             elif r["detail"].get("packed"):

@@ -113,6 +113,8 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     if "mmu" in sections:
         mmu = record("mmu_speedup", bench.mmu())
         _utilization(results, bench, mmu, log)
+        if bench.device.type == "cuda":
+            record("mmu_cuda_graph_vs_eager", bench.mmu_cuda_graph())
         lengths[cfg.answer_tokens] = mmu
         for n in cfg.answer_lengths:  # the code paths are warm: no second warm-up
             if n not in lengths:

@@ -29,7 +29,8 @@ class Showo(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, input_embeddings: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, start: int = 0, logits_slice: slice | torch.Tensor | None = None,
+                cache: KVCache | None = None, start: int | torch.Tensor = 0,
+                logits_slice: slice | torch.Tensor | None = None,
                 vocab_slice: slice | None = None) -> torch.Tensor:
         """Float32 logits [B, q, vocab_size]; see `PhiForCausalLM.forward` for the mask, cache and slicing."""
         return self.showo(input_ids, input_embeddings, attention_mask, position_ids, cache, start, logits_slice,

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..prompting.masks import pad_after_prefix
+from .decode_step import StaticDecodeStep
 from .filters import apply_top_k, apply_top_p
 
 
@@ -92,12 +93,16 @@ def generate_text(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     on_token: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    cuda_graph: bool | None = None,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new ids per prompt (ending with `eos_id` when it was produced).
 
     prompts: 1-D id tensors, or `prompt_embeds`: [L_i, H] embeddings (the CLIP path); one of them.
     prompt_masks: per-prompt boolean [L_i, L_i] omni-attention masks (True = may attend); default causal.
     on_token(step, ids [B], finished [B]) is called after every generated token (for streaming).
+    cuda_graph: decode each token after the first by replaying one CUDA graph over the whole cache
+    (`StaticDecodeStep`); None = when the model is on a GPU and `use_cache`. On the CPU, True runs the same
+    fixed-shape step without a graph (slower; it exists so that path can be checked off a GPU).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -126,6 +131,11 @@ def generate_text(
             embeds[i, slots[i]] = s.to(device, model.dtype)
 
     cache = model.new_cache(b, length + max_new_tokens) if use_cache else None
+    if cuda_graph is None:
+        cuda_graph = use_cache and device.type == "cuda"
+    if cuda_graph and not use_cache:
+        raise ValueError("cuda_graph decodes over the KV cache: it needs use_cache=True")
+    static = StaticDecodeStep(model, cache, visible, graph=device.type == "cuda") if cuda_graph else None
     x, start = embeds, 0
     if shared:  # one row per group: its first prompt
         first = torch.tensor([group.index(g) for g in range(max(group) + 1)], device=device)
@@ -137,29 +147,30 @@ def generate_text(
     out: list[list[int]] = [[] for _ in range(b)]
     finished = torch.zeros(b, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
-        if cache is not None:
+        if static is not None and step > 0:
+            logits = static(x, positions, start)[:, None]
+        elif cache is not None:
             logits = model(input_embeddings=x, attention_mask=mask, position_ids=positions, cache=cache, start=start,
                            logits_slice=slice(-1, None))
         else:
             logits = model(input_embeddings=x, attention_mask=mask, position_ids=positions, logits_slice=slice(-1, None))
         new = next_token(logits[:, -1], temperature, top_k, top_p, generator)
-        for i in range(b):
-            if not finished[i]:
-                out[i].append(int(new[i]))
+        for i, (token, done) in enumerate(zip(new.tolist(), finished.tolist())):
+            if not done:
+                out[i].append(token)
         if eos_id is not None:
             finished |= new == eos_id
         if on_token is not None:
             on_token(step, new, finished.clone())
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        new_embed = model.embed(new[:, None])
         new_pos = positions[:, -1:] + 1
         if cache is not None:
             start += x.shape[1]
-            x, positions = new_embed, new_pos
-            mask = visible[:, None, None, :start + 1]
+            x = new[:, None] if static is not None else model.embed(new[:, None])  # the static step embeds ids
+            positions, mask = new_pos, visible[:, None, None, :start + 1]
         else:
-            x = torch.cat([x, new_embed], dim=1)
+            x = torch.cat([x, model.embed(new[:, None])], dim=1)
             positions = torch.cat([positions, new_pos], dim=1)
             mask = _grow(mask)
     return out

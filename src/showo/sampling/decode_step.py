@@ -1,0 +1,59 @@
+"""One decoding step with fixed shapes, replayed as a CUDA graph on a GPU.
+
+At batch 1 a token of cached decoding is a few hundred small kernels, and on a GPU launching them costs more
+than running them (Phi-1.5 width on an H200: 12.4 ms a token, 0.5% of the measured matmul peak). Capturing the
+step once as a CUDA graph and replaying it per token removes the launches (gpt-fast's remedy); a graph needs
+every shape and address fixed, so the step attends over the whole preallocated cache, masks the positions not
+yet written, and reads its inputs from buffers the caller fills.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..backbone import KVCache
+
+WARMUP_RUNS = 1  # runs on a side stream before capture (lazy initialisations must not be captured)
+
+
+class StaticDecodeStep:
+    """`step(ids [B], positions [B, 1], start)` -> float32 logits [B, V] of one new token per row, written into
+    `cache` at position `start`. `visible` [B, max_len] says which cache positions new tokens may see (the
+    positions at and after `start` are masked on top). With `graph` the first call captures a CUDA graph and
+    every call replays it: the returned logits are then overwritten by the next call."""
+
+    def __init__(self, model: torch.nn.Module, cache: KVCache, visible: torch.Tensor, graph: bool):
+        if graph and visible.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, the model is on {visible.device}")
+        device, b = visible.device, visible.shape[0]
+        self.model, self.cache, self.graph = model, cache, graph
+        self.visible = visible[:, None, None, :cache.max_len]
+        self.columns = torch.arange(cache.max_len, device=device)
+        self.ids = torch.zeros(b, 1, dtype=torch.long, device=device)
+        self.positions = torch.zeros(b, 1, dtype=torch.long, device=device)
+        self.start = torch.zeros((), dtype=torch.long, device=device)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._logits: torch.Tensor | None = None
+
+    def _forward(self) -> torch.Tensor:
+        mask = self.visible & (self.columns <= self.start)
+        return self.model(input_ids=self.ids, attention_mask=mask, position_ids=self.positions, cache=self.cache,
+                          start=self.start)[:, -1]
+
+    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, start: int) -> torch.Tensor:
+        self.ids.copy_(ids.view(-1, 1))
+        self.positions.copy_(positions)
+        self.start.fill_(start)
+        if not self.graph:
+            return self._forward()
+        if self._graph is None:  # every run writes the same keys and values at `start`: capturing is harmless
+            side = torch.cuda.Stream(self.ids.device)
+            side.wait_stream(torch.cuda.current_stream(self.ids.device))
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_RUNS):
+                    self._forward()
+            torch.cuda.current_stream(self.ids.device).wait_stream(side)
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._logits = self._forward()
+        self._graph.replay()
+        return self._logits
