@@ -14,7 +14,7 @@ from showo.checkpoints import load_checked
 from showo.cli.main import main
 from showo.embedded import load_embedded
 from showo.prompting.masks import mmu_mask
-from showo.sampling.autoregressive import generate_text
+from showo.sampling.autoregressive import GRAPH_MIN_NEW_TOKENS, generate_text
 from showo.sampling.maskgit import maskgit_generate
 from showo.tokenizers.magvit import MagvitConfig, MagvitV2
 from golden_models import showo_model
@@ -111,6 +111,9 @@ def test_cuda_graph_decoding_equals_eager_cache(golden, golden_tokenizer, model,
     assert not replays
     assert generate_text(model, prompts, masks, max_new_tokens=12, temperature=0) == eager
     assert len(replays) == 11  # every token after the first (the prompt's pass is not a graph)
+    short = GRAPH_MIN_NEW_TOKENS - 1  # too short to pay for a capture: no graph by default
+    assert generate_text(model, prompts, masks, max_new_tokens=short, temperature=0) == [a[:short] for a in eager]
+    assert len(replays) == 11
     sampled = [generate_text(model, prompts, masks, max_new_tokens=12, temperature=1.0, top_k=20, cuda_graph=graph,
                              generator=torch.Generator(CUDA).manual_seed(5)) for graph in (True, False)]
     assert sampled[0] == sampled[1]
@@ -160,6 +163,7 @@ def test_bench_tiny_agrees_on_cuda(tmp_path):
     assert data["peak_rss_ratio_inference"]["measure"] == "cuda max_memory_allocated"
     assert "peak_rss_ratio_inference_packed" not in data and "mmu_batch1_packed_vs_dense" not in data
     assert data["mmu_cuda_graph_vs_eager"]["agree"] and data["mmu_speedup"]["detail"]["cuda_graph"]
+    assert set(data["mmu_cuda_graph_vs_eager"]["detail"]["short_answers"]["2"]) == {"graph_s", "eager_s"}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

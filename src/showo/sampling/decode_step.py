@@ -18,7 +18,7 @@ WARMUP_RUNS = 1  # runs on a side stream before capture (lazy initialisations mu
 class StaticDecodeStep:
     """`step(ids [B], positions [B, 1], start)` -> float32 logits [B, V] of one new token per row, written into
     `cache` at position `start`. `visible` [B, max_len] says which cache positions new tokens may see (the
-    positions at and after `start` are masked on top). With `graph` the first call captures a CUDA graph and
+    positions after `start` are masked on top). With `graph` the first call captures a CUDA graph and
     every call replays it: the returned logits are then overwritten by the next call."""
 
     def __init__(self, model: torch.nn.Module, cache: KVCache, visible: torch.Tensor, graph: bool):
@@ -45,15 +45,21 @@ class StaticDecodeStep:
         self.start.fill_(start)
         if not self.graph:
             return self._forward()
-        if self._graph is None:  # every run writes the same keys and values at `start`: capturing is harmless
-            side = torch.cuda.Stream(self.ids.device)
-            side.wait_stream(torch.cuda.current_stream(self.ids.device))
+        if self._graph is None:
+            self._capture()
+        self._graph.replay()
+        return self._logits
+
+    def _capture(self) -> None:
+        """Warm up on a side stream, then capture. Every run writes the same keys and values at `start` as the
+        call that triggers it, so running the step again for the same token changes nothing."""
+        with torch.cuda.device(self.ids.device):  # the capture stream must be on the model's GPU
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_RUNS):
                     self._forward()
-            torch.cuda.current_stream(self.ids.device).wait_stream(side)
+            torch.cuda.current_stream().wait_stream(side)
             self._graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._graph):
                 self._logits = self._forward()
-        self._graph.replay()
-        return self._logits
