@@ -1,6 +1,7 @@
 """The embedded default model ships inside the package, loads offline and runs every task."""
 from pathlib import Path
 
+import pytest
 import torch
 
 from showo.embedded import EMBEDDED_DIR, embedded_available
@@ -23,3 +24,36 @@ def test_default_pipeline_is_the_embedded_model():
     assert torch.equal(out.codes, again.codes)
     answer = pipe.ask(out.images[0], "How many objects are in the picture?", max_new_tokens=8)
     assert answer.texts[0].strip()
+
+
+def test_package_stores_a_run_checkpoint_in_bfloat16_as_a_pipeline(tmp_path):
+    """`training.embedded.package` is how the embedded default is made from a training run."""
+    from safetensors import safe_open
+
+    from showo.errors import ConfigError
+    from showo.tiny import tiny_random_pipeline
+    from showo.training.embedded import package
+
+    pipe, run = tiny_random_pipeline(), tmp_path / "run"
+    states = {}
+    for step in (2, 4):
+        with torch.no_grad():
+            for p in pipe.model.parameters():
+                p.add_(0.01 * step)
+        states[step] = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+        ckpt = run / "showo-train" / f"checkpoint-{step:07d}"
+        pipe.model.save_pretrained(ckpt / "model")
+        (ckpt / "trainer.json").write_text("{}")
+    (run / "showo-train" / "latest").write_text("checkpoint-0000004")
+    pipe.vq.save_pretrained(run / "magvit")
+    pipe.tokenizer.save_pretrained(run / "tokenizer")
+
+    for step, dest in ((4, package(run, tmp_path / "latest")), (2, package(run, tmp_path / "two", step=2))):
+        with safe_open(str(dest / "showo" / "pytorch_model.safetensors"), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+        loaded = ShowoPipeline.from_pretrained(dest)
+        for key, value in loaded.model.state_dict().items():
+            assert torch.equal(value, states[step][key].bfloat16().float()), key
+        assert loaded.tokenizer.vocab.size == pipe.tokenizer.vocab.size
+    with pytest.raises(ConfigError, match="no Show-o checkpoint"):
+        package(tmp_path / "empty", tmp_path / "none")

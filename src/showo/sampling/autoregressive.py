@@ -32,9 +32,9 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
     return torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]
 
 
-# Capturing the decode step's CUDA graph costs about what 3-4 tokens of kernel-by-kernel decoding do (Phi-1.5
-# width on an H200: answers of 2 / 4 / 6 tokens took 73 / 85 / 92 ms with the graph, 49 / 80 / 118 ms without), so
-# by default it is captured only for answers allowed at least this many tokens.
+# Capturing the decode step's CUDA graph costs about what 3-4 tokens of kernel-by-kernel decoding do (Phi-1.5 at
+# full depth on an H200: answers of 2 / 4 / 6 tokens took 82 / 91 / 99 ms with the graph, 53 / 87 / 124 ms
+# without; docs/benchmarks/h200-mmu.json), so by default it is captured only for answers allowed this many tokens.
 GRAPH_MIN_NEW_TOKENS = 5
 
 # A shared prefix is prefilled in its own pass, which reads every weight once more: below this many positions
