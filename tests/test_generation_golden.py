@@ -126,13 +126,15 @@ def test_mmu_batch_sharing_a_prefix_computes_it_once_and_answers_as_single_runs(
         assert answer == generate_text(model, [q], [m], max_new_tokens=10, temperature=0, use_cache=False)[0]
 
 
-def test_static_decode_step_equals_dynamic_cache_in_a_padded_shared_prefix_batch(golden, golden_tokenizer, model):
+@pytest.mark.parametrize("shared", [False, True], ids=["padded", "shared-prefix"])
+def test_static_decode_step_equals_dynamic_cache(golden, golden_tokenizer, model, shared):
     """The fixed-shape step (what a CUDA graph replays) over the whole cache: the same logits as the growing
-    cache to float rounding, so the same greedy answers, with left padding and a shared prefix."""
+    cache to float rounding, so the same greedy answers, with left padding or a shared prefix."""
     d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
     p, q = d["greedy0.input.input_ids"][0], d["greedy1.input.input_ids"][0]
-    prompts = [p, p[:-2], q, torch.cat([p, p[-5:]])]
+    prompts = [p, p[:-2], torch.cat([p, p[-5:]])] + ([] if shared else [q])
     masks = [mmu_mask(x[None], vocab)[0, 0] for x in prompts]
+    assert (shared_prefix(prompts, masks)[0] > 0) == shared
     logits = {}
     for static in (False, True):
         seen = logits[static] = []
@@ -160,6 +162,9 @@ def test_cuda_graph_refused_without_cache_or_gpu(golden, golden_tokenizer, model
     mask = mmu_mask(ids, golden_tokenizer.vocab)[0, 0]
     with pytest.raises(ValueError, match="use_cache=True"):
         generate_text(model, [ids[0]], [mask], max_new_tokens=3, use_cache=False, cuda_graph=True)
-    cache = model.new_cache(1, 8)
+    cache, visible = model.new_cache(1, 8), torch.ones(1, 8, dtype=torch.bool)
     with pytest.raises(ValueError, match="CUDA device"):
-        StaticDecodeStep(model, cache, torch.ones(1, 8, dtype=torch.bool), graph=True)
+        StaticDecodeStep(model, cache, visible, graph=True)
+    step = StaticDecodeStep(model, cache, visible, graph=False)
+    with pytest.raises(ValueError, match="overflow: position 8 outside capacity 8"):
+        step(ids[0, :1], torch.zeros(1, 1, dtype=torch.long), 8)

@@ -32,9 +32,10 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
     return torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]
 
 
-# Capturing the decode step's CUDA graph costs about what 3-4 tokens of kernel-by-kernel decoding do (Phi-1.5 at
-# full depth on an H200: answers of 2 / 4 / 6 tokens took 82 / 91 / 99 ms with the graph, 53 / 87 / 124 ms
-# without; docs/benchmarks/h200-mmu.json), so by default it is captured only for answers allowed this many tokens.
+# Warming up and capturing the decode step's CUDA graph costs about 2.4 tokens of kernel-by-kernel decoding, and
+# the graph pays from 4-6 tokens on (Phi-1.5 at full depth on an H200: answers of 2 / 4 / 6 tokens took
+# 94 / 104 / 101 ms with the graph, 60 / 81 / 129 ms without; docs/benchmarks/h200-mmu.json), so by default it is
+# used only for answers allowed this many tokens.
 GRAPH_MIN_NEW_TOKENS = 5
 
 # A shared prefix is prefilled in its own pass, which reads every weight once more: below this many positions
@@ -106,9 +107,11 @@ def generate_text(
     prompt_masks: per-prompt boolean [L_i, L_i] omni-attention masks (True = may attend); default causal.
     on_token(step, ids [B], finished [B]) is called after every generated token (for streaming).
     cuda_graph: decode each token after the first by replaying one CUDA graph over the whole cache
-    (`StaticDecodeStep`); None = when the model is on a GPU, `use_cache` is on and `max_new_tokens` is at
-    least `GRAPH_MIN_NEW_TOKENS`. On the CPU, True runs the same fixed-shape step without a graph (slower; it
-    exists so that path can be checked off a GPU).
+    (`StaticDecodeStep`, captured anew in every call); None = when the model is on a GPU, `use_cache` is on and
+    `max_new_tokens` is at least `GRAPH_MIN_NEW_TOKENS`. Attention then spans the whole cache, so tokens equal
+    the kernel-by-kernel path's up to float rounding (a near tie can go the other way, likelier in bf16). On
+    the CPU, True runs the same fixed-shape step without a graph (slower; it exists so that path can be checked
+    off a GPU).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -1,10 +1,10 @@
 """One decoding step with fixed shapes, replayed as a CUDA graph on a GPU.
 
 At batch 1 a token of cached decoding is a few hundred small kernels, and on a GPU launching them costs more
-than running them (Phi-1.5 width on an H200: 12.4 ms a token, 0.5% of the measured matmul peak). Capturing the
-step once as a CUDA graph and replaying it per token removes the launches (gpt-fast's remedy); a graph needs
-every shape and address fixed, so the step attends over the whole preallocated cache, masks the positions not
-yet written, and reads its inputs from buffers the caller fills.
+than running them (Phi-1.5 width on an H200: 12-27 ms a token on four machines; 0.5% of the fp32 matmul peak
+measured on the first). Capturing the step once as a CUDA graph and replaying it per token removes the launches (gpt-fast's
+remedy); a graph needs every shape and address fixed, so the step attends over the whole preallocated cache,
+masks the positions not yet written, and reads its inputs from buffers the caller fills.
 """
 from __future__ import annotations
 
@@ -12,14 +12,18 @@ import torch
 
 from ..backbone import KVCache
 
-WARMUP_RUNS = 1  # runs on a side stream before capture (lazy initialisations must not be captured)
+WARMUP_RUNS = 1  # runs on the capture stream first (lazy initialisations, e.g. of cuBLAS, must not be captured)
 
 
 class StaticDecodeStep:
-    """`step(ids [B], positions [B, 1], start)` -> float32 logits [B, V] of one new token per row, written into
-    `cache` at position `start`. `visible` [B, max_len] says which cache positions new tokens may see (the
-    positions after `start` are masked on top). With `graph` the first call captures a CUDA graph and
-    every call replays it: the returned logits are then overwritten by the next call."""
+    """`step(ids [B], positions [B, 1], start)` -> float32 logits [B, V] of one new token per row; its keys and
+    values are written into `cache` at position `start`. `visible` [B, max_len] says which cache positions new
+    tokens may see (positions after `start` are masked on top). Attention runs over the whole cache, so logits
+    equal the growing cache's up to float rounding.
+
+    With `graph` the first call warms up and captures a CUDA graph (a new one per step object: one per
+    `generate_text` call) and every call replays it; the returned logits are then overwritten by the next
+    call."""
 
     def __init__(self, model: torch.nn.Module, cache: KVCache, visible: torch.Tensor, graph: bool):
         if graph and visible.device.type != "cuda":
@@ -39,7 +43,10 @@ class StaticDecodeStep:
         return self.model(input_ids=self.ids, attention_mask=mask, position_ids=self.positions, cache=self.cache,
                           start=self.start)[:, -1]
 
+    @torch.no_grad()
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, start: int) -> torch.Tensor:
+        if not 0 <= start < self.cache.max_len:  # the device-side write is not bounds-checked
+            raise ValueError(f"KV cache overflow: position {start} outside capacity {self.cache.max_len}")
         self.ids.copy_(ids.view(-1, 1))
         self.positions.copy_(positions)
         self.start.fill_(start)
@@ -51,15 +58,21 @@ class StaticDecodeStep:
         return self._logits
 
     def _capture(self) -> None:
-        """Warm up on a side stream, then capture. Every run writes the same keys and values at `start` as the
-        call that triggers it, so running the step again for the same token changes nothing."""
+        """Warm up and capture on a side stream. Every run writes the same keys and values at `start` as the
+        call that triggers it, so running the step again for the same token changes nothing. Captured with
+        `capture_begin` rather than `torch.cuda.graph`, which empties the allocator's caches before every
+        capture (once per call here)."""
         with torch.cuda.device(self.ids.device):  # the capture stream must be on the model's GPU
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_RUNS):
                     self._forward()
+                side.synchronize()
+                self._graph = torch.cuda.CUDAGraph()
+                self._graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    self._logits = self._forward()
+                finally:
+                    self._graph.capture_end()
             torch.cuda.current_stream().wait_stream(side)
-            self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
-                self._logits = self._forward()
