@@ -242,8 +242,10 @@ def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):
 
 
 def test_embedded_model_learns_what_it_is_shown(tmp_path):
-    """A made-up word as a prompt and a question the world never asks: 30 steps teach the embedded model to draw
-    the image shown for the word (nearly every code) and to give the answer (before: other codes, another answer)."""
+    """A made-up word as a prompt and a question the world never asks: 60 steps teach the embedded model to draw
+    the image shown for the word (nearly every code) and to give the answer (before: other codes, another answer).
+    Measured on the edge move: after 30 steps the answer was still 'Sunnnn...' (z14 stage 2 had it at 30), after
+    40 right, after 60 with an answer loss of 0.007."""
     from PIL import ImageDraw
 
     from showo.embedded import load_embedded
@@ -261,13 +263,13 @@ def test_embedded_model_learns_what_it_is_shown(tmp_path):
         return float((pipe.text_to_image("zork", num_images_per_prompt=2, seed=0).codes == target).float().mean())
 
     assert pipe.ask(image, question).texts[0] != answer and same() < 0.2
-    config = TrainConfig(max_steps=30, precision="bf16", log_every=5, save_every=30,
+    config = TrainConfig(max_steps=60, precision="bf16", log_every=5, save_every=60,
                          mix=MixConfig(t2i=2, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
     finetune(pipe, data, tmp_path / "run", config, val_records=read_records(data), progress=False)
     logged = [json.loads(x) for x in (tmp_path / "run" / "showo-train" / "metrics.jsonl").read_text().splitlines()]
     assert all(logged[-1][k] < logged[0][k] / 4 for k in ("loss_t2i", "loss_mmu", "val_loss_t2i", "val_loss_mmu"))
     assert pipe.ask(image, question).texts[0] == answer
-    assert same() > 0.9  # measured: 64 and 63 of the 64 codes
+    assert same() > 0.9  # measured: 128 of the 128 codes (two images)
 
 
 def test_documented_torchrun_lines_reach_showo():
