@@ -81,6 +81,7 @@ def test_bad_recipe_is_one_line_error(tmp_path, capsys):
     ({"mix": {"mask_schedule": "foo"}}, "unknown mask schedule"),
     ({"mix": {"min_masking_rate": 1.5}}, "mix.min_masking_rate must be in [0, 1]"),
     ({"output_dir": 5}, "output_dir must be text"),
+    ({"output_dir": "elsewhere"}, "output_dir 'elsewhere' is not used: this run keeps its checkpoints in"),
 ])
 def test_recipe_values_of_the_wrong_type_or_range(tmp_path, capsys, train, match):
     """Checked when the recipe is read, before anything is written (they were tracebacks, some after training)."""
@@ -104,6 +105,7 @@ def test_recipe_values_of_the_wrong_type_or_range(tmp_path, capsys, train, match
     ({"magvit": {"resolution": 63}}, "resolution must be a positive multiple of the downsampling factor 8"),
     ({"train": {"mix": {"t2i_coeff": -1.0}}}, "mix.t2i_coeff must be a finite number >= 0"),
     ({"train": {"optim": {"lr": "1e-4"}}}, "write it with a dot"),
+    ({"tokenizer_train": {"output_dir": "x"}}, "output_dir 'x' is not used: this run keeps its checkpoints in"),
 ])
 def test_every_stage_s_values_are_checked_before_the_first_stage(tmp_path, capsys, recipe, match):
     """`train all` used to run the tokenizer stages before finding a bad model or Show-o value (or accepted it)."""

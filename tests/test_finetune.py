@@ -2,6 +2,7 @@
 exactly and refuses other data, and a fine-tuned model learns what it was shown."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -166,8 +167,13 @@ def state(pipe) -> dict:
 
 def test_resume_is_exact_and_refuses_other_data(tmp_path, monkeypatch):
     data = small_records(tmp_path / "data")
-    straight = tiny_random_pipeline()
-    finetune(straight, data, tmp_path / "a", tiny_config(4), progress=False)
+    straight, config = tiny_random_pipeline(), tiny_config(4)
+    finetune(straight, data, tmp_path / "a", config, progress=False)
+    assert config == tiny_config(4)  # the caller's config is not rewritten with the run's layout
+    elsewhere = dataclasses.replace(config, output_dir=str(tmp_path / "elsewhere"))
+    with pytest.raises(ConfigError, match="is not used: this run keeps its checkpoints in"):  # was silently ignored
+        finetune(tiny_random_pipeline(), data, tmp_path / "c", elsewhere, progress=False)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "elsewhere").exists()
     save = Trainer.save
 
     def killed_after_step_2(self):

@@ -85,14 +85,18 @@ def run(args) -> int:
 def _check_before_starting(stage: str, recipe, run_dir: Path) -> None:
     """What would fail in a later stage fails now, before the run directory is made or an earlier stage runs."""
     from ..training import embedded
+    from ..training.config import in_run_directory
     from ..training.tokenizer import require_tokenizer_dir
     from ..training.trainer import check_tensorboard
     from .outputs import check_out_dir
 
     check_out_dir(run_dir, flag="--run")
-    if stage in ("image-tokenizer", "all") and recipe.tokenizer_train.init_from:
-        require_tokenizer_dir(Path(recipe.tokenizer_train.init_from))
+    if stage in ("image-tokenizer", "all"):
+        in_run_directory(recipe.tokenizer_train, run_dir / "magvit-train")
+        if recipe.tokenizer_train.init_from:
+            require_tokenizer_dir(Path(recipe.tokenizer_train.init_from))
     if stage in ("model", "all"):
+        in_run_directory(recipe.train, run_dir / "showo-train")
         if recipe.init_from:
             embedded.require_model_dir(Path(recipe.init_from))
         if stage == "model" and not (run_dir / "magvit" / "config.json").is_file():

@@ -27,7 +27,7 @@ from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .checkpoint import check_same_config, latest_checkpoint
 from .code_bits import remove_code_bit_rows
-from .config import MixConfig, OptimConfig, TrainConfig, build_config, merged, read_yaml
+from .config import MixConfig, OptimConfig, TrainConfig, build_config, in_run_directory, merged, read_yaml
 from .finetune import save_result
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
@@ -147,8 +147,7 @@ def world_images(batch_size: int, config: WorldConfig | None = None):
 
 def train_image_tokenizer(run: Path, recipe: EmbeddedRecipe, progress: Progress = True) -> MagvitV2:
     torch.manual_seed(recipe.seed)
-    cfg = recipe.tokenizer_train
-    cfg.output_dir = str(run / "magvit-train")
+    cfg = in_run_directory(recipe.tokenizer_train, run / "magvit-train")
     trainer = TokenizerTrainer(MagvitV2(recipe.magvit), world_images(cfg.batch_size), cfg)  # starts from init_from
     trainer.resume()
     trainer.train(progress=progress)
@@ -179,8 +178,7 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: Progress = True) ->
     vq = MagvitV2.from_pretrained(run / "magvit")
     side = WorldConfig().image_size // vq.config.downsample_factor
     model = build_model(tok, recipe, side * side)
-    cfg = recipe.train
-    cfg.output_dir = str(run / "showo-train")
+    cfg = in_run_directory(recipe.train, run / "showo-train")
     source = WorldBatchSource(tok, vq, cfg.mix, recipe.max_seq_length, seed=recipe.seed)
     if recipe.init_from and latest_checkpoint(Path(cfg.output_dir)) is None:  # a resumed run has its own weights
         # before the trainer reparametrizes the model (code_bit_rows)

@@ -24,7 +24,7 @@ from ..tokenizers.text import TextTokenizer
 from .batch import Part
 from .checkpoint import latest_checkpoint
 from .code_bits import remove_code_bit_rows
-from .config import MixConfig, OptimConfig, TrainConfig
+from .config import MixConfig, OptimConfig, TrainConfig, in_run_directory
 from .records_source import RecordBatchSource
 from .trainer import Progress, Trainer, mean_losses
 
@@ -76,7 +76,7 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
                           "set mix.mmu: 0 to fine-tune text-to-image only")
     manifest = {"data": str(data.resolve()), "data_sha256": data_digest(data, records), "base_model": base_model}
     check_manifest(run, manifest)
-    config.output_dir = str(run / "showo-train")
+    config = in_run_directory(config, run / "showo-train")
     source = RecordBatchSource(records, pipe.tokenizer, pipe.vq, config.mix, model.config.max_seq_length,
                                model.config.num_vq_tokens, seed=config.seed)
     trainer = Trainer(model, source, config, device=pipe.device)
