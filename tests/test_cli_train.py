@@ -106,6 +106,7 @@ def test_recipe_values_of_the_wrong_type_or_range(tmp_path, capsys, train, match
     ({"train": {"mix": {"t2i_coeff": -1.0}}}, "mix.t2i_coeff must be a finite number >= 0"),
     ({"train": {"optim": {"lr": "1e-4"}}}, "write it with a dot"),
     ({"tokenizer_train": {"output_dir": "x"}}, "output_dir 'x' is not used: this run keeps its checkpoints in"),
+    ({"seed": 4, "train": {"seed": 3}}, "train.seed 3 is not used by a recipe: set the top-level seed (now 4)"),
 ])
 def test_every_stage_s_values_are_checked_before_the_first_stage(tmp_path, capsys, recipe, match):
     """`train all` used to run the tokenizer stages before finding a bad model or Show-o value (or accepted it)."""

@@ -79,6 +79,9 @@ class EmbeddedRecipe:
             raise ConfigError(f"max_seq_length must be >= 2, got {self.max_seq_length}")
         if not 0 <= self.seed < 2 ** 63:  # torch.manual_seed's range
             raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
+        if self.train.seed != TrainConfig().seed:  # the world's scenes and every draw follow the top-level seed
+            raise ConfigError(f"train.seed {self.train.seed} is not used by a recipe: set the top-level seed "
+                              f"(now {self.seed}), which picks the scenes and seeds training")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
