@@ -195,7 +195,7 @@ def in_run_directory(config, output_dir: Path):
     `output_dir`, a run directory's fixed place for them (`showo finetune`, `showo train`). An `output_dir` the
     caller set to anything but its default or that place is refused: it would otherwise be silently ignored."""
     default = type(config)().output_dir
-    if config.output_dir not in (default, str(output_dir)):
+    if config.output_dir != default and Path(config.output_dir).resolve() != Path(output_dir).resolve():
         raise ConfigError(f"output_dir {config.output_dir!r} is not used: this run keeps its checkpoints in "
                           f"{output_dir}; leave output_dir at its default ({default!r})")
     return dataclasses.replace(config, output_dir=str(output_dir))
