@@ -272,11 +272,20 @@ class MixedStream:
         if bool(finished[0]):
             return
         if token == self.soi:
-            sys.stdout.write(f"{chr(10) if self.images or self.text.printed else ''}[image {self.images}]\n")
+            shown = self.flush()
+            sys.stdout.write(f"{chr(10) if self.images or shown else ''}[image {self.images}]\n")
             self.images += 1
             self.text = TokenStream(self.decode, 1)
             return
         self.text(step, ids, finished)
+
+    def flush(self) -> str:
+        """Print what the text stream held back (an unfinished character, a changed decode); the text shown."""
+        text = self.decode(self.text.ids[0])
+        if text.startswith(self.text.printed) and text != self.text.printed:
+            sys.stdout.write(text[len(self.text.printed):])
+            self.text.printed = text
+        return self.text.printed
 
 
 def mixed(ctx: Context) -> int:
@@ -293,6 +302,7 @@ def mixed(ctx: Context) -> int:
                         force_image_every_sentence=a.force_image_every_sentence)
     ctx.progress.close()
     if stream is not None:
+        stream.flush()
         sys.stdout.write("\n")
     with tempfile.TemporaryDirectory() as tmp:  # the pipeline's own renderings, moved in with the rest
         markdown = result.to_markdown(tmp, name="answer").read_bytes()

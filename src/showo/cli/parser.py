@@ -338,7 +338,7 @@ def build_parser() -> Parser:
     p.add_argument("image", metavar="IMAGE", help="the picture to extend")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one prompt per extension step")
     g = p.add_argument_group("extrapolation")
-    g.add_argument("--direction", nargs="+", required=True, metavar="D",
+    g.add_argument("--direction", nargs="+", action="extend", required=True, metavar="D",
                    help="left, right, up or down: one for all prompts or one per prompt")
     g.add_argument("--offset", type=non_negative_int, default=DEFAULTS["extrapolate"]["offset"], metavar="N",
                    help="each step adds grid/2 + N token columns (left/right) or rows (up/down), so a larger N "

@@ -24,6 +24,16 @@ def warn(message: str) -> None:
     warnings.warn(message, ShowoWarning, stacklevel=3)
 
 
+def square_input(image: Image.Image, task: str) -> Image.Image:
+    """`image`, with a warning when it is not square: the official pre-processing keeps its centre square only,
+    so the result covers that square (and extrapolation grows it, not the whole picture)."""
+    w, h = image.size
+    if w != h:
+        side = min(w, h)
+        warn(f"the image is {w}x{h}: {task} works on its centre {side}x{side} square (the rest is cropped away)")
+    return image
+
+
 def load_image(source: str | Path | Image.Image, what: str = "image", background: int = 255) -> Image.Image:
     """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, F, ...), turned
     upright as its EXIF orientation says (as viewers show it: a phone photo, and a mask drawn on it). Transparent

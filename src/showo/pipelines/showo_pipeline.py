@@ -29,7 +29,7 @@ from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
 from .inputs import (check_callback, check_device, check_dtype, check_image_count, check_positive, check_prompt,
                      check_prompts, check_scale, check_steps, check_text_sampling, load_image, load_mask,
-                     plain_numbers, warn)
+                     plain_numbers, square_input, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
@@ -262,7 +262,7 @@ class ShowoPipeline:
         """Regenerate the white part of `mask_image` following `prompt`; codes outside it are kept exactly."""
         check_prompt(prompt)
         check_image_count("num_images", num_images)
-        picture = load_image(image)
+        picture = square_input(load_image(image), "inpainting")
         mask = load_mask(mask_image, picture.size)
         grid = mask_to_grid(mask, self.resolution, (self.grid_size, self.grid_size))
         if not grid.any():
@@ -293,7 +293,8 @@ class ShowoPipeline:
         texts, dirs = check_extrapolation(check_prompts(prompts), directions, offset, g)
         check_image_count("num_images", num_images)
         gen = self._generator(seed, generator)
-        canvas = self.encode_images([image]).cpu().reshape(1, g, g).repeat(num_images, 1, 1)
+        canvas = self.encode_images([square_input(load_image(image), "extrapolation")]).cpu()
+        canvas = canvas.reshape(1, g, g).repeat(num_images, 1, 1)
         for text, direction in zip(texts, dirs):
             fill = lambda ids, t=text: self._fill([t] * num_images, ids, num_inference_steps, guidance_scale,  # noqa: E731
                                                   temperature, schedule, gen, callback, exact).cpu()
@@ -343,7 +344,7 @@ class ShowoPipeline:
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           text_temperature=text_temperature, image_temperature=image_temperature, top_k=top_k,
                           top_p=top_p, force_image_every_sentence=force_image_every_sentence,
-                          num_images=len(codes),
+                          num_images=len(codes), image_codes=[c.tolist() for c in codes],
                           prompt_length=result.prompt_length, stop_reason=result.stop_reason)
         return MixedOutput(segments, result.ids, meta)
 

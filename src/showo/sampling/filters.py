@@ -68,15 +68,19 @@ def top_k_top_p_filtering(logits: torch.Tensor, top_k: int = 0, top_p: float = 1
 
 
 def mask_by_random_topk(mask_len: torch.Tensor | int, probs: torch.Tensor, temperature: float | torch.Tensor = 1.0,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
     """MaskGIT re-masking: True for the `mask_len` least confident positions of each row of `probs` [B, N].
 
     confidence = log(probs) + temperature * gumbel noise (one `uniform_` draw of probs' shape, even when
     temperature is 0); a position is masked when its confidence is below the row's `mask_len`-th smallest
     (0-based), so exactly `mask_len[b]` positions are masked when confidences are distinct.
     mask_len: [B, 1] (any numeric dtype) or an int; values must lie in [0, N - 1].
+    keep: [B, N] positions never masked, whatever the noise (MaskGIT's known tokens: the official code gives them
+    the largest float as probability, which Gumbel noise at a high temperature can outweigh).
     """
     confidence = log(probs) + temperature * gumbel_noise(probs, generator=generator)
+    if keep is not None:
+        confidence = confidence.masked_fill(keep, float("inf"))
     if not torch.is_tensor(mask_len):
         mask_len = torch.full((probs.shape[0], 1), int(mask_len), device=probs.device)
     cut = torch.sort(confidence, dim=-1).values.gather(1, mask_len.long())

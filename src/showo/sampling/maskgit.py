@@ -133,5 +133,5 @@ def maskgit_step(logits: torch.Tensor, codes: torch.Tensor, vocab: Vocabulary, s
     one = torch.ones(1, dtype=torch.long, device=codes.device)
     mask_len = torch.max(one, torch.min(unknown.sum(dim=-1, keepdim=True) - 1, mask_len))
     temperature = temperature * (1.0 - ratio)  # official quirk: compounds over the steps (spec §6.1)
-    masking = mask_by_random_topk(mask_len, selected, temperature, generator=generator)
+    masking = mask_by_random_topk(mask_len, selected, temperature, generator=generator, keep=~unknown)
     return sampled, masking, mask_len, temperature, selected
