@@ -117,6 +117,18 @@ def test_numpy_scalars_are_numbers(pipe):
             pipe.ask(image, "what?", max_new_tokens=2, **kwargs)
 
 
+def test_flags_must_be_true_or_false(pipe):
+    """A string such as "false" is truthy: it used to force images (and exact mode) while the metadata said 'false'."""
+    with pytest.raises(InputError, match="force_image_every_sentence must be True or False, got 'false'"):
+        pipe.mixed("A cube.", max_new_tokens=4, force_image_every_sentence="false")
+    with pytest.raises(InputError, match="exact must be True or False, got 1"):
+        pipe.text_to_image("a cube", num_inference_steps=2, exact=1)
+    with pytest.raises(InputError, match="exact must be True or False"):
+        pipe.ask(Image.new("RGB", (16, 16)), "what?", 2, 0.0, None, None, None, None, None, "yes")  # positional
+    out = pipe.text_to_image("a cube", num_inference_steps=2, seed=0, exact=np.bool_(True))  # numpy's is a bool
+    assert out.metadata[0]["exact"] is True
+
+
 def test_metadata_records_what_produced_the_result(pipe):
     """The batch, the mode and how the model ran change the tokens, so the metadata says them."""
     image, mask = Image.new("RGB", (16, 16), "red"), Image.new("L", (16, 16), 255)

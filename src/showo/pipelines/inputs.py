@@ -3,6 +3,7 @@ recoverable oddities (a resized mask, a truncated prompt) are reported with `Sho
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from pathlib import Path
 
@@ -133,13 +134,25 @@ def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
 
 def plain_numbers(method):
     """Give `method` numpy scalars (from a sweep: np.int64 steps, np.float32 scales) as Python numbers: then the
-    sampling arithmetic and the results match Python arguments exactly, and the metadata stays JSON-able."""
+    sampling arithmetic and the results match Python arguments exactly, and the metadata stays JSON-able. Its
+    `bool` parameters must be True or False (a string such as "false" is truthy and was taken as True)."""
+    signature = inspect.signature(method)
+    flags = [name for name, p in signature.parameters.items() if p.annotation in ("bool", bool)]
+
     def plain(value):
         return value.item() if isinstance(value, np.generic) else value
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        return method(self, *map(plain, args), **{k: plain(v) for k, v in kwargs.items()})
+        args, kwargs = [plain(a) for a in args], {k: plain(v) for k, v in kwargs.items()}
+        try:
+            given = signature.bind_partial(self, *args, **kwargs).arguments
+        except TypeError:  # a wrong call: the method's own call below says so
+            given = {}
+        for name in flags:
+            if name in given and not isinstance(given[name], bool):
+                raise InputError(f"{name} must be True or False, got {given[name]!r}")
+        return method(self, *args, **kwargs)
     return wrapper
 
 
