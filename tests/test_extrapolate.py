@@ -123,6 +123,8 @@ def test_mixed_axes_chain_and_reproducibility(pipe, picture):
     assert a.metadata[0]["prompts"] == prompts and a.metadata[0]["seed"] == 11
     one_prompt = pipe.extrapolate(picture, "sky", ["up", "right"], num_inference_steps=2, seed=1)
     assert one_prompt.metadata[0]["prompts"] == ["sky", "sky"]
+    one_direction = pipe.extrapolate(picture, ["sky", "sea"], "up", num_inference_steps=2, seed=1)  # as the CLI
+    assert one_direction.metadata[0]["directions"] == ["up", "up"]
 
 
 @pytest.mark.parametrize("prompts, directions, offset, match", [

@@ -47,8 +47,11 @@ def check_extrapolation(prompts: str | Sequence[str], directions: str | Sequence
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
     if len(texts) == 1:
         texts = texts * len(dirs)
+    if len(dirs) == 1:  # one direction for every prompt, as `showo extrapolate --direction` takes it
+        dirs = dirs * len(texts)
     if len(texts) != len(dirs):
-        raise InputError(f"{len(texts)} prompts for {len(dirs)} directions: give one prompt per direction, or one")
+        raise InputError(f"{len(texts)} prompts for {len(dirs)} directions: give one prompt per direction, or one "
+                         "prompt or one direction for all")
     if not is_number(offset, integer=True) or not 0 <= offset < grid // 2:
         raise InputError(f"offset must be an integer in [0, {grid // 2 - 1}] for a {grid}x{grid} grid, got {offset!r}")
     return texts, dirs

@@ -287,8 +287,9 @@ class ShowoPipeline:
                     generator: torch.Generator | None = None,
                     callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
         """Grow `image` beyond its borders, one direction (left/right/up/down) per step, each step adding
-        grid//2 + offset token columns/rows drawn from its prompt (one prompt per step, or one for all).
-        The image's own codes are kept exactly; the whole canvas is decoded as one image (see extrapolate.py)."""
+        grid//2 + offset token columns/rows drawn from its prompt (one prompt and one direction per step, or
+        one of either for all steps). The image's own codes are kept exactly; the whole canvas is decoded as
+        one image (see extrapolate.py)."""
         g = self.grid_size
         texts, dirs = check_extrapolation(check_prompts(prompts), directions, offset, g)
         check_image_count("num_images", num_images)
