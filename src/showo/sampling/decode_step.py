@@ -1,7 +1,7 @@
 """One decoding step with fixed shapes, replayed as a CUDA graph on a GPU.
 
 At batch 1 a token of cached decoding is a few hundred small kernels, and on a GPU launching them costs more
-than running them (Phi-1.5 width on an H200: 12-27 ms a token on four machines; 0.5% of the fp32 matmul peak
+than running them (Phi-1.5 width on an H200: 12-27 ms a token on five machines; 0.5% of the fp32 matmul peak
 measured on the first). Capturing the step once as a CUDA graph and replaying it per token removes the launches (gpt-fast's
 remedy); a graph needs every shape and address fixed, so the step attends over the whole preallocated cache,
 masks the positions not yet written, and reads its inputs from buffers the caller fills.
