@@ -18,7 +18,7 @@ from ..model.losses import showo_losses
 from ..prompting.masks import mmu_mask, t2i_mask, to_additive
 from ..prompting.sequences import mmu_prompt_ids, t2i_gen_sequence
 from ..prompting.vocab import Vocabulary
-from ..sampling.autoregressive import GRAPH_MIN_NEW_TOKENS, generate_text
+from ..sampling.autoregressive import generate_text, uses_cuda_graph
 from ..sampling.maskgit import maskgit_generate
 from ..training.batch import Part, lm_part, mmu_part, t2i_part
 from ..training.config import MixConfig
@@ -152,16 +152,21 @@ class Bench:
         default a new random one)."""
         ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0]) if ids is None else ids
         mask = mmu_mask(ids, self.vocab)
-        ours = lambda: generate_text(self.model, [ids[0]], [mask[0, 0]], max_new_tokens=n, temperature=0)[0]  # noqa: E731
         ref = lambda: official_mmu_generate(self.model, ids, to_additive(mask), n)  # noqa: E731
-        return ours, ref
+        return self._answer(ids, n), ref
+
+    def _answer(self, ids: torch.Tensor, n: int, cuda_graph: bool | None = None) -> Callable:
+        """Our greedy answer of `n` tokens to the prompt `ids` [1, L] (`generate_text`'s `cuda_graph`)."""
+        mask = mmu_mask(ids, self.vocab)[0, 0]
+        return lambda: generate_text(self.model, [ids[0]], [mask], max_new_tokens=n, temperature=0,
+                                     cuda_graph=cuda_graph)[0]
 
     def mmu(self, new_tokens: int | None = None, warmup: bool = True) -> Comparison:
         n = new_tokens or self.cfg.answer_tokens
         ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0])
         return side_by_side(f"mmu_{n}_tokens", *self.mmu_fns(n, ids), self.cfg.repeats,
                             detail={"new_tokens": n, "prompt_tokens": ids.shape[1],
-                                    "cuda_graph": self.device.type == "cuda" and n >= GRAPH_MIN_NEW_TOKENS},
+                                    "cuda_graph": uses_cuda_graph(self.device, True, n)},
                             warmup=self.mmu_fns(2, ids) if warmup else ())  # two tokens run every code path
 
     def mmu_cuda_graph(self) -> Comparison:
@@ -171,9 +176,7 @@ class Bench:
         answers of `SHORT_ANSWERS` tokens (one token is the prompt's pass alone, no graph)."""
         n = self.cfg.answer_tokens
         ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0])
-        mask = mmu_mask(ids, self.vocab)[0, 0]
-        answer = lambda graph, k: lambda: generate_text(  # noqa: E731
-            self.model, [ids[0]], [mask], max_new_tokens=k, temperature=0, cuda_graph=graph)[0]
+        answer = lambda graph, k: self._answer(ids, k, cuda_graph=graph)  # noqa: E731
         out = side_by_side("mmu_cuda_graph_vs_eager", answer(True, n), answer(False, n), self.cfg.repeats,
                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1]},
                            warmup=(answer(True, 2), answer(False, 2)))

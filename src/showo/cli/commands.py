@@ -272,20 +272,12 @@ class MixedStream:
         if bool(finished[0]):
             return
         if token == self.soi:
-            shown = self.flush()
+            shown = self.text.flush()
             sys.stdout.write(f"{chr(10) if self.images or shown else ''}[image {self.images}]\n")
             self.images += 1
             self.text = TokenStream(self.decode, 1)
             return
         self.text(step, ids, finished)
-
-    def flush(self) -> str:
-        """Print what the text stream held back (an unfinished character, a changed decode); the text shown."""
-        text = self.decode(self.text.ids[0])
-        if text.startswith(self.text.printed) and text != self.text.printed:
-            sys.stdout.write(text[len(self.text.printed):])
-            self.text.printed = text
-        return self.text.printed
 
 
 def mixed(ctx: Context) -> int:
@@ -302,8 +294,7 @@ def mixed(ctx: Context) -> int:
                         force_image_every_sentence=a.force_image_every_sentence)
     ctx.progress.close()
     if stream is not None:
-        stream.flush()
-        sys.stdout.write("\n")
+        stream.text.finish()
     with tempfile.TemporaryDirectory() as tmp:  # the pipeline's own renderings, moved in with the rest
         markdown = result.to_markdown(tmp, name="answer").read_bytes()
         page = result.to_html(tmp, name="index").read_bytes()

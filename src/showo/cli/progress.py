@@ -160,13 +160,19 @@ class TokenStream:
         sys.stdout.flush()
         self.printed = text
 
+    def flush(self) -> str:
+        """Print what a single answer held back (an unfinished character at its end); returns the text shown."""
+        text = self.decode(self.ids[0])
+        text = text.strip() if self.strip else text
+        if text.startswith(self.printed):
+            sys.stdout.write(text[len(self.printed):])
+            self.printed = text
+        return self.printed
+
     def finish(self) -> None:
         """End the stream: the rest of a single answer and a newline, or the answers that never ended."""
         if self.rows == 1:
-            text = self.decode(self.ids[0])
-            text = text.strip() if self.strip else text
-            if text.startswith(self.printed):
-                sys.stdout.write(text[len(self.printed):])
+            self.flush()
             sys.stdout.write("\n")
             sys.stdout.flush()
             return

@@ -132,7 +132,7 @@ def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
     return prompts
 
 
-def plain_numbers(method):
+def plain_arguments(method):
     """Give `method` numpy scalars (from a sweep: np.int64 steps, np.float32 scales) as Python numbers: then the
     sampling arithmetic and the results match Python arguments exactly, and the metadata stays JSON-able. Its
     `bool` parameters must be True or False (a string such as "false" is truthy and was taken as True)."""

@@ -29,7 +29,7 @@ from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
 from .inputs import (check_callback, check_device, check_dtype, check_image_count, check_positive, check_prompt,
                      check_prompts, check_scale, check_steps, check_text_sampling, load_image, load_mask,
-                     plain_numbers, square_input, warn)
+                     plain_arguments, square_input, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
@@ -122,7 +122,7 @@ class ShowoPipeline:
             self.clip.to(device=device)
         return self
 
-    @plain_numbers
+    @plain_arguments
     def pack_weights(self, batch_hint: int = 8) -> "ShowoPipeline":
         """Pre-pack the transformer's float32 weights for oneDNN (CPU inference only, irreversible): batched
         understanding 1.36-1.47x faster at full depth over three runs; at batch 1 no gain (0.76-1.01x). See `Showo.pack_weights`."""
@@ -233,7 +233,7 @@ class ShowoPipeline:
 
     # ---- image generation ------------------------------------------------------------------------------------
 
-    @plain_numbers
+    @plain_arguments
     def text_to_image(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int = 18,
                       guidance_scale: float = 1.75, temperature: float = 1.0, schedule: str = "cosine",
                       seed: int | None = None, generator: torch.Generator | None = None,
@@ -254,7 +254,7 @@ class ShowoPipeline:
         g = self.grid_size
         return ImageOutput(self.decode_codes(codes), codes.cpu(), (g, g), meta)
 
-    @plain_numbers
+    @plain_arguments
     def inpaint(self, image, mask_image, prompt: str, num_images: int = 1, num_inference_steps: int = 16,
                 guidance_scale: float = 1.75, temperature: float = 1.0, schedule: str = "cosine",
                 seed: int | None = None, generator: torch.Generator | None = None,
@@ -280,7 +280,7 @@ class ShowoPipeline:
         g = self.grid_size
         return ImageOutput(self.decode_codes(out), out.cpu(), (g, g), meta)
 
-    @plain_numbers
+    @plain_arguments
     def extrapolate(self, image, prompts: str | list[str], directions: str | list[str], offset: int = 0,
                     num_images: int = 1, num_inference_steps: int = 16, guidance_scale: float = 1.75,
                     temperature: float = 1.0, schedule: str = "cosine", seed: int | None = None,
@@ -308,7 +308,7 @@ class ShowoPipeline:
                 for i in range(num_images)]
         return ImageOutput(self.decode_codes(codes, (h, w)), codes, (h, w), meta)
 
-    @plain_numbers
+    @plain_arguments
     def mixed(self, prompt: str, max_images: int = 4, max_new_tokens: int = 200, num_inference_steps: int = 16,
               guidance_scale: float = 0.0, text_temperature: float = 0.0, image_temperature: float = 1.0,
               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -364,7 +364,7 @@ class ShowoPipeline:
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
                              generator=generator, use_cache=not exact, on_token=on_token)
 
-    @plain_numbers
+    @plain_arguments
     def ask(self, image, question: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
             generator: torch.Generator | None = None, on_token=None, exact: bool = False) -> TextOutput:
@@ -414,7 +414,7 @@ class ShowoPipeline:
             m["task"] = "caption"
         return out
 
-    @plain_numbers
+    @plain_arguments
     def write(self, prompt: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
               generator: torch.Generator | None = None, on_token=None, exact: bool = False) -> TextOutput:

@@ -38,6 +38,11 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
 # used only for answers allowed this many tokens.
 GRAPH_MIN_NEW_TOKENS = 5
 
+
+def uses_cuda_graph(device: torch.device, use_cache: bool, max_new_tokens: int) -> bool:
+    """`generate_text`'s default for `cuda_graph`."""
+    return use_cache and device.type == "cuda" and max_new_tokens >= GRAPH_MIN_NEW_TOKENS
+
 # A shared prefix is prefilled in its own pass, which reads every weight once more: below this many positions
 # that costs about what sharing saves (an estimate from the full-depth timings, not measured at this size).
 MIN_SHARED_PREFIX = 16
@@ -141,7 +146,7 @@ def generate_text(
 
     cache = model.new_cache(b, length + max_new_tokens) if use_cache else None
     if cuda_graph is None:
-        cuda_graph = use_cache and device.type == "cuda" and max_new_tokens >= GRAPH_MIN_NEW_TOKENS
+        cuda_graph = uses_cuda_graph(device, use_cache, max_new_tokens)
     if cuda_graph and not use_cache:
         raise ValueError("cuda_graph decodes over the KV cache: it needs use_cache=True")
     static = StaticDecodeStep(model, cache, visible, graph=device.type == "cuda") if cuda_graph else None

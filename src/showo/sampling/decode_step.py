@@ -2,9 +2,9 @@
 
 At batch 1 a token of cached decoding is a few hundred small kernels, and on a GPU launching them costs more
 than running them (Phi-1.5 width on an H200: 12-27 ms a token on five machines; 0.5% of the fp32 matmul peak
-measured on the first). Capturing the step once as a CUDA graph and replaying it per token removes the launches (gpt-fast's
-remedy); a graph needs every shape and address fixed, so the step attends over the whole preallocated cache,
-masks the positions not yet written, and reads its inputs from buffers the caller fills.
+measured on the first). Capturing the step once as a CUDA graph and replaying it per token removes the
+launches (gpt-fast's remedy); a graph needs every shape and address fixed, so the step attends over the whole
+preallocated cache, masks the positions not yet written, and reads its inputs from buffers the caller fills.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class StaticDecodeStep:
         if graph and visible.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, the model is on {visible.device}")
         device, b = visible.device, visible.shape[0]
-        self.model, self.cache, self.graph = model, cache, graph
+        self.model, self.cache, self.use_graph = model, cache, graph
         self.visible = visible[:, None, None, :cache.max_len]
         self.columns = torch.arange(cache.max_len, device=device)
         self.ids = torch.zeros(b, 1, dtype=torch.long, device=device)
@@ -50,7 +50,7 @@ class StaticDecodeStep:
         self.ids.copy_(ids.view(-1, 1))
         self.positions.copy_(positions)
         self.start.fill_(start)
-        if not self.graph:
+        if not self.use_graph:
             return self._forward()
         if self._graph is None:
             self._capture()
