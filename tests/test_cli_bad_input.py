@@ -135,7 +135,7 @@ def test_masks(capsys, tmp_path, picture):
     (["write", "x", "--top-p", "0"], "--top-p"),
     (["write", "x", "--top-k", "0"], "--top-k"),
     (["write", "x", "--max-new-tokens", "0"], "--max-new-tokens"),
-    (["mixed", "x", "--max-images", "0"], "--max-images"),
+    (["mixed", "x", "--max-images", "-1"], "--max-images"),
     (["generate", "x", "--vq", "somewhere"], "tiny-random model"),
     (["generate", "x", "--bogus"], "unrecognized arguments"),
     (["paint", "x"], "invalid choice"),

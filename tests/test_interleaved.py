@@ -174,6 +174,8 @@ def test_guidance_and_max_images_stop():
     out = pipe.mixed(prompt, max_images=2, num_inference_steps=2, guidance_scale=1.5, seed=0)
     assert [s if isinstance(s, str) else "IMG" for s in out.segments] == ["a", "IMG", "b", "IMG", "c"]
     assert out.metadata["stop_reason"] == "max_images" and out.token_ids[-1] != pipe.vocab.soi
+    text_only = pipe.mixed(prompt, max_images=0, num_inference_steps=2, seed=0)  # --max-images 0 in the CLI
+    assert text_only.segments == ["a"] and text_only.metadata["stop_reason"] == "max_images"
 
 
 def test_forced_images_after_sentences():

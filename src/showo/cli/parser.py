@@ -383,8 +383,9 @@ def build_parser() -> Parser:
     _add_text_sampling(g, "mixed")
     g = p.add_argument_group("images")
     add_image_sampling(g, DEFAULTS["mixed"], temperature_flag="--image-temperature")
-    g.add_argument("--max-images", type=positive_int, default=DEFAULTS["mixed"]["max_images"], metavar="N",
-                   help="at most N images in the answer (default: %(default)s)")
+    g.add_argument("--max-images", type=non_negative_int, default=DEFAULTS["mixed"]["max_images"], metavar="N",
+                   help="at most N images in the answer; 0 writes text only and stops where an image would start "
+                        "(default: %(default)s)")
     g.add_argument("--force-image-every-sentence", action="store_true",
                    help="insert an image after every sentence (up to --max-images)")
 
