@@ -129,6 +129,9 @@ def test_missing_embedded_weights_fall_back_with_a_note(capsys, tmp_path, monkey
     assert code == 0 and (tmp_path / "out" / "generate" / "000-a-cube.png").is_file()
     notes = [line for line in err.splitlines() if "missing" in line]
     assert len(notes) == 1 and notes[0].startswith("showo: note:")
+    monkeypatch.setenv("RANK", "1")  # another torchrun process: rank 0 says it
+    code, _, err = run(capsys, "generate", "a cube", "--steps", "2", "--device", "cpu", "--seed", "0")
+    assert code == 0 and "note" not in err
 
 
 def test_pipeline_directory_model(capsys, tmp_path, pipe):

@@ -40,8 +40,11 @@ class Context:
         return Path(self.args.out)
 
     def load(self):
-        """The pipeline (after every input has been validated), announced first when it is the random one."""
-        if self.note:
+        """The pipeline (after every input has been validated), announced first when it is the random one (once
+        under torchrun, where `showo finetune` loads it in every process)."""
+        from ..training.distributed import is_main_process
+
+        if self.note and is_main_process():
             say("note", self.note)
         return load_pipeline(self.spec)
 
