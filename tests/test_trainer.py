@@ -135,18 +135,23 @@ def test_gradient_checkpointing_and_bf16(tmp_path):
     assert bf16["loss"] == pytest.approx(plain["loss"], rel=0.05)
 
 
+def _torchrun_worker(out: Path, mode: str, steps: int) -> None:
+    """tests/dist_train_worker.py under torchrun, two processes on the CPU (gloo)."""
+    here = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(here / "dist_train_worker.py"), str(out), mode, str(steps)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp", "ddp+code_bit_rows"])
 def test_two_processes_match_one(tmp_path, mode):
     steps = 3
     option = mode.partition("+")[2]
     single = tiny_trainer(tmp_path / "single", steps, **({option: True} if option else {})).train(progress=False)
-    here = Path(__file__).parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(here / "dist_train_worker.py"), str(tmp_path / "dist"), mode, str(steps)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun_worker(tmp_path / "dist", mode, steps)
     result = json.loads((tmp_path / "dist" / "history.json").read_text())
     assert result["world_size"] == 2
     for a, b in zip(single, result["history"]):
@@ -310,6 +315,16 @@ def test_a_stop_signal_finishes_the_step_saves_it_and_stops(tmp_path, monkeypatc
     assert t.step == 2 and latest_checkpoint(tmp_path).name == "checkpoint-0000002"
     resumed = tiny_trainer(tmp_path, 6, log_every=1)
     assert resumed.resume() and resumed.step == 2
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
+    """Under torchrun a scheduler's SIGTERM reaches the processes one by one: here only rank 1 gets it after
+    step 2. Both stop after step 2 (agreed by an all-reduce), the step is saved, and only rank 1 exits as its
+    signal says; rank 0 returns normally."""
+    _torchrun_worker(tmp_path, "stop", 6)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks == [{"step": 2, "exit": None}, {"step": 2, "exit": 143}]
+    assert latest_checkpoint(tmp_path).name == "checkpoint-0000002"
 
 
 def test_an_ignored_signal_does_not_stop_the_run(tmp_path):
