@@ -109,6 +109,16 @@ def test_t2i_work_count_matches_the_matmuls_run(batch, n_image):
         assert counter.get_total_flops() == bench.t2i_flops(batch, n_image, official), official
 
 
+def test_compiled_decoding_comparison_agrees():
+    """The GPU row `mmu_compiled_graph_vs_graph`, run on the CPU (the fixed-shape step without graphs): the
+    compiled step gives the plain step's tokens, and the compile time is kept."""
+    from showo.bench.harness import Bench, BenchConfig
+
+    c = Bench(BenchConfig.preset("tiny")).mmu_compiled()
+    assert c.agree and len(c.outputs[0]) == BenchConfig.preset("tiny").answer_tokens
+    assert c.detail["compile_and_first_run_s"] > 0
+
+
 @pytest.mark.parametrize("device, match", [("tpu", "--device"), ("cuda", "CUDA is not available"),
                                            ("mps", "runs on cpu or cuda")])
 def test_bench_bad_device_is_one_line_error(capsys, monkeypatch, device, match):

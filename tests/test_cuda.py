@@ -114,6 +114,8 @@ def test_cuda_graph_decoding_equals_eager_cache(golden, golden_tokenizer, model,
     short = GRAPH_MIN_NEW_TOKENS - 1  # too short to pay for a capture: no graph by default
     assert generate_text(model, prompts, masks, max_new_tokens=short, temperature=0) == [a[:short] for a in eager]
     assert len(replays) == 11
+    assert generate_text(model, prompts, masks, max_new_tokens=12, temperature=0, compiled=True) == eager
+    assert len(replays) == 22  # the compiled step's kernels, replayed as a graph
     sampled = [generate_text(model, prompts, masks, max_new_tokens=12, temperature=1.0, top_k=20, cuda_graph=graph,
                              generator=torch.Generator(CUDA).manual_seed(5)) for graph in (True, False)]
     assert sampled[0] == sampled[1]
@@ -164,6 +166,7 @@ def test_bench_tiny_agrees_on_cuda(tmp_path):
     assert "peak_rss_ratio_inference_packed" not in data and "mmu_batch1_packed_vs_dense" not in data
     assert data["mmu_cuda_graph_vs_eager"]["agree"] and data["mmu_speedup"]["detail"]["cuda_graph"]
     assert set(data["mmu_cuda_graph_vs_eager"]["detail"]["short_answers"]["2"]) == {"graph_s", "eager_s"}
+    assert data["mmu_compiled_graph_vs_graph"]["agree"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -6,6 +6,7 @@ import torch
 
 from showo.prompting.masks import mmu_mask, t2i_mask
 from showo.sampling.autoregressive import generate_text, shared_prefix
+from showo.sampling import decode_step
 from showo.sampling.decode_step import StaticDecodeStep
 from showo.sampling.maskgit import maskgit_generate
 from golden_models import showo_model
@@ -155,6 +156,25 @@ def test_static_decode_step_equals_dynamic_cache(golden, golden_tokenizer, model
     assert len(logits[True]) == len(logits[False]) >= 10
     for a, b in zip(logits[False], logits[True]):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_static_step_gives_the_official_answers(golden, golden_tokenizer, model, monkeypatch):
+    """`compiled=True`: the fixed-shape step under torch.compile answers as the growing cache does, for two
+    calls whose caches differ in length and batch size (the second compiles once more with sizes symbolic)."""
+    d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
+    p, q = d["greedy0.input.input_ids"][0], d["greedy1.input.input_ids"][0]
+    compiled, calls = decode_step._compiled_step(), []
+    monkeypatch.setattr(decode_step, "_compiled_step", lambda: lambda *a: (calls.append(1), compiled(*a))[1])
+    for prompts, n in (([p], 10), ([q, p[:-2]], 7)):
+        masks = [mmu_mask(x[None], vocab)[0, 0] for x in prompts]
+        eager = generate_text(model, prompts, masks, max_new_tokens=n, temperature=0)
+        calls.clear()
+        assert generate_text(model, prompts, masks, max_new_tokens=n, temperature=0, cuda_graph=True,
+                             compiled=True) == eager
+        assert len(calls) == n - 1  # every token after the prompt's pass went through the compiled step
+    assert eager[1] != eager[0][:n]  # the second call's rows answer differently: a real batch
+    with pytest.raises(ValueError, match="needs cuda_graph=True"):
+        generate_text(model, [q], masks[:1], max_new_tokens=3, cuda_graph=False, compiled=True)
 
 
 def test_cuda_graph_refused_without_cache_or_gpu(golden, golden_tokenizer, model):

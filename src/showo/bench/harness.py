@@ -1,14 +1,13 @@
-"""Side-by-side timings of our fast paths and the official algorithms on the same random weights.
+"""The benchmark's model and workloads: our fast paths and the official algorithms on the same random weights.
 
 Every comparison runs both variants in this process, alternating, after a warm-up, and checks that their
-outputs agree before it reports a ratio (machines are noisy: only ratios from one run mean anything).
+outputs agree before it reports a ratio (`timing.side_by_side`).
 """
 from __future__ import annotations
 
-import resource
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -24,6 +23,7 @@ from ..training.batch import Part, lm_part, mmu_part, t2i_part
 from ..training.config import MixConfig
 from ..training.trainer import group_loss_sums
 from .official import official_mmu_generate, official_t2i_generate
+from .timing import Comparison, alternate, side_by_side, timed
 
 GUIDANCE = 1.75  # guidance scale of every text-to-image comparison (the official default)
 QUESTION_TOKENS = 20  # length of the random question of the understanding comparisons
@@ -62,55 +62,9 @@ class BenchConfig:
         raise ValueError(f"unknown bench mode {mode!r}")
 
 
-@dataclass
-class Comparison:
-    name: str
-    ours_s: float
-    reference_s: float
-    agree: bool
-    detail: dict = field(default_factory=dict)
-    outputs: tuple = field(default=(), repr=False)  # the last (ours, reference) outputs; not serialised
-
-    @property
-    def ratio(self) -> float:
-        return self.reference_s / self.ours_s if self.ours_s > 0 else float("inf")
-
-
 def can_pack(device: torch.device) -> bool:
     """Weights can be packed for oneDNN on `device` (CPU only, and only where this torch build can)."""
     return device.type == "cpu" and packing_available()
-
-
-def _time(fn: Callable[[], object]) -> tuple[float, object]:
-    """Wall time of `fn()` and its output; CUDA work queued by `fn` is waited for (kernels run asynchronously)."""
-    t0 = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0, out
-
-
-def alternate(variants: dict[str, Callable], repeats: int,
-              warmup: Sequence[Callable] = ()) -> dict[str, tuple[float, list]]:
-    """Run the `warmup` callables (short versions of the variants: a whole run takes minutes at full depth;
-    none where an earlier comparison ran the same code paths), then every variant in turn, `repeats` times;
-    name -> (best time, the least disturbed by other load; the output of every repeat)."""
-    for fn in warmup:
-        fn()
-    runs: dict[str, list[tuple[float, object]]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            runs[name].append(_time(fn))
-    return {name: (min(t for t, _ in r), [out for _, out in r]) for name, r in runs.items()}
-
-
-def side_by_side(name: str, ours: Callable, reference: Callable, repeats: int, same=lambda a, b: a == b,
-                 detail: dict | None = None, warmup: Sequence[Callable] = ()) -> Comparison:
-    """`alternate` ours and the reference; they agree when `same(ours output, reference output)`."""
-    r = alternate({"ours": ours, "reference": reference}, repeats, warmup)
-    (t_ours, outs_a), (t_ref, outs_b) = r["ours"], r["reference"]
-    agree = all(bool(same(a, b)) for a, b in zip(outs_a, outs_b))
-    return Comparison(name, t_ours, t_ref, agree, detail or {}, (outs_a[-1], outs_b[-1]))
 
 
 class Bench:
@@ -155,11 +109,11 @@ class Bench:
         ref = lambda: official_mmu_generate(self.model, ids, to_additive(mask), n)  # noqa: E731
         return self._answer(ids, n), ref
 
-    def _answer(self, ids: torch.Tensor, n: int, cuda_graph: bool | None = None) -> Callable:
-        """Our greedy answer of `n` tokens to the prompt `ids` [1, L] (`generate_text`'s `cuda_graph`)."""
+    def _answer(self, ids: torch.Tensor, n: int, cuda_graph: bool | None = None, compiled: bool = False) -> Callable:
+        """Our greedy answer of `n` tokens to the prompt `ids` [1, L] (`generate_text`'s `cuda_graph`, `compiled`)."""
         mask = mmu_mask(ids, self.vocab)[0, 0]
         return lambda: generate_text(self.model, [ids[0]], [mask], max_new_tokens=n, temperature=0,
-                                     cuda_graph=cuda_graph)[0]
+                                     cuda_graph=cuda_graph, compiled=compiled)[0]
 
     def mmu(self, new_tokens: int | None = None, warmup: bool = True) -> Comparison:
         n = new_tokens or self.cfg.answer_tokens
@@ -181,9 +135,21 @@ class Bench:
                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1]},
                            warmup=(answer(True, 2), answer(False, 2)))
         out.detail["short_answers"] = {
-            str(k): {f"{name}_s": min(_time(answer(graph, k))[0] for _ in range(3))
+            str(k): {f"{name}_s": min(timed(answer(graph, k))[0] for _ in range(3))
                      for name, graph in (("graph", True), ("eager", False))} for k in SHORT_ANSWERS}
         return out
+
+    def mmu_compiled(self) -> Comparison:
+        """On a GPU: the CUDA-graph decoding of the step compiled by torch.compile vs of the plain step; the same
+        tokens. The warm-up is a whole answer (a shorter one would leave the timed run a recompile for its
+        cache length); its time, compilation included, is the detail's `compile_and_first_run_s`."""
+        n = self.cfg.answer_tokens
+        ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0])
+        compiled, plain = (self._answer(ids, n, cuda_graph=True, compiled=c) for c in (True, False))
+        first_s = timed(compiled)[0]
+        return side_by_side("mmu_compiled_graph_vs_graph", compiled, plain, self.cfg.repeats,
+                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1],
+                                    "compile_and_first_run_s": first_s}, warmup=(plain,))
 
     def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32, warmup: bool = True) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths.
@@ -386,8 +352,8 @@ class Bench:
                     device: torch.device | str = "cpu") -> float:
         """Measured FLOP/s of a square matmul on `device` (the roof that utilisation is measured against)."""
         a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
-        _time(lambda: a @ b)
-        best = min(_time(lambda: a @ b)[0] for _ in range(repeats))
+        timed(lambda: a @ b)
+        best = min(timed(lambda: a @ b)[0] for _ in range(repeats))
         return 2 * size ** 3 / best
 
     def t2i_flops(self, batch: int, n_image: int, official: bool) -> float:
@@ -418,21 +384,3 @@ class Bench:
 
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).split(".")[-1]
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process image so far. Linux's VmHWM, because `ru_maxrss` survives
-    fork + exec and would report the parent's peak in a fresh benchmark process."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux, bytes on macOS
-
-
-def as_dict(c: Comparison) -> dict:
-    return {"name": c.name, "ours_s": c.ours_s, "reference_s": c.reference_s, "agree": c.agree, "detail": c.detail,
-            "ratio": c.ratio if c.agree else None}

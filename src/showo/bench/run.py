@@ -12,7 +12,8 @@ import torch
 
 from ..cli.outputs import write_file
 from . import SECTIONS
-from .harness import Bench, BenchConfig, Comparison, as_dict, can_pack, peak_rss_bytes
+from .harness import Bench, BenchConfig, can_pack
+from .timing import Comparison, as_dict, peak_rss_bytes
 from .plots import line_plot
 
 
@@ -115,6 +116,7 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         _utilization(results, bench, mmu, log)
         if bench.device.type == "cuda":
             record("mmu_cuda_graph_vs_eager", bench.mmu_cuda_graph())
+            record("mmu_compiled_graph_vs_graph", bench.mmu_compiled())
         lengths[cfg.answer_tokens] = mmu
         for n in cfg.answer_lengths:  # the code paths are warm: no second warm-up
             if n not in lengths:

@@ -105,6 +105,7 @@ def generate_text(
     use_cache: bool = True,
     on_token: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     cuda_graph: bool | None = None,
+    compiled: bool = False,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new ids per prompt (ending with `eos_id` when it was produced).
 
@@ -117,6 +118,9 @@ def generate_text(
     the kernel-by-kernel path's up to float rounding (a near tie can go the other way, likelier in bf16). On
     the CPU, True runs the same fixed-shape step without a graph (slower; it exists so that path can be checked
     off a GPU).
+    compiled: run that fixed-shape step under torch.compile (needs `cuda_graph`; the first call in a process
+    compiles it, which takes seconds to tens of seconds). Off by default: on the CPU it did not help (the
+    matrix products, which it leaves alone, dominate); on a GPU it is not yet measured.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -149,7 +153,10 @@ def generate_text(
         cuda_graph = uses_cuda_graph(device, use_cache, max_new_tokens)
     if cuda_graph and not use_cache:
         raise ValueError("cuda_graph decodes over the KV cache: it needs use_cache=True")
-    static = StaticDecodeStep(model, cache, visible, graph=device.type == "cuda") if cuda_graph else None
+    if compiled and not cuda_graph:
+        raise ValueError("compiled compiles the fixed-shape step of cuda_graph: it needs cuda_graph=True")
+    static = (StaticDecodeStep(model, cache, visible, graph=device.type == "cuda", compiled=compiled)
+              if cuda_graph else None)
     x, start = embeds, 0
     if shared:  # one row per group: its first prompt
         first = torch.tensor([group.index(g) for g in range(max(group) + 1)], device=device)

@@ -5,14 +5,32 @@ than running them (Phi-1.5 width on an H200: 12-27 ms a token on five machines; 
 measured on the first). Capturing the step once as a CUDA graph and replaying it per token removes the
 launches (gpt-fast's remedy); a graph needs every shape and address fixed, so the step attends over the whole
 preallocated cache, masks the positions not yet written, and reads its inputs from buffers the caller fills.
+With `compiled` the step is also run through torch.compile, which fuses its small kernels into fewer (what
+gpt-fast adds on top of the graph); the graph then replays the compiled kernels.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 
 from ..backbone import KVCache
 
 WARMUP_RUNS = 1  # runs on the capture stream first (lazy initialisations, e.g. of cuBLAS, must not be captured)
+
+
+def _step(model: torch.nn.Module, ids: torch.Tensor, visible: torch.Tensor, columns: torch.Tensor,
+          positions: torch.Tensor, cache: KVCache, start: torch.Tensor) -> torch.Tensor:
+    """The step itself: logits [B, V] of `ids` [B, 1] attending to the cache positions `visible` up to `start`."""
+    mask = visible & (columns <= start)
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, start=start)[:, -1]
+
+
+@functools.cache
+def _compiled_step():
+    """`_step` under torch.compile, made once per process: its compiled code is reused by every later call (a
+    second cache length or batch size recompiles once, with those sizes symbolic; torch.compile's own rule)."""
+    return torch.compile(_step, fullgraph=True)
 
 
 class StaticDecodeStep:
@@ -23,13 +41,16 @@ class StaticDecodeStep:
 
     With `graph` the first call warms up and captures a CUDA graph (a new one per step object: one per
     `generate_text` call) and every call replays it; the returned logits are then overwritten by the next
-    call."""
+    call. With `compiled` the step runs under torch.compile (the first call in a process compiles: seconds to
+    tens of seconds)."""
 
-    def __init__(self, model: torch.nn.Module, cache: KVCache, visible: torch.Tensor, graph: bool):
+    def __init__(self, model: torch.nn.Module, cache: KVCache, visible: torch.Tensor, graph: bool,
+                 compiled: bool = False):
         if graph and visible.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, the model is on {visible.device}")
         device, b = visible.device, visible.shape[0]
         self.model, self.cache, self.use_graph = model, cache, graph
+        self._run = _compiled_step() if compiled else _step
         self.visible = visible[:, None, None, :cache.max_len]
         self.columns = torch.arange(cache.max_len, device=device)
         self.ids = torch.zeros(b, 1, dtype=torch.long, device=device)
@@ -39,9 +60,7 @@ class StaticDecodeStep:
         self._logits: torch.Tensor | None = None
 
     def _forward(self) -> torch.Tensor:
-        mask = self.visible & (self.columns <= self.start)
-        return self.model(input_ids=self.ids, attention_mask=mask, position_ids=self.positions, cache=self.cache,
-                          start=self.start)[:, -1]
+        return self._run(self.model, self.ids, self.visible, self.columns, self.positions, self.cache, self.start)
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, start: int) -> torch.Tensor:
