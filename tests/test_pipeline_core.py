@@ -29,6 +29,14 @@ def test_text_to_image_is_reproducible_and_batched(pipe):
     assert torch.equal(a.codes, exact.codes)
 
 
+def test_a_compiled_model_generates_the_same_image():
+    """`pipe.model = torch.compile(pipe.model)` (the README's recipe): same codes as eager in float32."""
+    pipe = tiny_random_pipeline(seed=0)
+    eager = pipe.text_to_image("a red cube", num_inference_steps=2, seed=7)
+    pipe.model = torch.compile(pipe.model)
+    assert torch.equal(pipe.text_to_image("a red cube", num_inference_steps=2, seed=7).codes, eager.codes)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 100.0])
 def test_inpaint_keeps_unmasked_tokens(temperature):
     """Also at a high image temperature, whose Gumbel noise used to outweigh the known tokens' confidence and
