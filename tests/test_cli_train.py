@@ -271,7 +271,8 @@ def test_every_stage_reads_scenes_no_earlier_stage_read():
 @pytest.mark.parametrize("stage", ["embedded-z14.yaml", "embedded-z14-stage2.yaml",
                                    "embedded-z14-stage2-code-bits.yaml", "embedded-z14-stage3.yaml",
                                    "embedded-z14-stage3-questions.yaml", "embedded-z14-stage3-spatial.yaml",
-                                   "embedded-z14-edge.yaml", "embedded-z14-edge-stage2.yaml"])
+                                   "embedded-z14-edge.yaml", "embedded-z14-edge-stage2.yaml",
+                                   "embedded-z14-edge-stage3.yaml"])
 def test_z14_recipes_move_the_default_architecture_onto_the_candidate_tokenizer(stage):
     recipe = EmbeddedRecipe.from_yaml(RECIPES / stage)
     tokenizer = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
@@ -297,13 +298,17 @@ def test_edge_tokenizer_recipe_is_the_shipped_one_with_the_edge_loss():
     assert replace(edge, tokenizer_train=replace(edge.tokenizer_train, edge_weight=0.0)) == shipped
 
 
-def test_edge_second_stage_is_the_shipped_second_stage_on_the_edge_codes():
-    """docs/recipes/embedded-z14-edge-stage2.yaml repeats the shipped stage 2 from the edge move's end, on new scenes."""
+def test_edge_second_stage_is_z14s_second_stage_on_the_edge_codes():
+    """docs/recipes/embedded-z14-edge-stage2.yaml (shipped) repeats z14 stage 2 from the edge move's end, on new
+    scenes; embedded-z14-edge-stage3.yaml repeats it from its own end, on newer ones."""
     edge = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-edge-stage2.yaml")
-    shipped = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-stage2-code-bits.yaml")
+    z14 = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-stage2-code-bits.yaml")
     assert edge.init_from == "runs/edge/showo-train/checkpoint-0004500/model" and not edge.init_fresh_image_codes
     assert EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-edge.yaml").train.max_steps == 4500
-    assert replace(edge, seed=shipped.seed, init_from=shipped.init_from) == shipped
+    assert replace(edge, seed=z14.seed, init_from=z14.init_from) == z14
+    third = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-edge-stage3.yaml")
+    assert third.init_from == f"runs/edge-stage2/showo-train/checkpoint-{edge.train.max_steps:07d}/model"
+    assert third.seed == edge.seed + 1 and replace(third, seed=edge.seed, init_from=edge.init_from) == edge
 
 
 def test_spatial_trial_is_its_control_with_weighted_questions():
