@@ -275,6 +275,17 @@ def test_mixed_stream_shows_the_whole_answer(capsys, tmp_path, seed):
     assert "".join(texts) == "".join(line for line in streamed.split("\n") if not line.startswith("[image "))
 
 
+def test_mixed_with_no_images_writes_text_only(capsys, tmp_path):
+    """--max-images 0 (as pipe.mixed(max_images=0)): the forced image after the sentence is never made."""
+    argv = ["mixed", "A red circle.", "--max-images", "0", "--force-image-every-sentence", "--max-new-tokens", "6",
+            "--seed", "0", *FAST, "--out", str(tmp_path / "o")]
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "o" / "answers.json").read_text())
+    assert saved["segments"] and all("text" in part for part in saved["segments"])
+    assert not list((tmp_path / "o").glob("*.png"))
+
+
 @pytest.mark.parametrize("mode", ["L", "1", "LA", "RGBA", "P", "CMYK", "I;16"])
 def test_every_image_mode_works(capsys, tmp_path, mode):
     rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8))

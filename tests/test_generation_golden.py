@@ -160,21 +160,40 @@ def test_static_decode_step_equals_dynamic_cache(golden, golden_tokenizer, model
 
 def test_compiled_static_step_gives_the_official_answers(golden, golden_tokenizer, model, monkeypatch):
     """`compiled=True`: the fixed-shape step under torch.compile answers as the growing cache does, for two
-    calls whose caches differ in length and batch size (the second compiles once more with sizes symbolic)."""
+    calls whose caches differ in length and batch size; torch.compile really compiled it, and every token after
+    the prompt's pass went through the compiled function."""
+    from torch._dynamo.utils import counters
+
     d, vocab = golden.case("mmu_generate"), golden_tokenizer.vocab
     p, q = d["greedy0.input.input_ids"][0], d["greedy1.input.input_ids"][0]
+    torch._dynamo.reset()  # forget what earlier tests compiled, so that this one must compile
+    graphs = counters["stats"]["unique_graphs"]
     compiled, calls = decode_step._compiled_step(), []
     monkeypatch.setattr(decode_step, "_compiled_step", lambda: lambda *a: (calls.append(1), compiled(*a))[1])
     for prompts, n in (([p], 10), ([q, p[:-2]], 7)):
         masks = [mmu_mask(x[None], vocab)[0, 0] for x in prompts]
         eager = generate_text(model, prompts, masks, max_new_tokens=n, temperature=0)
         calls.clear()
-        assert generate_text(model, prompts, masks, max_new_tokens=n, temperature=0, cuda_graph=True,
-                             compiled=True) == eager
-        assert len(calls) == n - 1  # every token after the prompt's pass went through the compiled step
+        assert generate_text(model, prompts, masks, max_new_tokens=n, temperature=0, compiled=True) == eager
+        assert len(calls) == n - 1
+    assert counters["stats"]["unique_graphs"] > graphs
     assert eager[1] != eager[0][:n]  # the second call's rows answer differently: a real batch
-    with pytest.raises(ValueError, match="needs cuda_graph=True"):
+    with pytest.raises(ValueError, match="cannot go with cuda_graph=False"):
         generate_text(model, [q], masks[:1], max_new_tokens=3, cuda_graph=False, compiled=True)
+
+
+def test_compile_limit_falls_back_to_the_plain_step(golden, golden_tokenizer, model, monkeypatch):
+    """Past torch.compile's limit of variants the compiled function raises: decoding warns and goes on
+    uncompiled, with the same answer."""
+    def used_up(*args):
+        raise decode_step.RECOMPILE_LIMIT_HIT("recompile limit")
+
+    ids = golden.case("mmu_generate")["greedy0.input.input_ids"][0]
+    mask = mmu_mask(ids[None], golden_tokenizer.vocab)[0, 0]
+    eager = generate_text(model, [ids], [mask], max_new_tokens=6, temperature=0)
+    monkeypatch.setattr(decode_step, "_compiled_step", lambda: used_up)
+    with pytest.warns(RuntimeWarning, match="decoding without compile"):
+        assert generate_text(model, [ids], [mask], max_new_tokens=6, temperature=0, compiled=True) == eager
 
 
 def test_cuda_graph_refused_without_cache_or_gpu(golden, golden_tokenizer, model):

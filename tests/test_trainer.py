@@ -135,6 +135,16 @@ def test_gradient_checkpointing_and_bf16(tmp_path):
     assert bf16["loss"] == pytest.approx(plain["loss"], rel=0.05)
 
 
+def _kill_processes_naming(text: str) -> None:
+    """SIGKILL every process whose command line contains `text` (Linux /proc)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
 def _torchrun_worker(out: Path, mode: str, steps: int) -> None:
     """tests/dist_train_worker.py under torchrun, two processes on the CPU (gloo)."""
     here = Path(__file__).parent
@@ -142,8 +152,16 @@ def _torchrun_worker(out: Path, mode: str, steps: int) -> None:
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(here / "dist_train_worker.py"), str(out), mode, str(steps)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # a hung collective: its workers ignore SIGTERM and would outlive the test
+        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_processes_naming(str(out))  # torchrun starts each worker in a session of its own
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp", "ddp+code_bit_rows"])

@@ -13,14 +13,17 @@ class KVCache:
 
     def __init__(self, num_layers: int, batch: int, num_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-        shape = (num_layers, batch, num_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # Separate tensors per layer, not one [layers, ...] buffer: torch.compile turns an in-place write into a
+        # view of a bigger input into copies of that whole input (measured on the compiled decode step: every
+        # layer's cache copied at every token), and a write into a whole tensor stays one write.
+        shape = (batch, num_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.max_len = max_len
 
     @property
     def batch(self) -> int:
-        return self.k.shape[1]
+        return self.k[0].shape[0]
 
     def update(self, layer: int, start: int | torch.Tensor, k: torch.Tensor,
                v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,17 +40,17 @@ class KVCache:
         end = start + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: position {end} > capacity {self.max_len}")
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only batch rows `rows` (e.g. drop finished sequences)."""
-        self.k = self.k[:, rows]
-        self.v = self.v[:, rows]
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
 
     def copy_prefix(self, other: "KVCache", length: int, source_rows: torch.Tensor) -> None:
         """Fill positions `[0, length)` of row i with those of `other`'s row `source_rows[i]` (prompt prefixes
         computed once for several rows)."""
-        self.k[:, :, :, :length] = other.k[:, source_rows, :, :length]
-        self.v[:, :, :, :length] = other.v[:, source_rows, :, :length]
+        for mine, theirs in zip(self.k + self.v, other.k + other.v):
+            mine[:, :, :length] = theirs[source_rows, :, :length]

@@ -118,9 +118,11 @@ def generate_text(
     the kernel-by-kernel path's up to float rounding (a near tie can go the other way, likelier in bf16). On
     the CPU, True runs the same fixed-shape step without a graph (slower; it exists so that path can be checked
     off a GPU).
-    compiled: run that fixed-shape step under torch.compile (needs `cuda_graph`; the first call in a process
-    compiles it, which takes seconds to tens of seconds). Off by default: on the CPU it did not help (the
-    matrix products, which it leaves alone, dominate); on a GPU it is not yet measured.
+    compiled: run that fixed-shape step under torch.compile (it implies `cuda_graph` when that is None). The first
+    call in a process compiles it, and so does the first call with a new model size or dtype (seconds to tens
+    of seconds each); past torch.compile's limit of variants it warns and decodes uncompiled. Off by default:
+    on the CPU it gains little (the matrix products, which it leaves alone, dominate); on a GPU it is not yet
+    measured.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -150,11 +152,11 @@ def generate_text(
 
     cache = model.new_cache(b, length + max_new_tokens) if use_cache else None
     if cuda_graph is None:
-        cuda_graph = uses_cuda_graph(device, use_cache, max_new_tokens)
+        cuda_graph = compiled or uses_cuda_graph(device, use_cache, max_new_tokens)
     if cuda_graph and not use_cache:
         raise ValueError("cuda_graph decodes over the KV cache: it needs use_cache=True")
     if compiled and not cuda_graph:
-        raise ValueError("compiled compiles the fixed-shape step of cuda_graph: it needs cuda_graph=True")
+        raise ValueError("compiled compiles the fixed-shape step of cuda_graph: it cannot go with cuda_graph=False")
     static = (StaticDecodeStep(model, cache, visible, graph=device.type == "cuda", compiled=compiled)
               if cuda_graph else None)
     x, start = embeds, 0

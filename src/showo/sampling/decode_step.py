@@ -11,8 +11,10 @@ gpt-fast adds on top of the graph); the graph then replays the compiled kernels.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
+import torch._dynamo.exc
 
 from ..backbone import KVCache
 
@@ -28,9 +30,14 @@ def _step(model: torch.nn.Module, ids: torch.Tensor, visible: torch.Tensor, colu
 
 @functools.cache
 def _compiled_step():
-    """`_step` under torch.compile, made once per process: its compiled code is reused by every later call (a
-    second cache length or batch size recompiles once, with those sizes symbolic; torch.compile's own rule)."""
+    """`_step` under torch.compile, made once per process and reused by every later call. A call compiles again
+    (seconds) for each new model size or dtype, and once for a second cache length or batch size (those sizes then
+    stay symbolic); torch.compile keeps a limited number of such variants (8 by default)."""
     return torch.compile(_step, fullgraph=True)
+
+
+# Raised by a compiled function once its variants are used up (torch >= 2.5; older versions fall back silently).
+RECOMPILE_LIMIT_HIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
 
 
 class StaticDecodeStep:
@@ -60,7 +67,14 @@ class StaticDecodeStep:
         self._logits: torch.Tensor | None = None
 
     def _forward(self) -> torch.Tensor:
-        return self._run(self.model, self.ids, self.visible, self.columns, self.positions, self.cache, self.start)
+        args = (self.model, self.ids, self.visible, self.columns, self.positions, self.cache, self.start)
+        try:
+            return self._run(*args)
+        except RECOMPILE_LIMIT_HIT:  # met on the first (warm-up) run, before any capture: decode uncompiled
+            warnings.warn("torch.compile's limit of compiled variants is used up in this process (too many model "
+                          "sizes or dtypes): decoding without compile", RuntimeWarning, stacklevel=2)
+            self._run = _step
+            return self._run(*args)
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, start: int) -> torch.Tensor:

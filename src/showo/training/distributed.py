@@ -25,7 +25,7 @@ class DistInfo:
 
 def is_main_process() -> bool:
     """Rank 0 of a torchrun launch, or a process launched alone (for what should be said once)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return int(os.environ.get("RANK") or 0) == 0
 
 
 def init_from_env(device: torch.device) -> DistInfo:
