@@ -114,8 +114,12 @@ def test_cuda_graph_decoding_equals_eager_cache(golden, golden_tokenizer, model,
     short = GRAPH_MIN_NEW_TOKENS - 1  # too short to pay for a capture: no graph by default
     assert generate_text(model, prompts, masks, max_new_tokens=short, temperature=0) == [a[:short] for a in eager]
     assert len(replays) == 11
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # forget earlier compiles, so that this call must compile
+    graphs = counters["stats"]["unique_graphs"]
     assert generate_text(model, prompts, masks, max_new_tokens=12, temperature=0, compiled=True) == eager
-    assert len(replays) == 22  # the compiled step's kernels, replayed as a graph
+    assert len(replays) == 22 and counters["stats"]["unique_graphs"] > graphs  # compiled kernels, replayed
     sampled = [generate_text(model, prompts, masks, max_new_tokens=12, temperature=1.0, top_k=20, cuda_graph=graph,
                              generator=torch.Generator(CUDA).manual_seed(5)) for graph in (True, False)]
     assert sampled[0] == sampled[1]
