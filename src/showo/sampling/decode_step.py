@@ -36,7 +36,8 @@ def _compiled_step():
     return torch.compile(_step, fullgraph=True)
 
 
-# Raised by a compiled function once its variants are used up (torch >= 2.5; older versions fall back silently).
+# Raised by a compiled function once its variants are used up (where this torch defines it; otherwise nothing is
+# caught: which torch versions raise it, and what older ones do instead, was not checked).
 RECOMPILE_LIMIT_HIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
 
 
@@ -48,8 +49,8 @@ class StaticDecodeStep:
 
     With `graph` the first call warms up and captures a CUDA graph (a new one per step object: one per
     `generate_text` call) and every call replays it; the returned logits are then overwritten by the next
-    call. With `compiled` the step runs under torch.compile (the first call in a process compiles: seconds to
-    tens of seconds)."""
+    call. With `compiled` the step runs under torch.compile (`_compiled_step`: when it compiles, and what
+    happens past its limit of variants)."""
 
     def __init__(self, model: torch.nn.Module, cache: KVCache, visible: torch.Tensor, graph: bool,
                  compiled: bool = False):
