@@ -99,6 +99,26 @@ def test_text_kv_cache_and_batch_equal_recompute(golden, golden_tokenizer, model
 
 
 @pytest.mark.golden
+def test_decoded_token_uses_single_query_attention(golden, model, monkeypatch):
+    """A one-token cached forward on the GPU runs `single_query_attention` in every layer and gives the full
+    forward's logits."""
+    import showo.backbone.phi as phi
+
+    d = _on(golden.case("mmu_logits"))
+    ids, mask = d["input.input_ids"], d["aux.attention_mask_bool"]
+    n, calls = ids.shape[1] - 1, []
+    spy = phi.single_query_attention
+    monkeypatch.setattr(phi, "single_query_attention", lambda *a: (calls.append(1), spy(*a))[1])
+    cache = model.new_cache(ids.shape[0], ids.shape[1])
+    with torch.no_grad():
+        model(ids[:, :n], attention_mask=mask[:, :, :n, :n], cache=cache, start=0)
+        assert not calls
+        last = model(ids[:, n:], attention_mask=mask[:, :, n:, :], cache=cache, start=n)
+    assert len(calls) == len(model.showo.model.layers)
+    torch.testing.assert_close(last, d["output.logits"][:, n:], atol=ATOL, rtol=0)
+
+
+@pytest.mark.golden
 def test_cuda_graph_decoding_equals_eager_cache(golden, golden_tokenizer, model, monkeypatch):
     """generate_text replays a captured CUDA graph per token by default on a GPU: the same greedy answers as the
     kernel-by-kernel cache (padded batch, shared prefix), and the same draws from a seeded generator."""
@@ -170,7 +190,7 @@ def test_bench_tiny_agrees_on_cuda(tmp_path):
     assert "peak_rss_ratio_inference_packed" not in data and "mmu_batch1_packed_vs_dense" not in data
     assert data["mmu_cuda_graph_vs_eager"]["agree"] and data["mmu_speedup"]["detail"]["cuda_graph"]
     assert set(data["mmu_cuda_graph_vs_eager"]["detail"]["short_answers"]["2"]) == {"graph_s", "eager_s"}
-    assert data["mmu_compiled_graph_vs_graph"]["agree"]
+    assert data["mmu_compiled_graph_vs_graph"]["agree"] and data["mmu_compiled_speedup"]["agree"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

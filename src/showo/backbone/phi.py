@@ -127,12 +127,25 @@ class PhiAttention(nn.Module):
         # (+2.8 GiB of activations for the benchmark's training batch at 24 layers).
         math_kernel = (q.requires_grad and q.device.type == "cpu"
                        and _attention_dtype(q) in MATH_KERNEL_TRAINING_DTYPES)
-        with sdpa_kernel(SDPBackend.MATH) if math_kernel else nullcontext():
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        if q_len == 1 and mask is not None and q.device.type == "cuda" and not q.requires_grad:
+            out = single_query_attention(q, k, v, mask)
+        else:
+            with sdpa_kernel(SDPBackend.MATH) if math_kernel else nullcontext():
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.dense(out.transpose(1, 2).reshape(b, q_len, -1))
 
 
 MATH_KERNEL_TRAINING_DTYPES = (torch.bfloat16, torch.float16)  # see PhiAttention.forward
+
+
+def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of one new token per sequence (q [B, H, 1, D]) over the cache, as two batched matrix-vector
+    products. The GPU's fused kernels tile 64 queries per block: with one query, a decoded token at Phi-1.5
+    size spent about 1 ms of its 3.7 ms of kernel time in them (H200, fp32, 42 us a layer). Softmax runs in
+    float32 whatever the dtype."""
+    scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5
+    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return scores.softmax(dim=-1).to(v.dtype) @ v
 
 
 def _attention_dtype(q: torch.Tensor) -> torch.dtype:

@@ -151,6 +151,15 @@ class Bench:
                             detail={"new_tokens": n, "prompt_tokens": ids.shape[1],
                                     "compile_and_first_run_s": first_s}, warmup=(plain,))
 
+    def mmu_compiled_speedup(self) -> Comparison:
+        """On a GPU: `mmu`'s comparison with our decoding compiled (`generate_text(compiled=True)`, CUDA graphs);
+        run after `mmu_compiled`, whose compile of this prompt length it reuses (the warm-up is a whole answer)."""
+        n = self.cfg.answer_tokens
+        ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0])
+        compiled = self._answer(ids, n, cuda_graph=True, compiled=True)
+        return side_by_side(f"mmu_{n}_tokens_compiled", compiled, self.mmu_fns(n, ids)[1], self.cfg.repeats,
+                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1]}, warmup=(compiled,))
+
     def mmu_batch(self, batch: int = 8, dtype: torch.dtype = torch.float32, warmup: bool = True) -> Comparison:
         """Answers per second at batch `batch` vs batch 1 (both ours, KV cache), prompts of different lengths.
         In float32 the answers must be identical; in bfloat16 the padded batch rounds differently, so only the

@@ -10,6 +10,8 @@ ROWS = {
     "mmu_cuda_graph_vs_eager": ("understanding, greedy, batch 1, GPU: ours with CUDA graphs vs without", ""),
     "mmu_compiled_graph_vs_graph": ("understanding, greedy, batch 1, GPU: CUDA graphs of the torch.compile'd step "
                                     "vs of the plain step", "optional; measured"),
+    "mmu_compiled_speedup": ("understanding, greedy, batch 1, GPU: ours compiled (`compiled=True`) vs official "
+                             "recompute", ">= 10x at 100 tokens"),
     "t2i_speedup": ("text-to-image with guidance, batch 1: ours vs official", ">= 1.5x"),
     "t2i_speedup_batch4": ("text-to-image with guidance, batch 4: ours vs official", ">= 1.5x"),
     "bf16_t2i_speedup": ("text-to-image, ours bf16 vs ours fp32, batch 1", ">= 3x"),

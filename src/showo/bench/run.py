@@ -117,6 +117,7 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         if bench.device.type == "cuda":
             record("mmu_cuda_graph_vs_eager", bench.mmu_cuda_graph())
             record("mmu_compiled_graph_vs_graph", bench.mmu_compiled())
+            record("mmu_compiled_speedup", bench.mmu_compiled_speedup())
         lengths[cfg.answer_tokens] = mmu
         for n in cfg.answer_lengths:  # the code paths are warm: no second warm-up
             if n not in lengths:
