@@ -209,6 +209,21 @@ def test_packed_weights_answer_the_same(capsys, tmp_path, picture, pipe):
     assert b["model_source"]["pack_weights"] is True and a["model_source"]["pack_weights"] is False
 
 
+def test_compile_decoding_option_reaches_the_decoder(capsys, tmp_path, picture, monkeypatch):
+    """--compile-decoding asks generate_text for the compiled step (spied, not compiled here: the pipeline test
+    compiles) and is recorded in the outputs; mixed has no such option."""
+    import showo.pipelines.showo_pipeline as sp
+
+    asked, real = [], sp.generate_text
+    monkeypatch.setattr(sp, "generate_text", lambda *a, compiled, **k: asked.append(compiled) or real(*a, **k))
+    assert run(capsys, "ask", str(picture), "what?", *TEXT, "--out", str(tmp_path / "a"))[0] == 0
+    assert run(capsys, "ask", str(picture), "what?", *TEXT, "--compile-decoding", "--out", str(tmp_path / "b"))[0] == 0
+    assert asked == [False, True]
+    assert json.loads((tmp_path / "b" / "answers.json").read_text())["options"]["compile_decoding"] is True
+    code, _, err = run(capsys, "mixed", "a cube", "--compile-decoding", *TEXT)
+    assert code == 2 and "--compile-decoding" in err
+
+
 def test_single_answer_prints_plain_and_streams_the_same(capsys, tmp_path, picture):
     code, plain, _ = run(capsys, "ask", str(picture), "what?", *TEXT, "--out", str(tmp_path / "a"))
     code2, streamed, _ = run(capsys, "ask", str(picture), "what?", *TEXT, "--stream", "--out", str(tmp_path / "b"))

@@ -37,6 +37,24 @@ def test_a_compiled_model_generates_the_same_image():
     assert torch.equal(pipe.text_to_image("a red cube", num_inference_steps=2, seed=7).codes, eager.codes)
 
 
+def test_compiled_decoding_answers_the_same():
+    """`pipe.compile_decoding()` runs ask's decoding step under torch.compile (dynamo makes a graph) and gives the
+    eager answer; `exact` calls stay uncompiled."""
+    from torch._dynamo.utils import counters
+
+    pipe, image = tiny_random_pipeline(seed=0), Image.new("RGB", (32, 32), (255, 0, 0))
+    eager = pipe.ask(image, "what colour?", max_new_tokens=6).token_ids
+    graphs = counters["stats"]["unique_graphs"]
+    assert pipe.compile_decoding() is pipe
+    assert pipe.ask(image, "what colour?", max_new_tokens=6).token_ids == eager
+    assert counters["stats"]["unique_graphs"] > graphs
+    graphs = counters["stats"]["unique_graphs"]
+    assert pipe.ask(image, "what colour?", max_new_tokens=6, exact=True).token_ids == eager
+    assert counters["stats"]["unique_graphs"] == graphs and pipe.compile_decoding(False).compiled_decoding is False
+    with pytest.raises(InputError, match="enabled must be True or False, got 'yes'"):
+        pipe.compile_decoding("yes")
+
+
 @pytest.mark.parametrize("temperature", [1.0, 100.0])
 def test_inpaint_keeps_unmasked_tokens(temperature):
     """Also at a high image temperature, whose Gumbel noise used to outweigh the known tokens' confidence and

@@ -46,7 +46,8 @@ class Context:
 
         if self.note and is_main_process():
             say("note", self.note)
-        return load_pipeline(self.spec)
+        pipe = load_pipeline(self.spec)
+        return pipe.compile_decoding() if getattr(self.args, "compile_decoding", False) else pipe
 
     def record(self, pipe) -> dict:
         """What every output file carries so that it can be reproduced."""

@@ -54,6 +54,7 @@ class ShowoPipeline:
                               f"{model.config.codebook_size}")
         self.model, self.vq, self.tokenizer, self.clip = model.eval(), vq.eval(), tokenizer, clip
         self.model_id = model_id
+        self.compiled_decoding = False  # see compile_decoding
 
     # ---- construction ----------------------------------------------------------------------------------------
 
@@ -128,6 +129,16 @@ class ShowoPipeline:
         understanding 1.36-1.47x faster at full depth over three runs; at batch 1 no gain (0.76-1.01x). See `Showo.pack_weights`."""
         check_positive("batch_hint", batch_hint)
         self.model.pack_weights(batch_hint)
+        return self
+
+    @plain_arguments
+    def compile_decoding(self, enabled: bool = True) -> "ShowoPipeline":
+        """Decode the text of ask, caption and write with the fixed-shape step compiled by torch.compile
+        (`generate_text(compiled=True)`). The first answer of a process waits for the compile; later tokens are
+        faster: at full size on an H200 in fp32, 100-token answers 1.44x our CUDA-graph decoding (11.7x the
+        official algorithm) after 34 s of compiling and first answer; about 1.1x on the CPU. `exact` calls and
+        `mixed` (its own decoding loop) stay uncompiled."""
+        self.compiled_decoding = enabled
         return self
 
     # ---- geometry ----------------------------------------------------------------------------------------------
@@ -362,7 +373,8 @@ class ShowoPipeline:
                              f"{limit} positions: shorten the text or lower max_new_tokens")
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
-                             generator=generator, use_cache=not exact, on_token=on_token)
+                             generator=generator, use_cache=not exact, on_token=on_token,
+                             compiled=self.compiled_decoding and not exact)
 
     @plain_arguments
     def ask(self, image, question: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
