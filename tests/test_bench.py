@@ -110,13 +110,17 @@ def test_t2i_work_count_matches_the_matmuls_run(batch, n_image):
 
 
 def test_compiled_decoding_comparison_agrees():
-    """The GPU row `mmu_compiled_graph_vs_graph`, run on the CPU (the fixed-shape step without graphs): the
-    compiled step gives the plain step's tokens, and the compile time is kept."""
+    """The GPU rows `mmu_compiled_graph_vs_graph` and `mmu_compiled_speedup`, run on the CPU (the fixed-shape step
+    without graphs): the compiled step gives the plain step's and the official algorithm's tokens, and the
+    compile time is kept."""
     from showo.bench.harness import Bench, BenchConfig
 
-    c = Bench(BenchConfig.preset("tiny")).mmu_compiled()
+    bench = Bench(BenchConfig.preset("tiny"))
+    c = bench.mmu_compiled()
     assert c.agree and len(c.outputs[0]) == BenchConfig.preset("tiny").answer_tokens
     assert c.detail["compile_and_first_run_s"] > 0
+    c = bench.mmu_compiled_speedup()
+    assert c.agree and c.name == "mmu_6_tokens_compiled" and len(c.outputs[0]) == 6
 
 
 @pytest.mark.parametrize("device, match", [("tpu", "--device"), ("cuda", "CUDA is not available"),

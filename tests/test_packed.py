@@ -92,3 +92,19 @@ def test_pack_weights_refuses_what_it_cannot_do(pipes, tmp_path):
         model.train().pack_weights()
     with pytest.raises(ConfigError, match="float32"):
         model.eval().to(torch.bfloat16).pack_weights()
+    with pytest.raises(ConfigError, match="packed weights cannot be decoded compiled"):  # inductor failed on them
+        packed.compile_decoding()
+    assert not packed.compiled_decoding and packed.compile_decoding(False) is packed
+    compiled = tiny_random_pipeline(seed=0).compile_decoding()
+    with pytest.raises(ConfigError, match="packed weights cannot be decoded compiled"):
+        compiled.pack_weights()
+    assert not compiled.model.packed
+
+
+def test_cli_refuses_packed_weights_with_compiled_decoding(capsys):
+    from showo.cli.main import main
+
+    assert main(["write", "x", "--model", "tiny-random", "--device", "cpu", "--pack-weights",
+                 "--compile-decoding"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "showo: error: packed weights cannot be decoded compiled " \
+        "(torch.compile cannot lower oneDNN's packed products): use one or the other"

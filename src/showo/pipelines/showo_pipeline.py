@@ -36,6 +36,8 @@ from .outputs import ImageOutput, MixedOutput, TextOutput
 DEFAULT_VQ = "showlab/magvitv2"
 DEFAULT_TOKENIZER = "microsoft/phi-1_5"
 CAPTION_QUESTION = "Describe the image."  # also the embedded model's training question
+PACKED_NOT_COMPILED = ("packed weights cannot be decoded compiled (torch.compile cannot lower oneDNN's packed "
+                       "products): use one or the other")
 
 
 def _local(path: str | Path | None) -> str | Path | None:
@@ -128,6 +130,8 @@ class ShowoPipeline:
         """Pre-pack the transformer's float32 weights for oneDNN (CPU inference only, irreversible): batched
         understanding 1.36-1.47x faster at full depth over three runs; at batch 1 no gain (0.76-1.01x). See `Showo.pack_weights`."""
         check_positive("batch_hint", batch_hint)
+        if self.compiled_decoding:
+            raise ConfigError(PACKED_NOT_COMPILED)
         self.model.pack_weights(batch_hint)
         return self
 
@@ -135,9 +139,12 @@ class ShowoPipeline:
     def compile_decoding(self, enabled: bool = True) -> "ShowoPipeline":
         """Decode the text of ask, caption and write with the fixed-shape step compiled by torch.compile
         (`generate_text(compiled=True)`). The first answer of a process waits for the compile; later tokens are
-        faster: at full size on an H200 in fp32, 100-token answers 1.44x our CUDA-graph decoding (11.7x the
-        official algorithm) after 34 s of compiling and first answer; about 1.1x on the CPU. `exact` calls and
+        faster: at full size on an H200 in fp32, 100-token answers 1.34-1.44x our CUDA-graph decoding (11.7x the
+        official algorithm) after 34-36 s of compiling and first answer; on the CPU 1.10x our usual decoding
+        (2 layers, 32 tokens). `exact` calls and
         `mixed` (its own decoding loop) stay uncompiled."""
+        if enabled and self.model.packed:
+            raise ConfigError(PACKED_NOT_COMPILED)
         self.compiled_decoding = enabled
         return self
 
