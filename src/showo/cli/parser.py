@@ -187,7 +187,8 @@ def _add_text_sampling(g: argparse._ArgumentGroup, command: str, with_temperatur
     if command != "mixed":
         g.add_argument("--compile-decoding", action="store_true",
                        help="compile the decoding step with torch.compile: the first answer waits for the compile "
-                            "(about 35 s at full size on an H200), later tokens faster (1.34-1.44x the default decoding there)")
+                            "(about 35 s at full size on an H200), later tokens are faster (1.34-1.44x the "
+                            "default decoding there)")
 
 
 def _add_seed(g: argparse._ArgumentGroup) -> None:

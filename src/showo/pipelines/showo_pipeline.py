@@ -141,8 +141,7 @@ class ShowoPipeline:
         (`generate_text(compiled=True)`). The first answer of a process waits for the compile; later tokens are
         faster: at full size on an H200 in fp32, 100-token answers 1.34-1.44x our CUDA-graph decoding (11.7x the
         official algorithm) after 34-36 s of compiling and first answer; on the CPU 1.10x our usual decoding
-        (2 layers, 32 tokens). `exact` calls and
-        `mixed` (its own decoding loop) stay uncompiled."""
+        (2 layers, 32 tokens). `exact` calls and `mixed` (its own decoding loop) stay uncompiled."""
         if enabled and self.model.packed:
             raise ConfigError(PACKED_NOT_COMPILED)
         self.compiled_decoding = enabled

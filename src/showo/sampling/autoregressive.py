@@ -121,7 +121,7 @@ def generate_text(
     compiled: run that fixed-shape step under torch.compile (it implies `cuda_graph` when that is None). The first
     call in a process compiles it, and so does the first call with a new model size or dtype (seconds to tens
     of seconds each); past torch.compile's limit of variants it warns and decodes uncompiled. On an H200 at
-    full size (fp32, 100 tokens) it decoded 1.44x faster than the plain graph, 11.7x the official algorithm,
+    full size (fp32, 100 tokens) it decoded 1.34-1.44x faster than the plain graph, 11.7x the official algorithm,
     after 34-36 s of compiling and first answer; on the CPU it gains about 1.1x (the matrix products, which it
     leaves alone, dominate). Off by default because of that first wait (`ShowoPipeline.compile_decoding`).
     """
