@@ -272,7 +272,7 @@ def test_every_stage_reads_scenes_no_earlier_stage_read():
                                    "embedded-z14-stage2-code-bits.yaml", "embedded-z14-stage3.yaml",
                                    "embedded-z14-stage3-questions.yaml", "embedded-z14-stage3-spatial.yaml",
                                    "embedded-z14-edge.yaml", "embedded-z14-edge-stage2.yaml",
-                                   "embedded-z14-edge-stage3.yaml"])
+                                   "embedded-z14-edge-stage3.yaml", "embedded-z14-edge-story.yaml"])
 def test_z14_recipes_move_the_default_architecture_onto_the_candidate_tokenizer(stage):
     recipe = EmbeddedRecipe.from_yaml(RECIPES / stage)
     tokenizer = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
@@ -309,6 +309,15 @@ def test_edge_second_stage_is_z14s_second_stage_on_the_edge_codes():
     third = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-edge-stage3.yaml")
     assert third.init_from == f"runs/edge-stage2/showo-train/checkpoint-{edge.train.max_steps:07d}/model"
     assert third.seed == edge.seed + 1 and replace(third, seed=edge.seed, init_from=edge.init_from) == edge
+
+
+def test_story_trial_is_the_third_stage_with_twice_the_story_rows():
+    """docs/recipes/embedded-z14-edge-story.yaml changes only the story rows of its control, the third stage."""
+    trial = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-edge-story.yaml")
+    control = EmbeddedRecipe.from_yaml(RECIPES / "embedded-z14-edge-stage3.yaml")
+    assert trial.train.mix.story == 2 * control.train.mix.story == 8
+    trial.train.mix.story = control.train.mix.story
+    assert trial == control
 
 
 def test_spatial_trial_is_its_control_with_weighted_questions():
