@@ -133,3 +133,21 @@ def test_bench_bad_device_is_one_line_error(capsys, monkeypatch, device, match):
     assert main(["bench", "--tiny", "--device", device]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and err.startswith("showo: error:") and match in err, err
+
+
+def test_profile_prints_where_the_time_goes(capsys):
+    """`showo bench --profile`: a table of the costliest operations for each workload, ours and the official's."""
+    assert main(["bench", "--tiny", "--profile", "mmu", "t2i", "--profile-official"]) == 0
+    out = capsys.readouterr().out
+    headers = [line for line in out.splitlines() if line.endswith(("(ours)", "(official)"))]
+    assert headers == ["mmu (ours)", "mmu (official)", "t2i (ours)", "t2i (official)"]
+    assert out.count("aten::addmm") >= 4 and out.count("Self CPU time total") == 4
+
+
+@pytest.mark.parametrize("argv, match", [(["--profile", "mmu", "--json", "x.json"], "writes no files: drop --json"),
+                                         (["--profile-official"], "--profile-official goes with --profile"),
+                                         (["--profile", "train"], "invalid choice")])
+def test_profile_misuse_is_one_line_error(capsys, argv, match):
+    assert main(["bench", "--tiny", *argv]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..bench import SECTIONS
+from ..bench.profile import WORKLOADS
 from ..errors import ConfigError
 from .outputs import check_out_dir, check_out_file, path_arg, write_file
 from .parser import device_name
@@ -27,7 +28,8 @@ examples:
   showo bench --quick --json bench.json
   showo bench --json docs/benchmarks/full.json --plots docs/benchmarks/full
   showo bench --only batch memory --json part.json     # some parts only, at full depth
-  showo bench --device cuda --json gpu.json            # on a GPU (memory: allocated device memory)"""
+  showo bench --device cuda --json gpu.json            # on a GPU (memory: allocated device memory)
+  showo bench --device cuda --profile mmu t2i          # where the time goes, kernel by kernel"""
 
 
 def add_parser(sub) -> None:
@@ -46,6 +48,10 @@ def add_parser(sub) -> None:
                    help=f"run only these parts: {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--device", type=device_name, default="cpu", metavar="DEVICE",
                    help="cpu (default), cuda or cuda:N; auto picks cuda when there is one")
+    p.add_argument("--profile", nargs="+", choices=WORKLOADS, metavar="WORKLOAD",
+                   help="instead of timing: print where the time of ours goes, operation by operation (on a GPU "
+                        "with kernel counts and device time), for mmu (one answer) and/or t2i (two guided steps)")
+    p.add_argument("--profile-official", action="store_true", help="with --profile: the official algorithm too")
 
 
 def run(args) -> int:
@@ -56,6 +62,10 @@ def run(args) -> int:
     device = resolve_device(args.device)
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"--device {args.device}: the benchmark runs on cpu or cuda, not {device}")
+    if args.profile_official and not args.profile:
+        raise ConfigError("--profile-official goes with --profile")
+    if args.profile:
+        return _profile(args, device)
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path:
             check_out_file(Path(path), flag)
@@ -67,4 +77,19 @@ def run(args) -> int:
     if not results["all_outputs_agree"]:  # a bug in a fast path, not a user error
         say("error", f"outputs disagree, no ratio reported: {', '.join(results['disagree'])}")
         return EXIT_DISAGREE
+    return 0
+
+
+def _profile(args, device: str) -> int:
+    from ..bench.harness import Bench, BenchConfig
+    from ..bench.profile import profile_workload
+
+    given = [flag for flag, value in (("--json", args.json), ("--markdown", args.markdown), ("--plots", args.plots))
+             if value]
+    if given:
+        raise ConfigError(f"--profile prints its tables and writes no files: drop {' '.join(given)}")
+    bench = Bench(BenchConfig.preset(args.mode), device)
+    for what in args.profile:
+        for official in (False, True) if args.profile_official else (False,):
+            print(profile_workload(bench, what, official), flush=True)
     return 0
