@@ -10,6 +10,7 @@ from PIL import Image
 
 from showo.errors import ConfigError, InputError
 from showo.pipelines import ShowoPipeline, ShowoWarning
+from showo.sampling.autoregressive import GRAPH_MIN_NEW_TOKENS
 from showo.tiny import tiny_random_pipeline
 
 
@@ -51,6 +52,8 @@ def test_compiled_decoding_answers_the_same():
     assert counters["stats"]["unique_graphs"] > graphs
     graphs = counters["stats"]["unique_graphs"]
     assert pipe.ask(image, "what colour?", max_new_tokens=6, exact=True).token_ids == eager
+    short = GRAPH_MIN_NEW_TOKENS - 1  # too short for the graph: not compiled either
+    assert pipe.ask(image, "what colour?", max_new_tokens=short).token_ids[0] == eager[0][:short]
     assert counters["stats"]["unique_graphs"] == graphs and pipe.compile_decoding(False).compiled_decoding is False
     with pytest.raises(InputError, match="enabled must be True or False, got 'yes'"):
         pipe.compile_decoding("yes")

@@ -186,7 +186,8 @@ def _add_text_sampling(g: argparse._ArgumentGroup, command: str, with_temperatur
                    help="print the text as it is generated (with several answers: each one when it is done)")
     if command != "mixed":
         g.add_argument("--compile-decoding", action="store_true",
-                       help="compile the decoding step with torch.compile: the first answer waits for the compile "
+                       help="compile the decoding step with torch.compile (answers of --max-new-tokens 5 or more): "
+                            "the first answer waits for the compile "
                             "(about 35 s at full size on an H200), later tokens are faster (1.34-1.44x the "
                             "default decoding there)")
 

@@ -21,7 +21,7 @@ from ..model.showo import check_vocab
 from ..prompting.masks import causal_mask, mmu_clip_mask, mmu_mask
 from ..prompting.sequences import (SYSTEM_PROMPT, clip_image_slot, clip_question_text, mmu_clip_prompt_ids,
                                    mmu_prompt_ids, mmu_question_text, t2i_gen_sequence)
-from ..sampling.autoregressive import generate_text
+from ..sampling.autoregressive import GRAPH_MIN_NEW_TOKENS, generate_text
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
 from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
@@ -141,7 +141,8 @@ class ShowoPipeline:
         (`generate_text(compiled=True)`). The first answer of a process waits for the compile; later tokens are
         faster: at full size on an H200 in fp32, 100-token answers 1.34-1.44x our CUDA-graph decoding (11.7x the
         official algorithm) after 34-36 s of compiling and first answer; on the CPU 1.10x our usual decoding
-        (2 layers, 32 tokens). `exact` calls and `mixed` (its own decoding loop) stay uncompiled."""
+        (2 layers, 32 tokens). `exact` calls, answers allowed fewer than `GRAPH_MIN_NEW_TOKENS` tokens (too short to pay
+        for a graph's capture) and `mixed` (its own decoding loop) stay uncompiled."""
         if enabled and self.model.packed:
             raise ConfigError(PACKED_NOT_COMPILED)
         self.compiled_decoding = enabled
@@ -377,10 +378,10 @@ class ShowoPipeline:
         if longest + max_new_tokens > limit:
             raise InputError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
                              f"{limit} positions: shorten the text or lower max_new_tokens")
+        compiled = self.compiled_decoding and not exact and max_new_tokens >= GRAPH_MIN_NEW_TOKENS
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
-                             generator=generator, use_cache=not exact, on_token=on_token,
-                             compiled=self.compiled_decoding and not exact)
+                             generator=generator, use_cache=not exact, on_token=on_token, compiled=compiled)
 
     @plain_arguments
     def ask(self, image, question: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
