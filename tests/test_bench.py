@@ -141,10 +141,11 @@ def test_profile_prints_where_the_time_goes(capsys):
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.endswith(("(ours)", "(official)"))]
     assert headers == ["mmu (ours)", "mmu (official)", "t2i (ours)", "t2i (official)"]
-    assert out.count("aten::addmm") >= 4 and out.count("Self CPU time total") == 4
+    assert "aten::addmm" in out and out.count("Self CPU time total") == 4
 
 
-@pytest.mark.parametrize("argv, match", [(["--profile", "mmu", "--json", "x.json"], "writes no files: drop --json"),
+@pytest.mark.parametrize("argv, match", [(["--profile", "mmu", "--json", "x.json"], "runs no sections: drop --json"),
+                                         (["--profile", "mmu", "--only", "t2i"], "drop --only"),
                                          (["--profile-official"], "--profile-official goes with --profile"),
                                          (["--profile", "train"], "invalid choice")])
 def test_profile_misuse_is_one_line_error(capsys, argv, match):

@@ -219,7 +219,8 @@ def test_compile_decoding_option_reaches_the_decoder(capsys, tmp_path, picture, 
     long = [*TEXT, "--max-new-tokens", "6"]  # shorter answers are never compiled
     assert run(capsys, "ask", str(picture), "what?", *long, "--out", str(tmp_path / "a"))[0] == 0
     assert run(capsys, "ask", str(picture), "what?", *long, "--compile-decoding", "--out", str(tmp_path / "b"))[0] == 0
-    assert asked == [False, True]
+    assert run(capsys, "ask", str(picture), "what?", *TEXT, "--compile-decoding", "--out", str(tmp_path / "c"))[0] == 0
+    assert asked == [False, True, False]  # TEXT allows 4 tokens: too short to compile
     assert json.loads((tmp_path / "b" / "answers.json").read_text())["options"]["compile_decoding"] is True
     code, _, err = run(capsys, "mixed", "a cube", "--compile-decoding", *TEXT)
     assert code == 2 and "--compile-decoding" in err

@@ -193,6 +193,13 @@ def test_bench_tiny_agrees_on_cuda(tmp_path):
     assert data["mmu_compiled_graph_vs_graph"]["agree"] and data["mmu_compiled_speedup"]["agree"]
 
 
+def test_profile_on_cuda_counts_device_time(capsys):
+    assert main(["bench", "--tiny", "--device", "cuda", "--profile", "mmu", "t2i", "--profile-official"]) == 0
+    heads = [line for line in capsys.readouterr().out.splitlines() if "ms of device time" in line]
+    assert [h.split(":")[0] for h in heads] == ["mmu (ours, no CUDA graph)", "mmu (official)", "t2i (ours)",
+                                                "t2i (official)"]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_training_steps_on_cuda_match_cpu(tmp_path, precision, no_tf32_convolutions):
     """Both trainers on the GPU: the tokenizer trainer kept its code bits and autocast on the CPU before."""
