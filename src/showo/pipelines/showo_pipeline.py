@@ -21,7 +21,7 @@ from ..model.showo import check_vocab
 from ..prompting.masks import causal_mask, mmu_clip_mask, mmu_mask
 from ..prompting.sequences import (SYSTEM_PROMPT, clip_image_slot, clip_question_text, mmu_clip_prompt_ids,
                                    mmu_prompt_ids, mmu_question_text, t2i_gen_sequence)
-from ..sampling.autoregressive import GRAPH_MIN_NEW_TOKENS, generate_text
+from ..sampling.autoregressive import generate_text, long_enough_for_static_step
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
 from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
@@ -378,7 +378,7 @@ class ShowoPipeline:
         if longest + max_new_tokens > limit:
             raise InputError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
                              f"{limit} positions: shorten the text or lower max_new_tokens")
-        compiled = self.compiled_decoding and not exact and max_new_tokens >= GRAPH_MIN_NEW_TOKENS
+        compiled = self.compiled_decoding and long_enough_for_static_step(not exact, max_new_tokens)
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
                              generator=generator, use_cache=not exact, on_token=on_token, compiled=compiled)

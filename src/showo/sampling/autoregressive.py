@@ -39,9 +39,14 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
 GRAPH_MIN_NEW_TOKENS = 5
 
 
+def long_enough_for_static_step(use_cache: bool, max_new_tokens: int) -> bool:
+    """Whether an answer pays for setting up the fixed-shape decode step (a graph's capture, a compile's variant)."""
+    return use_cache and max_new_tokens >= GRAPH_MIN_NEW_TOKENS
+
+
 def uses_cuda_graph(device: torch.device, use_cache: bool, max_new_tokens: int) -> bool:
     """`generate_text`'s default for `cuda_graph`."""
-    return use_cache and device.type == "cuda" and max_new_tokens >= GRAPH_MIN_NEW_TOKENS
+    return device.type == "cuda" and long_enough_for_static_step(use_cache, max_new_tokens)
 
 # A shared prefix is prefilled in its own pass, which reads every weight once more: below this many positions
 # that costs about what sharing saves (an estimate from the full-depth timings, not measured at this size).
