@@ -221,7 +221,10 @@ def test_compile_decoding_option_reaches_the_decoder(capsys, tmp_path, picture, 
     assert run(capsys, "ask", str(picture), "what?", *long, "--compile-decoding", "--out", str(tmp_path / "b"))[0] == 0
     assert run(capsys, "ask", str(picture), "what?", *TEXT, "--compile-decoding", "--out", str(tmp_path / "c"))[0] == 0
     assert asked == [False, True, False]  # TEXT allows 4 tokens: too short to compile
-    assert json.loads((tmp_path / "b" / "answers.json").read_text())["options"]["compile_decoding"] is True
+    recorded = {d: json.loads((tmp_path / d / "answers.json").read_text()) for d in "abc"}
+    assert recorded["b"]["options"]["compile_decoding"] is recorded["c"]["options"]["compile_decoding"] is True
+    # each answer records what it ran: the short one was asked compiled but decoded uncompiled
+    assert [recorded[d]["answers"][0]["compiled_decoding"] for d in "abc"] == asked
     code, _, err = run(capsys, "mixed", "a cube", "--compile-decoding", *TEXT)
     assert code == 2 and "--compile-decoding" in err
 

@@ -283,10 +283,13 @@ def test_z14_recipes_move_the_default_architecture_onto_the_candidate_tokenizer(
 
 
 def test_candidate_tokenizer_recipe_is_the_default_with_more_codes():
-    """docs/recipes/tokenizer-z14.yaml (the shipped tokenizer) changes only the default recipe's code bits."""
+    """docs/recipes/tokenizer-z14.yaml (the shipped tokenizer) changes only the default recipe's code bits; it
+    records the bf16 that trained it, where the default now says auto (bf16 where native, as it was there)."""
     recipe = EmbeddedRecipe.from_yaml(RECIPES / "tokenizer-z14.yaml")
     default = EmbeddedRecipe()
     assert recipe.magvit.z_channels == 14 and default.magvit.z_channels == 12
+    assert recipe.train.precision == recipe.tokenizer_train.precision == "bf16"
+    recipe.train.precision = recipe.tokenizer_train.precision = "auto"
     assert replace(recipe, magvit=default.magvit) == default
 
 

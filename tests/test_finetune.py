@@ -270,7 +270,7 @@ def test_embedded_model_learns_what_it_is_shown(tmp_path):
         return float((pipe.text_to_image("zork", num_images_per_prompt=2, seed=0).codes == target).float().mean())
 
     assert pipe.ask(image, question).texts[0] != answer and same() < 0.2
-    config = TrainConfig(max_steps=60, precision="bf16", log_every=5, save_every=60,
+    config = TrainConfig(max_steps=60, precision="auto", log_every=5, save_every=60,
                          mix=MixConfig(t2i=2, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
     finetune(pipe, data, tmp_path / "run", config, val_records=read_records(data), progress=False)
     logged = [json.loads(x) for x in (tmp_path / "run" / "showo-train" / "metrics.jsonl").read_text().splitlines()]

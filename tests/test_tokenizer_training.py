@@ -130,7 +130,7 @@ def test_edge_weight_enters_the_loss(tmp_path):
                                                ("lr", -1.0, "lr must be a finite number > 0"),
                                                ("edge_weight", -2.0, "edge_weight must be a finite number >= 0"),
                                                ("min_lr_ratio", 5.0, "min_lr_ratio must be in"),
-                                               ("precision", "fp16", "precision must be fp32 or bf16"),
+                                               ("precision", "fp16", "precision must be one of fp32, bf16, auto"),
                                                ("entropy", "bogus", "entropy must be codebook or bitwise")])
 def test_config_values_are_checked(key, value, match):
     from showo.errors import ConfigError

@@ -34,7 +34,7 @@ def _finetune(pipe, picture: Image.Image, out: Path) -> str:
 
     question, answer = "What is this picture called?", "zork"
     before = pipe.text_to_image("zork", seed=0).images[0], pipe.ask(picture, question, max_new_tokens=24).texts[0]
-    config = TrainConfig(max_steps=30, precision="bf16", log_every=30, save_every=30,
+    config = TrainConfig(max_steps=30, precision="auto", log_every=30, save_every=30,
                          mix=MixConfig(t2i=2, lm=0, mmu=2), optim=OptimConfig(lr=1e-3, warmup_steps=2))
     with tempfile.TemporaryDirectory() as tmp:
         picture.save(Path(tmp) / "zork.png")

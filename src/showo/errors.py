@@ -1,4 +1,5 @@
-"""Typed errors. Every user-facing failure is one of these, with a one-line message naming the problem."""
+"""Typed errors and warnings. Every user-facing failure is one of these, with a one-line message naming the
+problem."""
 
 
 class ShowoError(Exception):
@@ -31,3 +32,7 @@ class OutputError(ShowoError):
 
 class OfflineError(CheckpointError):
     """A hub id was given but the hub cannot be reached and nothing is cached locally."""
+
+
+class ShowoWarning(UserWarning):
+    """Something was adjusted to make an input usable, or a choice will run poorly here (said once, in one line)."""

@@ -81,4 +81,6 @@ def markdown_table(results: dict) -> str:
                 what += f" ({r['measure']})"
             value = f"{r['value']:.2f}" if r["value"] >= 0.1 else f"{r['value']:.3f}"  # GPU utilisation is ~0.005
             lines.append(f"| {what} | | | {value} | | {target} |")
+    if results.get("bf16_skipped"):
+        lines.append(f"\n{results['bf16_skipped']}.")
     return "\n".join(lines) + "\n"

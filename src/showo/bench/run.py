@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from ..cli.outputs import write_file
+from ..hardware import native_bf16
 from . import SECTIONS
 from .harness import Bench, BenchConfig, can_pack
 from .timing import Comparison, as_dict, peak_rss_bytes
@@ -61,6 +62,16 @@ def _memory_child(what: str, mode: str, device: str = "cpu") -> dict:
     return out
 
 
+def bf16_skip_reason(mode: str, device: torch.device) -> str | None:
+    """Why the bf16 rows are not measured, or None: where bf16 products are emulated (an AVX2-only CPU) they
+    would time PyTorch's fallback loop (hours at Phi-1.5 widths), not bf16. The tiny mode, a check of the code
+    paths rather than a measurement, runs them anywhere."""
+    if mode == "tiny" or native_bf16(device):
+        return None
+    cap = f" (PyTorch's CPU capability {torch.backends.cpu.get_cpu_capability()})" if device.type == "cpu" else ""
+    return f"bf16 matrix products are not native on this {device.type}{cap}: bf16 rows not measured"
+
+
 def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None = None, log=print,
         only: Sequence[str] = SECTIONS, device: str = "cpu") -> dict:
     """Every section of `only` (default all), in the order of `SECTIONS`, on `device` ("cpu" or "cuda")."""
@@ -74,7 +85,13 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         f"{name}, {torch.get_num_threads()} threads")
     sections = [s for s in SECTIONS if s in only]
     results: dict = {"mode": mode, "sections": sections, "config": cfg.__dict__.copy(), "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "device": device, "device_name": name, "complete": False}
+                     "threads": torch.get_num_threads(), "device": device, "device_name": name,
+                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                     "native_bf16": native_bf16(device), "complete": False}
+    skip_bf16 = bf16_skip_reason(mode, torch.device(device)) if {"bf16", "batch"} & set(sections) else None
+    if skip_bf16:
+        results["bf16_skipped"] = skip_bf16
+        log(f"  {skip_bf16}")
     rows: list[Comparison] = []
 
     def save(final: bool = False) -> None:
@@ -137,7 +154,7 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
             if n not in by_tokens:
                 by_tokens[n] = record(f"t2i_speedup_n{n}", bench.t2i(1, n))
             curve("t2i_time_vs_image_tokens", by_tokens)
-    if "bf16" in sections:
+    if "bf16" in sections and not skip_bf16:
         b, n = cfg.t2i_batches[0], cfg.image_tokens[0]
         record("bf16_t2i_speedup", bench.t2i(b, n, dtype=torch.bfloat16))
         record("bf16_t2i_compiled_speedup", bench.t2i(b, n, dtype=torch.bfloat16, compiled=True))
@@ -152,7 +169,8 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
             # the dense fp32 decoding paths are warm when the mmu section ran
             record("mmu_batch8_throughput_gain", bench.mmu_batch(8, warmup="mmu" not in sections))
         record("mmu_batch8_one_image_throughput_gain", bench.mmu_batch_one_image(8))
-        record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
+        if not skip_bf16:
+            record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
     bench.drop_casts()  # the training steps below need the memory
     if "train" in sections:
         record("train_step_speedup", bench.train_step(checkpointing=False))

@@ -9,6 +9,8 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
+from ..errors import ShowoWarning
+
 
 def one_line(text: str) -> str:
     """`text` with every run of whitespace (newlines included) folded to one space."""
@@ -23,8 +25,6 @@ def say(kind: str, message: str) -> None:
 @contextmanager
 def one_line_warnings() -> Iterator[None]:
     """Show every distinct `ShowoWarning` once, as `showo: warning: <message>`; other warnings as usual."""
-    from ..pipelines.inputs import ShowoWarning  # imports torch: only once a command runs
-
     seen: set[str] = set()
     with warnings.catch_warnings():
         warnings.simplefilter("always", ShowoWarning)

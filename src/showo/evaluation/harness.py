@@ -19,9 +19,8 @@ import torch
 from ..data.dataset import CAPTION_QUESTIONS, image_tensor
 from ..data.language import QTYPES
 from ..data.world import WorldConfig, position_name
-from ..errors import ConfigError
+from ..errors import ConfigError, ShowoWarning
 from ..fields import is_number
-from ..pipelines.inputs import ShowoWarning
 from ..tokenizers.image_io import preprocess
 from ..training.tokenizer import evaluate_reconstruction, psnr
 from .caption_parser import parse_caption, score_caption

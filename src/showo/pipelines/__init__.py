@@ -1,5 +1,5 @@
 """User-facing pipelines: one object, one method per task."""
-from .inputs import ShowoWarning
+from ..errors import ShowoWarning
 from .outputs import ImageOutput, TextOutput
 from .showo_pipeline import ShowoPipeline
 

@@ -11,14 +11,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, ShowoWarning
 from ..fields import is_number
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
-
-
-class ShowoWarning(UserWarning):
-    """Something was adjusted to make an input usable (said once, in one line)."""
 
 
 def warn(message: str) -> None:

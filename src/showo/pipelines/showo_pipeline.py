@@ -15,6 +15,7 @@ from PIL import Image
 from ..checkpoints import written_atomically
 from ..errors import CheckpointError, ConfigError, InputError, OutputError
 from ..fields import is_number
+from ..hardware import warn_if_emulated
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
 from ..model.showo import check_vocab
@@ -57,6 +58,7 @@ class ShowoPipeline:
         self.model, self.vq, self.tokenizer, self.clip = model.eval(), vq.eval(), tokenizer, clip
         self.model_id = model_id
         self.compiled_decoding = False  # see compile_decoding
+        warn_if_emulated(model.dtype, model.device, "the transformer runs")
 
     # ---- construction ----------------------------------------------------------------------------------------
 
@@ -123,6 +125,7 @@ class ShowoPipeline:
         self.vq.to(device=device)
         if self.clip is not None:
             self.clip.to(device=device)
+        warn_if_emulated(self.model.dtype, self.model.device, "the transformer runs")
         return self
 
     @plain_arguments
@@ -244,8 +247,8 @@ class ShowoPipeline:
                                 schedule=schedule, generator=generator, reuse_prefix=not exact, callback=callback)
 
     def _meta(self, task: str, **kw) -> dict:
-        """What produced a result: the task's arguments and how the model ran (dtype, device and packed weights
-        can change sampled tokens)."""
+        """What produced a result: the task's arguments and how the model ran (dtype, device, packed weights and,
+        for text, `compiled_decoding` can change sampled tokens)."""
         return {"task": task, "model": self.model_id, "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device), "packed_weights": self.model.packed, **kw}
 
@@ -378,10 +381,14 @@ class ShowoPipeline:
         if longest + max_new_tokens > limit:
             raise InputError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
                              f"{limit} positions: shorten the text or lower max_new_tokens")
-        compiled = self.compiled_decoding and long_enough_for_static_step(not exact, max_new_tokens)
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
-                             generator=generator, use_cache=not exact, on_token=on_token, compiled=compiled)
+                             generator=generator, use_cache=not exact, on_token=on_token,
+                             compiled=self._compiled(exact, max_new_tokens))
+
+    def _compiled(self, exact: bool, max_new_tokens: int) -> bool:
+        """Whether a text call decodes with the compiled step (see `compile_decoding`)."""
+        return self.compiled_decoding and long_enough_for_static_step(not exact, max_new_tokens)
 
     @plain_arguments
     def ask(self, image, question: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
@@ -407,7 +414,8 @@ class ShowoPipeline:
         # the batch is recorded: with sampling, a row's tokens depend on the rows drawn beside it
         meta = [self._meta("ask", image_index=i, question=q, seed=seed, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, num_images=len(images),
-                           batch_questions=questions, exact=exact) for i, q in pairs]
+                           batch_questions=questions, exact=exact,
+                           compiled_decoding=self._compiled(exact, max_new_tokens)) for i, q in pairs]
         return TextOutput(texts, ids, meta)
 
     def _ask_clip(self, images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact):
@@ -445,5 +453,6 @@ class ShowoPipeline:
                            self._generator(seed, generator), on_token, exact)
         texts = [self.tokenizer.decode(t) for t in out]
         meta = [self._meta("write", prompt=p, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
-                           top_k=top_k, top_p=top_p, batch_prompts=prompts, exact=exact) for p in prompts]
+                           top_k=top_k, top_p=top_p, batch_prompts=prompts, exact=exact,
+                           compiled_decoding=self._compiled(exact, max_new_tokens)) for p in prompts]
         return TextOutput(texts, out, meta)

@@ -11,6 +11,7 @@ import yaml
 from ..data.language import check_qtype_weights
 from ..errors import ConfigError
 from ..fields import check_field_types
+from ..hardware import PRECISIONS
 from ..sampling.schedules import get_mask_schedule
 
 
@@ -60,7 +61,9 @@ class TrainConfig:
     max_steps: int = 1000
     optim: OptimConfig = field(default_factory=OptimConfig)
     mix: MixConfig = field(default_factory=MixConfig)
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast; master weights stay fp32)
+    # "fp32", "bf16" (autocast; master weights stay fp32) or "auto": bf16 where the device multiplies it natively,
+    # else fp32 (showo.hardware: on an AVX2-only CPU bf16 products are emulated, hundreds of times slower)
+    precision: str = "fp32"
     gradient_checkpointing: bool = False
     distributed: str = "auto"  # "auto" (DDP when launched by torchrun), "ddp", "fsdp", "none"
     log_every: int = 10
@@ -81,8 +84,8 @@ class TrainConfig:
         check_field_types(OptimConfig, vars(self.optim), "optim", "optim.")
         check_field_types(MixConfig, vars(self.mix), "mix", "mix.")
         self.optim.betas = tuple(self.optim.betas)
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.distributed not in ("auto", "ddp", "fsdp", "none"):
             raise ConfigError(f"distributed must be auto, ddp, fsdp or none, got {self.distributed!r}")
         if self.code_bit_rows and self.distributed == "fsdp":

@@ -48,7 +48,7 @@ class EmbeddedRecipe:
         decoder_ch=32, decoder_ch_mult=(2, 2, 2, 4), decoder_num_res_blocks=(1, 1, 1, 1),
         z_channels=12, resolution=64))
     tokenizer_train: TokenizerTrainConfig = field(default_factory=lambda: TokenizerTrainConfig(
-        max_steps=5000, batch_size=16, lr=3e-3, warmup_steps=200, precision="bf16", save_every=250,
+        max_steps=5000, batch_size=16, lr=3e-3, warmup_steps=200, precision="auto", save_every=250,
         foreground_weight=3.0))
     hidden_size: int = 256
     num_layers: int = 8
@@ -62,7 +62,7 @@ class EmbeddedRecipe:
     # the same (a retrained image tokenizer, whose codes mean something else). Another size always starts them fresh.
     init_fresh_image_codes: bool = False
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=3000, precision="bf16", save_every=100, log_every=20,
+        max_steps=3000, precision="auto", save_every=100, log_every=20,
         optim=OptimConfig(lr=1.5e-3, warmup_steps=150, weight_decay=0.05, min_lr_ratio=0.1, grad_clip=1.0),
         mix=MixConfig(t2i=12, lm=2, mmu=14, story=2, cond_dropout_prob=0.1, lm_coeff=0.2)))
 

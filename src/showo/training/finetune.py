@@ -37,7 +37,7 @@ def default_config(records: list[Record]) -> TrainConfig:
     kinds = count_kinds(records)
     mix = MixConfig(t2i=4 if kinds["t2i"] else 0, mmu=4 if kinds["mmu"] else 0, lm=1 if kinds["lm"] else 0,
                     story=0, cond_dropout_prob=0.1)
-    return TrainConfig(max_steps=200, precision="bf16", log_every=10, save_every=50, mix=mix,
+    return TrainConfig(max_steps=200, precision="auto", log_every=10, save_every=50, mix=mix,
                        optim=OptimConfig(lr=1e-4, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.01))
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, TrainingDiverged
+from ..hardware import resolve_precision
 from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
@@ -88,6 +89,7 @@ class Trainer:
                  on_log: Callable[[dict], None] | None = None):
         self.cfg, self.source, self.showo = config, source, model
         self.device = torch.device(device)
+        self.precision = resolve_precision(config.precision, self.device)  # "auto" -> fp32 or bf16
         self.dist: DistInfo = init_from_env(self.device)
         self.output_dir = Path(config.output_dir)
         model.to(self.device).train()
@@ -119,7 +121,7 @@ class Trainer:
 
     def autocast(self):
         """The training precision's autocast context (bf16, or none)."""
-        if self.cfg.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
