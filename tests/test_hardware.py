@@ -25,13 +25,16 @@ def _showo_warnings(fn):
     return result, [str(w.message) for w in caught if issubclass(w.category, ShowoWarning)]
 
 
+def _warned_once_unless(native: bool, said: list[str], start: str) -> bool:
+    return said == [] if native else len(said) == 1 and said[0].startswith(start)
+
+
 def test_auto_is_bf16_only_where_native_and_explicit_bf16_is_warned_about_elsewhere(native):
     precision, said = _showo_warnings(lambda: hardware.resolve_precision("auto", "cpu"))
     assert precision == ("bf16" if native else "fp32") and said == []
     precision, said = _showo_warnings(lambda: hardware.resolve_precision("bf16", "cpu"))
-    assert precision == "bf16"
-    assert (said == []) if native else (len(said) == 1 and "not native on this cpu" in said[0]
-                                        and "\n" not in said[0])
+    assert precision == "bf16" and _warned_once_unless(native, said, "training autocasts in bfloat16, but")
+    assert all("not native on this cpu" in w and "\n" not in w for w in said)
     assert _showo_warnings(lambda: hardware.resolve_precision("fp32", "cpu")) == ("fp32", [])
     with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, auto, got 'fp16'"):
         hardware.resolve_precision("fp16", "cpu")
@@ -71,32 +74,78 @@ def test_training_configs_take_auto_and_refuse_other_precisions():
         TokenizerTrainConfig(precision="half")
 
 
-def test_defaults_that_chose_bf16_for_speed_now_choose_auto():
+def test_defaults_that_chose_bf16_for_speed_now_choose_auto(tmp_path, monkeypatch):
     """The fine-tuning default, the embedded recipe and the demo's fine-tuning train in bf16 only where it is
     native: on an AVX2-only CPU their bf16 took minutes a step."""
-    import inspect
-
+    import showo.training.config as config_module
     from showo import demo
     from showo.data.records import Record
+    from showo.tiny import tiny_random_pipeline
     from showo.training.embedded import EmbeddedRecipe
     from showo.training.finetune import default_config
 
     assert default_config([Record(kind="lm", line=1, text="words")]).precision == "auto"
     recipe = EmbeddedRecipe()
     assert recipe.train.precision == recipe.tokenizer_train.precision == "auto"
-    assert 'precision="auto"' in inspect.getsource(demo._finetune)
+
+    class Stop(Exception):
+        pass
+
+    asked = []
+
+    def config(**kw):
+        asked.append(kw["precision"])
+        raise Stop  # before the demo's fine-tuning runs
+
+    monkeypatch.setattr(config_module, "TrainConfig", config)
+    pipe = tiny_random_pipeline(seed=0)
+    with pytest.raises(Stop):
+        demo._finetune(pipe, pipe.text_to_image("x", num_inference_steps=1, seed=0).images[0], tmp_path)
+    assert asked == ["auto"]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_pipeline_warns_when_its_transformer_is_half_precision_where_emulated(native, dtype):
+    from showo.pipelines import ShowoPipeline
     from showo.tiny import tiny_random_pipeline
 
     pipe, said = _showo_warnings(lambda: tiny_random_pipeline(seed=0))
     assert said == []  # float32
-    _, said = _showo_warnings(lambda: pipe.to(dtype=dtype))
     name = str(dtype).removeprefix("torch.")
-    assert (said == []) if native else (len(said) == 1 and said[0].startswith(f"the transformer runs in {name}, "
-                                                                              f"but {name} matrix products"))
+    start = f"the transformer runs in {name}, but {name} matrix products are not native"
+    _, said = _showo_warnings(lambda: pipe.to(dtype=dtype))
+    assert _warned_once_unless(native, said, start) and all("--dtype float32" in w for w in said)
+    assert _showo_warnings(lambda: pipe.to("cpu"))[1] == []  # nothing changed: not said again
+    _, said = _showo_warnings(lambda: ShowoPipeline(pipe.model, pipe.vq, pipe.tokenizer))  # built around it
+    assert _warned_once_unless(native, said, start)
+
+
+def test_trainer_warns_about_explicit_bf16_where_emulated_and_resumes_by_what_auto_resolves_to(tmp_path,
+                                                                                               monkeypatch):
+    """A checkpoint records the precision the run trained in: `auto` resumes a bf16 run where bf16 is native
+    (and a run saved as `bf16`), and refuses where it would go on in fp32."""
+    from train_helpers import tiny_trainer
+
+    monkeypatch.setattr(hardware, "_cpu_native", lambda dtype: False)
+    trainer, said = _showo_warnings(lambda: tiny_trainer(tmp_path / "r", 2, precision="bf16", save_every=1))
+    assert len(said) == 1 and said[0].startswith("training autocasts in bfloat16") and "precision: auto" in said[0]
+    trainer.train_step()
+    trainer.save()
+    with pytest.raises(ConfigError, match="precision"):
+        tiny_trainer(tmp_path / "r", 2, precision="auto").resume()  # fp32 here
+    monkeypatch.setattr(hardware, "_cpu_native", lambda dtype: True)
+    resumed = tiny_trainer(tmp_path / "r", 2, precision="auto")
+    assert resumed.resume() and resumed.step == 1 and resumed.precision == "bf16"
+
+
+@pytest.mark.parametrize("capability,native", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_gpu_bf16_is_native_from_ampere(monkeypatch, capability, native):
+    asked = []
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: asked.append(device) or capability)
+    assert hardware.native_bf16("cuda:1") is native and asked == [torch.device("cuda:1")]
+    assert hardware.native_products(torch.float16, "cuda") is True
+    assert hardware.resolve_precision("auto", "cuda:1") == ("bf16" if native else "fp32")
 
 
 def test_cli_says_it_in_one_line(tmp_path, monkeypatch, capsys):

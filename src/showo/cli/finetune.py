@@ -78,7 +78,7 @@ def run(ctx) -> int:
     args = ctx.args
     if ctx.spec.pack_weights or ctx.spec.dtype != "float32":
         raise ConfigError("finetune keeps float32 master weights: drop --dtype/--pack-weights (the recipe's "
-                          "precision: bf16 or auto trains under bf16 autocast)")
+                          "precision sets the autocast: bf16, or auto for bf16 where the hardware has it)")
     data, run_dir = Path(args.data), Path(args.run)
     records = read_records(data)
     val_records = read_records(args.val) if args.val else None

@@ -12,8 +12,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..checkpoints import written_atomically
-from ..errors import CheckpointError, ConfigError, InputError, OutputError
+from ..errors import ConfigError, InputError
 from ..fields import is_number
 from ..hardware import warn_if_emulated
 from ..model import Showo
@@ -32,18 +31,13 @@ from .inputs import (check_callback, check_device, check_dtype, check_image_coun
                      check_prompts, check_scale, check_steps, check_text_sampling, load_image, load_mask,
                      plain_arguments, square_input, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
+from .loading import load_parts, save_parts
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
-DEFAULT_VQ = "showlab/magvitv2"
-DEFAULT_TOKENIZER = "microsoft/phi-1_5"
 CAPTION_QUESTION = "Describe the image."  # also the embedded model's training question
+EMULATED_FIX = "load it in float32 (dtype=torch.float32; --dtype float32 on the command line)"
 PACKED_NOT_COMPILED = ("packed weights cannot be decoded compiled (torch.compile cannot lower oneDNN's packed "
                        "products): use one or the other")
-
-
-def _local(path: str | Path | None) -> str | Path | None:
-    """`~/dir` as the home directory's `dir` (hub ids and other paths unchanged)."""
-    return Path(path).expanduser() if isinstance(path, (str, Path)) and str(path).startswith("~") else path
 
 
 class ShowoPipeline:
@@ -58,7 +52,7 @@ class ShowoPipeline:
         self.model, self.vq, self.tokenizer, self.clip = model.eval(), vq.eval(), tokenizer, clip
         self.model_id = model_id
         self.compiled_decoding = False  # see compile_decoding
-        warn_if_emulated(model.dtype, model.device, "the transformer runs")
+        warn_if_emulated(model.dtype, model.device, "the transformer runs", EMULATED_FIX)
 
     # ---- construction ----------------------------------------------------------------------------------------
 
@@ -78,41 +72,11 @@ class ShowoPipeline:
             from ..embedded import load_embedded
 
             return load_embedded(device=str(device), dtype=dtype)
-        for name, value in (("model", model), ("vq", vq), ("tokenizer", tokenizer), ("clip", clip)):
-            if value is not None and not isinstance(value, (str, Path)):
-                raise ConfigError(f"{name} must be a path or a hub id, got {type(value).__name__}")
-        model, vq, tokenizer, clip = (_local(v) for v in (model, vq, tokenizer, clip))
-        root = Path(model)
-        bundled = root.is_dir() and (root / "showo").is_dir()
-        for part, given in (("magvit", vq), ("tokenizer", tokenizer)):
-            if bundled and given is None and not (root / part).is_dir():  # else it would be looked up as a hub id
-                raise CheckpointError(f"pipeline directory {root} has showo/ but no {part}/ (an interrupted save?): "
-                                      f"save it again, or pass {'vq' if part == 'magvit' else part}=")
-        model_dir = root / "showo" if bundled else model
-        showo = Showo.from_pretrained(model_dir, dtype=dtype, device=device)
-        vq_src = vq or (root / "magvit" if bundled else DEFAULT_VQ)
-        tok_src = tokenizer or (root / "tokenizer" if bundled else DEFAULT_TOKENIZER)
-        magvit = MagvitV2.from_pretrained(vq_src, device=device)
-        text = TextTokenizer.from_pretrained(tok_src, codebook_size=showo.config.codebook_size)
-        tower = ClipVisionTower.from_pretrained(clip).to(device) if clip is not None else None
-        return cls(showo, magvit, text, tower, model_id=str(model))
+        return cls(*load_parts(model, vq, tokenizer, clip, dtype, device))
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write showo/, magvit/ and tokenizer/ into `directory` (a pipeline directory `from_pretrained` reads)."""
-        if not isinstance(directory, (str, Path)):
-            raise ConfigError(f"directory must be a path, got {type(directory).__name__}")
-        directory = Path(directory).expanduser()
-        for path in (directory, *(directory / part for part in ("showo", "magvit", "tokenizer"))):
-            if path.exists() and not path.is_dir():
-                raise ConfigError(f"cannot save into {directory}: {path} is a file")
-        try:  # every part is written before any replaces the one there: a failure leaves the old pipeline whole
-            with (written_atomically(directory / "showo") as showo, written_atomically(directory / "magvit") as vq,
-                  written_atomically(directory / "tokenizer") as tokenizer):
-                self.model.save_pretrained(showo)
-                self.vq.save_pretrained(vq)
-                self.tokenizer.save_pretrained(tokenizer)
-        except OSError as e:
-            raise OutputError(f"cannot save the pipeline into {directory}: {e.strerror or e}") from None
+        save_parts(self, directory)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ShowoPipeline":
         """Move the model (and image tokenizer, kept in float32) to `device`; cast the model to `dtype`."""
@@ -121,11 +85,13 @@ class ShowoPipeline:
         if self.model.packed and (dtype not in (None, torch.float32) or device is not None and torch.device(device).type != "cpu"):
             raise ConfigError("a pipeline with packed weights stays float32 on the CPU: load it again to cast or "
                               "move it")
+        before = (self.model.dtype, self.model.device)
         self.model.to(device=device, dtype=dtype)
         self.vq.to(device=device)
         if self.clip is not None:
             self.clip.to(device=device)
-        warn_if_emulated(self.model.dtype, self.model.device, "the transformer runs")
+        if (self.model.dtype, self.model.device) != before:
+            warn_if_emulated(self.model.dtype, self.model.device, "the transformer runs", EMULATED_FIX)
         return self
 
     @plain_arguments
@@ -387,7 +353,8 @@ class ShowoPipeline:
                              compiled=self._compiled(exact, max_new_tokens))
 
     def _compiled(self, exact: bool, max_new_tokens: int) -> bool:
-        """Whether a text call decodes with the compiled step (see `compile_decoding`)."""
+        """Whether a text call decodes with the compiled step (see `compile_decoding`; once torch.compile's limit
+        of variants is used up, the step runs uncompiled with a warning, which this does not see)."""
         return self.compiled_decoding and long_enough_for_static_step(not exact, max_new_tokens)
 
     @plain_arguments

@@ -11,7 +11,7 @@ import yaml
 from ..data.language import check_qtype_weights
 from ..errors import ConfigError
 from ..fields import check_field_types
-from ..hardware import PRECISIONS
+from ..hardware import check_precision
 from ..sampling.schedules import get_mask_schedule
 
 
@@ -84,8 +84,7 @@ class TrainConfig:
         check_field_types(OptimConfig, vars(self.optim), "optim", "optim.")
         check_field_types(MixConfig, vars(self.mix), "mix", "mix.")
         self.optim.betas = tuple(self.optim.betas)
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.distributed not in ("auto", "ddp", "fsdp", "none"):
             raise ConfigError(f"distributed must be auto, ddp, fsdp or none, got {self.distributed!r}")
         if self.code_bit_rows and self.distributed == "fsdp":

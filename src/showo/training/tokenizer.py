@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError, TrainingDiverged
-from ..hardware import PRECISIONS, resolve_precision
+from ..hardware import check_precision, resolve_precision
 from ..fields import check_field_types
 from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
@@ -81,9 +81,7 @@ class TokenizerTrainConfig:
             raise ConfigError(f"tokenizer_train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.entropy not in ("codebook", "bitwise"):
             raise ConfigError(f"tokenizer_train.entropy must be codebook or bitwise, got {self.entropy!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"tokenizer_train.precision must be one of {', '.join(PRECISIONS)}, "
-                              f"got {self.precision!r}")
+        check_precision(self.precision, "tokenizer_train.precision")
 
 
 def codebook_entropy_loss(z: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -162,7 +160,7 @@ class TokenizerTrainer:
 
     def resume(self) -> bool:
         step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler,
-                             config=asdict(self.cfg), max_steps=self.cfg.max_steps)
+                             config=self._run_config(), max_steps=self.cfg.max_steps)
         if step is not None:
             self.step = step
         return step is not None
@@ -211,7 +209,11 @@ class TokenizerTrainer:
     def save(self) -> None:
         write = lambda d, state: _save_magvit(self.model, d)  # noqa: E731
         save_checkpoint(self.output_dir, self.step, self.model, write, self.optimizer, self.scheduler,
-                        {"config": asdict(self.cfg)}, True, self.cfg.keep_checkpoints)
+                        {"config": self._run_config()}, True, self.cfg.keep_checkpoints)
+
+    def _run_config(self) -> dict:
+        """The config a checkpoint records and a resume must match, with `auto` resolved (see `Trainer`)."""
+        return {**asdict(self.cfg), "precision": self.precision}
 
     def train(self, progress: Progress = True) -> list[dict]:
         """Run to `max_steps` (from the resumed step); `progress` as for `Trainer.train`."""

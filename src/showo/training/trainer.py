@@ -89,8 +89,8 @@ class Trainer:
                  on_log: Callable[[dict], None] | None = None):
         self.cfg, self.source, self.showo = config, source, model
         self.device = torch.device(device)
-        self.precision = resolve_precision(config.precision, self.device)  # "auto" -> fp32 or bf16
         self.dist: DistInfo = init_from_env(self.device)
+        self.precision = resolve_precision(config.precision, self.device, warn=self.dist.is_main)  # auto: fp32/bf16
         self.output_dir = Path(config.output_dir)
         model.to(self.device).train()
         model.set_gradient_checkpointing(config.gradient_checkpointing)
@@ -107,7 +107,7 @@ class Trainer:
     def resume(self) -> bool:
         """Continue from `<output_dir>/latest` if it exists (weights, optimizer, scheduler, RNG, step)."""
         step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler, self._read_checkpoint,
-                             self.cfg.to_dict(), self.cfg.max_steps)
+                             self._run_config(), self.cfg.max_steps)
         if step is not None:
             self.step = step
         return step is not None
@@ -173,8 +173,14 @@ class Trainer:
             save_apart(directory.parent, apart)
 
         save_checkpoint(self.output_dir, self.step, self.model, write, self.optimizer, self.scheduler,
-                        {"config": self.cfg.to_dict()}, self.dist.is_main, self.cfg.keep_checkpoints)
+                        {"config": self._run_config()}, self.dist.is_main, self.cfg.keep_checkpoints)
         barrier(self.dist)
+
+    def _run_config(self) -> dict:
+        """The config a checkpoint records and a resume must match, with `auto` resolved: a run that trained in
+        bf16 does not silently go on in fp32 on a machine without native bf16 (nor the reverse), and a run saved
+        with bf16 resumes under `auto` where that means bf16."""
+        return {**self.cfg.to_dict(), "precision": self.precision}
 
     def train(self, progress: Progress = True) -> list[dict]:
         """Run to `max_steps` (from the resumed step); log every `log_every`, save every `save_every` and at the end."""

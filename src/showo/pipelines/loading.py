@@ -1,0 +1,64 @@
+"""A pipeline's parts on disk: a directory written by `save_pretrained` (showo/, magvit/, tokenizer/), or an
+official checkpoint with its image and text tokenizers given apart (local paths or hub ids)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import written_atomically
+from ..errors import CheckpointError, ConfigError, OutputError
+from ..model import Showo
+from ..model.clip import ClipVisionTower
+from ..tokenizers.magvit import MagvitV2
+from ..tokenizers.text import TextTokenizer
+
+DEFAULT_VQ = "showlab/magvitv2"
+DEFAULT_TOKENIZER = "microsoft/phi-1_5"
+
+
+def _local(path: str | Path | None) -> str | Path | None:
+    """`~/dir` as the home directory's `dir` (hub ids and other paths unchanged)."""
+    return Path(path).expanduser() if isinstance(path, (str, Path)) and str(path).startswith("~") else path
+
+
+def load_parts(model: str | Path, vq: str | Path | None, tokenizer: str | Path | None, clip: str | Path | None,
+               dtype: torch.dtype | None, device: torch.device
+               ) -> tuple[Showo, MagvitV2, TextTokenizer, ClipVisionTower | None, str]:
+    """The transformer, image tokenizer, text tokenizer, CLIP tower (or None) and model id of `model`."""
+    for name, value in (("model", model), ("vq", vq), ("tokenizer", tokenizer), ("clip", clip)):
+        if value is not None and not isinstance(value, (str, Path)):
+            raise ConfigError(f"{name} must be a path or a hub id, got {type(value).__name__}")
+    model, vq, tokenizer, clip = (_local(v) for v in (model, vq, tokenizer, clip))
+    root = Path(model)
+    bundled = root.is_dir() and (root / "showo").is_dir()
+    for part, given in (("magvit", vq), ("tokenizer", tokenizer)):
+        if bundled and given is None and not (root / part).is_dir():  # else it would be looked up as a hub id
+            raise CheckpointError(f"pipeline directory {root} has showo/ but no {part}/ (an interrupted save?): "
+                                  f"save it again, or pass {'vq' if part == 'magvit' else part}=")
+    model_dir = root / "showo" if bundled else model
+    showo = Showo.from_pretrained(model_dir, dtype=dtype, device=device)
+    vq_src = vq or (root / "magvit" if bundled else DEFAULT_VQ)
+    tok_src = tokenizer or (root / "tokenizer" if bundled else DEFAULT_TOKENIZER)
+    magvit = MagvitV2.from_pretrained(vq_src, device=device)
+    text = TextTokenizer.from_pretrained(tok_src, codebook_size=showo.config.codebook_size)
+    tower = ClipVisionTower.from_pretrained(clip).to(device) if clip is not None else None
+    return showo, magvit, text, tower, str(model)
+
+
+def save_parts(pipe, directory: str | Path) -> None:
+    """Write `pipe`'s showo/, magvit/ and tokenizer/ into `directory`, replacing them only once all are written."""
+    if not isinstance(directory, (str, Path)):
+        raise ConfigError(f"directory must be a path, got {type(directory).__name__}")
+    directory = Path(directory).expanduser()
+    for path in (directory, *(directory / part for part in ("showo", "magvit", "tokenizer"))):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"cannot save into {directory}: {path} is a file")
+    try:  # every part is written before any replaces the one there: a failure leaves the old pipeline whole
+        with (written_atomically(directory / "showo") as showo, written_atomically(directory / "magvit") as vq,
+              written_atomically(directory / "tokenizer") as tokenizer):
+            pipe.model.save_pretrained(showo)
+            pipe.vq.save_pretrained(vq)
+            pipe.tokenizer.save_pretrained(tokenizer)
+    except OSError as e:
+        raise OutputError(f"cannot save the pipeline into {directory}: {e.strerror or e}") from None
