@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError, TrainingDiverged
-from ..hardware import check_precision, resolve_precision
 from ..fields import check_field_types
+from ..hardware import check_precision, resolve_precision
 from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
 from .checkpoint import check_not_started, latest_checkpoint, open_metrics_log, resume_latest, save_checkpoint
