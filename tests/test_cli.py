@@ -97,6 +97,7 @@ def test_generate_matches_api_byte_for_byte(capsys, tmp_path, pipe):
         assert meta["prompt"] == prompts[i // 2] and meta["seed"] == 5 and meta["num_inference_steps"] == 2
         assert meta["guidance_scale"] == 1.75 and meta["schedule"] == "cosine" and meta["model_id"] == pipe.model_id
         assert meta["showo_version"] and meta["command_line"].startswith("showo generate")
+        assert meta["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         assert meta["argv"] == ["showo", *argv, "--out", str(tmp_path / "a")] and meta["image"] == path.name
     page = (tmp_path / "a" / "index.html").read_text()
     assert "two &lt;b&gt;&quot;blue&quot;&lt;/b&gt; balls &amp; co" in page and "<b>" not in page

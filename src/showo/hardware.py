@@ -69,6 +69,13 @@ def warn_if_emulated(dtype: torch.dtype, device: str | torch.device, what: str, 
                   f"expect it slower than float32 (about 400x on an AVX2-only CPU); {fix}", ShowoWarning, stacklevel=3)
 
 
+def environment(device: str | torch.device = "cpu") -> dict:
+    """What a result's numbers depend on beyond the code and the inputs: torch's version, the CPU's vector level
+    (its float32 kernels round differently on another one) and whether bf16 is native on `device`."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": native_bf16(device)}
+
+
 def check_precision(value: str, name: str = "precision") -> None:
     if value not in PRECISIONS:
         raise ConfigError(f"{name} must be one of {', '.join(PRECISIONS)}, got {value!r}")

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from ..cli.outputs import write_file
-from ..hardware import native_bf16
+from ..hardware import environment, native_bf16
 from . import SECTIONS
 from .harness import Bench, BenchConfig, can_pack
 from .timing import Comparison, as_dict, peak_rss_bytes
@@ -84,10 +84,8 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     log(f"showo bench ({mode}): hidden {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, mlp {cfg.mlp}, "
         f"{name}, {torch.get_num_threads()} threads")
     sections = [s for s in SECTIONS if s in only]
-    results: dict = {"mode": mode, "sections": sections, "config": cfg.__dict__.copy(), "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "device": device, "device_name": name,
-                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                     "native_bf16": native_bf16(device), "complete": False}
+    results: dict = {"mode": mode, "sections": sections, "config": cfg.__dict__.copy(), **environment(device),
+                     "threads": torch.get_num_threads(), "device": device, "device_name": name, "complete": False}
     skip_bf16 = bf16_skip_reason(mode, torch.device(device)) if {"bf16", "batch"} & set(sections) else None
     if skip_bf16:
         results["bf16_skipped"] = skip_bf16

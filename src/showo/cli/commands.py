@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import InputError
+from ..hardware import environment
 from ..pipelines.inputs import check_prompts, load_image
 from .models import ModelSpec, load_pipeline
 from .outputs import Files, add_images, check_out_dir, gallery_html, json_bytes, slug
@@ -56,7 +57,8 @@ class Context:
         options = {k: v for k, v in vars(self.args).items() if k != "command"}
         options["seed"] = self.seed
         return {"model_id": pipe.model_id, "model_source": self.spec.as_dict(), "options": options,
-                "inputs": self.inputs, "showo_version": version(), "command": self.args.command,
+                "inputs": self.inputs, "showo_version": version(), "environment": environment(pipe.device),
+                "command": self.args.command,
                 "command_line": shlex.join(argv), "reproduce": shlex.join(reproduce), "argv": argv}
 
     def summary(self, message: str) -> None:
