@@ -61,3 +61,14 @@ def _deterministic_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def decoding_spy(monkeypatch):
+    """The `compiled` argument of every `generate_text` call of the pipeline, in order; decoding itself runs
+    uncompiled (nothing is compiled: these tests check what was asked and recorded)."""
+    import showo.pipelines.showo_pipeline as sp
+
+    asked, real = [], sp.generate_text
+    monkeypatch.setattr(sp, "generate_text", lambda *a, compiled, **k: asked.append(compiled) or real(*a, **k))
+    return asked

@@ -210,13 +210,10 @@ def test_packed_weights_answer_the_same(capsys, tmp_path, picture, pipe):
     assert b["model_source"]["pack_weights"] is True and a["model_source"]["pack_weights"] is False
 
 
-def test_compile_decoding_option_reaches_the_decoder(capsys, tmp_path, picture, monkeypatch):
+def test_compile_decoding_option_reaches_the_decoder(capsys, tmp_path, picture, decoding_spy):
     """--compile-decoding asks generate_text for the compiled step (spied, not compiled here: the pipeline test
     compiles) and is recorded in the outputs; mixed has no such option."""
-    import showo.pipelines.showo_pipeline as sp
-
-    asked, real = [], sp.generate_text
-    monkeypatch.setattr(sp, "generate_text", lambda *a, compiled, **k: asked.append(compiled) or real(*a, **k))
+    asked = decoding_spy
     long = [*TEXT, "--max-new-tokens", "6"]  # shorter answers are never compiled
     assert run(capsys, "ask", str(picture), "what?", *long, "--out", str(tmp_path / "a"))[0] == 0
     assert run(capsys, "ask", str(picture), "what?", *long, "--compile-decoding", "--out", str(tmp_path / "b"))[0] == 0

@@ -78,6 +78,8 @@ def test_defaults_that_chose_bf16_for_speed_now_choose_auto(tmp_path, monkeypatc
     """The fine-tuning default, the embedded recipe and the demo's fine-tuning train in bf16 only where it is
     native: on an AVX2-only CPU their bf16 took minutes a step."""
     import showo.training.config as config_module
+    from PIL import Image
+
     from showo import demo
     from showo.data.records import Record
     from showo.tiny import tiny_random_pipeline
@@ -100,7 +102,7 @@ def test_defaults_that_chose_bf16_for_speed_now_choose_auto(tmp_path, monkeypatc
     monkeypatch.setattr(config_module, "TrainConfig", config)
     pipe = tiny_random_pipeline(seed=0)
     with pytest.raises(Stop):
-        demo._finetune(pipe, pipe.text_to_image("x", num_inference_steps=1, seed=0).images[0], tmp_path)
+        demo._finetune(pipe, Image.new("RGB", (pipe.resolution, pipe.resolution)), tmp_path)
     assert asked == ["auto"]
 
 
@@ -131,11 +133,67 @@ def test_trainer_warns_about_explicit_bf16_where_emulated_and_resumes_by_what_au
     assert len(said) == 1 and said[0].startswith("training autocasts in bfloat16") and "precision: auto" in said[0]
     trainer.train_step()
     trainer.save()
-    with pytest.raises(ConfigError, match="precision"):
+    with pytest.raises(ConfigError, match="precision 'bf16' -> 'fp32'.*auto is bf16 only where the hardware has it"):
         tiny_trainer(tmp_path / "r", 2, precision="auto").resume()  # fp32 here
     monkeypatch.setattr(hardware, "_cpu_native", lambda dtype: True)
     resumed = tiny_trainer(tmp_path / "r", 2, precision="auto")
     assert resumed.resume() and resumed.step == 1 and resumed.precision == "bf16"
+
+
+def test_tokenizer_trainer_resumes_by_what_auto_resolves_to(tmp_path, monkeypatch):
+    from showo.tiny import tiny_magvit_config
+    from showo.tokenizers.magvit import MagvitV2
+    from showo.training.tokenizer import TokenizerTrainConfig, TokenizerTrainer
+
+    images = lambda step: torch.rand(2, 3, 16, 16) * 2 - 1  # noqa: E731
+    config = TokenizerTrainConfig(output_dir=str(tmp_path / "m"), max_steps=2, batch_size=2, precision="auto")
+    trainer = lambda: TokenizerTrainer(MagvitV2(tiny_magvit_config()), images, config)  # noqa: E731
+    monkeypatch.setattr(hardware, "_cpu_native", lambda dtype: True)
+    first = trainer()
+    first.train_step()
+    first.step = 1
+    first.save()
+    assert trainer().resume()  # bf16 again
+    monkeypatch.setattr(hardware, "_cpu_native", lambda dtype: False)
+    with pytest.raises(ConfigError, match="precision 'bf16' -> 'fp32'"):
+        trainer().resume()
+
+
+@pytest.fixture
+def fresh_cpu_check():
+    hardware._cpu_native.cache_clear()
+    yield
+    hardware._cpu_native.cache_clear()
+
+
+@pytest.mark.parametrize("machine,avx512_bf16,amx,native", [("x86_64", False, False, False), ("x86_64", True, False, True),
+                                                            ("AMD64", False, True, True)])
+def test_x86_bf16_is_native_with_avx512_bf16_or_amx_only(monkeypatch, fresh_cpu_check, machine, avx512_bf16, amx,
+                                                         native):
+    """oneDNN's own gate is not asked on x86: it also admits AVX-512 without BF16, where it emulates bf16."""
+    monkeypatch.setattr(hardware.platform, "machine", lambda: machine)
+    monkeypatch.setattr(hardware, "_mkldnn_gate", lambda name: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert hardware.native_bf16("cpu") is native
+
+
+@pytest.mark.parametrize("flags,native", [({"avx2", "avx512f"}, False), ({"avx512f", "amx_bf16"}, True)])
+def test_older_torch_reads_the_kernels_cpu_flags(monkeypatch, fresh_cpu_check, flags, native):
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.setattr(hardware, "_linux_cpu_flags", lambda: flags)
+    assert hardware.native_bf16("cpu") is native
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_arm_asks_onednn_and_names_its_own_instructions(monkeypatch, fresh_cpu_check, gate):
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(hardware, "_mkldnn_gate", lambda name: gate)
+    assert hardware.native_bf16("cpu") is gate
+    said = _showo_warnings(lambda: hardware.warn_if_emulated(torch.bfloat16, "cpu", "it runs", "fix it"))[1]
+    assert said == [] if gate else (len(said) == 1 and "native needs the CPU's bfloat16 instructions" in said[0]
+                                    and "AVX-512" not in said[0] and said[0].endswith("; fix it"))
 
 
 @pytest.mark.parametrize("capability,native", [((7, 5), False), ((8, 0), True), ((9, 0), True)])

@@ -59,12 +59,9 @@ def test_compiled_decoding_answers_the_same():
         pipe.compile_decoding("yes")
 
 
-def test_text_metadata_records_whether_decoding_was_compiled(monkeypatch):
+def test_text_metadata_records_whether_decoding_was_compiled(decoding_spy):
     """ask and write record `compiled_decoding` as the decoder was asked to run (spied: nothing compiles here)."""
-    import showo.pipelines.showo_pipeline as sp
-
-    asked, real = [], sp.generate_text
-    monkeypatch.setattr(sp, "generate_text", lambda *a, compiled, **k: asked.append(compiled) or real(*a, **k))
+    asked = decoding_spy
     pipe, image = tiny_random_pipeline(seed=0).compile_decoding(), Image.new("RGB", (32, 32), (255, 0, 0))
     long, short = GRAPH_MIN_NEW_TOKENS, GRAPH_MIN_NEW_TOKENS - 1
     recorded = [pipe.write("a", max_new_tokens=long).metadata[0]["compiled_decoding"],

@@ -19,31 +19,59 @@ import torch
 from .errors import ConfigError, ShowoWarning
 
 PRECISIONS = ("fp32", "bf16", "auto")
-# dtype -> (name, the CPU instructions that make its products native)
-HALF = {torch.bfloat16: ("bfloat16", "AVX-512 BF16 or AMX"), torch.float16: ("float16", "AVX-512 FP16 or AMX-FP16")}
+NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-def _flag(name: str) -> bool:
-    """One of torch's private CPU feature checks (absent: False)."""
+def _x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _linux_cpu_flags() -> set[str]:
     try:
-        return bool(getattr(torch.cpu, name)()) if hasattr(torch.cpu, name) else bool(getattr(torch.ops.mkldnn, name)())
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def _x86_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: torch's own checks where this torch has them (2.5 and later), else the kernel's flags."""
+    cpu = torch.cpu
+    if hasattr(cpu, "_is_avx512_bf16_supported") and hasattr(cpu, "_is_amx_tile_supported"):
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    return bool(_linux_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def _mkldnn_gate(name: str) -> bool:
+    """oneDNN's own check (a private op of torch.ops.mkldnn; absent: False)."""
+    try:
+        return bool(getattr(torch.ops.mkldnn, name)())
     except (AttributeError, RuntimeError):
         return False
 
 
 @lru_cache(maxsize=None)
 def _cpu_native(dtype: torch.dtype) -> bool:
-    if dtype == torch.float16:  # oneDNN's fp16 gate: AVX-512 FP16, AMX-FP16 or ARM fp16
-        return _flag("_is_mkldnn_fp16_supported")
-    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
-        return _flag("_is_avx512_bf16_supported") or _flag("_is_amx_tile_supported")
-    return _flag("_is_mkldnn_bf16_supported")  # ARM: oneDNN's gate is the bf16 instructions
+    if dtype == torch.float16:  # AVX-512 FP16, AMX-FP16 or ARM fp16
+        return _mkldnn_gate("_is_mkldnn_fp16_supported")
+    # on x86, oneDNN's bf16 gate also admits AVX-512 without BF16, where it emulates bf16
+    return _x86_native_bf16() if _x86() else _mkldnn_gate("_is_mkldnn_bf16_supported")
+
+
+def _needs(dtype: torch.dtype, device: torch.device) -> str:
+    """What makes `dtype` products native on `device`, for the warning."""
+    if device.type != "cpu":
+        return "native needs compute capability 8.0 or newer"
+    needs = ("AVX-512 BF16 or AMX" if dtype == torch.bfloat16 else "AVX-512 FP16 or AMX-FP16") if _x86() \
+        else f"the CPU's {NAMES[dtype]} instructions"
+    return (f"PyTorch's CPU capability is {torch.backends.cpu.get_cpu_capability()}; native needs {needs}; about "
+            "400x slower on an AVX2-only CPU")
 
 
 def native_products(dtype: torch.dtype, device: str | torch.device) -> bool:
     """False where matrix products in `dtype` on `device` are emulated (slower than float32)."""
     device = torch.device(device)
-    if dtype not in HALF:
+    if dtype not in NAMES:
         return True
     if device.type == "cpu":
         return _cpu_native(dtype)
@@ -60,13 +88,10 @@ def native_bf16(device: str | torch.device) -> bool:
 def warn_if_emulated(dtype: torch.dtype, device: str | torch.device, what: str, fix: str) -> None:
     """Warn (in one line) when `what` will run half-precision products on a device that emulates them."""
     device = torch.device(device)
-    if native_products(dtype, device):
-        return
-    name, needs = HALF[dtype]
-    why = (f"PyTorch's CPU capability is {torch.backends.cpu.get_cpu_capability()}; native needs {needs}"
-           if device.type == "cpu" else "native needs compute capability 8.0 or newer")
-    warnings.warn(f"{what} in {name}, but {name} matrix products are not native on this {device.type} ({why}): "
-                  f"expect it slower than float32 (about 400x on an AVX2-only CPU); {fix}", ShowoWarning, stacklevel=3)
+    if not native_products(dtype, device):
+        name = NAMES[dtype]
+        warnings.warn(f"{what} in {name}, but {name} matrix products are not native on this {device.type} "
+                      f"({_needs(dtype, device)}): expect it slower than float32; {fix}", ShowoWarning, stacklevel=3)
 
 
 def environment(device: str | torch.device = "cpu") -> dict:

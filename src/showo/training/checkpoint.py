@@ -149,8 +149,10 @@ def check_same_config(output_dir: Path, saved: dict, current: dict, step: int, m
                if old[k] != new[k] and k.split(".")[0] not in RESUMABLE_CHANGES]
     if changed:
         shown = ", ".join(sorted(changed)[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        hint = ("; precision is compared as the run trained, and auto is bf16 only where the hardware has it"
+                if any(c.startswith("precision ") for c in changed) else "")
         raise ConfigError(f"{output_dir} was started with another recipe ({shown}): resume it with the recipe it "
-                          "started with, or use a new run directory")
+                          f"started with, or use a new run directory{hint}")
     if max_steps is not None and max_steps < step:
         raise ConfigError(f"{output_dir} is already at step {step}, past max_steps {max_steps}")
 
