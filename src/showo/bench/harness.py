@@ -101,13 +101,14 @@ class Bench:
 
     # ---- understanding ------------------------------------------------------------------------------------
 
-    def mmu_fns(self, n: int, ids: torch.Tensor | None = None) -> tuple[Callable, Callable]:
+    def mmu_fns(self, n: int, ids: torch.Tensor | None = None,
+                cuda_graph: bool | None = None) -> tuple[Callable, Callable]:
         """(ours, official) greedy answers of `n` tokens to one question about an image (`ids`: the prompt,
-        default a new random one)."""
+        default a new random one; `cuda_graph`: ours as `generate_text`'s)."""
         ids = self._mmu_prompt(QUESTION_TOKENS, self.cfg.image_tokens[0]) if ids is None else ids
         mask = mmu_mask(ids, self.vocab)
         ref = lambda: official_mmu_generate(self.model, ids, to_additive(mask), n)  # noqa: E731
-        return self._answer(ids, n), ref
+        return self._answer(ids, n, cuda_graph), ref
 
     def _answer(self, ids: torch.Tensor, n: int, cuda_graph: bool | None = None, compiled: bool = False) -> Callable:
         """Our greedy answer of `n` tokens to the prompt `ids` [1, L] (`generate_text`'s `cuda_graph`, `compiled`)."""

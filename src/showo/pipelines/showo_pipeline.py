@@ -378,11 +378,11 @@ class ShowoPipeline:
             masks = [mmu_mask(p[None], self.vocab)[0, 0] for p in prompts]
             ids = self._decode(prompts, masks, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
         texts = [self.tokenizer.decode(t).strip() for t in ids]
+        compiled = self._compiled(exact, max_new_tokens)
         # the batch is recorded: with sampling, a row's tokens depend on the rows drawn beside it
         meta = [self._meta("ask", image_index=i, question=q, seed=seed, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, num_images=len(images),
-                           batch_questions=questions, exact=exact,
-                           compiled_decoding=self._compiled(exact, max_new_tokens)) for i, q in pairs]
+                           batch_questions=questions, exact=exact, compiled_decoding=compiled) for i, q in pairs]
         return TextOutput(texts, ids, meta)
 
     def _ask_clip(self, images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact):
@@ -419,7 +419,8 @@ class ShowoPipeline:
         out = self._decode(ids, masks, max_new_tokens, temperature, top_k, top_p,
                            self._generator(seed, generator), on_token, exact)
         texts = [self.tokenizer.decode(t) for t in out]
+        compiled = self._compiled(exact, max_new_tokens)
         meta = [self._meta("write", prompt=p, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
                            top_k=top_k, top_p=top_p, batch_prompts=prompts, exact=exact,
-                           compiled_decoding=self._compiled(exact, max_new_tokens)) for p in prompts]
+                           compiled_decoding=compiled) for p in prompts]
         return TextOutput(texts, out, meta)
