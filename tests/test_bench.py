@@ -152,3 +152,15 @@ def test_profile_misuse_is_one_line_error(capsys, argv, match):
     assert main(["bench", "--tiny", *argv]) == 2
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1
+
+
+def test_markdown_names_what_a_cuda_graph_replays():
+    from showo.bench.report import markdown_table
+
+    row = lambda **detail: {"value": 2.0, "ours_s": 1.0, "reference_s": 2.0, "agree": True, "detail": detail}  # noqa: E731
+    table = markdown_table({"mmu_speedup": row(cuda_graph=True),
+                            "t2i_speedup": row(cuda_graph=True, image_tokens=256),
+                            "t2i_cuda_graph_vs_eager": row(image_tokens=256),
+                            "t2i_speedup_batch4": row(cuda_graph=False, image_tokens=256)}).splitlines()
+    assert "(tokens replayed as CUDA graphs)" in table[2] and "(steps replayed as CUDA graphs)" in table[3]
+    assert "CUDA graphs vs without" in table[5] and "replayed" not in table[4] + table[5]

@@ -15,7 +15,7 @@ from showo.cli.main import main
 from showo.embedded import load_embedded
 from showo.prompting.masks import mmu_mask
 from showo.sampling.autoregressive import GRAPH_MIN_NEW_TOKENS, generate_text
-from showo.sampling.maskgit import maskgit_generate
+from showo.sampling.maskgit import GRAPH_MIN_STEPS, maskgit_generate
 from showo.tokenizers.magvit import MagvitConfig, MagvitV2
 from golden_models import showo_model
 
@@ -85,6 +85,30 @@ def test_maskgit_cached_prompt_equals_recompute(golden, golden_tokenizer, model,
             for reuse in (True, False)]
     assert runs[0].device.type == CUDA.type
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("case", ["t2i_generate_cfg", "t2i_generate_nocfg", "t2i_inpaint"])
+def test_maskgit_cuda_graph_equals_eager(golden, golden_tokenizer, model, case, monkeypatch):
+    """maskgit_generate replays one captured CUDA graph per step by default on a GPU: the same tokens as the steps
+    launched kernel by kernel, from the same seeded generator; no graph below GRAPH_MIN_STEPS steps."""
+    d, args = _on(golden.case(case)), golden.info(case)["args"]
+    replays, replay = [], torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: (replays.append(1), replay(graph))[1])
+
+    def run(steps: int, graph: bool | None = None) -> torch.Tensor:
+        return maskgit_generate(model, d["input.input_ids"], golden_tokenizer.vocab, golden.layout["num_vq_tokens"],
+                                uncond_input_ids=d.get("input.uncond_input_ids"), num_inference_steps=steps,
+                                guidance_scale=args["guidance_scale"], temperature=args["temperature"],
+                                generator=torch.Generator(CUDA).manual_seed(3), cuda_graph=graph)
+
+    steps = max(args["timesteps"], GRAPH_MIN_STEPS)
+    eager = run(steps, graph=False)
+    assert not replays
+    assert torch.equal(run(steps), eager)
+    assert len(replays) == steps
+    run(GRAPH_MIN_STEPS - 1)  # too few steps to pay for a capture: no graph by default
+    assert len(replays) == steps
 
 
 @pytest.mark.golden
@@ -191,13 +215,15 @@ def test_bench_tiny_agrees_on_cuda(tmp_path):
     assert data["mmu_cuda_graph_vs_eager"]["agree"] and data["mmu_speedup"]["detail"]["cuda_graph"]
     assert set(data["mmu_cuda_graph_vs_eager"]["detail"]["short_answers"]["2"]) == {"graph_s", "eager_s"}
     assert data["mmu_compiled_graph_vs_graph"]["agree"] and data["mmu_compiled_speedup"]["agree"]
+    assert data["t2i_cuda_graph_vs_eager"]["agree"] and data["t2i_speedup"]["detail"]["cuda_graph"] is False  # 3 steps
+    assert set(data["t2i_cuda_graph_vs_eager"]["detail"]["short_step_counts"]["4"]) == {"graph_s", "eager_s"}
 
 
 def test_profile_on_cuda_counts_device_time(capsys):
     assert main(["bench", "--tiny", "--device", "cuda", "--profile", "mmu", "t2i", "--profile-official"]) == 0
     heads = [line for line in capsys.readouterr().out.splitlines() if "ms of device time" in line]
-    assert [h.split(":")[0] for h in heads] == ["mmu (ours, no CUDA graph)", "mmu (official)", "t2i (ours)",
-                                                "t2i (official)"]
+    assert [h.split(":")[0] for h in heads] == ["mmu (ours, no CUDA graph)", "mmu (official)",
+                                                "t2i (ours, no CUDA graph)", "t2i (official)"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

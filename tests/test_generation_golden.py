@@ -8,7 +8,8 @@ from showo.prompting.masks import mmu_mask, t2i_mask
 from showo.sampling.autoregressive import generate_text, shared_prefix
 from showo.sampling import decode_step
 from showo.sampling.decode_step import StaticDecodeStep
-from showo.sampling.maskgit import maskgit_generate
+from showo.sampling.graphs import StaticCall
+from showo.sampling.maskgit import GRAPH_MIN_STEPS, maskgit_generate, step_work, uses_image_graph
 from golden_models import showo_model
 
 pytestmark = pytest.mark.golden
@@ -28,9 +29,10 @@ def _schedule(text: str) -> str:
     return re.search(r"get_mask_chedule\('(\w+)'\)", text).group(1)
 
 
-@pytest.mark.parametrize("reuse_prefix", [True, False], ids=["prefix-cache", "full-recompute"])
+@pytest.mark.parametrize("reuse_prefix, cuda_graph", [(True, False), (False, False), (True, True)],
+                         ids=["prefix-cache", "full-recompute", "prefix-cache-static-buffer"])
 @pytest.mark.parametrize("case", T2I_CASES)
-def test_maskgit_matches_official_ids_and_trace(golden, golden_tokenizer, model, case, reuse_prefix):
+def test_maskgit_matches_official_ids_and_trace(golden, golden_tokenizer, model, case, reuse_prefix, cuda_graph):
     d, args = golden.case(case), golden.info(case)["args"]
     steps: list = []
     codes = maskgit_generate(
@@ -38,7 +40,7 @@ def test_maskgit_matches_official_ids_and_trace(golden, golden_tokenizer, model,
         uncond_input_ids=d.get("input.uncond_input_ids"), num_inference_steps=args["timesteps"],
         guidance_scale=args["guidance_scale"], temperature=args["temperature"],
         schedule=_schedule(args["noise_schedule"]), generator=torch.Generator().manual_seed(_seed(args["generator"])),
-        reuse_prefix=reuse_prefix, callback=steps.append)
+        reuse_prefix=reuse_prefix, callback=steps.append, cuda_graph=cuda_graph)
     b = d["input.input_ids"].shape[0]
     assert len(steps) == args["timesteps"]
     for s, st in enumerate(steps):
@@ -207,3 +209,25 @@ def test_cuda_graph_refused_without_cache_or_gpu(golden, golden_tokenizer, model
     step = StaticDecodeStep(model, cache, visible, graph=False)
     with pytest.raises(ValueError, match="overflow: position 8 outside capacity 8"):
         step(ids[0, :1], torch.zeros(1, 1, dtype=torch.long), 8)
+
+
+def test_image_graph_refused_without_prefix_cache_or_gpu(golden, golden_tokenizer, model):
+    d = golden.case("t2i_generate_nocfg")
+    with pytest.raises(ValueError, match="reuse_prefix=True"):
+        maskgit_generate(model, d["input.input_ids"], golden_tokenizer.vocab, golden.layout["num_vq_tokens"],
+                         num_inference_steps=2, reuse_prefix=False, cuda_graph=True)
+    with pytest.raises(ValueError, match="CUDA device"):
+        StaticCall(lambda x: x, torch.zeros(2), graph=True)
+
+
+def test_image_graph_default_follows_the_measured_sizes(model):
+    """By default the graph runs on a GPU for small steps (the embedded model's: 2.6x faster on an H100) and not
+    for Phi-1.5-size ones (0.94x there), nor for too few steps, without the prefix cache or off a GPU."""
+    cuda, steps = torch.device("cuda"), GRAPH_MIN_STEPS
+    embedded, phi = 2 * 66 * 15.0e6, 2 * 258 * 1.45e9  # positions x parameters of the two measured steps
+    assert uses_image_graph(cuda, embedded, True, steps)
+    assert not uses_image_graph(cuda, phi, True, 16)
+    assert not uses_image_graph(cuda, embedded, True, steps - 1)
+    assert not uses_image_graph(cuda, embedded, False, steps)
+    assert not uses_image_graph(torch.device("cpu"), embedded, True, steps)
+    assert step_work(model, 2, 10) == 20 * sum(p.numel() for p in model.parameters())

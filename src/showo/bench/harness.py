@@ -18,7 +18,7 @@ from ..prompting.masks import mmu_mask, t2i_mask, to_additive
 from ..prompting.sequences import mmu_prompt_ids, t2i_gen_sequence
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import generate_text, uses_cuda_graph
-from ..sampling.maskgit import maskgit_generate
+from ..sampling.maskgit import maskgit_generate, step_work, uses_image_graph
 from ..training.batch import Part, lm_part, mmu_part, t2i_part
 from ..training.config import MixConfig
 from ..training.trainer import group_loss_sums
@@ -28,6 +28,7 @@ from .timing import Comparison, alternate, side_by_side, timed
 GUIDANCE = 1.75  # guidance scale of every text-to-image comparison (the official default)
 QUESTION_TOKENS = 20  # length of the random question of the understanding comparisons
 SHORT_ANSWERS = (1, 2, 4, 6, 8)  # answer lengths around where capturing a CUDA graph starts to pay
+SHORT_STEP_COUNTS = (1, 2, 3, 4, 6, 8)  # the same for the image steps
 
 
 @dataclass
@@ -262,25 +263,44 @@ class Bench:
         return torch.Generator(self.device).manual_seed(1)
 
     def _t2i_ours(self, model: Showo, cond: torch.Tensor, uncond: torch.Tensor, n_image: int,
-                  steps: int | None = None) -> Callable:
+                  steps: int | None = None, cuda_graph: bool | None = None) -> Callable:
         return lambda: maskgit_generate(model, cond, self.vocab, n_image, uncond, steps or self.cfg.t2i_steps,
-                                        GUIDANCE, generator=self._generator())
+                                        GUIDANCE, generator=self._generator(), cuda_graph=cuda_graph)
 
-    def t2i_fns(self, batch: int, n_image: int, steps: int | None = None) -> tuple[Callable, Callable]:
+    def t2i_fns(self, batch: int, n_image: int, steps: int | None = None,
+                cuda_graph: bool | None = None) -> tuple[Callable, Callable]:
         """(ours, official) guided generation of `batch` images of `n_image` tokens in `steps` (default: the
-        configured number)."""
+        configured number; `cuda_graph`: ours as `maskgit_generate`'s)."""
         cond, uncond = self._t2i_inputs(batch, n_image)
         mask = t2i_mask(torch.cat([cond, uncond]), self.vocab)
         ref = lambda: official_t2i_generate(self.model, cond, uncond, mask, self.vocab, n_image,  # noqa: E731
                                             steps or self.cfg.t2i_steps, GUIDANCE,
                                             generator=self._generator())
-        return self._t2i_ours(self.model, cond, uncond, n_image, steps), ref
+        return self._t2i_ours(self.model, cond, uncond, n_image, steps, cuda_graph), ref
+
+    def t2i_cuda_graph(self) -> Comparison:
+        """On a GPU: our guided generation of one image with each step's forward replayed as a CUDA graph vs
+        launched kernel by kernel (`maskgit_generate(cuda_graph=...)`); the same tokens. The graph is captured
+        inside every timed run: the detail's `short_step_counts` has the best of three runs of each variant for
+        generations of `SHORT_STEP_COUNTS` steps."""
+        n = self.cfg.image_tokens[0]
+        cond, uncond = self._t2i_inputs(1, n)
+        image = lambda graph, k=None: self._t2i_ours(self.model, cond, uncond, n, k, graph)  # noqa: E731
+        out = side_by_side("t2i_cuda_graph_vs_eager", image(True), image(False), self.cfg.repeats, same=torch.equal,
+                           detail={"batch": 1, "image_tokens": n, "steps": self.cfg.t2i_steps},
+                           warmup=(image(True, 1), image(False, 1)))
+        out.detail["short_step_counts"] = {
+            str(k): {f"{name}_s": min(timed(image(graph, k))[0] for _ in range(3))
+                     for name, graph in (("graph", True), ("eager", False))} for k in SHORT_STEP_COUNTS}
+        return out
 
     def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None, compiled: bool = False,
             warmup: bool = True) -> Comparison:
         """Ours vs the official algorithm (fp32, identical tokens); with `dtype`: ours in dtype vs ours in fp32;
         with `compiled`: ours under torch.compile vs ours eager, both in `dtype`."""
-        detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps}
+        detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps,
+                  "cuda_graph": uses_image_graph(self.device, step_work(self.model, 2 * batch, n_image + 2), True,
+                                                 self.cfg.t2i_steps)}
         if dtype is None:  # warm-up: one step runs every code path
             flops = {name: self.t2i_flops(batch, n_image, name == "official") for name in ("ours", "official")}
             detail.update(flops=flops, work_ratio=flops["official"] / flops["ours"])

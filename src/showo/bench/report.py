@@ -14,6 +14,7 @@ ROWS = {
                              "recompute", ">= 10x at 100 tokens"),
     "t2i_speedup": ("text-to-image with guidance, batch 1: ours vs official", ">= 1.5x"),
     "t2i_speedup_batch4": ("text-to-image with guidance, batch 4: ours vs official", ">= 1.5x"),
+    "t2i_cuda_graph_vs_eager": ("text-to-image with guidance, batch 1, GPU: ours with CUDA graphs vs without", ""),
     "bf16_t2i_speedup": ("text-to-image, ours bf16 vs ours fp32, batch 1", ">= 3x"),
     "bf16_t2i_compiled_speedup": ("text-to-image bf16, torch.compile vs eager", "optional; measured"),
     "mmu_batch8_throughput_gain": ("understanding fp32: answers/s at batch 8 vs batch 1", ">= 4x"),
@@ -65,8 +66,8 @@ def markdown_table(results: dict) -> str:
         if r:
             if "work_ratio" in r["detail"]:  # the ratio exact work-skipping can reach at an equal FLOP rate
                 what += f" (work ratio {r['detail']['work_ratio']:.2f}x)"
-            if r["detail"].get("cuda_graph"):  # generate_text's default on a GPU
-                what += " (tokens replayed as CUDA graphs)"
+            if r["detail"].get("cuda_graph"):  # the default of generate_text / maskgit_generate on a GPU
+                what += f" ({'steps' if 'image_tokens' in r['detail'] else 'tokens'} replayed as CUDA graphs)"
             if "batch1_run" in r["detail"]:  # CPU: batch 8 with oneDNN-packed weights
                 what += " (batch 8 with packed weights; batch 1 the faster of dense and packed)"
             elif r["detail"].get("packed"):

@@ -149,6 +149,8 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
                        bench.t2i(b, cfg.image_tokens[0], warmup=first))
             if b == 1:
                 by_tokens[cfg.image_tokens[0]] = c
+        if bench.device.type == "cuda":
+            record("t2i_cuda_graph_vs_eager", bench.t2i_cuda_graph())
         for n in cfg.image_tokens:
             if n not in by_tokens:
                 by_tokens[n] = record(f"t2i_speedup_n{n}", bench.t2i(1, n))

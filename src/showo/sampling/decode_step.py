@@ -17,9 +17,7 @@ import torch
 import torch._dynamo.exc
 
 from ..backbone import KVCache
-
-WARMUP_RUNS = 1  # runs on the capture stream first (lazy initialisations, e.g. of cuBLAS, must not be captured)
-
+from .graphs import capture
 
 def _step(model: torch.nn.Module, ids: torch.Tensor, visible: torch.Tensor, columns: torch.Tensor,
           positions: torch.Tensor, cache: KVCache, start: torch.Tensor) -> torch.Tensor:
@@ -92,21 +90,6 @@ class StaticDecodeStep:
         return self._logits
 
     def _capture(self) -> None:
-        """Warm up and capture on a side stream. Every run writes the same keys and values at `start` as the
-        call that triggers it, so running the step again for the same token changes nothing. Captured with
-        `capture_begin` rather than `torch.cuda.graph`, which empties the allocator's caches before every
-        capture (once per call here)."""
-        with torch.cuda.device(self.ids.device):  # the capture stream must be on the model's GPU
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(WARMUP_RUNS):
-                    self._forward()
-                side.synchronize()
-                self._graph = torch.cuda.CUDAGraph()
-                self._graph.capture_begin(capture_error_mode="thread_local")
-                try:
-                    self._logits = self._forward()
-                finally:
-                    self._graph.capture_end()
-            torch.cuda.current_stream().wait_stream(side)
+        """Every run writes the same keys and values at `start` as the call that triggers it, so the warm-up run
+        of `capture` changes nothing."""
+        self._graph, self._logits = capture(self._forward, self.ids.device)
