@@ -135,9 +135,18 @@ def test_bench_bad_device_is_one_line_error(capsys, monkeypatch, device, match):
     assert out == "" and len(err.splitlines()) == 1 and err.startswith("showo: error:") and match in err, err
 
 
-def test_profile_prints_where_the_time_goes(capsys):
-    """`showo bench --profile`: a table of the costliest operations for each workload, ours and the official's."""
+def test_profile_prints_where_the_time_goes(capsys, monkeypatch):
+    """`showo bench --profile`: a table of the costliest operations for each workload, ours and the official's, on
+    one prompt (the workload's random prompt is drawn once for both)."""
+    from showo.bench.harness import Bench
+
+    drawn = []
+    for name in ("mmu_fns", "t2i_fns"):
+        original = getattr(Bench, name)
+        spy = lambda self, *a, _f=original, _n=name, **k: (drawn.append(_n), _f(self, *a, **k))[1]  # noqa: E731
+        monkeypatch.setattr(Bench, name, spy)
     assert main(["bench", "--tiny", "--profile", "mmu", "t2i", "--profile-official"]) == 0
+    assert drawn == ["mmu_fns", "t2i_fns"]
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.endswith(("(ours)", "(official)"))]
     assert headers == ["mmu (ours)", "mmu (official)", "t2i (ours)", "t2i (official)"]

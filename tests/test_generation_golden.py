@@ -1,5 +1,6 @@
 """Sampled ids against the official implementation: MaskGIT image decoding and autoregressive text."""
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from showo.sampling.autoregressive import generate_text, shared_prefix
 from showo.sampling import decode_step
 from showo.sampling.decode_step import StaticDecodeStep
 from showo.sampling.graphs import StaticCall
-from showo.sampling.maskgit import GRAPH_MIN_STEPS, maskgit_generate, step_work, uses_image_graph
+from showo.sampling.maskgit import maskgit_generate, uses_image_graph
 from golden_models import showo_model
 
 pytestmark = pytest.mark.golden
@@ -220,14 +221,54 @@ def test_image_graph_refused_without_prefix_cache_or_gpu(golden, golden_tokenize
         StaticCall(lambda x: x, torch.zeros(2), graph=True)
 
 
-def test_image_graph_default_follows_the_measured_sizes(model):
-    """By default the graph runs on a GPU for small steps (the embedded model's: 2.6x faster on an H100) and not
-    for Phi-1.5-size ones (0.94x there), nor for too few steps, without the prefix cache or off a GPU."""
-    cuda, steps = torch.device("cuda"), GRAPH_MIN_STEPS
-    embedded, phi = 2 * 66 * 15.0e6, 2 * 258 * 1.45e9  # positions x parameters of the two measured steps
-    assert uses_image_graph(cuda, embedded, True, steps)
-    assert not uses_image_graph(cuda, phi, True, 16)
-    assert not uses_image_graph(cuda, embedded, True, steps - 1)
-    assert not uses_image_graph(cuda, embedded, False, steps)
-    assert not uses_image_graph(torch.device("cpu"), embedded, True, steps)
-    assert step_work(model, 2, 10) == 20 * sum(p.numel() for p in model.parameters())
+def test_image_graph_default_follows_the_step_size(model, monkeypatch):
+    """By default the graph runs on a GPU where launching kernels is a step's cost: in bf16/fp16 (Phi-1.5 size on an
+    H100: 2.89x at batch 1, 1.20x at batch 4) and for small fp32 steps (the embedded model's: 2.6x), not for
+    Phi-1.5-size fp32 ones (0.94x), nor for too few steps, without the prefix cache or off a GPU."""
+    from showo.sampling import maskgit
+
+    steps, params = maskgit.GRAPH_MIN_STEPS, sum(p.numel() for p in model.parameters())
+    assert maskgit.step_work(model, 2, 10) == 20 * params
+    assert not uses_image_graph(model, 2, 10, True, steps)  # on the CPU
+    limit = int(maskgit.GRAPH_MAX_STEP_WORK / params)  # rows x positions at the threshold
+    cases = {(torch.float32, limit - 1): True, (torch.float32, limit + 1): False, (torch.bfloat16, 100 * limit): True,
+             (torch.float16, 100 * limit): True}
+    for (dtype, positions), want in cases.items():
+        gpu = _on_a_gpu(dtype, params)
+        assert uses_image_graph(gpu, 1, positions, True, steps) is want, (dtype, positions)
+    assert not uses_image_graph(gpu, 1, 10, True, steps - 1)
+    assert not uses_image_graph(gpu, 1, 10, False, steps)
+
+
+def _on_a_gpu(dtype: torch.dtype, params: int):
+    """A stand-in model whose one weight reads as `params` numbers of `dtype` on a GPU (none is needed)."""
+    weight = SimpleNamespace(device=torch.device("cuda"), dtype=dtype, numel=lambda: params)
+    return SimpleNamespace(parameters=lambda: iter([weight]))
+
+
+def test_maskgit_asks_the_default_for_its_step_and_replays_one_static_call(golden, golden_tokenizer, model,
+                                                                           monkeypatch):
+    """maskgit_generate weighs its own step (both guidance branches, the N + 2 block positions) and, with the graph,
+    builds one static call and runs it once a step."""
+    from showo.sampling import maskgit
+
+    d, n = golden.case("t2i_generate_cfg"), golden.layout["num_vq_tokens"]
+    asked, calls = [], []
+    monkeypatch.setattr(maskgit, "uses_image_graph", lambda m, rows, positions, reuse, steps: (
+        asked.append((m, rows, positions, reuse, steps)), True)[1])
+
+    class Counted(maskgit.StaticCall):
+        def __call__(self, x):
+            calls.append(self)
+            return super().__call__(x)
+
+    monkeypatch.setattr(maskgit, "StaticCall", Counted)
+    ids = d["input.input_ids"]
+    out = maskgit_generate(model, ids, golden_tokenizer.vocab, n, uncond_input_ids=d["input.uncond_input_ids"],
+                           num_inference_steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert asked == [(model, 2 * ids.shape[0], n + 2, True, 5)]
+    assert len(calls) == 5 and len(set(map(id, calls))) == 1
+    reference = maskgit_generate(model, ids, golden_tokenizer.vocab, n, uncond_input_ids=d["input.uncond_input_ids"],
+                                 num_inference_steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0),
+                                 cuda_graph=False)
+    assert torch.equal(out, reference) and len(calls) == 5

@@ -18,7 +18,7 @@ from ..prompting.masks import mmu_mask, t2i_mask, to_additive
 from ..prompting.sequences import mmu_prompt_ids, t2i_gen_sequence
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import generate_text, uses_cuda_graph
-from ..sampling.maskgit import maskgit_generate, step_work, uses_image_graph
+from ..sampling.maskgit import maskgit_generate, uses_image_graph
 from ..training.batch import Part, lm_part, mmu_part, t2i_part
 from ..training.config import MixConfig
 from ..training.trainer import group_loss_sums
@@ -299,7 +299,7 @@ class Bench:
         """Ours vs the official algorithm (fp32, identical tokens); with `dtype`: ours in dtype vs ours in fp32;
         with `compiled`: ours under torch.compile vs ours eager, both in `dtype`."""
         detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps,
-                  "cuda_graph": uses_image_graph(self.device, step_work(self.model, 2 * batch, n_image + 2), True,
+                  "cuda_graph": uses_image_graph(self.cast(dtype or torch.float32), 2 * batch, n_image + 2, True,
                                                  self.cfg.t2i_steps)}
         if dtype is None:  # warm-up: one step runs every code path
             flops = {name: self.t2i_flops(batch, n_image, name == "official") for name in ("ours", "official")}

@@ -83,7 +83,7 @@ def run(args) -> int:
 
 def _profile(args, device: str) -> int:
     from ..bench.harness import Bench, BenchConfig
-    from ..bench.profile import profile_workload
+    from ..bench.profile import profile_workloads
 
     given = [flag for flag, value in (("--json", args.json), ("--markdown", args.markdown), ("--plots", args.plots),
                                       ("--only", args.only)) if value]
@@ -91,6 +91,6 @@ def _profile(args, device: str) -> int:
         raise ConfigError(f"--profile prints its tables, writes no files and runs no sections: drop {' '.join(given)}")
     bench = Bench(BenchConfig.preset(args.mode), device)
     for what in args.profile:
-        for official in (False, True) if args.profile_official else (False,):
-            print(profile_workload(bench, what, official), flush=True)
+        for table in profile_workloads(bench, what, args.profile_official):
+            print(table, flush=True)
     return 0

@@ -8,8 +8,9 @@ reproduces the official image tokens.
 Fast path (`reuse_prefix=True`, the default): the text prompt never attends to image tokens, so its keys and
 values are computed once per generation and cached; each step only runs `<soi>`, the image slots and `<eoi>`.
 The result equals the full recompute (`reuse_prefix=False`, the official algorithm) up to float rounding;
-the golden tests check both give the official tokens. On a GPU that per-step forward has fixed shapes, so it is
-captured once as a CUDA graph and replayed at every step (`cuda_graph`): the same kernels, launched once.
+the golden tests check both give the official tokens. That per-step forward has fixed shapes, so on a GPU it can
+be captured once as a CUDA graph and replayed at every step (`cuda_graph`; by default for small steps): the same
+kernels, launched once.
 """
 from __future__ import annotations
 
@@ -25,28 +26,33 @@ from .graphs import StaticCall
 from .schedules import get_mask_schedule
 
 # Capturing the image step's CUDA graph costs about one more step (a warm-up run, then the capture), and a replay
-# saves only the host's time to launch the step's kernels, so the graph pays when a step is small. Measured on an
-# H100 (fp32, 16 steps, batch 1, guided): the embedded model (15M parameters, 2 x 66 positions a step) generated
-# 2.6x faster with the graph (0.079 against 0.204 s, decoding included); at Phi-1.5 size (1.45B parameters,
-# 2 x 258 positions) it was 0.94x, each step's 53 ms going to the GPU's matrix products, and it lost at each step
-# count measured, 1 to 8 and 16 (`showo bench`'s t2i_cuda_graph_vs_eager). Hence the default below: at least
-# GRAPH_MIN_STEPS steps, and a step's work (positions x parameters) under GRAPH_MAX_STEP_WORK, set between the two
-# measured points (2e9 and 7.5e11) at about a quarter of the Phi-1.5 step: an estimate, the crossover is not
-# measured.
+# saves only the host's time to launch the step's kernels, so the graph pays when the GPU runs a step faster than
+# the host launches it. Measured on an H100 (16 guided steps, 256 image tokens; docs/benchmarks):
+# - fp32, the embedded model (15M parameters, 2 x 66 positions a step): 2.6x faster with the graph (0.079 against
+#   0.204 s, decoding included);
+# - fp32 at Phi-1.5 size (1.45B parameters), batch 1: 0.94x, the GPU's matrix products taking most of each 53 ms
+#   step; it lost at each step count measured (1, 2, 3, 4, 6, 8 and 16);
+# - bf16 at Phi-1.5 size: 2.89x at batch 1 (0.174 against 0.503 s), 1.20x at batch 4 (0.390 against 0.469 s).
+# Hence the default: at least GRAPH_MIN_STEPS steps; in bf16 or fp16 always, in fp32 when a step's work
+# (positions x parameters) is under GRAPH_MAX_STEP_WORK, set between the two fp32 points (2e9 and 7.5e11) at about
+# a quarter of the Phi-1.5 step. The fp32 crossover is an estimate, not measured.
 GRAPH_MIN_STEPS = 4
 GRAPH_MAX_STEP_WORK = 2e11
 
 
 def step_work(model: torch.nn.Module, rows: int, positions: int) -> float:
-    """A step's work as `uses_image_graph` weighs it: `rows` sequences of `positions` image-block positions times the
-    model's parameter count (about the multiply-adds of its weight products)."""
+    """A step's work as the graph's default weighs it: `rows` sequences of `positions` image-block positions times
+    the model's parameter count (about the multiply-adds of its weight products)."""
     return rows * positions * sum(p.numel() for p in model.parameters())
 
 
-def uses_image_graph(device: torch.device, work: float, reuse_prefix: bool, num_inference_steps: int) -> bool:
-    """`maskgit_generate`'s default for `cuda_graph`, for a model on `device` whose steps do `work` (`step_work`)."""
-    return (device.type == "cuda" and reuse_prefix and num_inference_steps >= GRAPH_MIN_STEPS
-            and work < GRAPH_MAX_STEP_WORK)
+def uses_image_graph(model: torch.nn.Module, rows: int, positions: int, reuse_prefix: bool,
+                     num_inference_steps: int) -> bool:
+    """`maskgit_generate`'s default for `cuda_graph`: `rows` sequences of `positions` image-block positions a step."""
+    weights = next(model.parameters())
+    if weights.device.type != "cuda" or not reuse_prefix or num_inference_steps < GRAPH_MIN_STEPS:
+        return False
+    return weights.dtype in (torch.bfloat16, torch.float16) or step_work(model, rows, positions) < GRAPH_MAX_STEP_WORK
 
 
 @dataclass
@@ -108,8 +114,7 @@ def maskgit_generate(
     guided = uncond_input_ids is not None and guidance_scale > 0
     rows = torch.cat([ids, uncond_input_ids]) if guided else ids
     if cuda_graph is None:
-        work = step_work(model, rows.shape[0], n + 2)
-        cuda_graph = uses_image_graph(next(model.parameters()).device, work, reuse_prefix, num_inference_steps)
+        cuda_graph = uses_image_graph(model, rows.shape[0], n + 2, reuse_prefix, num_inference_steps)
     mask = t2i_mask(rows, vocab, rm_pad_in_image=True) if attention_mask is None else attention_mask
     if mask.shape != (rows.shape[0], 1, length, length):
         raise ValueError(f"attention_mask must be [{rows.shape[0]}, 1, {length}, {length}], got {tuple(mask.shape)}")
