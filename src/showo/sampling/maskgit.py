@@ -174,12 +174,12 @@ def maskgit_step(logits: torch.Tensor, codes: torch.Tensor, vocab: Vocabulary, s
     unknown = codes == vocab.mask
     sampled = torch.where(unknown, sampled, codes)
     ratio = (step + 1) / num_steps
-    mask_ratio = schedule_fn(torch.tensor(ratio)).to(codes.device)  # float32, as the official code
+    # float32 on the host, as the official code; kept there as a Python number so the step copies nothing to the GPU
+    limit = float((n * schedule_fn(torch.tensor(ratio))).floor())
     selected = probs.gather(-1, sampled[..., None]).squeeze(-1)
     selected = torch.where(unknown, selected, torch.finfo(selected.dtype).max)
-    mask_len = (n * mask_ratio).floor().unsqueeze(0)
-    one = torch.ones(1, dtype=torch.long, device=codes.device)
-    mask_len = torch.max(one, torch.min(unknown.sum(dim=-1, keepdim=True) - 1, mask_len))
+    # the official max(1, min(unknown - 1, limit)), float32 as there
+    mask_len = (unknown.sum(dim=-1, keepdim=True) - 1).float().clamp(max=limit).clamp(min=1)
     temperature = temperature * (1.0 - ratio)  # official quirk: compounds over the steps (spec §6.1)
     masking = mask_by_random_topk(mask_len, selected, temperature, generator=generator, keep=~unknown)
     return sampled, masking, mask_len, temperature, selected
