@@ -8,7 +8,7 @@ from ..bench import SECTIONS
 from ..bench.profile import WORKLOADS
 from ..errors import ConfigError
 from .outputs import check_out_dir, check_out_file, path_arg, write_file
-from .parser import device_name
+from .values import device_name
 from .progress import say
 
 EXIT_DISAGREE = 1

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from .outputs import Files, OutputError, check_out_dir, check_out_file, json_bytes, path_arg
-from .parser import non_negative_int
+from .values import non_negative_int
 from .progress import say
 
 DESCRIPTION = """\
@@ -28,7 +28,8 @@ examples:
 def add_parser(sub, add_model_options, add_output_options) -> None:
     from ..evaluation.cases import EvalSettings
     from ..evaluation.harness import TASKS
-    from .parser import add_image_sampling, non_negative_float, positive_int
+    from .parser import add_image_sampling
+    from .values import non_negative_float, positive_int
 
     p = sub.add_parser("eval", help="score a model on the procedural world (seen and held-out combinations)",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,7 +29,7 @@ examples:
 
 
 def add_parser(sub, add_model_options) -> None:
-    from .parser import non_negative_int, positive_float, positive_int
+    from .values import non_negative_int, positive_float, positive_int
 
     p = sub.add_parser("finetune", help="train a model further on your own images, questions and text",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

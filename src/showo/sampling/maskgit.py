@@ -15,6 +15,7 @@ kernels, launched once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -120,17 +121,13 @@ def maskgit_generate(
         raise ValueError(f"attention_mask must be [{rows.shape[0]}, 1, {length}, {length}], got {tuple(mask.shape)}")
 
     codebook = slice(offset, mask_id)  # only codes are ever sampled: skip the LM head's other 50k rows
-    cached_forward = None
+    cached_forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the image block over the cached prompt
     if reuse_prefix:
         cache = model.new_cache(rows.shape[0], length)
         model(rows[:, :prefix], attention_mask=mask[:, :, :prefix, :prefix], cache=cache, start=0,
               logits_slice=slice(0, 0))
-        block_mask = mask[:, :, prefix:]
-
-        def cached_forward(block: torch.Tensor) -> torch.Tensor:  # the image block over the cached prompt
-            return model(block, attention_mask=block_mask, cache=cache, start=prefix, logits_slice=slice(1, n + 1),
-                         vocab_slice=codebook)
-
+        cached_forward = partial(model, attention_mask=mask[:, :, prefix:], cache=cache, start=prefix,
+                                 logits_slice=slice(1, n + 1), vocab_slice=codebook)
         if cuda_graph:
             cached_forward = StaticCall(cached_forward, rows[:, prefix:], graph=ids.device.type == "cuda")
 
