@@ -5,56 +5,41 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from typing import Callable, TypeVar
+
+N = TypeVar("N", int, float)
+
+
+def _number(text: str, cast: Callable[[str], N], ok: Callable[[N], bool], unparsed: str, rejected: str) -> N:
+    """`cast(text)` if it parses and passes `ok`; else "must be `unparsed`" (text that is no number) or "must be
+    `rejected`" (a number out of range)."""
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {unparsed}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {rejected}, got {text if cast is float else value}")
+    return value
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 1, "a positive integer", "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0 or value >= 2 ** 63:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {value}")
-    return value
+    return _number(text, int, lambda v: 0 <= v < 2 ** 63, "an integer >= 0", "an integer in [0, 2**63)")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0", "a finite number >= 0")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a number > 0", "a finite number > 0")
 
 
 def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
-    return value
+    return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]", "a number in (0, 1]")
 
 
 def device_name(text: str) -> str:
