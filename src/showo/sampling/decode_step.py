@@ -19,6 +19,7 @@ import torch._dynamo.exc
 from ..backbone import KVCache
 from .graphs import capture
 
+
 def _step(model: torch.nn.Module, ids: torch.Tensor, visible: torch.Tensor, columns: torch.Tensor,
           positions: torch.Tensor, cache: KVCache, start: torch.Tensor) -> torch.Tensor:
     """The step itself: logits [B, V] of `ids` [B, 1] attending to the cache positions `visible` up to `start`."""

@@ -9,8 +9,8 @@ Fast path (`reuse_prefix=True`, the default): the text prompt never attends to i
 values are computed once per generation and cached; each step only runs `<soi>`, the image slots and `<eoi>`.
 The result equals the full recompute (`reuse_prefix=False`, the official algorithm) up to float rounding;
 the golden tests check both give the official tokens. That per-step forward has fixed shapes, so on a GPU it can
-be captured once as a CUDA graph and replayed at every step (`cuda_graph`; by default for small steps): the same
-kernels, launched once.
+be captured once as a CUDA graph and replayed at every step (`cuda_graph`; by default where launching a step's
+kernels costs more than running them): the same kernels, launched once.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def maskgit_generate(
     pass their own).
     cuda_graph: run each step's forward of the image block over the cached prompt by replaying one CUDA graph
     (captured anew in every call); None = when the model is on a GPU, `reuse_prefix` is on, there are at least
-    `GRAPH_MIN_STEPS` steps and a step is small enough for launching its kernels to matter (`uses_image_graph`).
+    `GRAPH_MIN_STEPS` steps, and the model is bf16/fp16 or its fp32 step small (`uses_image_graph`).
     The graph replays the kernels the step would launch, so the tokens are the same. On the CPU, True runs the
     same fixed-buffer path without a graph (it exists so that path can be checked off a GPU).
     """
