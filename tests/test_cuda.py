@@ -188,6 +188,22 @@ def test_embedded_pipeline_end_to_end(embedded):
     assert answers.texts[1] == one.texts[0] and all(answers.texts)
 
 
+def test_embedded_mixed_with_step_graph_equals_eager(embedded, monkeypatch):
+    """Interleaved text and images (its own attention mask) replays the image steps as a CUDA graph by default for
+    the embedded model, with the same tokens as launching kernels step by step."""
+    from showo.sampling import maskgit
+
+    replays, replay = [], torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: (replays.append(1), replay(graph))[1])
+    run = lambda: embedded.mixed("A red circle.", max_images=1, max_new_tokens=8, num_inference_steps=8,  # noqa: E731
+                                 seed=3, force_image_every_sentence=True)
+    graphed = run()
+    assert len(replays) >= 8 and graphed.metadata["image_codes"]
+    monkeypatch.setattr(maskgit, "uses_image_graph", lambda *args: False)
+    eager = run()
+    assert eager.token_ids == graphed.token_ids and eager.metadata["image_codes"] == graphed.metadata["image_codes"]
+
+
 def test_embedded_answers_match_cpu(embedded):
     """Greedy answers of the embedded model are the CPU's, word for word (fp32 on both)."""
     cpu = load_embedded(device="cpu")

@@ -224,3 +224,20 @@ def test_mixed_is_reproducible_and_validates(pipe):
             pipe.mixed("A cat.", **kwargs)
     with pytest.raises(InputError, match="one text"):
         pipe.mixed(["a", "b"])
+
+
+def test_mixed_through_the_fixed_buffer_step_is_unchanged(pipe, monkeypatch):
+    """The image steps of interleaved generation (their own attention mask) through the step graph's fixed-buffer
+    path, as a GPU runs them by default for a small model (here without a graph), give the same answer."""
+    from showo.sampling import maskgit
+    from showo.sampling.graphs import StaticCall
+
+    run = lambda: pipe.mixed("A cat.", max_new_tokens=6, num_inference_steps=4, seed=2,  # noqa: E731
+                             force_image_every_sentence=True)
+    plain = run()
+    monkeypatch.setattr(maskgit, "uses_image_graph", lambda *args: True)
+    built = []
+    monkeypatch.setattr(maskgit, "StaticCall", lambda *a, **k: built.append(1) or StaticCall(*a, **k))
+    fixed = run()
+    assert built and fixed.metadata["num_images"] >= 1
+    assert fixed.token_ids == plain.token_ids and fixed.metadata["image_codes"] == plain.metadata["image_codes"]
