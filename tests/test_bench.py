@@ -170,6 +170,9 @@ def test_markdown_names_what_a_cuda_graph_replays():
     table = markdown_table({"mmu_speedup": row(cuda_graph=True),
                             "t2i_speedup": row(cuda_graph=True, image_tokens=256),
                             "t2i_cuda_graph_vs_eager": row(image_tokens=256),
-                            "t2i_speedup_batch4": row(cuda_graph=False, image_tokens=256)}).splitlines()
+                            "t2i_speedup_batch4": row(cuda_graph=False, image_tokens=256),
+                            "bf16_t2i_speedup": row(cuda_graph=True, reference_cuda_graph=False,
+                                                    image_tokens=256)}).splitlines()
     assert "(tokens replayed as CUDA graphs)" in table[2] and "(steps replayed as CUDA graphs)" in table[3]
+    assert "(ours: steps replayed as CUDA graphs)" in table[6]
     assert "CUDA graphs vs without" in table[5] and "replayed" not in table[4] + table[5]

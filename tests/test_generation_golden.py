@@ -221,7 +221,7 @@ def test_image_graph_refused_without_prefix_cache_or_gpu(golden, golden_tokenize
         StaticCall(lambda x: x, torch.zeros(2), graph=True)
 
 
-def test_image_graph_default_follows_the_step_size(model, monkeypatch):
+def test_image_graph_default_follows_the_step_size(model):
     """By default the graph runs on a GPU where launching kernels is a step's cost: in bf16/fp16 (Phi-1.5 size on an
     H100: 2.89x at batch 1, 1.20x at batch 4) and for small fp32 steps (the embedded model's: 2.6x), not for
     Phi-1.5-size fp32 ones (0.94x), nor for too few steps, without the prefix cache or off a GPU."""
@@ -271,4 +271,4 @@ def test_maskgit_asks_the_default_for_its_step_and_replays_one_static_call(golde
     reference = maskgit_generate(model, ids, golden_tokenizer.vocab, n, uncond_input_ids=d["input.uncond_input_ids"],
                                  num_inference_steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0),
                                  cuda_graph=False)
-    assert torch.equal(out, reference) and len(calls) == 5
+    assert torch.equal(out, reference) and len(calls) == 5 and len(asked) == 1  # an explicit value is not asked

@@ -227,17 +227,19 @@ def test_mixed_is_reproducible_and_validates(pipe):
 
 
 def test_mixed_through_the_fixed_buffer_step_is_unchanged(pipe, monkeypatch):
-    """The image steps of interleaved generation (their own attention mask) through the step graph's fixed-buffer
-    path, as a GPU runs them by default for a small model (here without a graph), give the same answer."""
+    """The image steps of interleaved generation (their own attention mask, guided and not) through the step graph's
+    fixed-buffer path, as a GPU runs them by default for a small model (here without a graph), give the same
+    answer."""
     from showo.sampling import maskgit
     from showo.sampling.graphs import StaticCall
 
-    run = lambda: pipe.mixed("A cat.", max_new_tokens=6, num_inference_steps=4, seed=2,  # noqa: E731
-                             force_image_every_sentence=True)
+    run = lambda: [pipe.mixed("A cat.", max_new_tokens=6, num_inference_steps=4, seed=2,  # noqa: E731
+                              force_image_every_sentence=True, guidance_scale=g) for g in (0.0, 1.5)]
     plain = run()
     monkeypatch.setattr(maskgit, "uses_image_graph", lambda *args: True)
     built = []
     monkeypatch.setattr(maskgit, "StaticCall", lambda *a, **k: built.append(1) or StaticCall(*a, **k))
     fixed = run()
-    assert built and fixed.metadata["num_images"] >= 1
-    assert fixed.token_ids == plain.token_ids and fixed.metadata["image_codes"] == plain.metadata["image_codes"]
+    assert len(built) >= 2 and all(out.metadata["num_images"] >= 1 for out in fixed)  # unguided and guided
+    for a, b in zip(fixed, plain):
+        assert a.token_ids == b.token_ids and a.metadata["image_codes"] == b.metadata["image_codes"]

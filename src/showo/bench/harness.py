@@ -298,9 +298,11 @@ class Bench:
             warmup: bool = True) -> Comparison:
         """Ours vs the official algorithm (fp32, identical tokens); with `dtype`: ours in dtype vs ours in fp32;
         with `compiled`: ours under torch.compile vs ours eager, both in `dtype`."""
+        graph = lambda model: uses_image_graph(model, 2 * batch, n_image + 2, True, self.cfg.t2i_steps)  # noqa: E731
         detail = {"batch": batch, "image_tokens": n_image, "steps": self.cfg.t2i_steps,
-                  "cuda_graph": uses_image_graph(self.cast(dtype or torch.float32), 2 * batch, n_image + 2, True,
-                                                 self.cfg.t2i_steps)}
+                  "cuda_graph": graph(self.cast(dtype or torch.float32))}  # ours'; the reference's below if ours
+        if dtype is not None and not compiled:  # ours in dtype against ours in fp32, which may launch kernels
+            detail["reference_cuda_graph"] = graph(self.model)
         if dtype is None:  # warm-up: one step runs every code path
             flops = {name: self.t2i_flops(batch, n_image, name == "official") for name in ("ours", "official")}
             detail.update(flops=flops, work_ratio=flops["official"] / flops["ours"])

@@ -67,7 +67,8 @@ def markdown_table(results: dict) -> str:
             if "work_ratio" in r["detail"]:  # the ratio exact work-skipping can reach at an equal FLOP rate
                 what += f" (work ratio {r['detail']['work_ratio']:.2f}x)"
             if r["detail"].get("cuda_graph"):  # the default of generate_text / maskgit_generate on a GPU
-                what += f" ({'steps' if 'image_tokens' in r['detail'] else 'tokens'} replayed as CUDA graphs)"
+                whose = "ours: " if r["detail"].get("reference_cuda_graph") is False else ""
+                what += f" ({whose}{'steps' if 'image_tokens' in r['detail'] else 'tokens'} replayed as CUDA graphs)"
             if "batch1_run" in r["detail"]:  # CPU: batch 8 with oneDNN-packed weights
                 what += " (batch 8 with packed weights; batch 1 the faster of dense and packed)"
             elif r["detail"].get("packed"):
