@@ -136,9 +136,7 @@ class Bench:
         out = side_by_side("mmu_cuda_graph_vs_eager", answer(True, n), answer(False, n), self.cfg.repeats,
                            detail={"new_tokens": n, "prompt_tokens": ids.shape[1]},
                            warmup=(answer(True, 2), answer(False, 2)))
-        out.detail["short_answers"] = {
-            str(k): {f"{name}_s": min(timed(answer(graph, k))[0] for _ in range(3))
-                     for name, graph in (("graph", True), ("eager", False))} for k in SHORT_ANSWERS}
+        out.detail["short_answers"] = _graph_vs_eager_by_length(answer, SHORT_ANSWERS)
         return out
 
     def mmu_compiled(self) -> Comparison:
@@ -289,9 +287,7 @@ class Bench:
         out = side_by_side("t2i_cuda_graph_vs_eager", image(True), image(False), self.cfg.repeats, same=torch.equal,
                            detail={"batch": 1, "image_tokens": n, "steps": self.cfg.t2i_steps},
                            warmup=(image(True, 1), image(False, 1)))
-        out.detail["short_step_counts"] = {
-            str(k): {f"{name}_s": min(timed(image(graph, k))[0] for _ in range(3))
-                     for name, graph in (("graph", True), ("eager", False))} for k in SHORT_STEP_COUNTS}
+        out.detail["short_step_counts"] = _graph_vs_eager_by_length(image, SHORT_STEP_COUNTS)
         return out
 
     def t2i(self, batch: int, n_image: int, dtype: torch.dtype | None = None, compiled: bool = False,
@@ -412,6 +408,13 @@ class Bench:
         c = self.cfg
         per_layer = 2 * (4 * c.hidden * c.hidden + 2 * c.hidden * c.mlp) + 4 * context * c.hidden
         return c.layers * per_layer + 2 * c.hidden * self.vocab.size
+
+
+def _graph_vs_eager_by_length(make: Callable[[bool, int], Callable], lengths: tuple[int, ...]) -> dict:
+    """{length: {"graph_s", "eager_s"}}: the best of three runs of `make(graph, length)` with and without a CUDA
+    graph, for each length (answer tokens or image steps; short ones show what capturing the graph costs)."""
+    return {str(k): {f"{name}_s": min(timed(make(graph, k))[0] for _ in range(3))
+                     for name, graph in (("graph", True), ("eager", False))} for k in lengths}
 
 
 def _name(dtype: torch.dtype) -> str:
