@@ -62,6 +62,29 @@ def test_train_all_then_resume(tmp_path, capsys):
     assert "another recipe (max_seq_length 40 -> 48, seed 0 -> 5)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("change, match", [
+    (lambda r: r.update(seed=5), "showo-train was started with another recipe (seed 0 -> 5)"),
+    (lambda r: r["train"]["optim"].update(lr=1e-3),
+     "showo-train was started with another recipe (optim.lr 0.0015 -> 0.001)"),
+    (lambda r: r["tokenizer_train"].update(lr=1e-2), "magvit-train was started with another recipe (lr 0.003 -> 0.01)"),
+])
+def test_train_all_refuses_a_stage_it_cannot_resume_before_running_any(tmp_path, capsys, change, match):
+    """`train all` used to run (resume) the tokenizer stages before the model stage refused its checkpoint."""
+    recipe = tmp_path / "recipe.yaml"
+    tiny_recipe(recipe)
+    run = tmp_path / "run"
+    assert main(["train", "all", "--run", str(run), "--recipe", str(recipe), "-q"]) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    changed = read_yaml(recipe)
+    change(changed)
+    recipe.write_text(yaml.safe_dump(changed))
+    assert main(["train", "all", "--run", str(run), "--recipe", str(recipe), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing ran, nothing was rewritten
+
+
 def test_bad_recipe_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"hidden_size": 32, "no_such_key": 1}))

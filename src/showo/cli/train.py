@@ -92,14 +92,25 @@ def _check_before_starting(stage: str, recipe, run_dir: Path) -> None:
 
     check_out_dir(run_dir, flag="--run")
     if stage in ("image-tokenizer", "all"):
-        in_run_directory(recipe.tokenizer_train, run_dir / "magvit-train")
+        _check_resumable(in_run_directory(recipe.tokenizer_train, run_dir / "magvit-train"))
         if recipe.tokenizer_train.init_from:
             require_tokenizer_dir(Path(recipe.tokenizer_train.init_from))
     if stage in ("model", "all"):
-        in_run_directory(recipe.train, run_dir / "showo-train")
+        train = in_run_directory(recipe.train, run_dir / "showo-train")
+        _check_resumable(train)
+        embedded.check_stage_recipe(Path(train.output_dir), recipe, is_main=False)  # compares only
         if recipe.init_from:
             embedded.require_model_dir(Path(recipe.init_from))
         if stage == "model" and not (run_dir / "magvit" / "config.json").is_file():
             raise ConfigError(f"no image tokenizer in {run_dir / 'magvit'}: run the image-tokenizer stage first")
         if recipe.train.tensorboard:
             check_tensorboard()
+
+
+def _check_resumable(config) -> None:
+    """Refuse now a stage's checkpoint saved under another recipe (or precision): both stages train on the CPU."""
+    from ..hardware import resolve_precision
+    from ..training.checkpoint import check_resumable, run_config
+
+    precision = resolve_precision(config.precision, "cpu", warn=False)
+    check_resumable(Path(config.output_dir), run_config(config, precision), config.max_steps)

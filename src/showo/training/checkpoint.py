@@ -8,6 +8,7 @@ plain containers only and are read back with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -109,13 +110,29 @@ def resume_latest(output_dir: Path, model: torch.nn.Module, optimizer, scheduler
                   config: dict | None = None, max_steps: int | None = None) -> int | None:
     """Restore the latest checkpoint of `output_dir` if there is one; its step, else None. With `config` (the
     run's config as a dict), first refuse a checkpoint saved under another config (`check_same_config`)."""
-    path = latest_checkpoint(output_dir)
+    path = check_resumable(output_dir, config, max_steps) if config is not None else latest_checkpoint(output_dir)
     if path is None:
         return None
-    if config is not None:
+    return load_checkpoint(path, model, optimizer, scheduler, read_model)["step"]
+
+
+def run_config(config, precision: str) -> dict:
+    """The config a checkpoint records and a resume must match: a trainer config (a dataclass) with `auto`
+    resolved to `precision`, the one the run trains in. So a run that trained in bf16 does not silently go on in
+    fp32 on a machine without native bf16 (nor the reverse), and a run saved with bf16 resumes under `auto` where
+    that means bf16."""
+    return {**dataclasses.asdict(config), "precision": precision}
+
+
+def check_resumable(output_dir: Path, config: dict, max_steps: int | None) -> Path | None:
+    """The latest checkpoint of `output_dir` (None if there is none), after refusing one saved under another
+    config than `config` (`check_same_config`); callable before a trainer exists, so that `showo train all`
+    refuses a stage it cannot resume before running the stages ahead of it."""
+    path = latest_checkpoint(output_dir)
+    if path is not None:
         meta = json.loads((path / "trainer.json").read_text())
         check_same_config(output_dir, meta.get("config", {}), config, meta["step"], max_steps)
-    return load_checkpoint(path, model, optimizer, scheduler, read_model)["step"]
+    return path
 
 
 # What a resumed run may change: where and how often it reports and saves, how it is spread over processes

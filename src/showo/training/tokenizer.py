@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,8 @@ from ..fields import check_field_types
 from ..hardware import check_precision, resolve_precision
 from ..tokenizers.lfq import code_bits
 from ..tokenizers.magvit import MagvitV2
-from .checkpoint import check_not_started, latest_checkpoint, open_metrics_log, resume_latest, save_checkpoint
+from .checkpoint import (check_not_started, latest_checkpoint, open_metrics_log, resume_latest, run_config,
+                         save_checkpoint)
 from .optim import lr_factor
 from .stopping import stop_at_step_boundary
 from .trainer import Progress
@@ -160,7 +161,7 @@ class TokenizerTrainer:
 
     def resume(self) -> bool:
         step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler,
-                             config=self._run_config(), max_steps=self.cfg.max_steps)
+                             config=run_config(self.cfg, self.precision), max_steps=self.cfg.max_steps)
         if step is not None:
             self.step = step
         return step is not None
@@ -209,11 +210,7 @@ class TokenizerTrainer:
     def save(self) -> None:
         write = lambda d, state: _save_magvit(self.model, d)  # noqa: E731
         save_checkpoint(self.output_dir, self.step, self.model, write, self.optimizer, self.scheduler,
-                        {"config": self._run_config()}, True, self.cfg.keep_checkpoints)
-
-    def _run_config(self) -> dict:
-        """The config a checkpoint records and a resume must match, with `auto` resolved (see `Trainer`)."""
-        return {**asdict(self.cfg), "precision": self.precision}
+                        {"config": run_config(self.cfg, self.precision)}, True, self.cfg.keep_checkpoints)
 
     def train(self, progress: Progress = True) -> list[dict]:
         """Run to `max_steps` (from the resumed step); `progress` as for `Trainer.train`."""

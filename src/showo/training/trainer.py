@@ -24,7 +24,8 @@ from ..model import Showo
 from ..model.showo import save_showo
 from ..prompting.sequences import IGNORE_INDEX
 from .batch import Part, drop_unread, group_by_length, group_inputs, round_up_selection
-from .checkpoint import check_not_started, open_metrics_log, read_model_state, resume_latest, save_checkpoint
+from .checkpoint import (check_not_started, open_metrics_log, read_model_state, resume_latest, run_config,
+                         save_checkpoint)
 from .code_bits import add_code_bit_rows, join_state, load_apart, save_apart, split_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, wrap
@@ -107,7 +108,7 @@ class Trainer:
     def resume(self) -> bool:
         """Continue from `<output_dir>/latest` if it exists (weights, optimizer, scheduler, RNG, step)."""
         step = resume_latest(self.output_dir, self.model, self.optimizer, self.scheduler, self._read_checkpoint,
-                             self._run_config(), self.cfg.max_steps)
+                             run_config(self.cfg, self.precision), self.cfg.max_steps)
         if step is not None:
             self.step = step
         return step is not None
@@ -173,15 +174,8 @@ class Trainer:
             save_apart(directory.parent, apart)
 
         save_checkpoint(self.output_dir, self.step, self.model, write, self.optimizer, self.scheduler,
-                        {"config": self._run_config()}, self.dist.is_main, self.cfg.keep_checkpoints)
+                        {"config": run_config(self.cfg, self.precision)}, self.dist.is_main, self.cfg.keep_checkpoints)
         barrier(self.dist)
-
-    def _run_config(self) -> dict:
-        """The config a checkpoint records and a resume must match, with `auto` resolved: a run that trained in
-        bf16 does not silently go on in fp32 on a machine without native bf16 (nor the reverse), and a run saved
-        with bf16 resumes under `auto` where that means bf16."""
-        return {**self.cfg.to_dict(), "precision": self.precision}
-
     def train(self, progress: Progress = True) -> list[dict]:
         """Run to `max_steps` (from the resumed step); log every `log_every`, save every `save_every` and at the end."""
         check_not_started(self.output_dir, self.step)
