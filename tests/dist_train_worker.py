@@ -2,6 +2,7 @@
 
 Mode "stop": rank 1 alone sends itself SIGTERM after step 2 (torchrun's processes get a scheduler's signal one
 by one); each rank writes the step it stopped at and the exit code its signal handler asked for."""
+import atexit
 import json
 import os
 import signal
@@ -16,8 +17,18 @@ def _leave(signum, frame):
     raise SystemExit(143)  # what the CLI's handler does: an exception that unwinds
 
 
+def _record_group_at_exit(out: str) -> None:
+    """Registered before the trainer joins the group, so it runs after the trainer's own exit handler."""
+    def record():
+        rank = os.environ["RANK"]
+        with open(f"{out}/rank{rank}-exit.json", "w") as f:
+            json.dump({"group_alive": torch.distributed.is_initialized()}, f)
+    atexit.register(record)
+
+
 if __name__ == "__main__":
     out, mode, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    _record_group_at_exit(out)
     torch.set_num_threads(1)
     if mode == "stop":
         signal.signal(signal.SIGTERM, _leave)

@@ -162,6 +162,8 @@ def _torchrun_worker(out: Path, mode: str, steps: int) -> None:
         proc.communicate()
         raise
     assert proc.returncode == 0, err[-3000:]
+    # each process destroyed the group it joined before the interpreter's teardown (else gloo can abort it there)
+    assert [json.loads((out / f"rank{r}-exit.json").read_text()) for r in (0, 1)] == [{"group_alive": False}] * 2
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp", "ddp+code_bit_rows"])

@@ -1,6 +1,7 @@
 """torch.distributed plumbing: process group from torchrun's environment, DDP / FSDP2 wrapping, reductions."""
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -35,6 +36,10 @@ def init_from_env(device: torch.device) -> DistInfo:
         return DistInfo()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # A group we made is ours to destroy. Left to the interpreter's teardown, gloo's worker threads can abort the
+        # process after training finished ("terminate called without an active exception", SIGABRT; seen once in
+        # tests/test_trainer.py's FSDP run), and torchrun then reports the run as failed.
+        atexit.register(_destroy_process_group)
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -64,6 +69,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
