@@ -53,6 +53,44 @@ def test_resume_continues_exactly(tmp_path, code_bit_rows):
         assert torch.equal(a, b), k
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda c: (c.parent / "latest").write_bytes(b"\xff\xfe"), "cannot read .*latest"),
+    (lambda c: (c.parent / "latest").write_text("../../elsewhere\n"), "latest is corrupt: it should name a checkpoint"),
+    (lambda c: (c / "trainer.json").write_text("{'step': 2"), "trainer.json is not valid JSON"),
+    (lambda c: (c / "trainer.json").write_text('{"scheduler": {}}'), "trainer.json is corrupt: it needs an integer"),
+    (lambda c: (c / "trainer.json").write_text('{"step": 2, "scheduler": {}, "config": []}'), "trainer.json is corrupt"),
+    (lambda c: _truncate(c / "optimizer.pt"), "cannot read .*optimizer.pt"),
+    (lambda c: torch.save({"state": 3}, c / "optimizer.pt"), "is corrupt: its optimizer, scheduler or random state"),
+    (lambda c: torch.save({"torch": torch.zeros(3)}, c / "rng.pt"), "is corrupt: its optimizer, scheduler or random"),
+    (lambda c: torch.save([1], c / "rng.pt"), "is corrupt: its optimizer, scheduler or random state"),
+])
+def test_a_damaged_checkpoint_is_one_line_error(tmp_path, damage, match):
+    """Each file a resume reads, damaged, is a CheckpointError naming it (the CLI's one line), not a traceback."""
+    from showo.errors import CheckpointError
+
+    t = tiny_trainer(tmp_path, 2)
+    t.train(progress=False)
+    damage(latest_checkpoint(tmp_path))
+    with pytest.raises(CheckpointError, match=match) as e:
+        tiny_trainer(tmp_path, 3).resume()
+    assert "\n" not in str(e.value)
+
+
+def test_a_damaged_metrics_log_resumes(tmp_path):
+    tiny_trainer(tmp_path, 2, log_every=1).train(progress=False)
+    with open(tmp_path / "metrics.jsonl", "ab") as log:
+        log.write(b'\xff\xfe{"step": 1}\n[3]\n')
+    resumed = tiny_trainer(tmp_path, 3, log_every=1)
+    assert resumed.resume() and resumed.step == 2
+    resumed.train(progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     t = tiny_trainer(tmp_path, 4, save_every=2)
     t.train_step(); t.train_step()

@@ -54,18 +54,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as e:  # noqa: BLE001 - safetensors raises SafetensorError/OSError
             raise CheckpointError(f"corrupt safetensors file {path}: {e}") from None
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported pickle content"
-        raise CheckpointError(f"refused to load {path}: it contains objects other than tensors ({first})") from None
-    except Exception as e:  # noqa: BLE001 - truncated zip, bad magic number, ...
-        raise CheckpointError(f"cannot read {path}: {e}") from None
+    state = load_tensors(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a flat dict of tensors")
     return state
+
+
+def load_tensors(path: Path):
+    """`torch.load(path, weights_only=True)` on the CPU: tensors and plain containers only; anything else, and
+    unreadable, truncated or corrupt files, are one-line CheckpointErrors."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported pickle content"
+        raise CheckpointError(f"refused to load {path}: it contains objects other than tensors ({first})") from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, bad magic number, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read {path}: {first}") from None
 
 
 def _names(keys: Iterable[str], limit: int = 6) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +22,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from ..checkpoints import atomic_write, find_weights, read_state_dict, with_default_mode
+from ..checkpoints import (atomic_write, find_weights, load_tensors, read_json_object, read_state_dict,
+                           with_default_mode)
 from ..errors import CheckpointError, ConfigError
 
 LATEST = "latest"
@@ -63,7 +65,7 @@ def check_not_started(output_dir: Path, step: int) -> None:
     """Refuse a run from step 0 in a directory that holds another run: old checkpoints sort after its first
     saves, so they would be deleted as the older ones and `latest` would name a deleted checkpoint."""
     if step == 0 and (output_dir / LATEST).is_file():
-        held = (output_dir / LATEST).read_text().strip()
+        held = _latest_name(output_dir / LATEST)
         raise ConfigError(f"{output_dir} already holds a run (latest: {held}): call resume() to continue it, or "
                           "use another output_dir")
 
@@ -72,10 +74,32 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     pointer = output_dir / LATEST
     if not pointer.is_file():
         return None
-    path = output_dir / pointer.read_text().strip()
+    path = output_dir / _latest_name(pointer)
     if not (path / "trainer.json").is_file():
         raise CheckpointError(f"{pointer} names {path.name}, which is incomplete or missing")
     return path
+
+
+def _latest_name(pointer: Path) -> str:
+    """The checkpoint `pointer` names: a `checkpoint-<step>` directory beside it, nothing else."""
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {pointer}: {str(e).splitlines()[0]}") from None
+    if not re.fullmatch(r"checkpoint-\d+", name):
+        raise CheckpointError(f"{pointer} is corrupt: it should name a checkpoint-<step> directory, not {name[:40]!r}")
+    return name
+
+
+def read_meta(path: Path) -> dict:
+    """Checkpoint `path`'s trainer.json: its step (an integer >= 0), scheduler state and run config."""
+    meta = read_json_object(path / "trainer.json")
+    step = meta.get("step")
+    if (not isinstance(step, int) or isinstance(step, bool) or step < 0 or not isinstance(meta.get("scheduler"), dict)
+            or not isinstance(meta.get("config", {}), dict)):
+        raise CheckpointError(f"{path / 'trainer.json'} is corrupt: it needs an integer step >= 0, a scheduler and a "
+                              "config")
+    return meta
 
 
 def read_model_state(path: Path) -> dict[str, torch.Tensor]:
@@ -88,7 +112,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
     """Restore weights, optimizer, scheduler and RNG state in place; returns trainer.json (incl. `step`).
 
     `read_model(path)` reads the full model state dict (the inverse of `save_checkpoint`'s `write_model`)."""
-    meta = json.loads((path / "trainer.json").read_text())
+    meta = read_meta(path)
     state = read_model(path)
     try:
         set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
@@ -97,11 +121,14 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
             raise
         raise CheckpointError(f"{path} holds the weights of another model architecture than the recipe's: resume "
                               "with the recipe the run started with, or use a new run directory") from None
-    optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-    set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
-    scheduler.load_state_dict(meta["scheduler"])
-    rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=True)
-    torch.set_rng_state(rng["torch"])
+    optim_state, rng = load_tensors(path / "optimizer.pt"), load_tensors(path / "rng.pt")
+    try:
+        set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
+        scheduler.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(rng["torch"])
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as e:  # what a damaged file can raise
+        raise CheckpointError(f"{path} is corrupt: its optimizer, scheduler or random state does not fit this run "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return meta
 
 
@@ -130,7 +157,7 @@ def check_resumable(output_dir: Path, config: dict, max_steps: int | None) -> Pa
     refuses a stage it cannot resume before running the stages ahead of it."""
     path = latest_checkpoint(output_dir)
     if path is not None:
-        meta = json.loads((path / "trainer.json").read_text())
+        meta = read_meta(path)
         check_same_config(output_dir, meta.get("config", {}), config, meta["step"], max_steps)
     return path
 
@@ -180,7 +207,7 @@ def open_metrics_log(output_dir: Path, step: int) -> TextIO:
     again, and a kill mid-write can leave half a line; both are dropped, so the log reads as one run."""
     path = output_dir / "metrics.jsonl"
     if path.is_file():
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()  # damaged lines are dropped below
         keep = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
         if keep != lines:
             atomic_write(path, "".join(line + "\n" for line in keep).encode())
