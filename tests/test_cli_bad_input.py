@@ -291,6 +291,32 @@ def test_an_unlistable_image_directory_is_one_line(capsys, tmp_path, monkeypatch
     fails(capsys, tmp_path, "caption", str(folder), *TEXT, match="cannot list directory")
 
 
+def test_a_file_the_system_refuses_is_one_line_and_other_os_errors_are_not_hidden(capsys, tmp_path, monkeypatch):
+    """An unreadable image, data file or model file (no permission, an untraversable folder, a full disk) raises an
+    OSError naming the file wherever it is first touched; the command line says it in one line."""
+    from showo.pipelines import ShowoPipeline
+
+    image = tmp_path / "locked.png"
+    Image.new("RGB", (8, 8)).save(image)
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", denied)
+    fails(capsys, tmp_path, "caption", str(image), *TEXT, match=f"image {image} cannot be read: permission denied")
+    monkeypatch.undo()
+    monkeypatch.setattr(Path, "is_dir", denied)  # what os.stat says in a folder the user may not enter
+    assert fails(capsys, tmp_path, "caption", str(image), *TEXT) == f"showo: error: {image}: Permission denied"
+    monkeypatch.undo()
+
+    def unnamed(*args, **kwargs):
+        raise OSError("a bug, not a user's file")
+
+    monkeypatch.setattr(ShowoPipeline, "text_to_image", unnamed)
+    with pytest.raises(OSError, match="a bug"):
+        main(["generate", "a ball", *FAST, "--out", str(tmp_path / "out")])
+
+
 @pytest.mark.parametrize("edit, match", [
     ({"llm_config": [1]}, "backbone config must be a mapping"),
     ({"llm_config": {"num_attention_heads": 7}}, "multiple of num_attention_heads"),

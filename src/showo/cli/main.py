@@ -1,7 +1,7 @@
 """`showo` entry point: parse, dispatch to the subcommand, and turn user errors into one line + exit code 2.
 
-User errors are `ShowoError`s (bad inputs, missing or incomplete models, unavailable devices) and usage errors
-from argparse: they print `showo: error: <problem>` on stderr, never a traceback. Any other exception is a bug
+User errors are `ShowoError`s (bad inputs, missing or incomplete models, unavailable devices), usage errors
+from argparse, and OSErrors that name a file (no permission, a full disk): they print `showo: error: <problem>` on stderr, never a traceback. Any other exception is a bug
 and keeps its traceback. Exit codes: 0 success, 1 `showo bench` found outputs that disagree, 2 user error,
 130 interrupted (Ctrl-C), 141 stdout closed early, 143 terminated (SIGTERM; cleaned up like Ctrl-C).
 """
@@ -84,6 +84,13 @@ def _main(argv: list[str]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as e:  # a file the user named or the machine refused (permissions, a full disk): one line
+        if e.filename is None:
+            raise
+        if progress is not None:
+            progress.close()
+        say("error", f"{e.filename}: {e.strerror or e}")
+        return EXIT_USER_ERROR
 
 
 def _out_of_memory(e: BaseException) -> bool:

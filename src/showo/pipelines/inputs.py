@@ -64,6 +64,8 @@ def load_image(source: str | Path | Image.Image, what: str = "image", background
             raise InputError(f"{what} {path} is too large (over {MAX_IMAGE_PIXELS} pixels)") from None
         except Image.UnidentifiedImageError:
             raise InputError(f"{what} {path} is not an image file Pillow can read") from None
+        except PermissionError:
+            raise InputError(f"{what} {path} cannot be read: permission denied") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise InputError(f"{what} {path} is corrupt or truncated ({e})") from None
         finally:
