@@ -196,6 +196,22 @@ def test_missing_or_incomplete_model_directories(capsys, tmp_path, saved_model):
     fails(capsys, tmp_path, *run, str(saved_model / "showo" / "config.json"), match="directory")
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda w: {k: v.to(torch.int32) if k.endswith("final_layernorm.bias") else v for k, v in w.items()},
+     "keys of another kind of number (integer vs floating point): showo.model.final_layernorm.bias torch.int32"),
+    (lambda w: {k: v.fill_(float("nan")) if k.endswith("lm_head.weight") else v for k, v in w.items()},
+     "the model's scores are NaN or infinite"),
+])
+def test_weights_of_the_wrong_kind_or_not_finite_are_one_line(capsys, tmp_path, saved_model, edit, match):
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(saved_model, damaged)
+    for weights in (damaged / "showo").glob("*.safetensors"):
+        save_file(edit(load_file(weights)), weights)
+    fails(capsys, tmp_path, "generate", "x", "--device", "cpu", "--steps", "2", "--model", str(damaged), match=match)
+
+
 def test_out_is_a_file(capsys, tmp_path):
     (tmp_path / "out").write_text("occupied")
     code = main(["generate", "x", *FAST, "--out", str(tmp_path / "out")])

@@ -83,7 +83,7 @@ def _names(keys: Iterable[str], limit: int = 6) -> str:
 
 def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint",
                  assign: bool = False) -> None:
-    """Strictly load `state` into `module`; one error naming every missing, unexpected or mis-shaped key.
+    """Strictly load `state` into `module`; one error naming every missing, unexpected, mis-shaped or mis-typed key.
 
     `assign=True` adopts the checkpoint's tensors (for modules built on the meta device: no second copy).
     """
@@ -92,6 +92,8 @@ def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
     unexpected = state.keys() - own.keys()
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own.keys() & state.keys()
               if state[k].shape != own[k].shape]
+    kinds = [f"{k} {state[k].dtype}" for k in own.keys() & state.keys()
+             if state[k].is_floating_point() != own[k].is_floating_point()]
     problems = []
     if missing:
         problems.append(f"missing keys: {_names(missing)}")
@@ -99,6 +101,8 @@ def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
         problems.append(f"unexpected keys: {_names(unexpected)}")
     if shapes:
         problems.append(f"mis-shaped keys (checkpoint vs model): {_names(shapes)}")
+    if kinds:
+        problems.append(f"keys of another kind of number (integer vs floating point): {_names(kinds)}")
     if problems:
         raise CheckpointError(f"{what} does not match the model; " + "; ".join(problems))
     module.load_state_dict(state, strict=True, assign=assign)

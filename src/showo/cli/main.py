@@ -18,6 +18,7 @@ from ..errors import ShowoError
 from .parser import build_parser
 from .progress import Progress, one_line_warnings, say, stderr_is_tty
 
+NOT_FINITE = "probability tensor contains either `inf`, `nan` or element < 0"  # torch.multinomial's refusal
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 0, 2, 130, 141, 143
 
 
@@ -74,11 +75,13 @@ def _main(argv: list[str]) -> int:
         say("error", "terminated" if terminated else "interrupted")
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
-        if not _out_of_memory(e):
+        if not (_out_of_memory(e) or NOT_FINITE in str(e)):
             raise
         if progress is not None:
             progress.close()
-        say("error", "out of memory: ask for fewer images or prompts at once, or a smaller model or dtype")
+        say("error", "out of memory: ask for fewer images or prompts at once, or a smaller model or dtype"
+            if _out_of_memory(e) else "the model's scores are NaN or infinite, so nothing can be sampled: its weights "
+            "may be damaged (or overflow in this dtype: try --dtype float32)")
         return EXIT_USER_ERROR
     except BrokenPipeError:  # stdout closed early (`showo ... | head`): stop quietly, like other tools
         devnull = os.open(os.devnull, os.O_WRONLY)
