@@ -352,3 +352,20 @@ def test_strokes_on_a_transparent_mask_select_only_the_strokes():
     mask = load_mask(layer, (16, 16))
     assert mask.getpixel((2, 2)) == 255 and mask.getpixel((12, 2)) == 0
     assert load_image(layer).getpixel((12, 2)) == (255, 255, 255)  # pictures still show white where transparent
+
+
+def test_a_prompt_too_long_for_the_model_is_refused_before_its_mask_is_built(pipe, monkeypatch):
+    """A 100,000-token prompt's [L, L] mask alone is 10 GB: the length is checked first."""
+    import showo.pipelines.showo_pipeline as module
+
+    def no_mask(*args, **kwargs):
+        raise AssertionError("a mask was built for a prompt that cannot fit")
+
+    monkeypatch.setattr(module, "causal_mask", no_mask)
+    monkeypatch.setattr(module, "mmu_mask", no_mask)
+    limit = pipe.model.config.llm.max_position_embeddings
+    long = "word " * (2 * limit)
+    with pytest.raises(InputError, match=f"exceeds the model's {limit} positions"):
+        pipe.write(long, max_new_tokens=2)
+    with pytest.raises(InputError, match=f"exceeds the model's {limit} positions"):
+        pipe.ask(Image.new("RGB", (32, 32)), long, max_new_tokens=2)

@@ -342,15 +342,19 @@ class ShowoPipeline:
                 exact, embeds=None) -> list[list[int]]:
         check_text_sampling(max_new_tokens, temperature, top_k, top_p)
         check_callback("on_token", on_token)
-        longest = max(len(p) for p in (prompts_ids if prompts_ids is not None else embeds))
-        limit = self.model.config.llm.max_position_embeddings
-        if longest + max_new_tokens > limit:
-            raise InputError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
-                             f"{limit} positions: shorten the text or lower max_new_tokens")
+        self._check_room(max(len(p) for p in (prompts_ids if prompts_ids is not None else embeds)), max_new_tokens)
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
                              generator=generator, use_cache=not exact, on_token=on_token,
                              compiled=self._compiled(exact, max_new_tokens))
+
+    def _check_room(self, longest: int, max_new_tokens: int) -> None:
+        """Refuse a prompt that leaves no room for the answer; called before the prompts' [L, L] masks are built
+        (a 100,000-token prompt's mask alone is 10 GB)."""
+        limit = self.model.config.llm.max_position_embeddings
+        if isinstance(max_new_tokens, int) and longest + max_new_tokens > limit:
+            raise InputError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
+                             f"{limit} positions: shorten the text or lower max_new_tokens")
 
     def _compiled(self, exact: bool, max_new_tokens: int) -> bool:
         """Whether a text call decodes with the compiled step (see `compile_decoding`; once torch.compile's limit
@@ -375,6 +379,7 @@ class ShowoPipeline:
             codes = self.encode_images(images).cpu()
             prompts = [mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes[i]),
                                       self._text_ids(mmu_question_text(q), "question"))[0] for i, q in pairs]
+            self._check_room(max(len(p) for p in prompts), max_new_tokens)
             masks = [mmu_mask(p[None], self.vocab)[0, 0] for p in prompts]
             ids = self._decode(prompts, masks, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
         texts = [self.tokenizer.decode(t).strip() for t in ids]
@@ -397,6 +402,7 @@ class ShowoPipeline:
             for i, q in pairs:
                 ids = mmu_clip_prompt_ids(self.vocab, system, self._text_ids(clip_question_text(q), "question"))
                 e = self.model.embed_with_features(ids.to(self.device), feats[i:i + 1], slot)[0]
+                self._check_room(e.shape[0], max_new_tokens)
                 embeds.append(e)
                 masks.append(mmu_clip_mask(e.shape[0], len(system), num_image_tokens=feats.shape[1])[0, 0])
         return self._decode(None, masks, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact, embeds)
@@ -415,6 +421,7 @@ class ShowoPipeline:
         """Continue text prompts (pure language modelling, causal attention); returns the continuations."""
         prompts = check_prompts(prompt)
         ids = [torch.tensor([self.vocab.bos, *self._text_ids(p)]) for p in prompts]
+        self._check_room(max(len(i) for i in ids), max_new_tokens)
         masks = [causal_mask(len(i)) for i in ids]
         out = self._decode(ids, masks, max_new_tokens, temperature, top_k, top_p,
                            self._generator(seed, generator), on_token, exact)
