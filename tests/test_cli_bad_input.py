@@ -396,3 +396,18 @@ def test_unreadable_model_and_clip_configs_are_one_line(tmp_path):
     (tmp_path / "config.json").write_text('{"hidden_size": "wide"}')
     with pytest.raises(CheckpointError, match="not a CLIP vision config"):
         ClipVisionTower.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("argv", [
+    ["caption", ""], ["ask", "x.png", "what?", "--image", ""], ["inpaint", "", "m.png", "x"],
+    ["generate", "x", "--vq", ""], ["generate", "x", "--tokenizer", " "], ["generate", "x", "--clip", ""],
+    ["finetune", "", "--run", "r"], ["finetune", "d.jsonl", "--run", "r", "--recipe", ""],
+    ["finetune", "d.jsonl", "--run", "r", "--val", ""], ["train", "all", "--run", "r", "--recipe", ""],
+    ["train", "model", "--run", "r", "--init-from", ""],
+])
+def test_an_empty_path_is_refused_not_taken_as_the_current_directory(capsys, argv):
+    """`Path("")` is ".": an empty image path captioned every image in the working directory, and an empty
+    --recipe or --val was taken as not given."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "an empty path" in err[0], err

@@ -33,15 +33,16 @@ def add_parser(sub, add_model_options) -> None:
 
     p = sub.add_parser("finetune", help="train a model further on your own images, questions and text",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", metavar="DATA.jsonl", help="the records (JSON Lines; see above)")
+    p.add_argument("data", metavar="DATA.jsonl", type=path_arg, help="the records (JSON Lines; see above)")
     g = p.add_argument_group("training")
     g.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR", type=path_arg,
                    help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
                         "torchrun does not mistake for its own --run-path")
-    g.add_argument("--recipe", metavar="YAML", help="training config; keys it leaves out keep the default: a 200-step "
-                                                    "schedule, lr 1e-4, whose mix has rows of each kind the data holds")
-    g.add_argument("--val", metavar="VAL.jsonl", help="records to score at every log step, never trained on "
-                                                      "(val_loss_<objective> in metrics.jsonl)")
+    g.add_argument("--recipe", metavar="YAML", type=path_arg,
+                   help="training config; keys it leaves out keep the default: a 200-step schedule, lr 1e-4, whose mix "
+                        "has rows of each kind the data holds")
+    g.add_argument("--val", metavar="VAL.jsonl", type=path_arg,
+                   help="records to score at every log step, never trained on (val_loss_<objective> in metrics.jsonl)")
     g.add_argument("--max-steps", type=positive_int, metavar="N", help="override the number of optimizer steps")
     g.add_argument("--lr", type=positive_float, metavar="LR", help="override the peak learning rate")
     g.add_argument("--seed", type=non_negative_int,

@@ -1,7 +1,8 @@
 """`showo` entry point: parse, dispatch to the subcommand, and turn user errors into one line + exit code 2.
 
 User errors are `ShowoError`s (bad inputs, missing or incomplete models, unavailable devices), usage errors
-from argparse, and OSErrors that name a file (no permission, a full disk): they print `showo: error: <problem>` on stderr, never a traceback. Any other exception is a bug
+from argparse, and OSErrors that name a file (no permission, a full disk): they print `showo: error: <problem>`
+on stderr, never a traceback. Any other exception is a bug
 and keeps its traceback. Exit codes: 0 success, 1 `showo bench` found outputs that disagree, 2 user error,
 130 interrupted (Ctrl-C), 141 stdout closed early, 143 terminated (SIGTERM; cleaned up like Ctrl-C).
 """

@@ -79,7 +79,8 @@ def check_out_dir(out: Path, flag: str = "--out") -> None:
 
 
 def path_arg(text: str) -> str:
-    """argparse type of output paths: an empty one would silently mean the current directory."""
+    """argparse type of every path option: an empty one would silently mean the current directory (or, for an
+    optional file, be taken as not given)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path")
     return text

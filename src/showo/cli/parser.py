@@ -66,11 +66,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="a pipeline directory (from save_pretrained), an official checkpoint directory or a "
                         "hub id such as showlab/show-o; 'tiny-random' is a tiny randomly initialised model "
                         "(noise images, gibberish text) for trying the tool. " + _default_model_help())
-    g.add_argument("--vq", metavar="PATH|ID", help="MAGVIT-v2 image tokenizer (default: the pipeline "
-                                                   "directory's, else showlab/magvitv2)")
-    g.add_argument("--tokenizer", metavar="PATH|ID", help="text tokenizer (default: the pipeline directory's, "
-                                                          "else microsoft/phi-1_5)")
-    g.add_argument("--clip", metavar="PATH|ID", help="CLIP-ViT tower, needed by the w_clip_vit checkpoints")
+    g.add_argument("--vq", metavar="PATH|ID", type=path_arg,
+                   help="MAGVIT-v2 image tokenizer (default: the pipeline directory's, else showlab/magvitv2)")
+    g.add_argument("--tokenizer", metavar="PATH|ID", type=path_arg,
+                   help="text tokenizer (default: the pipeline directory's, else microsoft/phi-1_5)")
+    g.add_argument("--clip", metavar="PATH|ID", type=path_arg,
+                   help="CLIP-ViT tower, needed by the w_clip_vit checkpoints")
     g.add_argument("--device", type=device_name, default="auto", metavar="DEVICE",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")
     g.add_argument("--dtype", choices=DTYPES, default="float32",
@@ -272,8 +273,9 @@ def build_parser() -> Parser:
                    help="images per prompt (default: %(default)s)")
 
     p = _subparser(sub, "inpaint")
-    p.add_argument("image", metavar="IMAGE", help="the picture to edit (any mode: grayscale, RGBA, palette...)")
-    p.add_argument("mask", metavar="MASK", help="white = regenerate, black = keep")
+    p.add_argument("image", metavar="IMAGE", type=path_arg,
+                   help="the picture to edit (any mode: grayscale, RGBA, palette...)")
+    p.add_argument("mask", metavar="MASK", type=path_arg, help="white = regenerate, black = keep")
     p.add_argument("prompt", metavar="PROMPT", help="what to paint in the white area")
     g = p.add_argument_group("sampling")
     _add_seed(g)
@@ -283,7 +285,7 @@ def build_parser() -> Parser:
                    help="variants to generate (default: %(default)s)")
 
     p = _subparser(sub, "extrapolate")
-    p.add_argument("image", metavar="IMAGE", help="the picture to extend")
+    p.add_argument("image", metavar="IMAGE", type=path_arg, help="the picture to extend")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one prompt per extension step")
     g = p.add_argument_group("extrapolation")
     g.add_argument("--direction", nargs="+", action="extend", required=True, metavar="D",
@@ -299,9 +301,9 @@ def build_parser() -> Parser:
                    help="variants to generate (default: %(default)s)")
 
     p = _subparser(sub, "ask")
-    p.add_argument("image", metavar="IMAGE", help="an image file or a directory of images")
+    p.add_argument("image", metavar="IMAGE", type=path_arg, help="an image file or a directory of images")
     p.add_argument("questions", nargs="+", metavar="QUESTION", help="question about the image(s) (quote each one)")
-    p.add_argument("--image", dest="more_images", action="append", default=[], metavar="IMAGE",
+    p.add_argument("--image", dest="more_images", action="append", default=[], metavar="IMAGE", type=path_arg,
                    help="another image or directory (repeatable)")
     g = p.add_argument_group("sampling")
     _add_seed(g)
@@ -309,7 +311,7 @@ def build_parser() -> Parser:
     _add_ignored_image_options(p)
 
     p = _subparser(sub, "caption")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
+    p.add_argument("images", nargs="+", metavar="IMAGE", type=path_arg, help="image files or directories of images")
     p.add_argument("--question", metavar="TEXT", help="the captioning question (default: the pipeline's, "
                                                       "'Describe the image.')")
     g = p.add_argument_group("sampling")

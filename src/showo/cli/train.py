@@ -36,9 +36,9 @@ def add_parser(sub, parser_class) -> None:
     p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR", type=path_arg,
                    help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
                         "torchrun does not mistake for its own --run-path")
-    p.add_argument("--recipe", metavar="YAML", help="recipe file (default: the embedded model's recipe)")
+    p.add_argument("--recipe", metavar="YAML", type=path_arg, help="recipe file (default: the embedded model's recipe)")
     p.add_argument("--max-steps", type=int, metavar="N", help="override the stage's number of steps")
-    p.add_argument("--init-from", metavar="DIR",
+    p.add_argument("--init-from", metavar="DIR", type=path_arg,
                    help="start the model stage from these Show-o weights (fresh optimizer and schedule)")
     p.add_argument("--write-recipe", metavar="YAML", type=path_arg, help="write the recipe in effect to YAML and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
