@@ -1,6 +1,8 @@
 """`showo eval` writes the metrics JSON (a key per task, seen and held-out) and the report."""
 import json
 
+import pytest
+
 from showo.cli.main import main
 
 
@@ -96,3 +98,22 @@ def test_eval_progress_on_a_terminal_and_stale_grids_noted(tmp_path, monkeypatch
     assert "vqa_seen.png from an earlier evaluation" in err
     assert list(json.loads((tmp_path / "m.json").read_text())) == ["model", "seed", "samples", "tokenizer",
                                                                    "settings", "run"]
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--story-guidance", "1000", "story_guidance_scale must be a number in [0, 100]"),
+    ("--image-temperature", "101", "image_temperature must be a number in [0, 100]"),
+    ("--steps", "1001", "num_inference_steps must be at most"),
+])
+def test_eval_settings_out_of_range_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, flag, value,
+                                                                      match):
+    from showo.cli import commands
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(commands.Context, "load", no_load)
+    assert main(["eval", "--json", str(tmp_path / "m.json"), flag, value, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "o").exists()

@@ -35,6 +35,13 @@ class EvalSettings:
     seam_threshold: float = 0.5  # extrapolation: seam_score at or above this counts as continuous
     seam_noise: float = 1.0  # grey levels added to both sides of the seam ratio (a decoder noise floor)
 
+    def __post_init__(self) -> None:  # checked before any model loads (`showo eval` builds these first)
+        from ..pipelines.inputs import check_scale, check_steps
+
+        check_steps(self.image_steps)
+        for name in ("guidance_scale", "story_guidance_scale", "image_temperature"):
+            check_scale(name, getattr(self, name))
+
 
 @dataclass
 class SampleRecord:
