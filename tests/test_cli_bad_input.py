@@ -411,3 +411,16 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_directory(capsys, arg
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "an empty path" in err[0], err
+
+
+def test_greedy_answers_from_non_finite_scores_are_one_line(capsys, tmp_path, saved_model):
+    """Sampling refuses NaN scores, but greedy decoding would pick a token from them and exit 0."""
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(saved_model, damaged)
+    for weights in (damaged / "showo").glob("*.safetensors"):
+        save_file({k: v.fill_(float("nan")) if k.endswith("lm_head.weight") else v
+                   for k, v in load_file(weights).items()}, weights)
+    fails(capsys, tmp_path, "write", "hi", "--device", "cpu", "--max-new-tokens", "3", "--model", str(damaged),
+          match="the model's scores are NaN or infinite")

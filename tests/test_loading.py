@@ -1,6 +1,7 @@
 """Loading official checkpoint directories and our own saves; unsafe or broken checkpoints are refused."""
 import json
 import os
+import warnings
 
 import pytest
 import torch
@@ -60,9 +61,26 @@ def test_pickle_payload_in_bin_is_refused_without_running(tmp_path):
     torch.save({"showo.lm_head.bias": torch.zeros(3), "x": _Payload(marker)}, directory / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="refused"):
         Showo.from_pretrained(directory)
-    with pytest.raises(CheckpointError, match="refused"):
-        read_state_dict(directory / "pytorch_model.bin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's notes on the pickle stay out of the one-line error's way
+        with pytest.raises(CheckpointError, match="refused") as e:
+            read_state_dict(directory / "pytorch_model.bin")
+    assert "weights_only" not in str(e.value)  # no advice to load it unsafely
     assert not marker.exists()
+
+
+def test_unreadable_weights_say_so(tmp_path, monkeypatch):
+    import showo.checkpoints as checkpoints
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+
+    def denied(name, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(checkpoints, "load_file", denied)
+    with pytest.raises(CheckpointError, match=f"cannot read {path}: permission denied"):
+        read_state_dict(path)
 
 
 @pytest.mark.golden

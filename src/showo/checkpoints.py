@@ -10,6 +10,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -52,6 +53,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
+        except PermissionError:
+            raise CheckpointError(f"cannot read {path}: permission denied") from None
         except Exception as e:  # noqa: BLE001 - safetensors raises SafetensorError/OSError
             raise CheckpointError(f"corrupt safetensors file {path}: {e}") from None
     state = load_tensors(path)
@@ -66,10 +69,12 @@ def load_tensors(path: Path):
     """`torch.load(path, weights_only=True)` on the CPU: tensors and plain containers only; anything else, and
     unreadable, truncated or corrupt files, are one-line CheckpointErrors."""
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported pickle content"
-        raise CheckpointError(f"refused to load {path}: it contains objects other than tensors ({first})") from None
+        with warnings.catch_warnings():  # torch's own notes on the pickle would print lines of their own
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # (torch's message suggests weights_only=False: not for a file that needs it)
+        raise CheckpointError(f"refused to load {path}: it contains objects other than tensors, which could run "
+                              "code when loaded") from None
     except Exception as e:  # noqa: BLE001 - truncated zip, bad magic number, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read {path}: {first}") from None

@@ -30,6 +30,14 @@ class OutputError(ShowoError):
     """Results or a run directory could not be written (a path that is a file, not writable, a full disk...)."""
 
 
+class NonFiniteScores(ShowoError):
+    """The model's scores came out NaN or infinite, so nothing meaningful can be sampled or chosen."""
+
+    def __init__(self):
+        super().__init__("the model's scores are NaN or infinite, so nothing can be sampled: its weights may be "
+                         "damaged (or overflow in this dtype: try --dtype float32)")
+
+
 class OfflineError(CheckpointError):
     """A hub id was given but the hub cannot be reached and nothing is cached locally."""
 

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Sequence
 
-from ..errors import ShowoError
+from ..errors import NonFiniteScores, ShowoError
 from .parser import build_parser
 from .progress import Progress, one_line_warnings, say, stderr_is_tty
 
@@ -81,8 +81,7 @@ def _main(argv: list[str]) -> int:
         if progress is not None:
             progress.close()
         say("error", "out of memory: ask for fewer images or prompts at once, or a smaller model or dtype"
-            if _out_of_memory(e) else "the model's scores are NaN or infinite, so nothing can be sampled: its weights "
-            "may be damaged (or overflow in this dtype: try --dtype float32)")
+            if _out_of_memory(e) else str(NonFiniteScores()))
         return EXIT_USER_ERROR
     except BrokenPipeError:  # stdout closed early (`showo ... | head`): stop quietly, like other tools
         devnull = os.open(os.devnull, os.O_WRONLY)
