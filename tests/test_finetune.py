@@ -121,6 +121,12 @@ def test_cli_errors_write_nothing(tmp_path, capsys):
     fails(capsys, "finetune", str(unreadable.with_name("t.jsonl")), "--run", str(run), *TINY, match="truncated")
     long_answer = write_data(tmp_path / "c", [{"image": "im0.png", "question": "Hue?", "answer": "x" * 40}])
     fails(capsys, "finetune", str(long_answer), "--run", str(run), *TINY, match=".jsonl:1: question and answer take")
+    for record, field in (({"image": "im0.png", "caption": "a <|soi|> cat"}, "caption"), ({"text": "[PAD] x"}, "text"),
+                          ({"image": "im0.png", "question": "<|mmu|>?", "answer": "x"}, "question"),
+                          ({"image": "im0.png", "question": "Hue?", "answer": "<|eoi|>"}, "answer")):
+        markup = write_data(tmp_path / f"m-{field}", [record])  # learnt as words, refused at inference
+        fails(capsys, "finetune", str(markup), "--run", str(run), *TINY,
+              match=f".jsonl:1: '{field}' contains ")
     data = small_records(tmp_path / "d")
     recipe = tmp_path / "r.yaml"
     TrainConfig(mix=MixConfig(t2i=0, mmu=0, lm=0, story=2)).to_yaml(recipe)

@@ -152,15 +152,8 @@ class ShowoPipeline:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def _text_ids(self, text: str, what: str = "prompt") -> list[int]:
-        """Tokens of user text. Text that spells a markup token ([PAD], <|soi|>, <|t2i|>...) is refused: the
-        tokenizer turns it into that token, which changes the sequence's structure (an image opened in a prompt
-        made the cached and the exact t2i paths disagree)."""
-        ids = self.tokenizer.encode(text)
-        markup = [i for i in ids if self.vocab.pad <= i < self.vocab.image_offset]
-        if markup:
-            name = self.tokenizer.hf.convert_ids_to_tokens(markup[0])
-            raise InputError(f"{what} contains {name}, a token of Show-o's sequence markup, not text: {text[:40]!r}")
-        return ids
+        """Tokens of user text; markup tokens spelt in it are refused (`TextTokenizer.encode_text`)."""
+        return self.tokenizer.encode_text(text, what)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         """Tokens of a generation prompt; prompts longer than the model's text region are truncated (warned)."""

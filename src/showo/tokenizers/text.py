@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, InputError
 from ..prompting.vocab import PAD_TOKEN, TASK_TOKENS, Vocabulary
 
 
@@ -66,6 +66,17 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no BOS/EOS added."""
         return list(self.hf(text, add_special_tokens=False)["input_ids"])
+
+    def encode_text(self, text: str, what: str = "prompt") -> list[int]:
+        """Token ids of user text. Text that spells a markup token ([PAD], <|soi|>, <|t2i|>...) is refused: the
+        tokenizer turns it into that token, which changes the sequence's structure (an image opened in a prompt
+        made the cached and the exact t2i paths disagree; a training record would learn the markup as words)."""
+        ids = self.encode(text)
+        markup = [i for i in ids if self.vocab.pad <= i < self.vocab.image_offset]
+        if markup:
+            name = self.hf.convert_ids_to_tokens(markup[0])
+            raise InputError(f"{what} contains {name}, a token of Show-o's sequence markup, not text: {text[:40]!r}")
+        return ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [list(x) for x in self.hf(list(texts), add_special_tokens=False)["input_ids"]]

@@ -42,11 +42,13 @@ class RecordBatchSource:
         self._perms: dict[tuple[str, int], torch.Tensor] = {}
 
     def _text_ids(self, r: Record) -> tuple[list[int], ...]:
-        if r.kind == "t2i":
-            return (self.tok.encode(r.caption),)
+        if r.kind == "t2i":  # markup spelt in a record is refused, as in a prompt: it would be learnt as words
+            return (self.tok.encode_text(r.caption, f"{r.where}: 'caption'"),)
         if r.kind == "lm":
-            return (self.tok.encode(r.text),)
-        question, answer = self.tok.encode(mmu_question_text(r.question)), self.tok.encode(" " + r.answer)
+            return (self.tok.encode_text(r.text, f"{r.where}: 'text'"),)
+        self.tok.encode_text(r.question, f"{r.where}: 'question'")
+        question = self.tok.encode(mmu_question_text(r.question))
+        answer = self.tok.encode_text(" " + r.answer, f"{r.where}: 'answer'")
         if len(question) + len(answer) + 2 > self.t:  # bos + question + answer + eos must fit the text region
             raise InputError(f"{r.where}: question and answer take {len(question) + len(answer) + 2} tokens, "
                              f"more than the model's text region ({self.t}): the answer would be cut")
