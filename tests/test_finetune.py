@@ -342,3 +342,18 @@ def test_mean_losses_are_the_losses_a_training_step_reports(tmp_path):
     assert set(measured) == {"t2i", "mmu", "lm"}
     for k, v in measured.items():
         assert v == pytest.approx(logged[f"loss_{k}"], rel=1e-5), k
+
+
+def test_record_images_over_the_pixel_limit_are_refused_quietly(tmp_path):
+    """Between the project's 64M pixels and Pillow's own 89.5M, Pillow only warns (two raw lines): a record's image
+    is held to the project's limit, as an inference input is."""
+    import warnings
+
+    from test_cli_bad_input import png_header
+
+    data = write_data(tmp_path, [{"image": "big.png", "caption": "x"}])
+    (tmp_path / "big.png").write_bytes(png_header(9000, 8000))  # 72M pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match="data.jsonl:1: cannot read image .*big.png"):
+            read_records(data)

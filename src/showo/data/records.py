@@ -67,9 +67,13 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
         if not fields["image"].is_file():
             problem = "is a directory, not an image file" if fields["image"].is_dir() else "not found"
             raise InputError(f"{where}: image {fields['image']} {problem}")
+        from ..pipelines.inputs import pixel_limit  # (not at the top: pipelines imports this module)
+
         try:  # the header only: the pixels are read (and checked again) once, when the images are encoded
-            Image.open(fields["image"]).close()
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+            with pixel_limit():
+                Image.open(fields["image"]).close()
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+                SyntaxError, ValueError) as e:
             raise InputError(f"{where}: cannot read image {fields['image']} ({e.__class__.__name__})") from None
     return Record(kind=kind, line=line, where=where, **fields)
 

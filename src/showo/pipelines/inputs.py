@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,6 +33,20 @@ def square_input(image: Image.Image, task: str) -> Image.Image:
     return image
 
 
+@contextmanager
+def pixel_limit() -> Iterator[None]:
+    """Pillow refusing images over `MAX_IMAGE_PIXELS` (its own limit is 89.5M, and between half that and its limit
+    it only warns): a DecompressionBombWarning or Error is raised instead."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def load_image(source: str | Path | Image.Image, what: str = "image", background: int = 255) -> Image.Image:
     """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, F, ...), turned
     upright as its EXIF orientation says (as viewers show it: a phone photo, and a mask drawn on it). Transparent
@@ -53,11 +69,8 @@ def load_image(source: str | Path | Image.Image, what: str = "image", background
             raise InputError(f"{what} not found: {path}")
         if path.stat().st_size == 0:
             raise InputError(f"{what} is an empty file: {path}")
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with pixel_limit():
                 image = Image.open(path)
                 image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -68,8 +81,6 @@ def load_image(source: str | Path | Image.Image, what: str = "image", background
             raise InputError(f"{what} {path} cannot be read: permission denied") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise InputError(f"{what} {path} is corrupt or truncated ({e})") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
     if image.width < 1 or image.height < 1:  # (the pixel limit was checked above: by Pillow when opening a file)
         raise InputError(f"{what} has no pixels")
     try:
