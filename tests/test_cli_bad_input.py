@@ -424,3 +424,5 @@ def test_greedy_answers_from_non_finite_scores_are_one_line(capsys, tmp_path, sa
                    for k, v in load_file(weights).items()}, weights)
     fails(capsys, tmp_path, "write", "hi", "--device", "cpu", "--max-new-tokens", "3", "--model", str(damaged),
           match="the model's scores are NaN or infinite")
+    fails(capsys, tmp_path, "mixed", "hi", "--device", "cpu", "--max-new-tokens", "3", "--model", str(damaged),
+          match="the model's scores are NaN or infinite")

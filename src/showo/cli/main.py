@@ -2,9 +2,9 @@
 
 User errors are `ShowoError`s (bad inputs, missing or incomplete models, unavailable devices), usage errors
 from argparse, and OSErrors that name a file (no permission, a full disk): they print `showo: error: <problem>`
-on stderr, never a traceback. Any other exception is a bug
-and keeps its traceback. Exit codes: 0 success, 1 `showo bench` found outputs that disagree, 2 user error,
-130 interrupted (Ctrl-C), 141 stdout closed early, 143 terminated (SIGTERM; cleaned up like Ctrl-C).
+on stderr, never a traceback. Any other exception is a bug and keeps its traceback. Exit codes: 0 success, 1
+`showo bench` found outputs that disagree, 2 user error, 130 interrupted (Ctrl-C), 141 stdout closed early, 143
+terminated (SIGTERM; cleaned up like Ctrl-C).
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ import sys
 import threading
 from typing import Sequence
 
-from ..errors import NonFiniteScores, ShowoError
+from ..errors import ShowoError
 from .parser import build_parser
 from .progress import Progress, one_line_warnings, say, stderr_is_tty
 
-NOT_FINITE = "probability tensor contains either `inf`, `nan` or element < 0"  # torch.multinomial's refusal
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 0, 2, 130, 141, 143
 
 
@@ -76,12 +75,11 @@ def _main(argv: list[str]) -> int:
         say("error", "terminated" if terminated else "interrupted")
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
-        if not (_out_of_memory(e) or NOT_FINITE in str(e)):
+        if not _out_of_memory(e):
             raise
         if progress is not None:
             progress.close()
-        say("error", "out of memory: ask for fewer images or prompts at once, or a smaller model or dtype"
-            if _out_of_memory(e) else str(NonFiniteScores()))
+        say("error", "out of memory: ask for fewer images or prompts at once, or a smaller model or dtype")
         return EXIT_USER_ERROR
     except BrokenPipeError:  # stdout closed early (`showo ... | head`): stop quietly, like other tools
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -32,6 +32,7 @@ from ..fields import is_number
 from ..prompting.interleaved import interleaved_batch, interleaved_mask
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import next_token
+from ..sampling.filters import require_finite
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
 from .inputs import check_prompt, check_scale, check_steps, check_text_sampling
 
@@ -116,6 +117,7 @@ def generate_interleaved(
     allowed[:vocab.text_size] = True
     allowed[vocab.soi] = True
     logits = _forward(model, ids, 0, cache, vocab)
+    require_finite(logits)
     segment, starts, reason = list(prompt_ids), [], "max_new_tokens"
     for step in range(max_new_tokens):
         if force_sentence_end is not None and segment and len(starts) < max_images and force_sentence_end(segment):

@@ -345,7 +345,7 @@ class ShowoPipeline:
         """Refuse a prompt that leaves no room for the answer; called before the prompts' [L, L] masks are built
         (a 100,000-token prompt's mask alone is 10 GB)."""
         limit = self.model.config.llm.max_position_embeddings
-        if isinstance(max_new_tokens, int) and longest + max_new_tokens > limit:
+        if isinstance(max_new_tokens, int) and longest + max_new_tokens > limit:  # (its type: check_text_sampling)
             raise InputError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
                              f"{limit} positions: shorten the text or lower max_new_tokens")
 

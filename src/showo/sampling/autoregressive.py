@@ -12,10 +12,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import NonFiniteScores
 from ..prompting.masks import pad_after_prefix
 from .decode_step import StaticDecodeStep
-from .filters import apply_top_k, apply_top_p
+from .filters import apply_top_k, apply_top_p, require_finite
 
 
 def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -184,8 +183,8 @@ def generate_text(
                            logits_slice=slice(-1, None))
         else:
             logits = model(input_embeddings=x, attention_mask=mask, position_ids=positions, logits_slice=slice(-1, None))
-        if step == 0 and not bool(torch.isfinite(logits[:, -1]).all()):  # damaged weights: greedy would pick garbage
-            raise NonFiniteScores()
+        if step == 0:
+            require_finite(logits[:, -1])
         new = next_token(logits[:, -1], temperature, top_k, top_p, generator)
         for i, (token, done) in enumerate(zip(new.tolist(), finished.tolist())):
             if not done:

@@ -10,10 +10,17 @@ import math
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, NonFiniteScores
 from ..fields import is_number
 
 _EPS = 1e-20
+
+
+def require_finite(scores: torch.Tensor) -> None:
+    """Refuse NaN or infinite scores (damaged weights, a dtype that overflows): sampling would fail on them with
+    torch's own error and greedy decoding would pick garbage. The samplers call it on their first scores only."""
+    if not bool(torch.isfinite(scores).all()):
+        raise NonFiniteScores()
 
 
 def log(t: torch.Tensor, eps: float = _EPS) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from ..prompting.masks import t2i_mask
 from ..prompting.vocab import Vocabulary
-from .filters import mask_by_random_topk
+from .filters import mask_by_random_topk, require_finite
 from .graphs import StaticCall
 from .schedules import get_mask_schedule
 
@@ -145,6 +145,8 @@ def maskgit_generate(
         if guided:
             cond, uncond = logits.chunk(2)
             logits = (1 + guidance_scale) * cond - guidance_scale * uncond
+        if step == 0:
+            require_finite(logits)
         sampled, masking, mask_len, temperature, selected = maskgit_step(
             logits, codes, vocab, step, num_inference_steps, temperature, schedule_fn, generator)
         if callback is not None:

@@ -126,7 +126,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
         set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
         scheduler.load_state_dict(meta["scheduler"])
         torch.set_rng_state(rng["torch"])
-    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as e:  # what a damaged file can raise
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as e:  # a damaged file's
         raise CheckpointError(f"{path} is corrupt: its optimizer, scheduler or random state does not fit this run "
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return meta

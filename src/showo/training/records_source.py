@@ -46,8 +46,7 @@ class RecordBatchSource:
             return (self.tok.encode_text(r.caption, f"{r.where}: 'caption'"),)
         if r.kind == "lm":
             return (self.tok.encode_text(r.text, f"{r.where}: 'text'"),)
-        self.tok.encode_text(r.question, f"{r.where}: 'question'")
-        question = self.tok.encode(mmu_question_text(r.question))
+        question = self.tok.encode_text(mmu_question_text(r.question), f"{r.where}: 'question'")
         answer = self.tok.encode_text(" " + r.answer, f"{r.where}: 'answer'")
         if len(question) + len(answer) + 2 > self.t:  # bos + question + answer + eos must fit the text region
             raise InputError(f"{r.where}: question and answer take {len(question) + len(answer) + 2} tokens, "

@@ -176,6 +176,7 @@ class Trainer:
         save_checkpoint(self.output_dir, self.step, self.model, write, self.optimizer, self.scheduler,
                         {"config": run_config(self.cfg, self.precision)}, self.dist.is_main, self.cfg.keep_checkpoints)
         barrier(self.dist)
+
     def train(self, progress: Progress = True) -> list[dict]:
         """Run to `max_steps` (from the resumed step); log every `log_every`, save every `save_every` and at the end."""
         check_not_started(self.output_dir, self.step)
