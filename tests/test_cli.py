@@ -324,6 +324,24 @@ def test_long_prompt_is_truncated_with_one_warning(capsys, tmp_path):
     assert code == 0 and len(warnings) == 1 and "only the first" in warnings[0]
 
 
+def test_other_libraries_warnings_are_one_line_each(capsys):
+    """Pillow's and torch's warnings printed the message and the source line that raised it: several lines,
+    unlike every other thing the CLI says."""
+    import warnings
+
+    from showo.errors import ShowoWarning
+
+    with progress.one_line_warnings():
+        for _ in range(2):
+            warnings.warn("Corrupt EXIF data.\n  Expecting to read 12 bytes", UserWarning)
+        warnings.warn("a note of ours", ShowoWarning)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("showo: warning: Corrupt EXIF data. Expecting to read 12 bytes (UserWarning from ")
+    assert "tests/test_cli.py:" in lines[0]
+    assert lines[1] == "showo: warning: a note of ours"
+
+
 def test_progress_bars_on_a_terminal_change_nothing(capsys, tmp_path, monkeypatch):
     argv = ["generate", "a cube", "--seed", "1", *FAST]
     assert run(capsys, *argv, "--out", str(tmp_path / "a"))[0] == 0

@@ -3,6 +3,7 @@ no traceback, and nothing written (the --out directory is never created)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import struct
@@ -136,6 +137,15 @@ def test_masks(capsys, tmp_path, picture):
     (["write", "x", "--top-k", "0"], "--top-k"),
     (["write", "x", "--max-new-tokens", "0"], "--max-new-tokens"),
     (["mixed", "x", "--max-images", "-1"], "--max-images"),
+    # the pipeline's bounds (showo.limits), checked while parsing under the option's name, not after loading
+    (["generate", "x", "--steps", "1001"], "argument --steps: must be an integer in [1, 1000]"),
+    (["generate", "x", "-n", "4097"], "argument -n/--images-per-prompt: must be an integer in [1, 4096]"),
+    (["generate", "x", "y", "-n", "2049"], "2 prompts x -n 2049 = 4098 images; at most 4096"),
+    (["inpaint", "a.png", "m.png", "x", "--num-images", "5000"], "argument -n/--num-images"),
+    (["mixed", "x", "--image-temperature", "100.5"], "argument --image-temperature: must be a number in [0, 100]"),
+    (["mixed", "x", "--guidance", "1e9"], "argument --guidance"),
+    (["eval", "--json", "e.json", "--samples", "10001"], "argument --samples: must be an integer in [1, 10000]"),
+    (["eval", "--json", "e.json", "--story-guidance", "101"], "argument --story-guidance"),
     (["generate", "x", "--vq", "somewhere"], "tiny-random model"),
     (["generate", "x", "--bogus"], "unrecognized arguments"),
     (["paint", "x"], "invalid choice"),
@@ -251,13 +261,14 @@ def test_a_blocked_result_name_leaves_no_result_behind(capsys, tmp_path):
 @pytest.mark.parametrize("argv, match", [
     (["generate", "a \udcff ball", *FAST], "not valid UTF-8"),
     (["write", "hi \udcfe", *TEXT], "not valid UTF-8"),
-    (["generate", "a ball", *FAST, "--guidance", "1e39"], "guidance_scale must be a number in [0, 100]"),
-    (["generate", "a ball", *FAST, "--temperature", "101"], "temperature must be a number in [0, 100]"),
-    (["write", "hi", *TEXT, "--temperature", "1e-45"], "temperature must be 0 (greedy) or at least 0.0001"),
+    (["generate", "a ball", *FAST, "--guidance", "1e39"], "argument --guidance: must be a number in [0, 100]"),
+    (["generate", "a ball", *FAST, "--temperature", "101"], "argument --temperature: must be a number in [0, 100]"),
+    (["write", "hi", *TEXT, "--temperature", "1e-45"],
+     "argument --temperature: must be 0 (greedy) or a number in [0.0001, 100]"),
 ])
 def test_odd_text_and_extreme_numbers(capsys, tmp_path, argv, match):
     """Bytes that are not UTF-8 (kept as surrogates by Python) and finite numbers that overflow float32 in the
-    samplers were tracebacks."""
+    samplers were tracebacks (the numbers are now refused while parsing, under the option's name)."""
     fails(capsys, tmp_path, *argv, match=match)
 
 
@@ -426,3 +437,72 @@ def test_greedy_answers_from_non_finite_scores_are_one_line(capsys, tmp_path, sa
           match="the model's scores are NaN or infinite")
     fails(capsys, tmp_path, "mixed", "hi", "--device", "cpu", "--max-new-tokens", "3", "--model", str(damaged),
           match="the model's scores are NaN or infinite")
+
+
+def test_usage_errors_and_help_answer_without_importing_torch():
+    """Parsing (and so --help and every usage error) must not import torch, which takes seconds: the parser used
+    to pull it in through its output, evaluation and benchmark modules (4 s for `showo --help`)."""
+    code = ("import sys\n"
+            "from showo.cli.main import main\n"
+            "from showo.cli.parser import build_parser\n"
+            "build_parser().format_help()\n"
+            "for argv in (['generate', 'x', '--steps', '1001'], ['eval', '--json', 'e.json', '--samples', '0'],\n"
+            "             ['bench', '--profile', 'nothing'], ['train', 'model']):\n"
+            "    assert main(argv) == 2, argv\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stderr.splitlines()) == 4 and "Traceback" not in result.stderr
+
+
+def test_outputs_that_collide_or_cannot_be_directories_fail_before_the_work(capsys, tmp_path, monkeypatch):
+    """A --json that is --out itself (or one of its parents), two options naming one file, and a broken symbolic
+    link as --out were found only after the whole run (eval then left an empty directory behind)."""
+    import showo.bench.run
+    import showo.evaluation.harness
+
+    def started(*args, **kwargs):
+        raise AssertionError("the work started before the outputs were checked")
+
+    monkeypatch.setattr(showo.evaluation.harness, "run_evaluation", started)
+    monkeypatch.setattr(showo.bench.run, "run", started)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    r = str(tmp_path / "r")
+    eval_args = ["eval", "--samples", "1", "--tasks", "vqa", "--model", "tiny-random", "--device", "cpu"]
+    cases = [
+        ([*eval_args, "--json", r, "--out", r], "--json", "--out"),
+        ([*eval_args, "--json", r, "--out", str(tmp_path / "r" / "sub")], "--json", "--out"),
+        ([*eval_args, "--json", str(tmp_path / "e.json"), "--out", str(tmp_path / "dangling")], "--out",
+         "broken symbolic link"),
+        (["generate", "x", *FAST, "--out", str(tmp_path / "dangling" / "sub")], "--out", "broken symbolic link"),
+        (["bench", "--tiny", "--json", r, "--markdown", r], "--markdown", "--json writes the same file"),
+        (["bench", "--tiny", "--json", r, "--plots", str(tmp_path / "r" / "plots")], "--json", "--plots"),
+    ]
+    for argv, flag, problem in cases:
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"showo: error: {flag}"), (argv, err)
+        assert problem in err[0], (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling"]
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_devices_and_pipes_are_refused_as_input_files(capsys, tmp_path, special):
+    """A FIFO or a device was "not found" as an image, and as a recipe it was read forever (/dev/zero until
+    memory ran out)."""
+    if special == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    else:
+        path = Path(special)
+        if not path.exists():
+            pytest.skip(f"no {special}")
+    fails(capsys, tmp_path, "caption", str(path), *TEXT, match="is a device, pipe or socket, not a regular file")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"image": str(path), "caption": "x"}) + "\n")
+    for argv in (["finetune", str(path), "--run", str(tmp_path / "r")],
+                 ["finetune", str(tmp_path / "d.jsonl"), "--run", str(tmp_path / "r")],
+                 ["train", "model", "--run", str(tmp_path / "r"), "--recipe", str(path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].endswith("is a device, pipe or socket, not a regular file"), (argv, err)
+    assert not (tmp_path / "r").exists()

@@ -101,9 +101,9 @@ def test_eval_progress_on_a_terminal_and_stale_grids_noted(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("flag, value, match", [
-    ("--story-guidance", "1000", "story_guidance_scale must be a number in [0, 100]"),
-    ("--image-temperature", "101", "image_temperature must be a number in [0, 100]"),
-    ("--steps", "1001", "num_inference_steps must be at most"),
+    ("--story-guidance", "1000", "argument --story-guidance: must be a number in [0, 100]"),
+    ("--image-temperature", "101", "argument --image-temperature: must be a number in [0, 100]"),
+    ("--steps", "1001", "argument --steps: must be an integer in [1, 1000]"),
 ])
 def test_eval_settings_out_of_range_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, flag, value,
                                                                       match):

@@ -16,11 +16,11 @@ from showo.data.world import make_object
 from showo.errors import ConfigError
 from showo.evaluation import editing
 from showo.evaluation.caption_parser import parse_caption, score_caption
-from showo.evaluation.cases import (EvalSettings, extrapolate_cases, inpaint_cases, scene_cases, story_cases,
-                                    world_image)
+from showo.evaluation.cases import extrapolate_cases, inpaint_cases, scene_cases, story_cases, world_image
 from showo.evaluation.editing import (evaluate_inpaint, evaluate_mixed, extrapolation_scores,
                                       inpaint_region_correct, mask_image)
-from showo.evaluation.harness import TASKS, evaluate_caption, evaluate_t2i, evaluate_vqa, read_back, run_evaluation
+from showo.evaluation.harness import evaluate_caption, evaluate_t2i, evaluate_vqa, read_back, run_evaluation
+from showo.evaluation.settings import MAX_SAMPLES, TASKS, EvalSettings
 from showo.pipelines.interleaved import generate_interleaved
 from showo.pipelines.outputs import ImageOutput, TextOutput
 from showo.tiny import tiny_random_pipeline
@@ -86,6 +86,19 @@ def test_unknown_task_and_bad_samples_are_refused(pipe):
         run_evaluation(pipe, seed=0, samples=1, tasks=["nope"])
     with pytest.raises(ConfigError):
         run_evaluation(pipe, seed=0, samples=0, tasks=["t2i"])
+    with pytest.raises(ConfigError, match=r"samples must be an integer in \[1, 10000\], got 10001"):
+        run_evaluation(pipe, seed=0, samples=MAX_SAMPLES + 1, tasks=["t2i"])
+
+
+@pytest.mark.parametrize("field, value, match", [("image_steps", 1001, "num_inference_steps must be at most 1000"),
+                                                 ("story_guidance_scale", 101.0, "story_guidance_scale must be"),
+                                                 ("image_temperature", -1.0, "image_temperature must be")])
+def test_eval_settings_are_checked_when_made(field, value, match):
+    """Python callers get the pipeline's bounds when the settings are built, before any model work."""
+    from showo.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        EvalSettings(**{field: value})
 
 
 def test_cases_are_split_clean_and_prefix_stable():

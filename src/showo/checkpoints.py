@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
-import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, OfflineError
+from .files import file_problem, with_default_mode
 
 WEIGHT_FILES = ("pytorch_model.safetensors", "model.safetensors", "pytorch_model.bin")
 
@@ -34,6 +32,8 @@ def find_weights(directory: Path, names: Iterable[str] = WEIGHT_FILES) -> Path:
 def read_json_object(path: Path) -> dict:
     """The JSON object in a checkpoint's config file; unreadable, non-UTF-8, malformed or non-object files are
     one-line CheckpointErrors."""
+    if problem := file_problem(path, "a JSON file"):
+        raise CheckpointError(f"{path} {problem}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -140,64 +140,3 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
     """safetensors' `save_file`, with the file given the umask's permissions (it writes 0600 files)."""
     save_file(state, str(path), metadata={"format": "pt"})
     with_default_mode(path)
-
-
-def staged_file(path: Path, data: bytes) -> str:
-    """`data` in a temporary file beside `path`, on disk (fsync) and with the umask's permissions; the caller
-    renames it into place or removes it (`remove_quietly`)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        with_default_mode(tmp)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-    return tmp
-
-
-def remove_quietly(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and `os.replace`: a reader, or a
-    run killed mid-write, sees the old file or the new one, never half of one."""
-    tmp = staged_file(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-
-
-def with_default_mode(path: str | Path) -> Path:
-    """`path` given the permissions a plain mkdir / open would have (tempfile makes private 0700 / 0600 ones, which
-    would keep teammates from reading a run's results whatever their umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
-    return Path(path)
-
-
-@contextmanager
-def written_atomically(directory: Path) -> Iterator[Path]:
-    """A temporary sibling of `directory` to fill. On success it takes `directory`'s place (an existing one is
-    moved aside first, then removed); on failure it is removed: a reader never sees a half-written directory."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = with_default_mode(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = directory.with_name(f".{directory.name}.old")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)

@@ -8,9 +8,8 @@ from typing import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from . import WORKLOADS
 from .harness import Bench
-
-WORKLOADS = ("mmu", "t2i")
 
 
 def _workloads(bench: Bench, what: str) -> tuple[Callable, Callable]:

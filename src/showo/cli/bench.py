@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench import SECTIONS
-from ..bench.profile import WORKLOADS
+from ..bench import SECTIONS, WORKLOADS
 from ..errors import ConfigError
-from .outputs import check_out_dir, check_out_file, path_arg, write_file
-from .values import device_name
+from .outputs import check_apart, check_out_dir, check_out_file, write_file
+from .values import device_name, path_arg
 from .progress import say
 
 EXIT_DISAGREE = 1
@@ -67,11 +66,13 @@ def run(args) -> int:
         raise ConfigError("--profile-official goes with --profile")
     if args.profile:
         return _profile(args, device)
-    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
-        if path:
-            check_out_file(Path(path), flag)
-    if args.plots:
-        check_out_dir(Path(args.plots), flag="--plots")
+    files = {flag: Path(path) for flag, path in (("--json", args.json), ("--markdown", args.markdown)) if path}
+    dirs = {"--plots": Path(args.plots)} if args.plots else {}
+    for flag, path in files.items():
+        check_out_file(path, flag)
+    for flag, path in dirs.items():
+        check_out_dir(path, flag=flag)
+    check_apart(files, dirs)
     results = run_bench(args.mode, args.json, args.plots, only=args.only or SECTIONS, device=device)
     if args.markdown:
         write_file(Path(args.markdown), markdown_table(results).encode(), "--markdown")

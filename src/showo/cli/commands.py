@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..hardware import environment
+from ..limits import MAX_IMAGES
 from ..pipelines.inputs import check_prompts, load_image
 from .models import ModelSpec, load_pipeline
 from .outputs import Files, add_images, check_out_dir, gallery_html, json_bytes, slug
@@ -176,6 +177,9 @@ def finish_answers(ctx: Context, pipe, result, entries: list[dict], labels: list
 def generate(ctx: Context) -> int:
     a = ctx.args
     prompts = check_prompts(a.prompts)
+    if len(prompts) * a.num_images > MAX_IMAGES:
+        raise InputError(f"{len(prompts)} prompts x -n {a.num_images} = {len(prompts) * a.num_images} images; at most "
+                         f"{MAX_IMAGES} in one command")
     check_schedule(a.schedule)
     check_out_dir(ctx.out)
     pipe = ctx.load()

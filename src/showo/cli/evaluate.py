@@ -6,8 +6,8 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from .outputs import Files, OutputError, check_out_dir, check_out_file, json_bytes, path_arg
-from .values import non_negative_int
+from .outputs import Files, OutputError, check_apart, check_out_dir, check_out_file, json_bytes
+from .values import non_negative_int, path_arg
 from .progress import say
 
 DESCRIPTION = """\
@@ -26,16 +26,15 @@ examples:
 
 
 def add_parser(sub, add_model_options, add_output_options) -> None:
-    from ..evaluation.cases import EvalSettings
-    from ..evaluation.harness import TASKS
+    from ..evaluation.settings import MAX_SAMPLES, TASKS, EvalSettings
     from .parser import add_image_sampling
-    from .values import non_negative_float, positive_int
+    from .values import count_up_to, scale
 
     p = sub.add_parser("eval", help="score a model on the procedural world (seen and held-out combinations)",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("evaluation")
     g.add_argument("--seed", type=non_negative_int, default=0, help="evaluation seed (scenes and sampling; default: 0)")
-    g.add_argument("--samples", type=positive_int, default=20, metavar="N",
+    g.add_argument("--samples", type=count_up_to(MAX_SAMPLES), default=20, metavar="N",
                    help="scenes per task and split (default: %(default)s)")
     g.add_argument("--json", required=True, metavar="FILE", type=path_arg, help="where to write the metrics")
     g.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
@@ -45,15 +44,15 @@ def add_parser(sub, add_model_options, add_output_options) -> None:
                              "for every model compared; written into the JSON)")
     add_image_sampling(g, {"steps": d.image_steps, "guidance": d.guidance_scale,
                            "image_temperature": d.image_temperature}, temperature_flag="--image-temperature")
-    g.add_argument("--story-guidance", type=non_negative_float, default=d.story_guidance_scale, metavar="G",
+    g.add_argument("--story-guidance", type=scale, default=d.story_guidance_scale, metavar="G",
                    help="guidance of story keyframes against the null story (default: %(default)s)")
     add_model_options(p)
     add_output_options(p, "eval")
 
 
 def run(ctx) -> int:
-    from ..evaluation.cases import EvalSettings
-    from ..evaluation.harness import TASKS, run_evaluation
+    from ..evaluation.harness import run_evaluation
+    from ..evaluation.settings import TASKS, EvalSettings
 
     args = ctx.args
     settings = EvalSettings(image_steps=args.steps, guidance_scale=args.guidance,
@@ -62,6 +61,7 @@ def run(ctx) -> int:
     json_path = Path(args.json)
     check_out_dir(ctx.out)
     check_out_file(json_path, "--json")
+    check_apart({"--json": json_path}, {"--out": ctx.out})
     _check_no_clash(json_path, ctx.out, tasks)
     stale = sorted(n for n in _report_names(TASKS) - _report_names(tasks) if (ctx.out / n).exists())
     if stale:

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import ConfigError
-from .outputs import path_arg
+from .values import path_arg
 
 DESCRIPTION = """\
 Fine-tune a Show-o (the embedded model by default, or any --model) on your own data: a JSON Lines file with one

@@ -6,7 +6,6 @@ reader never sees half a file and a failed command leaves nothing behind.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import io
 import json
@@ -18,8 +17,8 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from ..checkpoints import atomic_write, remove_quietly, staged_file
 from ..errors import OutputError
+from ..files import atomic_write, remove_quietly, staged_file
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -70,6 +69,8 @@ def slug(text: str, limit: int = 40) -> str:
 def check_out_dir(out: Path, flag: str = "--out") -> None:
     """Refuse an output directory that cannot be one, before any work is done (nothing is created here)."""
     for parent in (out, *out.parents):
+        if parent.is_symlink() and not parent.exists():
+            raise OutputError(f"{flag} {out}: {parent} is a broken symbolic link")
         if parent.exists():
             if not parent.is_dir():
                 raise OutputError(f"{flag} {out}: {parent} exists and is not a directory")
@@ -78,19 +79,25 @@ def check_out_dir(out: Path, flag: str = "--out") -> None:
             return
 
 
-def path_arg(text: str) -> str:
-    """argparse type of every path option: an empty one would silently mean the current directory (or, for an
-    optional file, be taken as not given)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path")
-    return text
-
-
 def check_out_file(path: Path, flag: str) -> None:
     """Refuse a file path the results could not be written to, before any work is done."""
     if path.is_dir():
         raise OutputError(f"{flag} {path}: a file name is needed, not a directory")
     check_out_dir(path.parent, flag=flag)
+
+
+def check_apart(files: dict[str, Path], dirs: dict[str, Path]) -> None:
+    """Refuse output paths that collide, before any work is done: two options naming one file (the second would
+    replace the first), or a file that is a directory option itself or one of its parents."""
+    seen: dict[Path, str] = {}
+    for flag, path in files.items():
+        where = path.resolve()
+        if where in seen:
+            raise OutputError(f"{flag} {path}: {seen[where]} writes the same file")
+        seen[where] = flag
+        for dir_flag, directory in dirs.items():
+            if where == directory.resolve() or where in directory.resolve().parents:
+                raise OutputError(f"{flag} {path}: {dir_flag} {directory} needs that path as a directory")
 
 
 def make_dir(path: Path, flag: str) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ShowoError
-from .outputs import path_arg
-from .values import device_name, non_negative_float, non_negative_int, positive_int, probability
+from .values import (device_name, image_count, non_negative_float, non_negative_int, path_arg, positive_int, probability,
+                     scale, steps_count, text_temperature)
 
 PROG = "showo"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -94,12 +94,12 @@ def add_image_sampling(g: argparse._ArgumentGroup, d: dict[str, object], tempera
                        ) -> None:
     """--steps, --guidance and the image temperature (`temperature_flag`), with defaults `d` (a `DEFAULTS` entry,
     or `showo eval`'s settings)."""
-    g.add_argument("--steps", type=positive_int, default=d["steps"], metavar="N",
+    g.add_argument("--steps", type=steps_count, default=d["steps"], metavar="N",
                    help="MaskGIT decoding steps per image (default: %(default)s)")
-    g.add_argument("--guidance", type=non_negative_float, default=d["guidance"], metavar="G",
+    g.add_argument("--guidance", type=scale, default=d["guidance"], metavar="G",
                    help="classifier-free guidance scale, (1+G)*cond - G*uncond; 0 disables it (default: %(default)s)")
     temperature = d["image_temperature"] if "image_temperature" in d else d["temperature"]
-    g.add_argument(temperature_flag, type=non_negative_float, default=temperature,
+    g.add_argument(temperature_flag, type=scale, default=temperature,
                    metavar="T", dest="image_temperature" if temperature_flag != "--temperature" else "temperature",
                    help="temperature of the confidence-based re-masking (default: %(default)s)")
 
@@ -118,7 +118,7 @@ def _add_text_sampling(g: argparse._ArgumentGroup, command: str, with_temperatur
     g.add_argument("--max-new-tokens", type=positive_int, default=d["max_new_tokens"], metavar="N",
                    help="stop after N generated tokens (default: %(default)s)")
     if with_temperature:
-        g.add_argument("--temperature", type=non_negative_float, default=d["temperature"], metavar="T",
+        g.add_argument("--temperature", type=text_temperature, default=d["temperature"], metavar="T",
                        help="sampling temperature; 0 = greedy (default: %(default)s)")
     g.add_argument("--top-k", type=positive_int, metavar="K", help="sample among the K most likely tokens only")
     g.add_argument("--top-p", type=probability, metavar="P", help="nucleus sampling: the smallest set of tokens "
@@ -269,7 +269,7 @@ def build_parser() -> Parser:
     _add_seed(g)
     add_image_sampling(g, DEFAULTS["generate"])
     _add_mask_options(g, "generate")
-    g.add_argument("-n", "--images-per-prompt", dest="num_images", type=positive_int, default=1, metavar="N",
+    g.add_argument("-n", "--images-per-prompt", dest="num_images", type=image_count, default=1, metavar="N",
                    help="images per prompt (default: %(default)s)")
 
     p = _subparser(sub, "inpaint")
@@ -281,7 +281,7 @@ def build_parser() -> Parser:
     _add_seed(g)
     add_image_sampling(g, DEFAULTS["inpaint"])
     _add_mask_options(g, "inpaint")
-    g.add_argument("-n", "--num-images", type=positive_int, default=1, metavar="N",
+    g.add_argument("-n", "--num-images", type=image_count, default=1, metavar="N",
                    help="variants to generate (default: %(default)s)")
 
     p = _subparser(sub, "extrapolate")
@@ -297,7 +297,7 @@ def build_parser() -> Parser:
     _add_seed(g)
     add_image_sampling(g, DEFAULTS["extrapolate"])
     _add_mask_options(g, "extrapolate")
-    g.add_argument("-n", "--num-images", type=positive_int, default=1, metavar="N",
+    g.add_argument("-n", "--num-images", type=image_count, default=1, metavar="N",
                    help="variants to generate (default: %(default)s)")
 
     p = _subparser(sub, "ask")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 from tqdm import tqdm
@@ -24,20 +25,21 @@ def say(kind: str, message: str) -> None:
 
 @contextmanager
 def one_line_warnings() -> Iterator[None]:
-    """Show every distinct `ShowoWarning` once, as `showo: warning: <message>`; other warnings as usual."""
+    """Show every distinct `ShowoWarning` once, as `showo: warning: <message>`; other libraries' warnings (Pillow on
+    a corrupt EXIF block, torch) as one line too, with their category and origin, where Python would print the
+    warning and the source line that raised it (filters still decide which are shown)."""
     seen: set[str] = set()
     with warnings.catch_warnings():
         warnings.simplefilter("always", ShowoWarning)
-        original = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, ShowoWarning):
-                text = one_line(str(message))
-                if text not in seen:
-                    seen.add(text)
-                    say("warning", text)
-            else:
-                original(message, category, filename, lineno, file, line)
+            text = one_line(str(message))
+            if not issubclass(category, ShowoWarning):
+                origin = "/".join(Path(filename).parts[-2:])
+                text = f"{text} ({category.__name__} from {origin}:{lineno})"
+            if text not in seen:
+                seen.add(text)
+                say("warning", text)
 
         warnings.showwarning = show
         yield

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import ConfigError
-from .outputs import path_arg
+from .values import path_arg
 
 STAGES = ("text-tokenizer", "image-tokenizer", "model", "all")
 

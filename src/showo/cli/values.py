@@ -7,6 +7,8 @@ import math
 import re
 from typing import Callable, TypeVar
 
+from ..limits import MAX_IMAGES, MAX_SCALE, MAX_STEPS, MIN_TEMPERATURE
+
 N = TypeVar("N", int, float)
 
 
@@ -42,8 +44,40 @@ def probability(text: str) -> float:
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]", "a number in (0, 1]")
 
 
+def count_up_to(limit: int) -> Callable[[str], int]:
+    """The type of a positive integer option bounded by `limit` (one of `showo.limits`, which the pipeline holds
+    too): checked here, while parsing, under the option's own name rather than after the model has loaded."""
+    def parse(text: str) -> int:
+        return _number(text, int, lambda v: 1 <= v <= limit, "a positive integer", f"an integer in [1, {limit}]")
+
+    return parse
+
+
+steps_count = count_up_to(MAX_STEPS)
+image_count = count_up_to(MAX_IMAGES)
+
+
+def scale(text: str) -> float:
+    """A guidance scale or image temperature."""
+    return _number(text, float, lambda v: 0 <= v <= MAX_SCALE, "a number >= 0", f"a number in [0, {MAX_SCALE:g}]")
+
+
+def text_temperature(text: str) -> float:
+    """0 (greedy), or a temperature that keeps divided logits finite."""
+    return _number(text, float, lambda v: v == 0 or MIN_TEMPERATURE <= v <= MAX_SCALE, "a number >= 0",
+                   f"0 (greedy) or a number in [{MIN_TEMPERATURE:g}, {MAX_SCALE:g}]")
+
+
 def device_name(text: str) -> str:
     value = text.strip().lower()
     if value in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", value):
         return value
     raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+
+
+def path_arg(text: str) -> str:
+    """argparse type of every path option: an empty one would silently mean the current directory (or, for an
+    optional file, be taken as not given)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+from ..files import file_problem
 from ..tokenizers.image_io import preprocess
 
 KINDS: dict[str, tuple[str, ...]] = {  # objective -> the keys a record of it has, exactly
@@ -64,8 +65,7 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
     fields = {k: v.strip() for k, v in obj.items()}
     if "image" in fields:
         fields["image"] = (root / fields["image"]).resolve()
-        if not fields["image"].is_file():
-            problem = "is a directory, not an image file" if fields["image"].is_dir() else "not found"
+        if problem := file_problem(fields["image"], "an image file"):
             raise InputError(f"{where}: image {fields['image']} {problem}")
         from ..pipelines.inputs import pixel_limit  # (not at the top: pipelines imports this module)
 
@@ -94,8 +94,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 def read_records(path: str | Path) -> list[Record]:
     """Every record of a JSON Lines file (blank lines skipped), checked; at least one."""
     path = Path(path)
-    if not path.is_file():
-        problem = "is a directory, not a JSON Lines file" if path.is_dir() else "not found"
+    if problem := file_problem(path, "a JSON Lines file"):
         raise InputError(f"data file {path} {problem}")
     try:
         # "\n" only: str.splitlines also splits at U+2028 and U+0085, which JSON strings may hold raw

@@ -23,27 +23,6 @@ MAX_DRAWS = 200  # stream indices tried per requested case before giving up (cas
 
 
 @dataclass
-class EvalSettings:
-    """Generation settings of an evaluation run (pipeline defaults unless said otherwise)."""
-
-    image_steps: int = 18  # MaskGIT steps of t2i, inpainting, extrapolation and story images
-    guidance_scale: float = 1.75  # t2i / inpainting / extrapolation
-    story_guidance_scale: float = 1.75  # story keyframes (against the null story; `ShowoPipeline.mixed` defaults to 0)
-    image_temperature: float = 1.0
-    answer_tokens: int = 16  # VQA answers (greedy)
-    caption_tokens: int = 64  # captions (greedy)
-    seam_threshold: float = 0.5  # extrapolation: seam_score at or above this counts as continuous
-    seam_noise: float = 1.0  # grey levels added to both sides of the seam ratio (a decoder noise floor)
-
-    def __post_init__(self) -> None:  # checked before any model loads (`showo eval` builds these first)
-        from ..pipelines.inputs import check_scale, check_steps
-
-        check_steps(self.image_steps)
-        for name in ("guidance_scale", "story_guidance_scale", "image_temperature"):
-            check_scale(name, getattr(self, name))
-
-
-@dataclass
 class SampleRecord:
     """One scored sample, for the report: a row of images with labels, the text in and out, the verdict."""
 

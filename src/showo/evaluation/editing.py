@@ -15,10 +15,11 @@ from ..data.language import predecessors, stated_sizes
 from ..data.world import Scene, WorldConfig, position_name
 from ..pipelines.interleaved import generate_interleaved, split_segments
 from ..tokenizers.image_io import mask_to_grid
-from .cases import (EvalSettings, ExtrapolateCase, InpaintCase, SampleRecord, TaskResult, call_seed, extrapolate_cases,
-                    inpaint_cases, mean, story_cases, to_world_size, world_image)
+from .cases import (ExtrapolateCase, InpaintCase, SampleRecord, TaskResult, call_seed, extrapolate_cases, inpaint_cases,
+                    mean, story_cases, to_world_size, world_image)
 from .matching import drawn_sizes, match_scene
 from .parser import parse
+from .settings import EvalSettings
 
 
 def mask_image(case: InpaintCase, world: WorldConfig) -> Image.Image:

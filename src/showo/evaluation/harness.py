@@ -24,15 +24,12 @@ from ..fields import is_number
 from ..tokenizers.image_io import preprocess
 from ..training.tokenizer import evaluate_reconstruction, psnr
 from .caption_parser import parse_caption, score_caption
-from .cases import (SPLIT_KEYS, EvalSettings, SampleRecord, TaskResult, call_seed, mean, scene_cases,
-                    to_world_size, world_image)
+from .cases import SPLIT_KEYS, SampleRecord, TaskResult, call_seed, mean, scene_cases, to_world_size, world_image
 from .editing import evaluate_extrapolate, evaluate_inpaint, evaluate_mixed
 from .matching import answer_correct, match_scene
 from .parser import parse
 from .report import write_report
-
-TASKS: tuple[str, ...] = ("t2i", "vqa", "caption", "inpaint", "extrapolate", "mixed", "tokenizer")
-
+from .settings import MAX_SAMPLES, TASKS, EvalSettings
 
 def describe_parse(parsed) -> str:
     """'large red circle top left, small blue square centre' (or 'nothing') for a parsed scene."""
@@ -164,8 +161,8 @@ def evaluate(pipeline, seed: int, samples: int, tasks: list[str] | None = None, 
     tasks = list(TASKS) if tasks is None else list(tasks)
     if unknown := [t for t in tasks if t not in EVALUATORS]:
         raise ConfigError(f"unknown evaluation tasks {unknown}; choose from {', '.join(TASKS)}")
-    if not is_number(samples, integer=True) or samples < 1:
-        raise ConfigError(f"samples must be a positive integer, got {samples!r}")
+    if not is_number(samples, integer=True) or not 1 <= samples <= MAX_SAMPLES:
+        raise ConfigError(f"samples must be an integer in [1, {MAX_SAMPLES}], got {samples!r}")
     world = world or WorldConfig()
     results: dict = {}
     records: dict[str, dict[str, list[SampleRecord]]] = {}

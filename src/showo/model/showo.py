@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..backbone import KVCache, PackedLinear, PhiForCausalLM, pack_linears
-from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, save_weights, written_atomically
+from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, save_weights
+from ..files import written_atomically
 from ..errors import CheckpointError, ConfigError
 from .config import ShowoConfig
 

@@ -15,6 +15,8 @@ from PIL import Image, ImageOps
 
 from ..errors import ConfigError, InputError, ShowoWarning
 from ..fields import is_number
+from ..files import file_problem
+from ..limits import MIN_TEMPERATURE, check_positive, check_scale
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
 
@@ -63,10 +65,8 @@ def load_image(source: str | Path | Image.Image, what: str = "image", background
         raise InputError(f"{what} must be a file path or a PIL image, got {type(source).__name__}")
     else:
         path = Path(source)
-        if path.is_dir():
-            raise InputError(f"{what} is a directory, not an image file: {path}")
-        if not path.is_file():
-            raise InputError(f"{what} not found: {path}")
+        if problem := file_problem(path, "an image file"):
+            raise InputError(f"{what} {path} {problem}")
         if path.stat().st_size == 0:
             raise InputError(f"{what} is an empty file: {path}")
         try:
@@ -193,50 +193,9 @@ def check_dtype(dtype) -> None:
         raise ConfigError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16...), got {dtype!r}")
 
 
-# More MaskGIT steps than this only wait longer (the official demos use 18-50; each step unmasks >= 1 token).
-MAX_STEPS = 1000
-
-
-def check_steps(steps) -> None:
-    check_positive("num_inference_steps", steps)
-    if steps > MAX_STEPS:
-        raise InputError(f"num_inference_steps must be at most {MAX_STEPS}, got {steps}")
-
-
-# Images one call may make (rows of one batch): far above what fits in memory at Show-o's size, and low
-# enough that a typo (10**12) is an error, not a process killed for memory.
-MAX_IMAGES = 4096
-
-
-def check_image_count(name: str, value, per: int = 1) -> None:
-    """A positive image count whose batch (`value` x `per`, e.g. per prompt) stays within MAX_IMAGES."""
-    check_positive(name, value)
-    if value * per > MAX_IMAGES:
-        raise InputError(f"{name} asks for {value * per} images in one call; at most {MAX_IMAGES} (call again "
-                         "for more)")
-
-
 def check_callback(name: str, callback) -> None:
     if callback is not None and not callable(callback):
         raise InputError(f"{name} must be callable, got {type(callback).__name__}")
-
-
-def check_positive(name: str, value) -> None:
-    if not is_number(value, integer=True) or value <= 0:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-
-
-# Upper bound of guidance scales and temperatures: far above any useful value (the official demos use 1.75-5
-# and 1), and low enough that scaled logits stay finite in float32 and float16.
-MAX_SCALE = 100.0
-# Smallest non-zero text temperature: logits divided by less overflow float32 (0 means greedy).
-MIN_TEMPERATURE = 1e-4
-
-
-def check_scale(name: str, value, limit: float = MAX_SCALE) -> None:
-    """A guidance scale or temperature: a number in [0, limit]."""
-    if not is_number(value) or not 0 <= value <= limit:
-        raise InputError(f"{name} must be a number in [0, {limit:g}], got {value!r}")
 
 
 def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, temperature_name: str = "temperature") -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import written_atomically
+from ..files import written_atomically
 from ..errors import CheckpointError, ConfigError, OutputError
 from ..model import Showo
 from ..model.clip import ClipVisionTower

@@ -22,8 +22,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from ..checkpoints import (atomic_write, find_weights, load_tensors, read_json_object, read_state_dict,
-                           with_default_mode)
+from ..checkpoints import find_weights, load_tensors, read_json_object, read_state_dict
+from ..files import atomic_write, with_default_mode
 from ..errors import CheckpointError, ConfigError
 
 LATEST = "latest"

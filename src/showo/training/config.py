@@ -10,6 +10,7 @@ import yaml
 
 from ..data.language import check_qtype_weights
 from ..errors import ConfigError
+from ..files import file_problem
 from ..fields import check_field_types
 from ..hardware import check_precision
 from ..sampling.schedules import get_mask_schedule
@@ -160,6 +161,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path) -> dict:
     """The mapping in a YAML file; unreadable, malformed or non-mapping files, and keys given twice, are one-line
     ConfigErrors."""
+    if problem := file_problem(Path(path), "a YAML file"):
+        raise ConfigError(f"{path} {problem}")
     try:
         data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:

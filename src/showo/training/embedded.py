@@ -19,7 +19,8 @@ import yaml
 from ..backbone import PhiConfig
 from ..data.dataset import WorldStream
 from ..data.world import WorldConfig
-from ..checkpoints import atomic_write, find_weights, load_checked, read_state_dict
+from ..checkpoints import find_weights, load_checked, read_state_dict
+from ..files import atomic_write
 from ..errors import ConfigError
 from ..fields import check_field_types
 from ..model import Showo, ShowoConfig

@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..checkpoints import written_atomically
+from ..files import written_atomically
 from ..data.records import Record, count_kinds, data_digest, read_records
 from ..errors import ConfigError, OutputError
 from ..pipelines import ShowoPipeline

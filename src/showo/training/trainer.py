@@ -153,7 +153,7 @@ class Trainer:
                                                          float("inf") if clip is None else clip))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            raise TrainingDiverged(self.step + 1, float(total), grad_norm)
+            raise TrainingDiverged(self.step + 1, float(total.detach()), grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()

@@ -1,0 +1,50 @@
+"""Bounds of the numbers users pass (steps, image counts, guidance scales, temperatures) and the checks that hold
+them: one home for the pipeline's API checks and the command line's, which applies them while parsing.
+
+Torch-free, so that `showo --help` and every usage error answer without loading torch.
+"""
+from __future__ import annotations
+
+from .errors import InputError
+from .fields import is_number
+
+
+# More MaskGIT steps than this only wait longer (the official demos use 18-50; each step unmasks >= 1 token).
+MAX_STEPS = 1000
+
+
+def check_steps(steps) -> None:
+    check_positive("num_inference_steps", steps)
+    if steps > MAX_STEPS:
+        raise InputError(f"num_inference_steps must be at most {MAX_STEPS}, got {steps}")
+
+
+# Images one call may make (rows of one batch): far above what fits in memory at Show-o's size, and low
+# enough that a typo (10**12) is an error, not a process killed for memory.
+MAX_IMAGES = 4096
+
+
+def check_image_count(name: str, value, per: int = 1) -> None:
+    """A positive image count whose batch (`value` x `per`, e.g. per prompt) stays within MAX_IMAGES."""
+    check_positive(name, value)
+    if value * per > MAX_IMAGES:
+        raise InputError(f"{name} asks for {value * per} images in one call; at most {MAX_IMAGES} (call again "
+                         "for more)")
+
+
+def check_positive(name: str, value) -> None:
+    if not is_number(value, integer=True) or value <= 0:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+# Upper bound of guidance scales and temperatures: far above any useful value (the official demos use 1.75-5
+# and 1), and low enough that scaled logits stay finite in float32 and float16.
+MAX_SCALE = 100.0
+# Smallest non-zero text temperature: logits divided by less overflow float32 (0 means greedy).
+MIN_TEMPERATURE = 1e-4
+
+
+def check_scale(name: str, value, limit: float = MAX_SCALE) -> None:
+    """A guidance scale or temperature: a number in [0, limit]."""
+    if not is_number(value) or not 0 <= value <= limit:
+        raise InputError(f"{name} must be a number in [0, {limit:g}], got {value!r}")
