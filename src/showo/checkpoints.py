@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 from .errors import CheckpointError, OfflineError
 from .files import file_problem, with_default_mode
 
 WEIGHT_FILES = ("pytorch_model.safetensors", "model.safetensors", "pytorch_model.bin")
+SAFETENSORS_METADATA = {"format": "pt"}  # the format tag transformers' loaders check in a safetensors file
 
 
 def find_weights(directory: Path, names: Iterable[str] = WEIGHT_FILES) -> Path:
@@ -138,5 +139,10 @@ def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
     """safetensors' `save_file`, with the file given the umask's permissions (it writes 0600 files)."""
-    save_file(state, str(path), metadata={"format": "pt"})
+    save_file(state, str(path), metadata=SAFETENSORS_METADATA)
     with_default_mode(path)
+
+
+def weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors file of `state`, in memory (for `files.atomic_write`)."""
+    return save(state, metadata=SAFETENSORS_METADATA)

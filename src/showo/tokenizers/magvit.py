@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import (WEIGHT_FILES, find_weights, load_checked, read_json_object, read_state_dict, resolve,
-                           save_weights)
+                           weights_bytes)
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fields import check_field_types
+from ..files import atomic_write
 from .lfq import LFQOutput, LookupFreeQuantizer, code_bits
 
 CONFIG_MARKER = "showo_magvit"  # key of our config.json format; its value is the format version
@@ -335,9 +335,9 @@ class MagvitV2(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(directory / OWN_WEIGHTS, lambda tmp: save_weights(state, tmp))
+        atomic_write(directory / OWN_WEIGHTS, weights_bytes(state))
         text = json.dumps({CONFIG_MARKER: CONFIG_VERSION, **self.config.to_dict()}, indent=2) + "\n"
-        _atomic_write(directory / "config.json", lambda tmp: tmp.write_text(text))
+        atomic_write(directory / "config.json", text.encode())
         return directory
 
 
@@ -367,12 +367,3 @@ def _check_codebook(quantize: LookupFreeQuantizer, weights: Path) -> None:
             quantize.power_vals.long(), 2 ** torch.arange(quantize.codebook_dim - 1, -1, -1)):
         raise CheckpointError(f"{weights}: quantize.embedding / quantize.power_vals are not the LFQ codebook "
                               f"(+-1 bits, MSB first) of dimension {quantize.codebook_dim}")
-
-
-def _atomic_write(final: Path, write) -> None:
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
