@@ -447,12 +447,14 @@ def test_usage_errors_and_help_answer_without_importing_torch():
             "from showo.cli.parser import build_parser\n"
             "build_parser().format_help()\n"
             "for argv in (['generate', 'x', '--steps', '1001'], ['eval', '--json', 'e.json', '--samples', '0'],\n"
-            "             ['bench', '--profile', 'nothing'], ['train', 'model']):\n"
+            "             ['bench', '--profile', 'nothing'], ['train', 'model'],\n"
+            "             ['train', 'model', '--run', 'r', '--max-steps', '0']):\n"
             "    assert main(argv) == 2, argv\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert len(result.stderr.splitlines()) == 4 and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 5 and "Traceback" not in result.stderr
+    assert "argument --max-steps: must be a positive integer, got 0" in result.stderr
 
 
 def test_outputs_that_collide_or_cannot_be_directories_fail_before_the_work(capsys, tmp_path, monkeypatch):

@@ -181,8 +181,9 @@ def trained_tiny_run(tmp_path):
     return recipe, r, first / "showo-train" / (first / "showo-train" / "latest").read_text().strip() / "model"
 
 
-@pytest.mark.parametrize("code_bit_rows", [False, True])
-def test_init_from_continues_from_saved_weights_on_fresh_data(tmp_path, code_bit_rows):
+# (the second case also starts from the finished run's RUN/model, a saved pipeline, not a Show-o directory)
+@pytest.mark.parametrize("code_bit_rows, from_pipeline", [(False, False), (True, True)])
+def test_init_from_continues_from_saved_weights_on_fresh_data(tmp_path, code_bit_rows, from_pipeline):
     recipe, r, start = trained_tiny_run(tmp_path)
     r.train.code_bit_rows = code_bit_rows
     first = tmp_path / "first"
@@ -192,7 +193,8 @@ def test_init_from_continues_from_saved_weights_on_fresh_data(tmp_path, code_bit
         (second / part).symlink_to((first / part).resolve())
     r.seed, r.train.max_steps, r.train.optim.lr = 1, 1, 1e-9  # one step this small leaves the start weights
     r.to_yaml(recipe)
-    assert main(["train", "model", "--run", str(second), "--recipe", str(recipe), "--init-from", str(start),
+    init = tmp_path / "first" / "model" if from_pipeline else start
+    assert main(["train", "model", "--run", str(second), "--recipe", str(recipe), "--init-from", str(init),
                  "-q"]) == 0
     before, after = Showo.from_pretrained(start).state_dict(), Showo.from_pretrained(
         second / "showo-train" / "checkpoint-0000001" / "model").state_dict()
@@ -257,6 +259,22 @@ def test_init_from_another_text_vocabulary_is_a_config_error():
                     vocab_size=model.config.vocab_size + 1)
     with pytest.raises(ConfigError, match="only the image codebook may change"):
         with_fresh_image_rows(model.state_dict(), other, model)
+
+
+def test_init_from_takes_a_part_directory_or_a_saved_pipeline(tmp_path):
+    from showo.errors import ConfigError
+    from showo.training.embedded import require_model_dir
+    from showo.training.tokenizer import require_tokenizer_dir
+
+    for part in ("showo", "magvit"):
+        (tmp_path / "pipeline" / part).mkdir(parents=True)
+        (tmp_path / "pipeline" / part / "config.json").write_text("{}")
+    assert require_model_dir(tmp_path / "pipeline") == tmp_path / "pipeline" / "showo"
+    assert require_model_dir(tmp_path / "pipeline" / "showo") == tmp_path / "pipeline" / "showo"
+    assert require_tokenizer_dir(tmp_path / "pipeline") == tmp_path / "pipeline" / "magvit"
+    (tmp_path / "pipeline" / "magvit" / "config.json").unlink()
+    with pytest.raises(ConfigError, match="no image tokenizer in .*pipeline \\(nor in its magvit/\\)"):
+        require_tokenizer_dir(tmp_path / "pipeline")
 
 
 def test_init_from_a_missing_model_is_one_line_error(tmp_path, capsys):

@@ -30,6 +30,14 @@ def find_weights(directory: Path, names: Iterable[str] = WEIGHT_FILES) -> Path:
     raise CheckpointError(f"no weights in {directory} (looked for {', '.join(names)})")
 
 
+def saved_part(directory: Path, part: str) -> Path:
+    """`directory`, or its `part` folder ("showo", "magvit") when it is a saved pipeline (`RUN/model`,
+    `save_pretrained`'s output) rather than that part's own directory."""
+    if not (directory / "config.json").is_file() and (directory / part / "config.json").is_file():
+        return directory / part
+    return directory
+
+
 def read_json_object(path: Path) -> dict:
     """The JSON object in a checkpoint's config file; unreadable, non-UTF-8, malformed or non-object files are
     one-line CheckpointErrors."""

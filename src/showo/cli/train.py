@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import ConfigError
-from .values import path_arg
+from .values import path_arg, positive_int
 
 STAGES = ("text-tokenizer", "image-tokenizer", "model", "all")
 
@@ -37,9 +37,10 @@ def add_parser(sub, parser_class) -> None:
                    help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
                         "torchrun does not mistake for its own --run-path")
     p.add_argument("--recipe", metavar="YAML", type=path_arg, help="recipe file (default: the embedded model's recipe)")
-    p.add_argument("--max-steps", type=int, metavar="N", help="override the stage's number of steps")
+    p.add_argument("--max-steps", type=positive_int, metavar="N", help="override the stage's number of steps")
     p.add_argument("--init-from", metavar="DIR", type=path_arg,
-                   help="start the model stage from these Show-o weights (fresh optimizer and schedule)")
+                   help="start the model stage from these Show-o weights: a run's RUN/model, a checkpoint's model/ "
+                        "(fresh optimizer and schedule)")
     p.add_argument("--write-recipe", metavar="YAML", type=path_arg, help="write the recipe in effect to YAML and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -54,8 +55,6 @@ def run(args) -> int:
 
     recipe = embedded.EmbeddedRecipe.from_yaml(args.recipe) if args.recipe else embedded.EmbeddedRecipe()
     if args.max_steps is not None:
-        if args.max_steps < 1:
-            raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
         recipe.tokenizer_train.max_steps = args.max_steps
         recipe.train.max_steps = args.max_steps
     if args.init_from is not None:

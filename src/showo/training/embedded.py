@@ -19,7 +19,7 @@ import yaml
 from ..backbone import PhiConfig
 from ..data.dataset import WorldStream
 from ..data.world import WorldConfig
-from ..checkpoints import find_weights, load_checked, read_state_dict
+from ..checkpoints import find_weights, load_checked, read_state_dict, saved_part
 from ..files import atomic_write
 from ..errors import ConfigError
 from ..fields import check_field_types
@@ -55,8 +55,9 @@ class EmbeddedRecipe:
     num_layers: int = 8
     num_heads: int = 8
     max_seq_length: int = 40
-    # Start the Show-o stage from these weights (a model directory, e.g. a checkpoint's `model/`) instead of a
-    # random init: continue or fine-tune with a fresh optimizer and schedule. Ignored once the run has a checkpoint.
+    # Start the Show-o stage from these weights instead of a random init: a Show-o directory (a checkpoint's
+    # `model/`) or a saved pipeline (a finished run's `model/`, whose `showo/` is used). Continue or fine-tune with a
+    # fresh optimizer and schedule. Ignored once the run has a checkpoint.
     # It may have another image codebook (a new image tokenizer): its image-code rows then start fresh.
     init_from: str | None = None
     # With init_from: start the image-code rows of the embedding and LM head fresh even when the codebook size is
@@ -215,10 +216,12 @@ def check_stage_recipe(output_dir: Path, recipe: EmbeddedRecipe, is_main: bool) 
         atomic_write(kept, json.dumps(values, indent=2).encode())
 
 
-def require_model_dir(directory: Path) -> None:
-    """A one-line error unless `directory` holds a saved Show-o (checked before a run creates anything)."""
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"init_from: no Show-o model in {directory}")
+def require_model_dir(directory: Path) -> Path:
+    """The directory of the Show-o saved in `directory` (its own, or a saved pipeline's `showo/`); a one-line error
+    when there is none (checked before a run creates anything)."""
+    if not (saved_part(directory, "showo") / "config.json").is_file():
+        raise ConfigError(f"init_from: no Show-o model in {directory} (nor in its showo/)")
+    return saved_part(directory, "showo")
 
 
 def init_weights(model: Showo, directory: Path, fresh_image_codes: bool = False) -> None:
@@ -228,7 +231,7 @@ def init_weights(model: Showo, directory: Path, fresh_image_codes: bool = False)
     text, special-token and mask rows of the embedding and LM head are copied, and the image-code rows keep
     `model`'s fresh init, because the new codes mean nothing the old ones meant; `fresh_image_codes` does the same
     for a codebook of the same size (an image tokenizer retrained from scratch)."""
-    require_model_dir(directory)
+    directory = require_model_dir(directory)
     saved = ShowoConfig.from_directory(directory)
     state = read_state_dict(find_weights(directory))
     if saved.codebook_size != model.config.codebook_size or fresh_image_codes:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ..checkpoints import saved_part
 from ..errors import ConfigError, TrainingDiverged
 from ..fields import check_field_types
 from ..hardware import check_precision, resolve_precision
@@ -57,7 +58,8 @@ class TokenizerTrainConfig:
     edge_weight: float = 0.0
     # "bf16": autocast the convolutions (2-3x faster on AMX CPUs); losses in fp32. "auto": bf16 where native.
     precision: str = "fp32"
-    # Start from these weights (a tokenizer directory) instead of a random init; ignored once the run has a checkpoint.
+    # Start from these weights (a tokenizer directory, or a saved pipeline whose magvit/ is used) instead of a random
+    # init; ignored once the run has a checkpoint.
     init_from: str | None = None
     # Train the decoder alone, the encoder and quantizer frozen: every image keeps its codes, so a Show-o trained
     # on them stays valid while its images get sharper (the pixel losses alone; the quantizer's have no effect).
@@ -121,15 +123,17 @@ def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
-def require_tokenizer_dir(directory: Path) -> None:
-    """A one-line ConfigError unless `directory` holds a saved image tokenizer (for tokenizer_train.init_from)."""
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"tokenizer_train.init_from: no image tokenizer in {directory}")
+def require_tokenizer_dir(directory: Path) -> Path:
+    """The directory of the image tokenizer saved in `directory` (its own, or a saved pipeline's `magvit/`); a
+    one-line ConfigError when there is none (for tokenizer_train.init_from)."""
+    if not (saved_part(directory, "magvit") / "config.json").is_file():
+        raise ConfigError(f"tokenizer_train.init_from: no image tokenizer in {directory} (nor in its magvit/)")
+    return saved_part(directory, "magvit")
 
 
 def start_from(model: MagvitV2, directory: Path) -> None:
     """Copy the weights of the tokenizer saved in `directory` into `model` (the same architecture)."""
-    require_tokenizer_dir(directory)
+    directory = require_tokenizer_dir(directory)
     saved = MagvitV2.from_pretrained(directory, dtype=torch.float32)
     if saved.config != model.config:
         raise ConfigError(f"tokenizer_train.init_from {directory}: its architecture differs from the model's "
