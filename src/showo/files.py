@@ -1,6 +1,6 @@
 """Files read and written by path: why a path is not a readable file (`file_problem`), and files written
-atomically: a reader, or a run killed mid-write, sees the old file (or directory) or the new
-one, never half of one; and what is written gets the permissions a plain open / mkdir would give it.
+atomically: a reader, or a run killed mid-write, sees the old file (or directory) or the new one, never half of
+one; and what is written gets the permissions a plain open / mkdir would give it.
 
 Torch-free, so that the command line's output checks can import it without loading torch.
 """

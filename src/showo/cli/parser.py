@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ShowoError
-from .values import (device_name, image_count, non_negative_float, non_negative_int, path_arg, positive_int, probability,
-                     scale, steps_count, text_temperature)
+from .values import (device_name, image_count, non_negative_float, non_negative_int, path_arg, positive_int,
+                     probability, scale, steps_count, text_temperature)
 
 PROG = "showo"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -79,8 +79,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "tokenizer always runs in float32)")
     g.add_argument("--pack-weights", action="store_true",
                    help="float32 on the CPU only: lay the weights out for oneDNN once at load time: batches "
-                        "of questions or captions run faster (1.36-1.47x for 8 at full size); for a single one, from no gain to "
-                        "1.16x depending on the CPU")
+                        "of questions or captions run faster (1.36-1.47x for 8 at full size); for a single "
+                        "one, from no gain to 1.16x depending on the CPU")
 
 
 def _add_output_options(p: argparse.ArgumentParser, command: str) -> None:
