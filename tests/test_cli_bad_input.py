@@ -496,9 +496,7 @@ def test_devices_and_pipes_are_refused_as_input_files(capsys, tmp_path, special)
         path = tmp_path / "pipe"
         os.mkfifo(path)
     else:
-        path = Path(special)
-        if not path.exists():
-            pytest.skip(f"no {special}")
+        path = Path(special)  # on every POSIX system, as os.mkfifo above
     fails(capsys, tmp_path, "caption", str(path), *TEXT, match="is a device, pipe or socket, not a regular file")
     (tmp_path / "d.jsonl").write_text(json.dumps({"image": str(path), "caption": "x"}) + "\n")
     for argv in (["finetune", str(path), "--run", str(tmp_path / "r")],

@@ -219,9 +219,10 @@ def check_stage_recipe(output_dir: Path, recipe: EmbeddedRecipe, is_main: bool) 
 def require_model_dir(directory: Path) -> Path:
     """The directory of the Show-o saved in `directory` (its own, or a saved pipeline's `showo/`); a one-line error
     when there is none (checked before a run creates anything)."""
-    if not (saved_part(directory, "showo") / "config.json").is_file():
+    found = saved_part(directory, "showo")
+    if not (found / "config.json").is_file():
         raise ConfigError(f"init_from: no Show-o model in {directory} (nor in its showo/)")
-    return saved_part(directory, "showo")
+    return found
 
 
 def init_weights(model: Showo, directory: Path, fresh_image_codes: bool = False) -> None:

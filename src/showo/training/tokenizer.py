@@ -126,9 +126,10 @@ def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
 def require_tokenizer_dir(directory: Path) -> Path:
     """The directory of the image tokenizer saved in `directory` (its own, or a saved pipeline's `magvit/`); a
     one-line ConfigError when there is none (for tokenizer_train.init_from)."""
-    if not (saved_part(directory, "magvit") / "config.json").is_file():
+    found = saved_part(directory, "magvit")
+    if not (found / "config.json").is_file():
         raise ConfigError(f"tokenizer_train.init_from: no image tokenizer in {directory} (nor in its magvit/)")
-    return saved_part(directory, "magvit")
+    return found
 
 
 def start_from(model: MagvitV2, directory: Path) -> None:
