@@ -208,12 +208,17 @@ def test_save_pretrained_is_whole_or_nothing_and_reads_home(pipe, tmp_path, monk
     monkeypatch.setenv("HOME", str(tmp_path))
     pipe.save_pretrained("~/p")  # made a folder literally called '~' in the working directory
     assert (tmp_path / "p" / "magvit").is_dir() and ShowoPipeline.from_pretrained("~/p").model_id.endswith("p")
-    before = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "p").rglob("*") if f.is_file()}
-    monkeypatch.setattr(pipe.tokenizer, "save_pretrained", lambda d: (_ for _ in ()).throw(OSError(28, "No space")))
+    def tree():
+        return {f.relative_to(tmp_path): f.is_file() and f.read_bytes() for f in (tmp_path / "p").rglob("*")}
+
+    before = tree()
+    monkeypatch.setattr(pipe.tokenizer, "write_files", lambda d: (_ for _ in ()).throw(OSError(28, "No space")))
     with pytest.raises(OutputError, match="cannot save the pipeline into .*: No space"):
         pipe.save_pretrained(tmp_path / "p")  # the last part fails: the showo/ and magvit/ written are not swapped in
-    after = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "p").rglob("*") if f.is_file()}
-    assert after == before
+    assert tree() == before  # nothing staged is left behind either
+    with pytest.raises(OutputError, match="cannot save the pipeline into .*: No space"):
+        pipe.save_pretrained(tmp_path / "new" / "p")
+    assert not (tmp_path / "new").exists()  # the folders it made are gone again
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="file/sub: Not a directory"):  # was a raw NotADirectoryError
         pipe.save_pretrained(tmp_path / "file" / "sub")
@@ -369,3 +374,35 @@ def test_a_prompt_too_long_for_the_model_is_refused_before_its_mask_is_built(pip
         pipe.write(long, max_new_tokens=2)
     with pytest.raises(InputError, match=f"exceeds the model's {limit} positions"):
         pipe.ask(Image.new("RGB", (32, 32)), long, max_new_tokens=2)
+
+
+def test_save_pretrained_keeps_the_other_files_of_the_directory(pipe, tmp_path, monkeypatch):
+    """A save into a folder holding other files writes its own and keeps theirs (it used to swap the whole folder,
+    deleting them); an empty path (the working directory by accident) and a NUL byte are one-line errors."""
+    from showo.errors import ConfigError, OutputError
+
+    for target, save in ((tmp_path / "m", pipe.model.save_pretrained), (tmp_path / "v", pipe.vq.save_pretrained),
+                         (tmp_path / "t", pipe.tokenizer.save_pretrained), (tmp_path / "p", pipe.save_pretrained),
+                         (tmp_path / "p" / "showo", pipe.model.save_pretrained)):
+        target.mkdir(exist_ok=True)
+        (target / "README.md").write_text("notes")
+        save(target)
+        save(target)  # and again over its own files
+        assert (target / "README.md").read_text() == "notes"
+        assert not [f for f in target.iterdir() if f.name.startswith(".")]  # no staging folder left
+    again = ShowoPipeline.from_pretrained(tmp_path / "p").model.state_dict()
+    assert all(torch.equal(again[k], v) for k, v in pipe.model.state_dict().items())
+    monkeypatch.chdir(tmp_path / "m")
+    pipe.model.save_pretrained(".")  # the working directory itself, asked for plainly
+    assert (tmp_path / "m" / "README.md").exists() and (tmp_path / "m" / "config.json").exists()
+    for save in (pipe.model.save_pretrained, pipe.vq.save_pretrained, pipe.tokenizer.save_pretrained,
+                 pipe.save_pretrained):
+        for bad in ("", "  ", "a\0b", 3):
+            with pytest.raises(ConfigError, match="directory must be"):
+                save(bad)
+    assert sorted(f.name for f in (tmp_path / "m").iterdir()) == ["README.md", "config.json",
+                                                                 "pytorch_model.safetensors"]
+    (tmp_path / "c" / "config.json").mkdir(parents=True)  # a folder where a file goes: refused before any move
+    with pytest.raises(OutputError, match="cannot save the model into .*c: .*config.json is a directory"):
+        pipe.model.save_pretrained(tmp_path / "c")
+    assert [f.name for f in (tmp_path / "c").iterdir()] == ["config.json"]

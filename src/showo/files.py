@@ -1,17 +1,20 @@
-"""Files read and written by path: why a path is not a readable file (`file_problem`), and files written
-atomically: a reader, or a run killed mid-write, sees the old file (or directory) or the new one, never half of
-one; and what is written gets the permissions a plain open / mkdir would give it.
+"""Files read and written by path: why a path is not a readable file (`file_problem`), and files (and the files of
+a saved directory) written atomically: a reader, or a run killed mid-write, sees the old file or the new one, never
+half of one; and what is written gets the permissions a plain open / mkdir would give it.
 
 Torch-free, so that the command line's output checks can import it without loading torch.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+from .errors import ConfigError, OutputError
 
 
 def staged_file(path: Path, data: bytes) -> str:
@@ -57,22 +60,90 @@ def with_default_mode(path: str | Path) -> Path:
     return Path(path)
 
 
+def save_directory(directory: object) -> Path:
+    """`directory` of a `save_pretrained` call as a Path (a leading ~ expanded); a non-path, an empty string (which
+    would silently mean the working directory) or a NUL byte is a one-line ConfigError."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ConfigError(f"directory must be a path, got {type(directory).__name__}")
+    text = os.fspath(directory)
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise ConfigError(f"directory must be a non-empty path without NUL bytes, got {text!r}")
+    return Path(text).expanduser()
+
+
+def saved(directory: object, what: str, write: Callable[[Path], object]) -> Path:
+    """`write(folder)` run on a temporary folder whose files then go into `directory` (`written_atomically`); the
+    directory is checked first (`save_directory`), and an OS error is a one-line OutputError naming `what`."""
+    directory = save_directory(directory)
+    try:
+        with written_atomically(directory) as tmp:
+            write(tmp)
+    except OSError as e:
+        raise OutputError(f"cannot save {what} into {directory}: {e.strerror or e}") from None
+    return directory
+
+
 @contextmanager
 def written_atomically(directory: Path) -> Iterator[Path]:
-    """A temporary sibling of `directory` to fill. On success it takes `directory`'s place (an existing one is
-    moved aside first, then removed); on failure it is removed: a reader never sees a half-written directory."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = with_default_mode(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    """A temporary folder inside `directory` (made if missing) to fill. On success what it holds is renamed into
+    `directory`, an entry at a time, replacing entries of the same name and keeping the others (a user's README, a
+    training run's other files); on failure it is removed, with `directory` if this made it. Either way no reader
+    sees a half-written file, and a failed write leaves `directory` as it was."""
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{directory} is a file", str(directory))
+    made = _make_directory(directory)
+    try:
+        tmp = with_default_mode(tempfile.mkdtemp(prefix=".showo-saving-", dir=directory))
+    except BaseException:
+        _remove_made(made)
+        raise
     try:
         yield tmp
+        _check_movable(tmp, directory)
+        _move_into(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(made)
         raise
-    old = directory.with_name(f".{directory.name}.old")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _make_directory(directory: Path) -> list[Path]:
+    """mkdir -p `directory`; the folders it made, deepest first."""
+    missing = [p for p in (directory, *directory.parents) if not p.exists() and not p.is_symlink()]
+    directory.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_made(made: list[Path]) -> None:
+    for path in made:  # deepest first; a folder something else has written into since is kept
+        try:
+            path.rmdir()
+        except OSError:
+            break
+
+
+def _check_movable(source: Path, target: Path) -> None:
+    """Raise, before anything moves, where an entry would land on one of another kind (a file on a folder)."""
+    for entry in source.iterdir():
+        there = target / entry.name
+        if entry.is_dir() and there.is_dir() and not there.is_symlink():
+            _check_movable(entry, there)
+        elif there.is_dir() and not there.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, f"{there} is a directory", str(there))
+        elif entry.is_dir() and there.exists():
+            raise NotADirectoryError(errno.ENOTDIR, f"{there} is a file", str(there))
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Rename every entry of `source` into `target` (config.json last: it marks a checkpoint complete); a folder
+    that exists on both sides is merged the same way."""
+    for entry in sorted(source.iterdir(), key=lambda e: (e.name == "config.json", e.name)):
+        there = target / entry.name
+        if entry.is_dir() and there.is_dir() and not there.is_symlink():
+            _move_into(entry, there)
+        else:
+            os.replace(entry, there)
 
 
 def file_problem(path: Path, kind: str) -> str | None:

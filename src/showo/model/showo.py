@@ -9,7 +9,7 @@ from torch import nn
 
 from ..backbone import KVCache, PackedLinear, PhiForCausalLM, pack_linears
 from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, save_weights
-from ..files import written_atomically
+from ..files import saved
 from ..errors import CheckpointError, ConfigError
 from .config import ShowoConfig
 
@@ -105,16 +105,19 @@ class Showo(nn.Module):
         return model.to(device).eval()
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write config.json + pytorch_model.safetensors atomically (a temp dir renamed into place)."""
+        """Write config.json + pytorch_model.safetensors into `directory`, atomically (other files there are kept)."""
         save_showo(directory, self.config, self.state_dict())
 
 
 def save_showo(directory: str | Path, config: ShowoConfig, state: dict[str, torch.Tensor]) -> None:
     """Write a Show-o checkpoint directory from a state dict (also used for gathered FSDP weights), atomically."""
-    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    with written_atomically(Path(directory)) as tmp:
-        save_weights(state, tmp / WEIGHTS_NAME)
-        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    saved(directory, "the model", lambda folder: write_showo(folder, config, state))
+
+
+def write_showo(folder: Path, config: ShowoConfig, state: dict[str, torch.Tensor]) -> None:
+    """The weights and config.json into `folder`, as they are (`save_showo` is the atomic way)."""
+    save_weights({k: v.detach().contiguous().cpu() for k, v in state.items()}, folder / WEIGHTS_NAME)
+    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
 
 def check_vocab(model: Showo, vocab) -> None:

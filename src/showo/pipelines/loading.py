@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from ..files import written_atomically
-from ..errors import CheckpointError, ConfigError, OutputError
+from ..files import save_directory, saved
+from ..errors import CheckpointError, ConfigError
 from ..model import Showo
+from ..model.showo import write_showo
 from ..model.clip import ClipVisionTower
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
@@ -48,17 +49,17 @@ def load_parts(model: str | Path, vq: str | Path | None, tokenizer: str | Path |
 
 def save_parts(pipe, directory: str | Path) -> None:
     """Write `pipe`'s showo/, magvit/ and tokenizer/ into `directory`, replacing them only once all are written."""
-    if not isinstance(directory, (str, Path)):
-        raise ConfigError(f"directory must be a path, got {type(directory).__name__}")
-    directory = Path(directory).expanduser()
+    directory = save_directory(directory)
+    state = pipe.model.state_dict()  # packed weights refuse to be saved here, before any folder is made
     for path in (directory, *(directory / part for part in ("showo", "magvit", "tokenizer"))):
         if path.exists() and not path.is_dir():
             raise ConfigError(f"cannot save into {directory}: {path} is a file")
-    try:  # every part is written before any replaces the one there: a failure leaves the old pipeline whole
-        with (written_atomically(directory / "showo") as showo, written_atomically(directory / "magvit") as vq,
-              written_atomically(directory / "tokenizer") as tokenizer):
-            pipe.model.save_pretrained(showo)
-            pipe.vq.save_pretrained(vq)
-            pipe.tokenizer.save_pretrained(tokenizer)
-    except OSError as e:
-        raise OutputError(f"cannot save the pipeline into {directory}: {e.strerror or e}") from None
+    saved(directory, "the pipeline", lambda folder: _write_parts(pipe, state, folder))
+
+
+def _write_parts(pipe, state: dict, folder: Path) -> None:
+    parts = {"showo": lambda d: write_showo(d, pipe.model.config, state), "magvit": pipe.vq.write_files,
+             "tokenizer": pipe.tokenizer.write_files}
+    for name, write in parts.items():
+        (folder / name).mkdir()
+        write(folder / name)

@@ -20,7 +20,7 @@ from ..checkpoints import (WEIGHT_FILES, find_weights, load_checked, read_json_o
                            weights_bytes)
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fields import check_field_types
-from ..files import atomic_write
+from ..files import saved
 from .lfq import LFQOutput, LookupFreeQuantizer, code_bits
 
 CONFIG_MARKER = "showo_magvit"  # key of our config.json format; its value is the format version
@@ -331,14 +331,16 @@ class MagvitV2(nn.Module):
         return model.to(device=device, dtype=dtype).eval()
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `model.safetensors` then `config.json` (our format), each to a temp file renamed into place."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        """Write `model.safetensors` and `config.json` (our format) into `directory`, atomically (other files there
+        are kept)."""
+        return saved(directory, "the image tokenizer", self.write_files)
+
+    def write_files(self, folder: Path) -> None:
+        """The weights and config.json into `folder`, as they are (`save_pretrained` is the atomic way)."""
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        atomic_write(directory / OWN_WEIGHTS, weights_bytes(state))
+        (folder / OWN_WEIGHTS).write_bytes(weights_bytes(state))
         text = json.dumps({CONFIG_MARKER: CONFIG_VERSION, **self.config.to_dict()}, indent=2) + "\n"
-        atomic_write(directory / "config.json", text.encode())
-        return directory
+        (folder / "config.json").write_text(text)
 
 
 def _read_config(path: Path) -> MagvitConfig | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, InputError
+from ..files import saved
 from ..prompting.vocab import PAD_TOKEN, TASK_TOKENS, Vocabulary
 
 
@@ -90,8 +91,13 @@ class TextTokenizer:
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write the tokenizer files (with Show-o's tokens already added; loading adds nothing twice)."""
-        self.hf.save_pretrained(str(directory))
+        """Write the tokenizer files (with Show-o's tokens already added; loading adds nothing twice) into
+        `directory`, atomically (other files there are kept)."""
+        saved(directory, "the tokenizer", self.write_files)
+
+    def write_files(self, folder: Path) -> None:
+        """The tokenizer files into `folder`, as they are (`save_pretrained` is the atomic way)."""
+        self.hf.save_pretrained(str(folder))
 
     def __len__(self) -> int:
         return len(self.hf)
