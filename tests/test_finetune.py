@@ -357,3 +357,46 @@ def test_record_images_over_the_pixel_limit_are_refused_quietly(tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(InputError, match="data.jsonl:1: cannot read image .*big.png"):
             read_records(data)
+
+
+@pytest.mark.parametrize("code_bit_rows", [False, True])
+def test_a_failed_finetune_gives_the_model_back_its_weights(tmp_path, monkeypatch, code_bit_rows):
+    """A divergence (or any failure) mid-run left the pipeline with the weights training had reached, so the next
+    call (a generation, or a second try at a lower rate) started from damaged weights."""
+    from showo.errors import TrainingDiverged
+
+    pipe = tiny_random_pipeline(seed=0)
+    start = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    real_step = Trainer.train_step
+
+    def diverge_at_third(self):
+        if self.step == 2:
+            with torch.no_grad():
+                for p in self.showo.parameters():
+                    p.mul_(1e30)
+            raise TrainingDiverged(self.step + 1, float("nan"), float("inf"))
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", diverge_at_third)
+    config = dataclasses.replace(tiny_config(4), code_bit_rows=code_bit_rows)
+    with pytest.raises(TrainingDiverged):
+        finetune(pipe, small_records(tmp_path / "data"), tmp_path / "run", config, progress=False)
+    after = pipe.model.state_dict()
+    assert after.keys() == start.keys() and all(torch.equal(after[k], v) for k, v in start.items())
+    assert not pipe.model.training
+    pipe.text_to_image("green", num_inference_steps=2)  # usable again
+
+
+def test_finetune_arguments_are_checked_before_anything_is_written(tmp_path):
+    pipe = tiny_random_pipeline(seed=0)
+    data = small_records(tmp_path / "data")
+    for kwargs, match in (({"pipe": "tiny-random"}, "pipe must be a ShowoPipeline, got str"),
+                          ({"config": {"max_steps": 2}}, "config must be a TrainConfig or None, got dict"),
+                          ({"run": ""}, "run must be a non-empty path"), ({"data": 3}, "data must be a path, got int")):
+        args = {"pipe": pipe, "data": data, "run": tmp_path / "run", **kwargs}
+        with pytest.raises(ConfigError, match=match):
+            finetune(args.pop("pipe"), args.pop("data"), args.pop("run"), progress=False, **args)
+    pipe.pack_weights()
+    with pytest.raises(ConfigError, match="packed weights cannot be trained"):
+        finetune(pipe, data, tmp_path / "run", tiny_config(2), progress=False)
+    assert not (tmp_path / "run").exists()

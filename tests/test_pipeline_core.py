@@ -9,9 +9,11 @@ import torch
 from PIL import Image
 
 from showo.errors import ConfigError, InputError
+from showo.model import Showo
 from showo.pipelines import ShowoPipeline, ShowoWarning
 from showo.sampling.autoregressive import GRAPH_MIN_NEW_TOKENS
 from showo.tiny import tiny_random_pipeline
+from showo.tokenizers.magvit import MagvitV2
 
 
 @pytest.fixture(scope="module")
@@ -283,10 +285,20 @@ def test_python_api_inputs_of_the_wrong_kind_are_input_errors(pipe, call, match)
     (lambda p: p.to("banana"), "device 'banana' is not a device name"),
     (lambda p: p.to("meta"), "showo runs on cpu, cuda or mps"),  # accepted, then every call failed
     (lambda p: p.to(5), "device must be a name"),
-    (lambda p: p.to(dtype="bfloat16"), "dtype must be a floating torch.dtype"),
-    (lambda p: p.to(dtype=torch.complex64), "dtype must be a floating torch.dtype"),
-    (lambda p: ShowoPipeline.from_pretrained(dtype="bf16"), "dtype must be a floating torch.dtype"),  # embedded
+    (lambda p: p.to(dtype="bfloat16"), "dtype must be torch.float32, torch.bfloat16, torch.float16 or torch.float64"),
+    (lambda p: p.to(dtype=torch.complex64), "dtype must be torch.float32, torch.bfloat16, torch.float16 or torch.float64"),
+    (lambda p: ShowoPipeline.from_pretrained(dtype="bf16"), "dtype must be torch.float32, torch.bfloat16, torch.float16 or torch.float64"),  # embedded
     (lambda p: ShowoPipeline.from_pretrained(device="banana"), "device 'banana'"),
+    (lambda p: p.to(dtype=torch.float8_e4m3fn), "or torch.float64, got torch.float8_e4m3fn"),  # failed at first call
+    # the parts' own loaders took any device, dtype or config (meta loaded; a dict config failed deep inside)
+    (lambda p: Showo.from_pretrained("nowhere", device="meta"), "showo runs on cpu, cuda or mps"),
+    (lambda p: Showo.from_pretrained("nowhere", dtype=torch.int8), "dtype must be torch.float32"),
+    (lambda p: Showo.from_pretrained("nowhere", config={}), "config must be a ShowoConfig or None, got dict"),
+    (lambda p: Showo.from_pretrained(None), "the model path or hub id must be a path, got NoneType"),
+    (lambda p: MagvitV2.from_pretrained("nowhere", device="meta"), "showo runs on cpu, cuda or mps"),
+    (lambda p: MagvitV2.from_pretrained("nowhere", dtype=torch.float8_e5m2), "dtype must be torch.float32"),
+    (lambda p: MagvitV2.from_pretrained("nowhere", config=p.model.config), "config must be a MagvitConfig or None"),
+    (lambda p: MagvitV2.from_pretrained(""), "the model path or hub id must be a non-empty path"),
 ])
 def test_devices_and_dtypes_are_checked(pipe, call, match):
     with pytest.raises(ConfigError, match=match):
@@ -306,7 +318,7 @@ def test_loading_and_saving_arguments_of_the_wrong_kind(pipe, tmp_path):
 
     with pytest.raises(ConfigError, match="model must be a path or a hub id, got int"):
         ShowoPipeline.from_pretrained(123)
-    with pytest.raises(ConfigError, match="dtype must be a floating torch.dtype"):
+    with pytest.raises(ConfigError, match="dtype must be torch.float32, torch.bfloat16, torch.float16 or torch.float64"):
         ShowoPipeline.from_pretrained(str(tmp_path), dtype="float16")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "showo").write_text("a file of the user's")

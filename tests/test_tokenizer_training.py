@@ -127,7 +127,7 @@ def test_edge_weight_enters_the_loss(tmp_path):
                                                ("max_steps", 0, "max_steps must be >= 1"),
                                                ("batch_size", 0, "batch_size must be >= 1"),
                                                ("keep_checkpoints", 0, "keep_checkpoints must be >= 1"),
-                                               ("lr", -1.0, "lr must be a finite number > 0"),
+                                               ("lr", -1.0, r"lr must be in \(0, 1\]"),
                                                ("edge_weight", -2.0, "edge_weight must be a finite number >= 0"),
                                                ("min_lr_ratio", 5.0, "min_lr_ratio must be in"),
                                                ("precision", "fp16", "precision must be one of fp32, bf16, auto"),

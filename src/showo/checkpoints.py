@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save, save_file
 
 from .errors import CheckpointError, OfflineError
-from .files import file_problem, with_default_mode
+from .files import path_argument, file_problem, with_default_mode
 
 WEIGHT_FILES = ("pytorch_model.safetensors", "model.safetensors", "pytorch_model.bin")
 SAFETENSORS_METADATA = {"format": "pt"}  # the format tag transformers' loaders check in a safetensors file
@@ -124,7 +124,7 @@ def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
 
 def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> Path:
     """A local directory, or a hub id downloaded (or found in the local cache) with `huggingface_hub`."""
-    path = Path(path_or_id).expanduser()
+    path = path_argument(path_or_id, "the model path or hub id")
     if path.exists():
         return path
     text = str(path_or_id)

@@ -60,21 +60,21 @@ def with_default_mode(path: str | Path) -> Path:
     return Path(path)
 
 
-def save_directory(directory: object) -> Path:
-    """`directory` of a `save_pretrained` call as a Path (a leading ~ expanded); a non-path, an empty string (which
+def path_argument(value: object, name: str) -> Path:
+    """`value`, a path argument called `name`, as a Path (a leading ~ expanded); a non-path, an empty string (which
     would silently mean the working directory) or a NUL byte is a one-line ConfigError."""
-    if not isinstance(directory, (str, os.PathLike)):
-        raise ConfigError(f"directory must be a path, got {type(directory).__name__}")
-    text = os.fspath(directory)
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be a path, got {type(value).__name__}")
+    text = os.fspath(value)
     if not isinstance(text, str) or not text.strip() or "\0" in text:
-        raise ConfigError(f"directory must be a non-empty path without NUL bytes, got {text!r}")
+        raise ConfigError(f"{name} must be a non-empty path without NUL bytes, got {text!r}")
     return Path(text).expanduser()
 
 
 def saved(directory: object, what: str, write: Callable[[Path], object]) -> Path:
     """`write(folder)` run on a temporary folder whose files then go into `directory` (`written_atomically`); the
-    directory is checked first (`save_directory`), and an OS error is a one-line OutputError naming `what`."""
-    directory = save_directory(directory)
+    directory is checked first (`path_argument`), and an OS error is a one-line OutputError naming `what`."""
+    directory = path_argument(directory, "directory")
     try:
         with written_atomically(directory) as tmp:
             write(tmp)

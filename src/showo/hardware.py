@@ -20,6 +20,7 @@ from .errors import ConfigError, ShowoWarning
 
 PRECISIONS = ("fp32", "bf16", "auto")
 NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 def _x86() -> bool:
@@ -115,3 +116,34 @@ def resolve_precision(precision: str, device: str | torch.device, warn: bool = T
     if precision == "bf16" and warn:
         warn_if_emulated(torch.bfloat16, device, "training autocasts", "set precision: auto or fp32")
     return precision
+
+
+def check_device(device, what: str = "device") -> torch.device:
+    """`device` (a name or torch.device) as a torch.device this machine has; a one-line ConfigError otherwise."""
+    if not isinstance(device, (str, torch.device)):
+        raise ConfigError(f"{what} must be a name such as 'cpu' or 'cuda:0', or a torch.device, got "
+                          f"{type(device).__name__}")
+    try:
+        d = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"{what} {device!r} is not a device name (cpu, cuda, cuda:N, mps)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {device}: CUDA is not available on this machine (use cpu)")
+        if (d.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"{what} {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif d.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"{what} {device}: Apple MPS is not available on this machine (use cpu)")
+    elif d.type != "cpu":  # meta holds no weights; xpu, hpu... are untested here
+        raise ConfigError(f"{what} {device}: showo runs on cpu, cuda or mps")
+    return d
+
+
+def check_dtype(dtype) -> None:
+    """None (keep the checkpoint's), or a dtype the model computes in; float8 and complex ones are refused here
+    rather than at the first product."""
+    if dtype is not None and dtype not in MODEL_DTYPES:
+        raise ConfigError(f"dtype must be torch.float32, torch.bfloat16, torch.float16 or torch.float64, got "
+                          f"{dtype!r}")

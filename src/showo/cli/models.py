@@ -45,7 +45,7 @@ def resolve_device(name: str) -> str:
             return "cuda"
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
-    from ..pipelines.inputs import check_device
+    from ..hardware import check_device
 
     check_device(name, "--device")
     return name

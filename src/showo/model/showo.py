@@ -10,6 +10,7 @@ from torch import nn
 from ..backbone import KVCache, PackedLinear, PhiForCausalLM, pack_linears
 from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, save_weights
 from ..files import saved
+from ..hardware import check_device, check_dtype
 from ..errors import CheckpointError, ConfigError
 from .config import ShowoConfig
 
@@ -91,6 +92,10 @@ class Showo(nn.Module):
                         device: str | torch.device = "cpu", config: ShowoConfig | None = None) -> "Showo":
         """Load an official checkpoint directory (config.json + pytorch_model.safetensors or .bin), a hub id
         (e.g. `showlab/show-o`), or a directory written by `save_pretrained`. No conversion step."""
+        check_dtype(dtype)
+        device = check_device(device)
+        if config is not None and not isinstance(config, ShowoConfig):
+            raise ConfigError(f"config must be a ShowoConfig or None, got {type(config).__name__}")
         directory = resolve(path_or_id, allow_patterns=["config.json", "*.safetensors", "*.bin"])
         if directory.is_file():
             raise CheckpointError(f"expected a checkpoint directory, got the file {directory}")

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
-from ..errors import ConfigError, InputError, ShowoWarning
+from ..errors import InputError, ShowoWarning
 from ..fields import is_number
 from ..files import file_problem
 from ..limits import MIN_TEMPERATURE, check_positive, check_scale
@@ -163,34 +162,6 @@ def plain_arguments(method):
                 raise InputError(f"{name} must be True or False, got {given[name]!r}")
         return method(self, *args, **kwargs)
     return wrapper
-
-
-def check_device(device, what: str = "device") -> torch.device:
-    """`device` (a name or torch.device) as a torch.device this machine has; a one-line ConfigError otherwise."""
-    if not isinstance(device, (str, torch.device)):
-        raise ConfigError(f"{what} must be a name such as 'cpu' or 'cuda:0', or a torch.device, got "
-                          f"{type(device).__name__}")
-    try:
-        d = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"{what} {device!r} is not a device name (cpu, cuda, cuda:N, mps)") from None
-    if d.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{what} {device}: CUDA is not available on this machine (use cpu)")
-        if (d.index or 0) >= torch.cuda.device_count():
-            raise ConfigError(f"{what} {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif d.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError(f"{what} {device}: Apple MPS is not available on this machine (use cpu)")
-    elif d.type != "cpu":  # meta holds no weights; xpu, hpu... are untested here
-        raise ConfigError(f"{what} {device}: showo runs on cpu, cuda or mps")
-    return d
-
-
-def check_dtype(dtype) -> None:
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ConfigError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16...), got {dtype!r}")
 
 
 def check_callback(name: str, callback) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import save_directory, saved
+from ..files import path_argument, saved
 from ..errors import CheckpointError, ConfigError
 from ..model import Showo
 from ..model.showo import write_showo
@@ -49,7 +49,7 @@ def load_parts(model: str | Path, vq: str | Path | None, tokenizer: str | Path |
 
 def save_parts(pipe, directory: str | Path) -> None:
     """Write `pipe`'s showo/, magvit/ and tokenizer/ into `directory`, replacing them only once all are written."""
-    directory = save_directory(directory)
+    directory = path_argument(directory, "directory")
     state = pipe.model.state_dict()  # packed weights refuse to be saved here, before any folder is made
     for path in (directory, *(directory / part for part in ("showo", "magvit", "tokenizer"))):
         if path.exists() and not path.is_dir():

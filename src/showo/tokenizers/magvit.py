@@ -21,6 +21,7 @@ from ..checkpoints import (WEIGHT_FILES, find_weights, load_checked, read_json_o
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fields import check_field_types
 from ..files import saved
+from ..hardware import check_device, check_dtype
 from .lfq import LFQOutput, LookupFreeQuantizer, code_bits
 
 CONFIG_MARKER = "showo_magvit"  # key of our config.json format; its value is the format version
@@ -314,6 +315,10 @@ class MagvitV2(nn.Module):
         Ours: `config.json` with `showo_magvit` and every `MagvitConfig` field + `model.safetensors`.
         `config` overrides whatever `config.json` says. Keys and shapes are checked strictly (`CheckpointError`).
         """
+        check_dtype(dtype)
+        device = check_device(device)
+        if config is not None and not isinstance(config, MagvitConfig):
+            raise ConfigError(f"config must be a MagvitConfig or None, got {type(config).__name__}")
         path = resolve(path_or_id, allow_patterns=["config.json", *WEIGHT_FILES])
         if path.is_file():
             weights, found = path, None

@@ -94,11 +94,13 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         o = self.optim
-        for name, ok in (("lr", o.lr > 0), ("eps", o.eps > 0), ("warmup_steps", o.warmup_steps >= 0),
-                         ("weight_decay", o.weight_decay >= 0)):
+        # an AdamW step moves each weight by about lr: past 1 it destroys any network (1e30 was accepted, then
+        # diverged at the second step)
+        for name, ok, rule in (("lr", 0 < o.lr <= 1, "in (0, 1]"), ("eps", 0 < o.eps < 1, "in (0, 1)"),
+                               ("warmup_steps", o.warmup_steps >= 0, ">= 0"),
+                               ("weight_decay", o.weight_decay >= 0, ">= 0")):
             if not ok:
-                raise ConfigError(f"optim.{name} must be {'> 0' if name in ('lr', 'eps') else '>= 0'}, "
-                                  f"got {getattr(o, name)}")
+                raise ConfigError(f"optim.{name} must be {rule}, got {getattr(o, name)}")
         if not all(0 <= b < 1 for b in o.betas) or not 0 <= o.min_lr_ratio <= 1:
             raise ConfigError(f"optim.betas must be in [0, 1) and optim.min_lr_ratio in [0, 1], got {list(o.betas)} "
                               f"and {o.min_lr_ratio}")

@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..files import written_atomically
+from ..files import path_argument, written_atomically
 from ..data.records import Record, count_kinds, data_digest, read_records
 from ..errors import ConfigError, OutputError
 from ..pipelines import ShowoPipeline
@@ -65,8 +65,18 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
     every log step (`val_loss_<objective>` in metrics.jsonl), each record once, with the same masks every time and
     no condition dropout, so the numbers compare across steps. base_model: recorded, and checked on resume
     (default: `pipe.model_id`). on_ready(source) is called by the main process once the images are encoded,
-    before the first step (the CLI reports cut texts)."""
-    data, run = Path(data), Path(run)
+    before the first step (the CLI reports cut texts).
+
+    `pipe.model` trains in place. If the call fails (a divergence, an interrupt, a bad record), it gets back the
+    weights it had before (from a copy kept in CPU memory while training), so a second try does not start from
+    damaged weights; under FSDP, which shards the model in place, it is left as training left it."""
+    if not isinstance(pipe, ShowoPipeline):
+        raise ConfigError(f"pipe must be a ShowoPipeline, got {type(pipe).__name__}")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig or None, got {type(config).__name__}")
+    if pipe.model.packed:
+        raise ConfigError("a pipeline with packed weights cannot be trained: load it again without pack_weights()")
+    data, run = path_argument(data, "data"), path_argument(run, "run")
     records = read_records(data) if records is None else records
     config = default_config(records) if config is None else config
     base_model = pipe.model_id if base_model is None else base_model
@@ -77,6 +87,21 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
     manifest = {"data": str(data.resolve()), "data_sha256": data_digest(data, records), "base_model": base_model}
     check_manifest(run, manifest)
     config = in_run_directory(config, run / "showo-train")
+    before = None if config.distributed == "fsdp" else {k: v.to("cpu", copy=True)
+                                                         for k, v in model.state_dict().items()}
+    try:
+        return _train(pipe, run, config, records, val_records, manifest, progress, on_ready)
+    except BaseException:
+        if before is not None:
+            remove_code_bit_rows(model)
+            model.load_state_dict(before)
+            model.eval()
+        raise
+
+
+def _train(pipe: ShowoPipeline, run: Path, config: TrainConfig, records: list[Record],
+           val_records: list[Record] | None, manifest: dict, progress: Progress, on_ready) -> Path:
+    model = pipe.model
     source = RecordBatchSource(records, pipe.tokenizer, pipe.vq, config.mix, model.config.max_seq_length,
                                model.config.num_vq_tokens, seed=config.seed)
     trainer = Trainer(model, source, config, device=pipe.device)

@@ -73,9 +73,10 @@ class TokenizerTrainConfig:
         for name in ("max_steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tokenizer_train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "grad_clip"):
-            if not 0 < getattr(self, name) < math.inf:
-                raise ConfigError(f"tokenizer_train.{name} must be a finite number > 0, got {getattr(self, name)}")
+        if not 0 < self.grad_clip < math.inf:
+            raise ConfigError(f"tokenizer_train.grad_clip must be a finite number > 0, got {self.grad_clip}")
+        if not 0 < self.lr <= 1:  # as optim.lr (TrainConfig): past 1 an AdamW step destroys any network
+            raise ConfigError(f"tokenizer_train.lr must be in (0, 1], got {self.lr}")
         for name in ("warmup_steps", "weight_decay", "l1_weight", "mse_weight", "quantizer_weight", "entropy_weight",
                      "codebook_entropy_weight", "foreground_weight", "edge_weight"):
             if not 0 <= getattr(self, name) < math.inf:
