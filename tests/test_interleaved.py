@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from showo.errors import InputError
+from showo.errors import ConfigError, InputError, OutputError
 from showo.model import Showo
 from showo.pipelines.interleaved import generate_interleaved
 from showo.prompting import IGNORE_INDEX, causal_mask, lvg_mask
@@ -163,6 +163,22 @@ def test_scripted_model_alternates_text_and_images(tmp_path):
     assert "![image 1](mixed_1.png)" in md.read_text() and "Hi" in md.read_text()
     page = out.to_html(tmp_path / "html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "end" in page
+    # a name with folders wrote outside the directory; an empty one a hidden '.md'; a write error was a raw OSError
+    for bad in ("../../x", "", ".hidden", "a/b", "a\0b", 5):
+        for write in (out.to_markdown, out.to_html):
+            with pytest.raises(ConfigError, match="name must be a plain file name"):
+                write(tmp_path / "bad", name=bad)
+    assert not (tmp_path / "bad").exists() and not (tmp_path.parent / "x.md").exists()
+    (tmp_path / "md" / "mixed_1.png").unlink()
+    (tmp_path / "md" / "mixed_1.png").mkdir()  # the second image cannot land: the first is not written either
+    with pytest.raises(OutputError, match="cannot save the mixed output into .*mixed_1.png is a directory"):
+        out.to_markdown(tmp_path / "md")
+    (tmp_path / "md" / "notes.txt").write_text("mine")
+    (tmp_path / "md" / "mixed_1.png").rmdir()
+    out.to_markdown(tmp_path / "md")
+    assert (tmp_path / "md" / "notes.txt").read_text() == "mine"
+    assert sorted(f.name for f in (tmp_path / "md").iterdir()) == ["mixed.md", "mixed_0.png", "mixed_1.png",
+                                                                   "notes.txt"]
 
 
 def test_guidance_and_max_images_stop():

@@ -10,6 +10,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..errors import ConfigError
+from ..files import saved
+
 
 @dataclass
 class ImageOutput:
@@ -42,26 +45,26 @@ class MixedOutput:
         return [(i, s) for i, s in enumerate(self.segments) if isinstance(s, Image.Image)]
 
     def to_markdown(self, directory: str | Path, name: str = "mixed") -> Path:
-        """Write `<name>.md` with each image as `<name>_<k>.png` beside it; returns the .md path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        parts, k = [], 0
-        for s in self.segments:
-            if isinstance(s, Image.Image):
-                file = f"{name}_{k}.png"
-                s.save(directory / file)
-                parts.append(f"![image {k}]({file})")
-                k += 1
-            else:
-                parts.append(s.strip())
-        path = directory / f"{name}.md"
-        path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
-        return path
+        """Write `<name>.md` with each image as `<name>_<k>.png` beside it, all at once (`files.saved`: a failed
+        write leaves nothing half-written); returns the .md path."""
+        _check_stem(name)
+
+        def write(folder: Path) -> None:
+            parts, k = [], 0
+            for s in self.segments:
+                if isinstance(s, Image.Image):
+                    s.save(folder / f"{name}_{k}.png")
+                    parts.append(f"![image {k}]({name}_{k}.png)")
+                    k += 1
+                else:
+                    parts.append(s.strip())
+            (folder / f"{name}.md").write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+
+        return saved(directory, "the mixed output", write) / f"{name}.md"
 
     def to_html(self, directory: str | Path, name: str = "mixed") -> Path:
         """Write a self-contained `<name>.html` (images embedded as PNG data URIs); returns its path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        _check_stem(name)
         body = []
         for s in self.segments:
             if isinstance(s, Image.Image):
@@ -74,6 +77,12 @@ class MixedOutput:
         title = html.escape(str(self.metadata.get("prompt", "Show-o mixed output")))
         page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n"
                 + "\n".join(body) + "\n</body></html>\n")
-        path = directory / f"{name}.html"
-        path.write_text(page, encoding="utf-8")
-        return path
+        html_name = f"{name}.html"
+        return saved(directory, "the mixed output", lambda d: (d / html_name).write_text(page, "utf-8")) / html_name
+
+
+def _check_stem(name: object) -> None:
+    """`name` of the files a MixedOutput writes: a plain file name, so nothing lands outside the directory."""
+    if (not isinstance(name, str) or not name.strip() or name.startswith(".") or "/" in name or "\\" in name
+            or "\0" in name):
+        raise ConfigError(f"name must be a plain file name (no folders, not hidden), got {name!r}")
