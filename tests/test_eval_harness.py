@@ -90,6 +90,34 @@ def test_unknown_task_and_bad_samples_are_refused(pipe):
         run_evaluation(pipe, seed=0, samples=MAX_SAMPLES + 1, tasks=["t2i"])
 
 
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*63\), got -1"),  # each of these ran, or failed deep inside
+    ({"seed": None}, "seed must be an integer"), ({"seed": "0"}, "seed must be an integer"),
+    ({"seed": 1.5}, "seed must be an integer"), ({"seed": 2 ** 64}, "seed must be an integer"),
+    ({"tasks": "caption"}, r"tasks must be a list of task names \(e.g. \['caption'\]\), got 'caption'"),
+    ({"world": {"image_size": 64}}, "world must be a WorldConfig or None, got dict"),
+    ({"settings": {"image_steps": 2}}, "settings must be an EvalSettings or None, got dict"),
+    ({"progress": "bar"}, "progress must be callable or None, got str"),
+    ({"out_dir": ""}, "out_dir must be a non-empty path"),
+])
+def test_evaluation_arguments_are_checked_before_the_run(pipe, tmp_path, monkeypatch, kwargs, match):
+    from showo.evaluation import harness
+
+    monkeypatch.setattr(harness, "EVALUATORS", {**harness.EVALUATORS, "t2i": None})  # a run would fail otherwise
+    with pytest.raises(ConfigError, match=match):
+        run_evaluation(pipe, **{"seed": 0, "samples": 1, "tasks": ["t2i"], **kwargs})
+
+
+def test_a_report_directory_that_is_a_file_is_refused_before_the_run(pipe, tmp_path, monkeypatch):
+    from showo.evaluation import harness
+
+    (tmp_path / "out").write_text("x")
+    monkeypatch.setattr(harness, "evaluate", lambda *a: pytest.fail("ran before out_dir was checked"))
+    with pytest.raises(ConfigError, match="out_dir .*out is a file, not a directory"):
+        run_evaluation(pipe, seed=0, samples=1, tasks=["t2i"], out_dir=tmp_path / "out")
+
+
 @pytest.mark.parametrize("field, value, match", [("image_steps", 1001, "num_inference_steps must be at most 1000"),
                                                  ("story_guidance_scale", 101.0, "story_guidance_scale must be"),
                                                  ("image_temperature", -1.0, "image_temperature must be")])

@@ -21,6 +21,7 @@ from ..data.language import QTYPES
 from ..data.world import WorldConfig, position_name
 from ..errors import ConfigError, ShowoWarning
 from ..fields import is_number
+from ..files import path_argument
 from ..tokenizers.image_io import preprocess
 from ..training.tokenizer import evaluate_reconstruction, psnr
 from .caption_parser import parse_caption, score_caption
@@ -153,16 +154,34 @@ EVALUATORS: dict[str, Callable[..., TaskResult]] = {
 }
 
 
+def check_arguments(seed: int, samples: int, tasks: list[str] | None, world: WorldConfig | None,
+                    settings: EvalSettings | None, progress: Callable[[str], None] | None) -> list[str]:
+    """The tasks to run; a one-line ConfigError for an argument of the wrong kind or out of range, before any
+    scene is drawn."""
+    if isinstance(tasks, str) or not (tasks is None or isinstance(tasks, (list, tuple))):
+        raise ConfigError(f"tasks must be a list of task names (e.g. ['caption']), got {tasks!r}")
+    tasks = list(TASKS) if tasks is None else list(tasks)
+    if unknown := [t for t in tasks if t not in EVALUATORS]:
+        raise ConfigError(f"unknown evaluation tasks {unknown}; choose from {', '.join(TASKS)}")
+    if not is_number(seed, integer=True) or not 0 <= seed < 2 ** 63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if not is_number(samples, integer=True) or not 1 <= samples <= MAX_SAMPLES:
+        raise ConfigError(f"samples must be an integer in [1, {MAX_SAMPLES}], got {samples!r}")
+    if world is not None and not isinstance(world, WorldConfig):
+        raise ConfigError(f"world must be a WorldConfig or None, got {type(world).__name__}")
+    if settings is not None and not isinstance(settings, EvalSettings):
+        raise ConfigError(f"settings must be an EvalSettings or None, got {type(settings).__name__}")
+    if progress is not None and not callable(progress):
+        raise ConfigError(f"progress must be callable or None, got {type(progress).__name__}")
+    return tasks
+
+
 def evaluate(pipeline, seed: int, samples: int, tasks: list[str] | None = None, world: WorldConfig | None = None,
              settings: EvalSettings | None = None, progress: Callable[[str], None] | None = None,
              ) -> tuple[dict, dict[str, dict[str, list[SampleRecord]]]]:
     """(results as `run_evaluation` returns them, records[task][split key]); `progress("task split")` is called
     after each task and split (for a progress display)."""
-    tasks = list(TASKS) if tasks is None else list(tasks)
-    if unknown := [t for t in tasks if t not in EVALUATORS]:
-        raise ConfigError(f"unknown evaluation tasks {unknown}; choose from {', '.join(TASKS)}")
-    if not is_number(samples, integer=True) or not 1 <= samples <= MAX_SAMPLES:
-        raise ConfigError(f"samples must be an integer in [1, {MAX_SAMPLES}], got {samples!r}")
+    tasks = check_arguments(seed, samples, tasks, world, settings, progress)
     world = world or WorldConfig()
     results: dict = {}
     records: dict[str, dict[str, list[SampleRecord]]] = {}
@@ -192,7 +211,11 @@ def run_evaluation(pipeline, seed: int, samples: int, tasks: list[str] | None = 
                    progress: Callable[[str], None] | None = None) -> dict:
     """The `showo eval` JSON object: {task: {"seen": metrics, "heldout": metrics}}; with `out_dir`, also the
     Markdown report (report.md and its PNG grids) there."""
+    if out_dir is not None:  # checked before the run, not after it
+        out_dir = path_argument(out_dir, "out_dir")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"out_dir {out_dir} is a file, not a directory")
     results, records = evaluate(pipeline, seed, samples, tasks, world, settings, progress)
     if out_dir is not None:
-        write_report(results, records, Path(out_dir))
+        write_report(results, records, out_dir)
     return results

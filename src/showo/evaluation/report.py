@@ -6,6 +6,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ..files import saved
 from .cases import SampleRecord
 
 CELL = 96  # display height of every image in a grid (nearest-neighbour upscaling keeps pixels visible)
@@ -64,9 +65,9 @@ def metrics_table(task_results: dict[str, dict]) -> list[str]:
 
 
 def write_report(results: dict, records: dict[str, dict[str, list[SampleRecord]]], out_dir: Path) -> Path:
-    """Write `report.md` with `<task>_<split>.png` grids beside it into `out_dir`; returns the report's path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write `report.md` with `<task>_<split>.png` grids beside it into `out_dir`, all at once (`files.saved`);
+    returns the report's path."""
+    grids = {}
     lines = ["# Evaluation report", "",
              "Seen = split 'eval' (colour-shape pairs seen in training, layouts never trained on); held-out = scenes "
              "with a colour-shape pair never shown in training. Overall scores are fractions in [0, 1] "
@@ -81,13 +82,17 @@ def write_report(results: dict, records: dict[str, dict[str, list[SampleRecord]]
             if not rows:
                 continue
             name = f"{task}_{split}.png"
-            image_grid(rows).save(out_dir / name)
+            grids[name] = image_grid(rows)
             labels = " · ".join(rows[0].labels)
             lines += ["", f"### {task}, {split}", "", f"![{task} {split}]({name})", "",
                       f"Each row: {labels} (frame: green = correct, red = wrong).", "",
                       "| # | sample | prompt / question | output | correct |", "|---|---|---|---|---|"]
             for k, r in enumerate(rows):
                 lines.append(f"| {k} | {r.index} | {_cell(r.prompt)} | {_cell(r.output)} | {_number(r.correct)} |")
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+
+    def write(folder: Path) -> None:
+        for name, grid in grids.items():
+            grid.save(folder / name)
+        (folder / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    return saved(out_dir, "the evaluation report", write) / "report.md"
