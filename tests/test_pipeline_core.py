@@ -271,6 +271,10 @@ MASK = Image.new("L", (16, 16), 255)
     (lambda p: p.text_to_image("x", guidance_scale=Fraction(7, 4)), "guidance_scale must be a number"),
     (lambda p: p.text_to_image(["x", "y"], num_images_per_prompt=3000), "asks for 6000 images in one call"),
     (lambda p: p.inpaint(IMG, MASK, "x", num_images=10 ** 9), "at most 4096"),
+    # text tasks had no cap (4097 answers ran for minutes before the first token)
+    (lambda p: p.ask([IMG] * 2049, ["a", "b"]), "2049 images x 2 questions asks for 4098 rows in one call; at most"),
+    (lambda p: p.write(["x"] * 4097), "4097 prompts asks for 4097 rows"),
+    (lambda p: p.encode_images([IMG] * 4097), "4097 images asks for 4097 rows"),
     (lambda p: p.decode_codes(p.vocab.codes_to_ids(torch.zeros(1, 16, dtype=torch.long))), "not token ids"),
     (lambda p: p.decode_codes(torch.full((1, 16), -5)), "image codes in"),
 ])

@@ -336,3 +336,67 @@ def test_shared_prefix_groups_prompts_by_what_they_share():
     assert shared_prefix(rows, masks) == (27, [0, 1, 0, 1])  # the last row shares 27 positions of image two
     assert shared_prefix(rows + [torch.arange(200, 240)], masks + [_causal(40)])[0] == 0  # one shares nothing
     assert shared_prefix(rows[:2], masks[:2])[0] == 0  # nothing in common
+
+
+def _shared_prefix_by_pairs(seqs, masks):
+    """The definition of `shared_prefix`, checked pair by pair (what it computed before it sorted the prompts)."""
+    from showo.sampling.autoregressive import MIN_SHARED_PREFIX
+
+    b, n = len(seqs), min(s.shape[0] for s in seqs) - 1
+    alone = (0, list(range(b)))
+    if b < 2 or n < MIN_SHARED_PREFIX:
+        return alone
+    common = torch.zeros(b, b, dtype=torch.long)
+    for i in range(b):
+        for j in range(i + 1, b):
+            k = next((p for p in range(n) if not torch.equal(seqs[i][p], seqs[j][p])), n)
+            k = next((p for p in range(k) if not (torch.equal(masks[i][p, :p + 1], masks[j][p, :p + 1])
+                                                  and torch.equal(masks[i][:p, p], masks[j][:p, p]))), k)
+            common[i, j] = common[j, i] = k
+    n = int(common.max(dim=1).values.min())
+    while n and any(bool(m[:n, n:].any()) for m in masks):  # a row of the prefix sees past it
+        n -= 1
+    group = []
+    for i in range(b):
+        group.append(next((group[j] for j in range(i) if common[i, j] >= n), max(group, default=-1) + 1))
+    return (n, group) if n >= MIN_SHARED_PREFIX and max(group) + 1 < b else alone
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_shared_prefix_agrees_with_the_pairwise_definition(seed):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda lo, hi: int(torch.randint(lo, hi, (1,), generator=g))  # noqa: E731
+    bases = [torch.randint(0, 5, (40,), generator=g) for _ in range(r(1, 4))]
+    seqs, masks = [], []
+    for _ in range(r(2, 9)):
+        base = bases[r(0, len(bases))]
+        keep = r(10, 40)
+        row = torch.cat([base[:keep], torch.randint(0, 5, (r(1, 12),), generator=g)])
+        if seed % 4 == 1:  # embeddings (the CLIP path)
+            row = torch.stack([torch.full((3,), float(t)) for t in row])
+        mask = _causal(len(row))
+        if r(0, 3) == 0:
+            mask[r(0, len(row)), r(0, len(row))] ^= True
+        if seed % 4 == 2:
+            mask[15:25, 15:25] = True
+        seqs.append(row)
+        masks.append(mask)
+    assert shared_prefix(seqs, masks) == _shared_prefix_by_pairs(seqs, masks)
+
+
+def test_shared_prefix_of_thousands_of_prompts():
+    """4096 questions about 64 images (it compared every pair: minutes)."""
+    images = [torch.randint(0, 1000, (200,), generator=torch.Generator().manual_seed(i)) for i in range(64)]
+    seqs = [torch.cat([images[i % 64], torch.tensor([i // 64, 7])]) for i in range(4096)]
+    n, group = shared_prefix(seqs, [_causal(202)] * 4096)
+    assert n == 200 and group == [i % 64 for i in range(4096)]
+
+
+def test_shared_prefix_confirms_what_its_hashes_say(monkeypatch):
+    """Keys are hashes: prompts whose keys collide but whose positions differ share nothing."""
+    from showo.sampling import autoregressive
+
+    monkeypatch.setattr(autoregressive, "_position_keys", lambda seqs, masks: torch.zeros(len(seqs), len(seqs[0]),
+                                                                                           dtype=torch.long))
+    a, b = torch.arange(40), torch.arange(40) + 100
+    assert shared_prefix([a, b, a], [_causal(40)] * 3) == (0, [0, 1, 2])

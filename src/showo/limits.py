@@ -32,6 +32,12 @@ def check_image_count(name: str, value, per: int = 1) -> None:
                          "for more)")
 
 
+def check_batch(what: str, count: int) -> None:
+    """At most MAX_IMAGES rows in one call of the text tasks too (`what`: "3000 images x 2 questions")."""
+    if count > MAX_IMAGES:
+        raise InputError(f"{what} asks for {count} rows in one call; at most {MAX_IMAGES} (call again for more)")
+
+
 def check_positive(name: str, value) -> None:
     if not is_number(value, integer=True) or value <= 0:
         raise InputError(f"{name} must be a positive integer, got {value!r}")

@@ -15,7 +15,7 @@ from PIL import Image
 from ..errors import ConfigError, InputError
 from ..fields import is_number
 from ..hardware import check_device, check_dtype, warn_if_emulated
-from ..limits import check_image_count, check_positive, check_scale, check_steps
+from ..limits import check_batch, check_image_count, check_positive, check_scale, check_steps
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
 from ..model.showo import check_vocab
@@ -168,6 +168,7 @@ class ShowoPipeline:
         """Codes [B, N] of images (paths or PIL) after the official resize/centre-crop pre-processing."""
         if not isinstance(images, (list, tuple)) or not images:
             raise InputError("images must be a non-empty list of file paths or PIL images")
+        check_batch(f"{len(images)} images", len(images))
         pixels = torch.stack([preprocess(load_image(i), self.resolution) for i in images])
         return self.vq.get_code(pixels.to(self.device))
 
@@ -364,6 +365,7 @@ class ShowoPipeline:
         if not images:
             raise InputError("no image given")
         questions = check_prompts(question, what="question")
+        check_batch(f"{len(images)} images x {len(questions)} questions", len(images) * len(questions))
         pairs = [(i, q) for i in range(len(images)) for q in questions]
         gen = self._generator(seed, generator)
         if self.model.config.w_clip_vit:
@@ -413,6 +415,7 @@ class ShowoPipeline:
               generator: torch.Generator | None = None, on_token=None, exact: bool = False) -> TextOutput:
         """Continue text prompts (pure language modelling, causal attention); returns the continuations."""
         prompts = check_prompts(prompt)
+        check_batch(f"{len(prompts)} prompts", len(prompts))
         ids = [torch.tensor([self.vocab.bos, *self._text_ids(p)]) for p in prompts]
         self._check_room(max(len(i) for i in ids), max_new_tokens)
         masks = [causal_mask(len(i)) for i in ids]

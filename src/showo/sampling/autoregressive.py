@@ -58,31 +58,56 @@ def shared_prefix(seqs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -
     prefix is computed once; `group[i]` numbers prompt i's group. Every prompt shares its first n positions
     with another (several questions about each of several images), no position among them attends past them,
     and every prompt keeps at least one position of its own. `(0, one group per prompt)` when fewer than
-    `MIN_SHARED_PREFIX` positions would be shared."""
+    `MIN_SHARED_PREFIX` positions would be shared.
+
+    Near-linear in the number of prompts (comparing every pair took minutes for a few thousand): prompts are
+    sorted by their positions' keys, so the longest prefix a prompt shares with any other is the one it shares
+    with a neighbour in that order, and a group is a run of neighbours."""
     b, n = len(seqs), min(s.shape[0] for s in seqs) - 1
     alone = (0, list(range(b)))
     if b < 2 or n < MIN_SHARED_PREFIX:
         return alone
-    seqs, masks = [s.cpu() for s in seqs], [m.cpu().bool() for m in masks]
-    common = torch.zeros(b, b, dtype=torch.long)  # how many leading positions two prompts share
-    for i in range(b):
-        for j in range(i + 1, b):
-            same = seqs[i][:n] == seqs[j][:n]
-            differ = torch.nonzero(~(same.all(dim=-1) if same.dim() > 1 else same))
-            k = int(differ[0]) if len(differ) else n
-            bad = torch.nonzero(masks[i][:k, :k] != masks[j][:k, :k])  # a difference at (row, col) rules out k > both
-            common[i, j] = common[j, i] = min(k, int(bad.max(dim=1).values.min())) if len(bad) else k
-    n = int(common.max(dim=1).values.min())
+    seqs, masks = [s[:n].cpu() for s in seqs], [m.cpu().bool() for m in masks]
+    keys = _position_keys(seqs, [m[:n, :n] for m in masks])
+    order = sorted(range(b), key=lambda i: keys[i].tolist())
+    differ = keys[order[1:]] != keys[order[:-1]]  # [b - 1, n]: neighbours in sorted order
+    lcp = torch.where(differ.any(dim=1), differ.int().argmax(dim=1), torch.tensor(n)).tolist()
+    for k, (i, j) in zip(lcp, zip(order, order[1:])):  # the keys are hashes: confirm each neighbour's prefix
+        if k and not (torch.equal(seqs[i][:k], seqs[j][:k]) and torch.equal(masks[i][:k, :k], masks[j][:k, :k])):
+            return alone  # a hash collision: do not share (never seen; it would only cost speed)
+    best = [max(([lcp[r - 1]] if r else []) + ([lcp[r]] if r < b - 1 else [])) for r in range(b)]
+    n = min(best)
     if n < MIN_SHARED_PREFIX:
         return alone
     # the prefix [0, n) is self-contained when none of its rows reaches a column >= n
     reach = torch.stack([(m[:n] * torch.arange(m.shape[1])).amax(dim=1) for m in masks]).amax(dim=0)
     ok = torch.nonzero(reach.cummax(dim=0).values < torch.arange(1, n + 1))
     n = int(ok[-1]) + 1 if len(ok) else 0
-    group: list[int] = []
-    for i in range(b):  # sharing n positions is an equivalence: join the first earlier prompt that does
-        group.append(next((group[j] for j in range(i) if common[i, j] >= n), max(group, default=-1) + 1))
-    return (n, group) if n >= MIN_SHARED_PREFIX and max(group) + 1 < b else alone
+    run = [0]  # a run of sorted neighbours sharing n positions is a group
+    for k in lcp:
+        run.append(run[-1] + (k < n))
+    by_run: dict[int, int] = {}
+    group = [0] * b
+    for r, i in sorted(zip(run, order), key=lambda t: t[1]):  # numbered in the prompts' order
+        group[i] = by_run.setdefault(r, len(by_run))
+    return (n, group) if n >= MIN_SHARED_PREFIX and len(by_run) < b else alone
+
+
+def _position_keys(seqs: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+    """[b, n] int64: a hash of what two prompts must agree on at position p for their first p + 1 positions to
+    match: the token (or embedding), row p of the mask up to p, and column p above row p (together, the rows
+    and columns up to p are the mask's leading p + 1 square)."""
+    b, n = len(seqs), seqs[0].shape[0]
+    tokens = torch.stack(seqs)
+    if tokens.dim() > 2:  # embeddings: number the distinct vectors
+        tokens = torch.unique(tokens.flatten(0, 1), dim=0, return_inverse=True)[1].view(b, n)
+    tokens = tokens.long() - tokens.min()
+    g = torch.Generator().manual_seed(0)
+    # integer weights below 2**20: every sum stays an integer below 2**53, exact in float64 in any order
+    w_row, w_col = (torch.randint(1, 2 ** 20, (n,), generator=g, dtype=torch.float64) for _ in range(2))
+    upper = torch.ones(n, n, dtype=torch.bool).triu(1)
+    keys = torch.stack([m.tril().double() @ w_row + w_col @ (m & upper).double() for m in masks]).long()
+    return keys * (int(tokens.max()) + 1) + tokens
 
 
 def _grow(mask: torch.Tensor) -> torch.Tensor:
