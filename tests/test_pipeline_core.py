@@ -252,6 +252,11 @@ MASK = Image.new("L", (16, 16), 255)
     (lambda p: p.text_to_image("a", num_inference_steps=2, seed=2 ** 64), "seed must be an integer"),
     (lambda p: p.text_to_image("a", num_inference_steps=2, callback=3), "callback must be callable"),
     (lambda p: p.write("a", max_new_tokens=2, on_token="x"), "on_token must be callable"),
+    # a wrong signature failed at the first step, after the prompt pass
+    (lambda p: p.text_to_image("a", num_inference_steps=2, callback=lambda: None),
+     "callback is called as callback(step); its signature () does not take that"),
+    (lambda p: p.write("a", max_new_tokens=2, on_token=lambda step: None), "on_token(step, ids, finished)"),
+    (lambda p: p.mixed("a", max_new_tokens=2, on_token=lambda a, b, c, d: None), "on_token is called as"),
     (lambda p: p.ask(torch.zeros(3, 16, 16), "what?", max_new_tokens=2), "file path or a PIL image, got Tensor"),
     (lambda p: p.mixed("a", max_new_tokens=600), "positions"),
     (lambda p: p.mixed("a <|soi|> b", max_new_tokens=4), "prompt contains <|soi|>, a token of Show-o's sequence markup"),
@@ -281,7 +286,7 @@ MASK = Image.new("L", (16, 16), 255)
 def test_python_api_inputs_of_the_wrong_kind_are_input_errors(pipe, call, match):
     """Each was a bare TypeError / IndexError / hang from deep inside, or a silent wrong result (a dict's keys
     as prompts, token ids decoded as clamped codes, a seed recorded that did not draw the result)."""
-    with pytest.raises(InputError, match=match.replace("(", r"\(").replace("*", r"\*")):
+    with pytest.raises(InputError, match=match.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
         call(pipe)
 
 
@@ -422,3 +427,21 @@ def test_save_pretrained_keeps_the_other_files_of_the_directory(pipe, tmp_path, 
     with pytest.raises(OutputError, match="cannot save the model into .*c: .*config.json is a directory"):
         pipe.model.save_pretrained(tmp_path / "c")
     assert [f.name for f in (tmp_path / "c").iterdir()] == ["config.json"]
+
+
+def test_callbacks_that_edit_what_they_are_shown_change_nothing(pipe):
+    """The step's codes, masking and confidences, and the streamed ids, were the decoder's own tensors: a callback
+    that wrote into them changed the result."""
+    def vandal(step):
+        step.codes.fill_(0)
+        step.masking.fill_(True)
+        step.selected_probs.fill_(0)
+        step.mask_len.fill_(0)
+
+    plain = pipe.text_to_image("a cube", num_inference_steps=3, seed=5)
+    edited = pipe.text_to_image("a cube", num_inference_steps=3, seed=5, callback=vandal)
+    assert torch.equal(plain.codes, edited.codes)
+    plain = pipe.write("a cube", max_new_tokens=6, seed=1, temperature=1.0)
+    edited = pipe.write("a cube", max_new_tokens=6, seed=1, temperature=1.0,
+                        on_token=lambda step, ids, finished: (ids.fill_(0), finished.fill_(True)))
+    assert plain.token_ids == edited.token_ids

@@ -164,9 +164,23 @@ def plain_arguments(method):
     return wrapper
 
 
-def check_callback(name: str, callback) -> None:
-    if callback is not None and not callable(callback):
+def check_callback(name: str, callback, arguments: str) -> None:
+    """A callable that can take `arguments` ("step, ids, finished"), refused before any work otherwise (a wrong
+    signature failed at the first step, after the prompt pass). One without a readable signature (a builtin)
+    is taken as given."""
+    if callback is None:
+        return
+    if not callable(callback):
         raise InputError(f"{name} must be callable, got {type(callback).__name__}")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*arguments.split(", "))
+    except TypeError:
+        raise InputError(f"{name} is called as {name}({arguments}); its signature {signature} does not take "
+                         "that") from None
 
 
 def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, temperature_name: str = "temperature") -> None:

@@ -34,6 +34,7 @@ from .interleaved import check_mixed, ends_sentence, generate_interleaved, split
 from .loading import load_parts, save_parts
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
+STEP_ARGUMENTS, TOKEN_ARGUMENTS = "step", "step, ids, finished"  # how `callback` and `on_token` are called
 CAPTION_QUESTION = "Describe the image."  # also the embedded model's training question
 EMULATED_FIX = "load it in float32 (dtype=torch.float32; --dtype float32 on the command line)"
 PACKED_NOT_COMPILED = ("packed weights cannot be decoded compiled (torch.compile cannot lower oneDNN's packed "
@@ -197,7 +198,7 @@ class ShowoPipeline:
             raise InputError(f"schedule must be a schedule name (cosine, linear, pow2, sigmoid), got {schedule!r}")
         check_scale("guidance_scale", guidance)
         check_scale("temperature", temperature)
-        check_callback("callback", callback)
+        check_callback("callback", callback, STEP_ARGUMENTS)
         t = self.model.config.max_seq_length
         text = [self._prompt_ids(p) for p in prompts]
         ids = t2i_gen_sequence(self.vocab, text, image_ids, t).to(self.device)
@@ -301,8 +302,8 @@ class ShowoPipeline:
         `force_image_every_sentence`, an image follows every text that ends with '.', '!' or '?'."""
         check_mixed(prompt, max_images, max_new_tokens, num_inference_steps, guidance_scale, text_temperature,
                     image_temperature, top_k, top_p)
-        check_callback("on_token", on_token)
-        check_callback("callback", callback)
+        check_callback("on_token", on_token, TOKEN_ARGUMENTS)
+        check_callback("callback", callback, STEP_ARGUMENTS)
         force = (lambda seg: ends_sentence(self.tokenizer.decode(seg))) if force_image_every_sentence else None
         n = self.model.config.num_vq_tokens
         prompt_ids = self._text_ids(prompt)  # images are the model's to open
@@ -335,7 +336,7 @@ class ShowoPipeline:
     def _decode(self, prompts_ids, masks, max_new_tokens, temperature, top_k, top_p, generator, on_token,
                 exact, embeds=None) -> list[list[int]]:
         check_text_sampling(max_new_tokens, temperature, top_k, top_p)
-        check_callback("on_token", on_token)
+        check_callback("on_token", on_token, TOKEN_ARGUMENTS)
         self._check_room(max(len(p) for p in (prompts_ids if prompts_ids is not None else embeds)), max_new_tokens)
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,

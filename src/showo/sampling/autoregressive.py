@@ -217,7 +217,7 @@ def generate_text(
         if eos_id is not None:
             finished |= new == eos_id
         if on_token is not None:
-            on_token(step, new, finished.clone())
+            on_token(step, new.clone(), finished.clone())  # copies: editing them must not change the decoding
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
         new_pos = positions[:, -1:] + 1

@@ -150,8 +150,9 @@ def maskgit_generate(
         sampled, masking, mask_len, temperature, selected = maskgit_step(
             logits, codes, vocab, step, num_inference_steps, temperature, schedule_fn, generator)
         if callback is not None:
-            callback(MaskGITStep(step, num_inference_steps, ids.clone(), sampled, masking, mask_len.long(),
-                                 temperature, selected))
+            # copies: a callback that edits what it is shown must not change the decoding
+            callback(MaskGITStep(step, num_inference_steps, ids.clone(), sampled.clone(), masking.clone(),
+                                 mask_len.long().clone(), temperature, selected.clone()))
         ids[:, img] = torch.where(masking, mask_id, sampled + offset)
         codes = torch.where(masking, mask_id, sampled)
     return sampled
