@@ -352,7 +352,17 @@ def test_images_as_viewers_show_them(tmp_path):
     assert load_image(Image.fromarray(np.full((4, 4), 0.9, np.float32))).getpixel((0, 0)) == (229, 229, 229)
     assert load_image(Image.fromarray(np.full((4, 4), 200.0, np.float32))).getpixel((0, 0)) == (200, 200, 200)
     wide = load_image(Image.frombytes("I;16B", (8, 8), bytes(range(128))))
-    assert wide.getextrema()[0] == (0, 255)
+    assert wide.getextrema()[0] == (0, 126)  # 16-bit pixels are 0..65535: the brightest, 32383, is mid-grey
+    # scaled by its own brightest pixel, a dark 16-bit picture came out white (and a near-black mask all white)
+    sixteen = lambda v, dtype=np.uint16: load_image(Image.fromarray(np.full((4, 4), v, dtype))).getpixel((0, 0))
+    assert sixteen(1000) == (3, 3, 3) and sixteen(65535) == (255, 255, 255)
+    assert sixteen(200, np.int32) == (200, 200, 200) and sixteen(20000, np.int32) == (77, 77, 77)  # 8- or 16-bit
+    with pytest.raises(InputError, match=r"32-bit integer pixels must be 0..255 or 0..65535, got 70000..70000"):
+        sixteen(70000, np.int32)
+    nan = np.full((4, 4), 0.5, np.float32)
+    nan[1, 1] = np.nan  # came out black
+    with pytest.raises(InputError, match="float pixels must be finite numbers"):
+        load_image(Image.fromarray(nan))
     assert load_image(Image.new("La", (4, 4))).mode == "RGB"
 
 

@@ -49,7 +49,8 @@ def pixel_limit() -> Iterator[None]:
 
 
 def load_image(source: str | Path | Image.Image, what: str = "image", background: int = 255) -> Image.Image:
-    """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, F, ...), turned
+    """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16 read as 0..65535, F as
+    0..1 or 0..255, ...), turned
     upright as its EXIF orientation says (as viewers show it: a phone photo, and a mask drawn on it). Transparent
     parts show the grey level `background` (white for pictures)."""
     if isinstance(source, Image.Image):
@@ -91,13 +92,21 @@ def load_image(source: str | Path | Image.Image, what: str = "image", background
 def _to_rgb(image: Image.Image, background: int = 255) -> Image.Image:
     if image.mode == "La":  # premultiplied alpha: Pillow converts it only to LA
         image = image.convert("LA")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits, don't clip
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale (PNG, TIFF) is 0..65535, whatever its brightest pixel (scaling by that turned a dark
+        # picture white, and a near-black mask into one that regenerates everything); 32-bit I holds either range
+        wide = image.mode != "I"
         image = image.convert("I")  # point() takes I, not the big-endian I;16B
-        hi = max(image.getextrema()[1], 1)
-        image = image.point(lambda v: v * (255.0 / hi)).convert("L")
-    if image.mode == "F":  # float pixels: [0, 1] (as from numpy) scaled to 8 bits; larger ones read as 0..255
-        scale = 255.0 if image.getextrema()[1] <= 1.0 else 1.0
+        lo, hi = image.getextrema()
+        if lo < 0 or hi > 65535:
+            raise InputError(f"32-bit integer pixels must be 0..255 or 0..65535, got {lo}..{hi}")
+        scale = 255.0 / 65535 if wide or hi > 255 else 1.0
         image = image.point(lambda v: v * scale).convert("L")
+    if image.mode == "F":  # float pixels: [0, 1] (as from numpy) scaled to 8 bits; larger ones read as 0..255
+        if not np.isfinite(np.asarray(image)).all():  # NaN came out black (getextrema skips it)
+            raise InputError("float pixels must be finite numbers (found NaN or infinity)")
+        hi = image.getextrema()[1]
+        image = image.point(lambda v: v * (255.0 if hi <= 1.0 else 1.0)).convert("L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
