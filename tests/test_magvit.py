@@ -253,6 +253,18 @@ def test_decode_and_encode_input_errors():
         model.decode_code(torch.zeros(1, 8, dtype=torch.long), shape=(3, 3))
     with pytest.raises(InputError, match="multiples of 2"):
         model.get_code(torch.zeros(1, 3, 7, 8))
+    # each was a raw TypeError / RuntimeError from inside, or (uint8, NaN pixels) silently encoded
+    c = model.config.z_channels
+    for call, match in ((lambda: model.encode([[0.0]]), "pixels must be a tensor .*, got list"),
+                        (lambda: model.get_code(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)),
+                         r"pixels must be floats \(in \[-1, 1\].*\), got torch.uint8"),
+                        (lambda: model.encode(torch.full((1, 3, 8, 8), float("nan"))), "pixels must be finite"),
+                        (lambda: model.decode([1]), "z_q must be a tensor"),
+                        (lambda: model.decode(torch.zeros(1, c + 1, 4, 4)), rf"z_q must be \[B, {c}, h, w\]"),
+                        (lambda: model.decode(torch.zeros(1, c, 4, 4, dtype=torch.long)), "z_q must be floats"),
+                        (lambda: model.decode_code([[1, 2]]), "codes must be a tensor of integer codes, got list")):
+        with pytest.raises(InputError, match=match):
+            call()
 
 
 def test_forward_returns_reconstruction_and_losses():

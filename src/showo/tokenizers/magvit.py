@@ -278,6 +278,7 @@ class MagvitV2(nn.Module):
 
     def _check_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         f, c = self.config.downsample_factor, self.config.in_channels
+        _check_floats("pixels", pixels, "in [-1, 1], as image_io.preprocess makes them")
         if pixels.dim() != 4 or pixels.shape[1] != c or pixels.shape[2] % f or pixels.shape[3] % f:
             raise InputError(f"pixels must be [B, {c}, H, W] with H and W multiples of {f}, got {tuple(pixels.shape)}")
         return pixels.to(self.encoder.conv_in.weight.dtype)
@@ -298,10 +299,16 @@ class MagvitV2(nn.Module):
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         """Pixels (roughly [-1,1]) of latents [B,C,h,w]."""
-        return self.decoder(z_q)
+        c = self.config.z_channels
+        _check_floats("z_q", z_q, "the quantized latents encode returns")
+        if z_q.dim() != 4 or z_q.shape[1] != c:
+            raise InputError(f"z_q must be [B, {c}, h, w], got {tuple(z_q.shape)}")
+        return self.decoder(z_q.to(self.decoder.conv_in.weight.dtype))
 
     def decode_code(self, codes: torch.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
         """Pixels [B,3,f*h,f*w] of raster codes [B, h*w]; `shape=(h, w)`, None for a square grid."""
+        if not isinstance(codes, torch.Tensor):
+            raise InputError(f"codes must be a tensor of integer codes, got {type(codes).__name__}")
         return self.decoder(self.quantize.get_codebook_entry(codes, shape))
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
@@ -346,6 +353,17 @@ class MagvitV2(nn.Module):
         (folder / OWN_WEIGHTS).write_bytes(weights_bytes(state))
         text = json.dumps({CONFIG_MARKER: CONFIG_VERSION, **self.config.to_dict()}, indent=2) + "\n"
         (folder / "config.json").write_text(text)
+
+
+def _check_floats(name: str, x: object, what: str) -> None:
+    """A one-line InputError unless `x` is a tensor of finite floats (uint8 pixels were taken as they were, and
+    NaN ones encoded to arbitrary codes)."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a tensor ({what}), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be floats ({what}), got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name} must be finite (found NaN or infinity)")
 
 
 def _read_config(path: Path) -> MagvitConfig | None:
