@@ -400,3 +400,34 @@ def test_shared_prefix_confirms_what_its_hashes_say(monkeypatch):
                                                                                            dtype=torch.long))
     a, b = torch.arange(40), torch.arange(40) + 100
     assert shared_prefix([a, b, a], [_causal(40)] * 3) == (0, [0, 1, 2])
+
+
+def test_generate_text_checks_what_it_is_given():
+    """An empty list, ids past the vocabulary, a temperature of -1, top_p 2 or an answer past the context ran
+    (sampling garbage) or failed deep inside with an index error."""
+    from showo.errors import InputError
+    from showo.sampling.autoregressive import generate_text
+    from showo.tiny import tiny_random_pipeline
+
+    model = tiny_random_pipeline(seed=0).model
+    v, ctx, hidden = model.config.vocab_size, model.config.llm.max_position_embeddings, model.config.llm.hidden_size
+    ok = torch.tensor([1, 2, 3])
+    for kwargs, match in (
+            ({"prompts": []}, "prompts must be a non-empty list of tensors"),
+            ({"prompts": ok}, "prompts must be a non-empty list of tensors"),
+            ({"prompts": [torch.tensor([1, v])]}, rf"prompt ids must lie in \[0, {v}\), got 1..{v}"),
+            ({"prompts": [torch.tensor([-1, 2])]}, "prompt ids must lie in"),
+            ({"prompts": [torch.tensor([1.0, 2.0])]}, "1-D tensors of token ids, got torch.float32"),
+            ({"prompts": [torch.zeros(0, dtype=torch.long)]}, "non-empty 1-D tensors"),
+            ({"prompts": None}, "give exactly one of prompts or prompt_embeds"),
+            ({"prompts": None, "prompt_embeds": [torch.zeros(3, hidden + 1)]}, rf"\[L, {hidden}\] float tensors"),
+            ({"prompt_masks": [torch.ones(2, 2)]}, r"\[L, L\] tensor for its prompt's L, got \[2, 2\] for L = 3"),
+            ({"prompt_masks": [_causal(3)] * 2}, "one \\[L, L\\] mask per prompt \\(1\\)"),
+            ({"temperature": -1.0}, "temperature must be a number in"),
+            ({"top_p": 2.0}, r"top_p must be in \(0, 1\]"),
+            ({"top_k": 0}, "top_k must be a positive integer"),
+            ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer"),
+            ({"max_new_tokens": ctx}, f"a prompt of 3 positions \\+ max_new_tokens {ctx} exceeds the model's {ctx}")):
+        with pytest.raises(InputError, match=match):
+            generate_text(model, **{"prompts": [ok], "max_new_tokens": 2, **kwargs})
+    assert len(generate_text(model, [ok], max_new_tokens=2, temperature=0)[0]) == 2

@@ -54,3 +54,15 @@ def check_scale(name: str, value, limit: float = MAX_SCALE) -> None:
     """A guidance scale or temperature: a number in [0, limit]."""
     if not is_number(value) or not 0 <= value <= limit:
         raise InputError(f"{name} must be a number in [0, {limit:g}], got {value!r}")
+
+
+def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, temperature_name: str = "temperature") -> None:
+    """The shared validation of autoregressive sampling options."""
+    check_positive("max_new_tokens", max_new_tokens)
+    check_scale(temperature_name, temperature)
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise InputError(f"{temperature_name} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature!r}")
+    if top_k is not None:
+        check_positive("top_k", top_k)
+    if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")

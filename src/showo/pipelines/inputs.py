@@ -13,9 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import InputError, ShowoWarning
-from ..fields import is_number
 from ..files import file_problem
-from ..limits import MIN_TEMPERATURE, check_positive, check_scale
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
 
@@ -189,15 +187,3 @@ def check_callback(name: str, callback, arguments: str) -> None:
     except TypeError:
         raise InputError(f"{name} is called as {name}({arguments}); its signature {signature} does not take "
                          "that") from None
-
-
-def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, temperature_name: str = "temperature") -> None:
-    """The shared validation of autoregressive sampling options."""
-    check_positive("max_new_tokens", max_new_tokens)
-    check_scale(temperature_name, temperature)
-    if 0 < temperature < MIN_TEMPERATURE:
-        raise InputError(f"{temperature_name} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature!r}")
-    if top_k is not None:
-        check_positive("top_k", top_k)
-    if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
-        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")

@@ -29,13 +29,13 @@ import torch
 
 from ..errors import InputError
 from ..fields import is_number
-from ..limits import check_scale, check_steps
+from ..limits import check_scale, check_steps, check_text_sampling
 from ..prompting.interleaved import interleaved_batch, interleaved_mask
 from ..prompting.vocab import Vocabulary
 from ..sampling.autoregressive import next_token
 from ..sampling.filters import require_finite
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
-from .inputs import check_prompt, check_text_sampling
+from .inputs import check_prompt
 
 SENTENCE_END = (".", "!", "?")
 

@@ -15,7 +15,8 @@ from PIL import Image
 from ..errors import ConfigError, InputError
 from ..fields import is_number
 from ..hardware import check_device, check_dtype, warn_if_emulated
-from ..limits import check_batch, check_image_count, check_positive, check_scale, check_steps
+from ..limits import (check_batch, check_image_count, check_positive, check_scale, check_steps,
+                      check_text_sampling)
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
 from ..model.showo import check_vocab
@@ -28,7 +29,7 @@ from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
-from .inputs import (check_callback, check_prompt, check_prompts, check_text_sampling,
+from .inputs import (check_callback, check_prompt, check_prompts,
                      load_image, load_mask, plain_arguments, square_input, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .loading import load_parts, save_parts

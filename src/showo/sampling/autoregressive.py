@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import InputError
+from ..limits import check_text_sampling
 from ..prompting.masks import pad_after_prefix
 from .decode_step import StaticDecodeStep
 from .filters import apply_top_k, apply_top_p, require_finite
@@ -110,6 +112,44 @@ def _position_keys(seqs: list[torch.Tensor], masks: list[torch.Tensor]) -> torch
     return keys * (int(tokens.max()) + 1) + tokens
 
 
+def _check_prompts(model: torch.nn.Module, prompts, prompt_embeds) -> list[torch.Tensor]:
+    """`generate_text`'s prompts as a list, each checked (one-line InputErrors, not index errors mid-decoding)."""
+    if (prompts is None) == (prompt_embeds is None):
+        raise InputError("give exactly one of prompts or prompt_embeds")
+    name = "prompts" if prompts is not None else "prompt_embeds"
+    seqs = prompts if prompts is not None else prompt_embeds
+    if not isinstance(seqs, (list, tuple)) or not seqs or not all(isinstance(s, torch.Tensor) for s in seqs):
+        raise InputError(f"{name} must be a non-empty list of tensors")
+    config = getattr(model, "config", None)
+    if prompts is not None:
+        vocab = getattr(config, "vocab_size", None)
+        for s in seqs:
+            if s.dim() != 1 or not s.numel() or s.is_floating_point() or s.is_complex() or s.dtype == torch.bool:
+                raise InputError(f"prompts must be non-empty 1-D tensors of token ids, got {s.dtype} {list(s.shape)}")
+            if int(s.min()) < 0 or vocab is not None and int(s.max()) >= vocab:
+                raise InputError(f"prompt ids must lie in [0, {vocab}), got {int(s.min())}..{int(s.max())}")
+    else:
+        hidden = getattr(getattr(config, "llm", None), "hidden_size", None)
+        for s in seqs:
+            if s.dim() != 2 or not s.shape[0] or not s.is_floating_point() or hidden and s.shape[1] != hidden:
+                raise InputError(f"prompt_embeds must be non-empty [L, {hidden or 'H'}] float tensors, got "
+                                 f"{s.dtype} {list(s.shape)}")
+    return list(seqs)
+
+
+def _check_masks(masks, lengths: list[int]) -> None:
+    if not isinstance(masks, (list, tuple)) or len(masks) != len(lengths):
+        raise InputError(f"prompt_masks must be a list of one [L, L] mask per prompt ({len(lengths)})")
+    for m, n in zip(masks, lengths):
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != (n, n):
+            raise InputError(f"each prompt mask must be a [L, L] tensor for its prompt's L, got "
+                             f"{list(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__} for L = {n}")
+
+
+def _max_positions(model: torch.nn.Module) -> int | None:
+    return getattr(getattr(getattr(model, "config", None), "llm", None), "max_position_embeddings", None)
+
+
 def _grow(mask: torch.Tensor) -> torch.Tensor:
     """Official mask growth: old rows do not see the new token; the new row copies the last row plus itself."""
     b, _, q, k = mask.shape
@@ -155,14 +195,15 @@ def generate_text(
     after 34-36 s of compiling and first answer; on the CPU it gains about 1.1x (the matrix products, which it
     leaves alone, dominate). Off by default because of that first wait (`ShowoPipeline.compile_decoding`).
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if (prompts is None) == (prompt_embeds is None):
-        raise ValueError("give exactly one of prompts or prompt_embeds")
-    seqs = list(prompts) if prompts is not None else list(prompt_embeds)
+    check_text_sampling(max_new_tokens, temperature, top_k, top_p)
+    seqs = _check_prompts(model, prompts, prompt_embeds)
     lengths = [s.shape[0] for s in seqs]
     if prompt_masks is None:
         prompt_masks = [torch.ones(n, n, dtype=torch.bool).tril() for n in lengths]
+    _check_masks(prompt_masks, lengths)
+    if (limit := _max_positions(model)) is not None and max(lengths) + max_new_tokens > limit:
+        raise InputError(f"a prompt of {max(lengths)} positions + max_new_tokens {max_new_tokens} exceeds the "
+                         f"model's {limit} positions")
     b, length, device = len(seqs), max(lengths), model.device
     shared, group = shared_prefix(seqs, prompt_masks) if use_cache else (0, list(range(b)))
     # row i: the shared prefix, then length - n_i pads, then the rest of prompt i (left padding when shared = 0)
