@@ -128,6 +128,21 @@ def test_inconsistent_vocabulary_is_a_config_error():
         ShowoConfig(vocab_size=366, llm_vocab_size=290, codebook_size=64, num_vq_tokens=16)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_vq_tokens": -4}, "num_vq_tokens must be >= 1, got -4"),  # was a TypeError (its square root)
+    ({"num_vq_tokens": 15}, "num_vq_tokens must be a square number, got 15"),
+    ({"codebook_size": "64"}, "codebook_size must be an integer, got '64'"),
+    ({"llm": {"hidden_size": 64}}, "llm must be a PhiConfig, got dict"),
+])
+def test_configs_built_in_python_are_checked(kwargs, match):
+    from showo.backbone import PhiConfig
+
+    with pytest.raises(ConfigError, match=match):
+        ShowoConfig(**{"vocab_size": 365, "llm_vocab_size": 290, "codebook_size": 64, "num_vq_tokens": 16, **kwargs})
+    with pytest.raises(ConfigError, match="sizes must be >= 1"):  # was checked only when read from a file
+        PhiConfig(hidden_size=0)
+
+
 def test_official_phi_config_needs_no_download():
     cfg = ShowoConfig.from_dict({"_class_name": "Showo", "codebook_size": 8192, "llm_model_path": "microsoft/phi-1_5",
                                  "llm_vocab_size": 50295, "mask_token_id": 58497, "num_vq_tokens": 256,

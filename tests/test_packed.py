@@ -84,7 +84,10 @@ def test_pack_weights_refuses_what_it_cannot_do(pipes, tmp_path):
     dense, packed = pipes
     with pytest.raises(ConfigError, match="cannot be saved"):
         packed.save_pretrained(tmp_path / "p")
-    assert not (tmp_path / "p" / "showo").exists()
+    assert not (tmp_path / "p").exists()  # not even the folder
+    for hint in (10 ** 9, 0, 2.5):  # 10**9 failed inside oneDNN
+        with pytest.raises(ConfigError, match=r"batch_hint must be an integer in \[1, 65536\]"):
+            tiny_random_pipeline(seed=0).pack_weights(hint)
     with pytest.raises(ConfigError, match="stays float32 on the CPU"):  # was accepted, failing at the next call
         packed.to(dtype=torch.bfloat16)
     model = copy.deepcopy(dense.model)

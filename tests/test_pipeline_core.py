@@ -455,3 +455,20 @@ def test_callbacks_that_edit_what_they_are_shown_change_nothing(pipe):
     edited = pipe.write("a cube", max_new_tokens=6, seed=1, temperature=1.0,
                         on_token=lambda step, ids, finished: (ids.fill_(0), finished.fill_(True)))
     assert plain.token_ids == edited.token_ids
+
+
+def test_the_constructor_and_generators_are_checked(pipe, monkeypatch):
+    """A path given to the constructor, or a generator on another device than the model, failed deep inside."""
+    from showo.errors import ConfigError
+
+    parts = {"model": pipe.model, "vq": pipe.vq, "tokenizer": pipe.tokenizer}
+    for name, value, match in (("model", "checkpoints/show-o", "model must be a Showo .*, got str"),
+                               ("vq", pipe.model, "vq must be a MagvitV2 .*, got Showo"),
+                               ("clip", 3, "clip must be a ClipVisionTower or None, got int"),
+                               ("model_id", None, "model_id must be a string, got NoneType")):
+        with pytest.raises(ConfigError, match=match):
+            ShowoPipeline(**{**parts, name: value})
+    monkeypatch.setattr(ShowoPipeline, "device", property(lambda self: torch.device("cuda", 0)))
+    with pytest.raises(InputError, match=r"generator is on cpu, the model on cuda: make it with "
+                                         r"torch.Generator\(device='cuda:0'\)"):
+        pipe.text_to_image("x", num_inference_steps=2, generator=torch.Generator())

@@ -56,7 +56,8 @@ def check_scale(name: str, value, limit: float = MAX_SCALE) -> None:
         raise InputError(f"{name} must be a number in [0, {limit:g}], got {value!r}")
 
 
-def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None, temperature_name: str = "temperature") -> None:
+def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None,
+                        temperature_name: str = "temperature") -> None:
     """The shared validation of autoregressive sampling options."""
     check_positive("max_new_tokens", max_new_tokens)
     check_scale(temperature_name, temperature)

@@ -51,15 +51,18 @@ class PhiConfig:
         cfg = cls(**{k: v for k, v in d.items() if k in names})
         if d.get("num_key_value_heads", cfg.num_attention_heads) != cfg.num_attention_heads:
             raise ConfigError("grouped-query attention is not part of Phi-1.5 / Show-o")
-        sizes = (cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers,
-                 cfg.num_attention_heads, cfg.max_position_embeddings)
-        if min(sizes) < 1 or cfg.hidden_size % cfg.num_attention_heads:
+        return cfg
+
+    def __post_init__(self) -> None:  # also a config built in Python (from_dict checks a file's first)
+        check_field_types(PhiConfig, vars(self), "backbone config")
+        sizes = (self.vocab_size, self.hidden_size, self.intermediate_size, self.num_hidden_layers,
+                 self.num_attention_heads, self.max_position_embeddings)
+        if min(sizes) < 1 or self.hidden_size % self.num_attention_heads:
             raise ConfigError("backbone config: sizes must be >= 1 and hidden_size a multiple of num_attention_heads, "
-                              f"got hidden_size {cfg.hidden_size}, num_attention_heads {cfg.num_attention_heads}")
-        if cfg.rope_theta <= 0 or cfg.layer_norm_eps <= 0 or not 0 < cfg.partial_rotary_factor <= 1:
+                              f"got hidden_size {self.hidden_size}, num_attention_heads {self.num_attention_heads}")
+        if self.rope_theta <= 0 or self.layer_norm_eps <= 0 or not 0 < self.partial_rotary_factor <= 1:
             raise ConfigError("backbone config: rope_theta and layer_norm_eps must be > 0 and partial_rotary_factor "
                               "in (0, 1]")
-        return cfg
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -35,6 +35,12 @@ class ShowoConfig:
     llm: PhiConfig = field(default_factory=PhiConfig)
 
     def __post_init__(self):
+        check_field_types(ShowoConfig, vars(self), "Show-o config")
+        if not isinstance(self.llm, PhiConfig):
+            raise ConfigError(f"Show-o config: llm must be a PhiConfig, got {type(self.llm).__name__}")
+        for name in ("vocab_size", "llm_vocab_size", "codebook_size", "num_vq_tokens", "clip_hidden_size"):
+            if getattr(self, name) < 1:  # a negative num_vq_tokens was a TypeError (the square root of it)
+                raise ConfigError(f"Show-o config: {name} must be >= 1, got {getattr(self, name)}")
         if self.llm.vocab_size != self.vocab_size:
             self.llm = PhiConfig.from_dict({**self.llm.to_dict(), "vocab_size": self.vocab_size})
         if self.vocab_size != self.llm_vocab_size + NUM_NEW_SPECIAL_TOKENS + self.codebook_size + 1:
@@ -49,7 +55,7 @@ class ShowoConfig:
             raise ConfigError(f"max_position_embeddings {self.llm.max_position_embeddings} is shorter than the "
                               f"text-to-image sequence ({t2i_length} positions)")
         side = int(round(self.num_vq_tokens ** 0.5))
-        if self.num_vq_tokens <= 0 or side * side != self.num_vq_tokens:
+        if side * side != self.num_vq_tokens:
             raise ConfigError(f"num_vq_tokens must be a square number, got {self.num_vq_tokens}")
 
     @property

@@ -10,10 +10,13 @@ from torch import nn
 from ..backbone import KVCache, PackedLinear, PhiForCausalLM, pack_linears
 from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, save_weights
 from ..files import saved
+from ..fields import is_number
 from ..hardware import check_device, check_dtype
 from ..errors import CheckpointError, ConfigError
 from .config import ShowoConfig
 
+# oneDNN's rows-per-product hint for packing: 10**7 still packed on this CPU, 10**9 failed inside oneDNN
+MAX_BATCH_HINT = 65536
 WEIGHTS_NAME = "pytorch_model.safetensors"  # what the official loader looks for first
 
 
@@ -59,6 +62,8 @@ class Showo(nn.Module):
         head's image-code rows are packed as their own block, so image generation still computes only those.
         Irreversible: the packed model can no longer be trained, cast, moved or saved; logits change in the last
         bits."""
+        if not is_number(batch_hint, integer=True) or not 1 <= batch_hint <= MAX_BATCH_HINT:
+            raise ConfigError(f"batch_hint must be an integer in [1, {MAX_BATCH_HINT}], got {batch_hint!r}")
         if self.training:
             raise ConfigError("pack_weights is for inference: call model.eval() first")
         if self.dtype != torch.float32 or self.device.type != "cpu":

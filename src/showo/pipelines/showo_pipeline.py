@@ -15,8 +15,7 @@ from PIL import Image
 from ..errors import ConfigError, InputError
 from ..fields import is_number
 from ..hardware import check_device, check_dtype, warn_if_emulated
-from ..limits import (check_batch, check_image_count, check_positive, check_scale, check_steps,
-                      check_text_sampling)
+from ..limits import check_batch, check_image_count, check_scale, check_steps, check_text_sampling
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
 from ..model.showo import check_vocab
@@ -47,6 +46,15 @@ class ShowoPipeline:
 
     def __init__(self, model: Showo, vq: MagvitV2, tokenizer: TextTokenizer, clip: ClipVisionTower | None = None,
                  model_id: str = ""):
+        for name, value, kind in (("model", model, Showo), ("vq", vq, MagvitV2),
+                                  ("tokenizer", tokenizer, TextTokenizer)):
+            if not isinstance(value, kind):  # a path given here failed deep inside
+                raise ConfigError(f"{name} must be a {kind.__name__} (from_pretrained loads the parts from paths), "
+                                  f"got {type(value).__name__}")
+        if clip is not None and not isinstance(clip, ClipVisionTower):
+            raise ConfigError(f"clip must be a ClipVisionTower or None, got {type(clip).__name__}")
+        if not isinstance(model_id, str):
+            raise ConfigError(f"model_id must be a string, got {type(model_id).__name__}")
         check_vocab(model, tokenizer.vocab)
         if vq.config.codebook_size != model.config.codebook_size:
             raise ConfigError(f"image tokenizer has {vq.config.codebook_size} codes, the model expects "
@@ -100,7 +108,6 @@ class ShowoPipeline:
     def pack_weights(self, batch_hint: int = 8) -> "ShowoPipeline":
         """Pre-pack the transformer's float32 weights for oneDNN (CPU inference only, irreversible): batched
         understanding 1.36-1.47x faster at full depth over three runs; at batch 1 no gain (0.76-1.01x). See `Showo.pack_weights`."""
-        check_positive("batch_hint", batch_hint)
         if self.compiled_decoding:
             raise ConfigError(PACKED_NOT_COMPILED)
         self.model.pack_weights(batch_hint)
@@ -146,6 +153,9 @@ class ShowoPipeline:
                 raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
             if seed is not None:  # the metadata records the seed: it must be what drew the result
                 raise InputError("give seed or generator, not both")
+            if generator.device.type != self.device.type:  # sampling failed inside torch.multinomial
+                raise InputError(f"generator is on {generator.device.type}, the model on {self.device.type}: make it "
+                                 f"with torch.Generator(device={str(self.device)!r})")
             return generator
         if seed is None:
             return None
