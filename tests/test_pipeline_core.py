@@ -472,3 +472,21 @@ def test_the_constructor_and_generators_are_checked(pipe, monkeypatch):
     with pytest.raises(InputError, match=r"generator is on cpu, the model on cuda: make it with "
                                          r"torch.Generator\(device='cuda:0'\)"):
         pipe.text_to_image("x", num_inference_steps=2, generator=torch.Generator())
+
+
+def test_the_model_forward_checks_shapes_and_kinds(pipe):
+    """An integer 0/1 mask (as Hugging Face models take) was read as an additive one, silently removing causality;
+    ids past the vocabulary or the context were index errors from inside."""
+    m, ids = pipe.model, torch.randint(0, 256, (1, 10))
+    limit = m.config.llm.max_position_embeddings
+    for kwargs, match in (({"attention_mask": torch.ones(1, 10, dtype=torch.long)}, "attention_mask must be"),
+                          ({"attention_mask": torch.ones(10, 10, dtype=torch.long).tril()[None, None]},
+                           "boolean .* or additive float, got torch.int64"),
+                          ({"input_ids": ids + 10 ** 5}, "input_ids must lie in"),
+                          ({"input_ids": ids.float()}, "input_ids must be integers"),
+                          ({"input_ids": torch.zeros(1, limit + 1, dtype=torch.long)}, f"exceed the model's {limit}"),
+                          ({"input_embeddings": torch.zeros(1, 10, m.config.llm.hidden_size)}, "exactly one of")):
+        with pytest.raises(InputError, match=match):
+            m(**{"input_ids": ids, **kwargs})
+    with torch.no_grad():
+        assert torch.equal(m(ids), m(ids, attention_mask=torch.ones(10, 10, dtype=torch.bool).tril()[None, None]))

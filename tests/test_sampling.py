@@ -423,6 +423,7 @@ def test_generate_text_checks_what_it_is_given():
             ({"prompts": None, "prompt_embeds": [torch.zeros(3, hidden + 1)]}, rf"\[L, {hidden}\] float tensors"),
             ({"prompt_masks": [torch.ones(2, 2)]}, r"\[L, L\] tensor for its prompt's L, got \[2, 2\] for L = 3"),
             ({"prompt_masks": [_causal(3)] * 2}, "one \\[L, L\\] mask per prompt \\(1\\)"),
+            ({"prompt_masks": [_causal(3).float()]}, "prompt masks must be boolean"),  # additive ones were inverted
             ({"temperature": -1.0}, "temperature must be a number in"),
             ({"top_p": 2.0}, r"top_p must be in \(0, 1\]"),
             ({"top_k": 0}, "top_k must be a positive integer"),
@@ -431,3 +432,5 @@ def test_generate_text_checks_what_it_is_given():
         with pytest.raises(InputError, match=match):
             generate_text(model, **{"prompts": [ok], "max_new_tokens": 2, **kwargs})
     assert len(generate_text(model, [ok], max_new_tokens=2, temperature=0)[0]) == 2
+    assert generate_text(model, [ok.int()], max_new_tokens=2, temperature=0) == generate_text(  # int32 ids failed
+        model, [ok], max_new_tokens=2, temperature=0)

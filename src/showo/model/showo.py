@@ -12,7 +12,7 @@ from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, 
 from ..files import saved
 from ..fields import is_number
 from ..hardware import check_device, check_dtype
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, InputError
 from .config import ShowoConfig
 
 # oneDNN's rows-per-product hint for packing: 10**7 still packed on this CPU, 10**9 failed inside oneDNN
@@ -38,8 +38,37 @@ class Showo(nn.Module):
                 logits_slice: slice | torch.Tensor | None = None,
                 vocab_slice: slice | None = None) -> torch.Tensor:
         """Float32 logits [B, q, vocab_size]; see `PhiForCausalLM.forward` for the mask, cache and slicing."""
+        if not torch.compiler.is_compiling():
+            self._check_inputs(input_ids, input_embeddings, attention_mask, position_ids, start)
         return self.showo(input_ids, input_embeddings, attention_mask, position_ids, cache, start, logits_slice,
                           vocab_slice)
+
+    def _check_inputs(self, input_ids, input_embeddings, attention_mask, position_ids, start) -> None:
+        """One-line InputErrors for what would fail deep inside or, worse, run: an integer [B, L] 0/1 mask (as
+        Hugging Face models take) read as an additive one removed causality. Only shapes and dtypes are checked,
+        plus the ids' range on the CPU (on a GPU reading them would stall the stream)."""
+        if (input_ids is None) == (input_embeddings is None):
+            raise InputError("give exactly one of input_ids or input_embeddings")
+        x = input_ids if input_ids is not None else input_embeddings
+        if not isinstance(x, torch.Tensor) or x.dim() != (2 if input_ids is not None else 3):
+            raise InputError("input_ids must be a [B, L] tensor of ids, input_embeddings [B, L, hidden]")
+        if input_ids is not None:
+            if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+                raise InputError(f"input_ids must be integers, got {input_ids.dtype}")
+            if input_ids.device.type == "cpu" and input_ids.numel() and (
+                    int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+                raise InputError(f"input_ids must lie in [0, {self.config.vocab_size}), got "
+                                 f"{int(input_ids.min())}..{int(input_ids.max())}")
+        if attention_mask is not None and not (
+                isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4
+                and attention_mask.shape[2] == x.shape[1]
+                and (attention_mask.dtype == torch.bool or attention_mask.is_floating_point())):
+            raise InputError("attention_mask must be [B, 1, q, k], boolean (True = may attend) or additive float, got "
+                             + (f"{attention_mask.dtype} {list(attention_mask.shape)}"
+                                if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__))
+        limit = self.config.llm.max_position_embeddings
+        if position_ids is None and isinstance(start, int) and start + x.shape[1] > limit:
+            raise InputError(f"{start + x.shape[1]} positions exceed the model's {limit}")
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.showo.model.embed_tokens(input_ids)

@@ -144,6 +144,8 @@ def _check_masks(masks, lengths: list[int]) -> None:
         if not isinstance(m, torch.Tensor) or tuple(m.shape) != (n, n):
             raise InputError(f"each prompt mask must be a [L, L] tensor for its prompt's L, got "
                              f"{list(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__} for L = {n}")
+        if m.dtype != torch.bool:  # an additive mask (0 = attend) read as "non-zero may attend" is inverted
+            raise InputError(f"prompt masks must be boolean (True = may attend), got {m.dtype}")
 
 
 def _max_positions(model: torch.nn.Module) -> int | None:
@@ -215,7 +217,7 @@ def generate_text(
     if prompts is not None:
         tokens = torch.zeros(b, length, dtype=torch.long, device=device)
         for i, s in enumerate(seqs):
-            tokens[i, slots[i]] = s.to(device)
+            tokens[i, slots[i]] = s.to(device=device, dtype=torch.long)  # int32 ids (numpy, tokenizers) too
         embeds = model.embed(tokens)
     else:
         embeds = torch.zeros(b, length, seqs[0].shape[-1], dtype=model.dtype, device=device)
