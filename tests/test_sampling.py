@@ -434,3 +434,31 @@ def test_generate_text_checks_what_it_is_given():
     assert len(generate_text(model, [ok], max_new_tokens=2, temperature=0)[0]) == 2
     assert generate_text(model, [ok.int()], max_new_tokens=2, temperature=0) == generate_text(  # int32 ids failed
         model, [ok], max_new_tokens=2, temperature=0)
+
+
+def test_maskgit_generate_checks_what_it_is_given():
+    """A misplaced image block was decoded from the wrong slots, a guidance scale without unconditional rows was
+    silently ignored, NaN guidance ran, and the rest failed deep inside."""
+    from showo.errors import InputError
+    from showo.prompting.sequences import t2i_gen_sequence
+    from showo.sampling.maskgit import maskgit_generate
+    from showo.tiny import tiny_random_pipeline
+
+    pipe = tiny_random_pipeline(seed=0)
+    v = pipe.vocab
+    ids = t2i_gen_sequence(v, [[1, 2, 3]], torch.full((1, 16), v.mask), 32)
+    unc = t2i_gen_sequence(v, [[]], torch.full((1, 16), v.mask), 32)
+    for kwargs, match in (({"num_image_tokens": 15}, "must end with the image block <soi>, 15 image ids, <eoi>"),
+                          ({"num_image_tokens": 10 ** 6}, "num_image_tokens must be an integer in"),
+                          ({"guidance_scale": 3.0}, "guidance_scale > 0 needs uncond_input_ids"),
+                          ({"uncond_input_ids": unc, "guidance_scale": float("nan")}, "guidance_scale must be"),
+                          ({"temperature": -1.0}, "temperature must be"),
+                          ({"num_inference_steps": 2.5}, "num_inference_steps must be a positive integer"),
+                          ({"generator": 0}, "generator must be a torch.Generator"),
+                          ({"input_ids": ids + 10 ** 6}, "input_ids must lie in"),
+                          ({"uncond_input_ids": unc[:, 1:], "guidance_scale": 1.0}, "shaped like input_ids"),
+                          ({"callback": lambda a, b: 0}, "callback is called as callback\\(step\\)")):
+        with pytest.raises(InputError, match=match):
+            maskgit_generate(pipe.model, **{"input_ids": ids, "vocab": v, "num_image_tokens": 16,
+                                            "num_inference_steps": 2, **kwargs})
+    assert maskgit_generate(pipe.model, ids, v, 16, num_inference_steps=2).shape == (1, 16)

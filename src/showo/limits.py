@@ -1,9 +1,12 @@
 """Bounds of the numbers users pass (steps, image counts, guidance scales, temperatures) and the checks that hold
-them: one home for the pipeline's API checks and the command line's, which applies them while parsing.
+them, with the check of a callback's signature: one home for the sampling, pipeline and command-line checks (the
+command line applies them while parsing).
 
 Torch-free, so that `showo --help` and every usage error answer without loading torch.
 """
 from __future__ import annotations
+
+import inspect
 
 from .errors import InputError
 from .fields import is_number
@@ -67,3 +70,22 @@ def check_text_sampling(max_new_tokens, temperature, top_k=None, top_p=None,
         check_positive("top_k", top_k)
     if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
         raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+def check_callback(name: str, callback, arguments: str) -> None:
+    """A callable that can take `arguments` ("step, ids, finished"), refused before any work otherwise (a wrong
+    signature failed at the first step, after the prompt pass). One without a readable signature (a builtin)
+    is taken as given."""
+    if callback is None:
+        return
+    if not callable(callback):
+        raise InputError(f"{name} must be callable, got {type(callback).__name__}")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*arguments.split(", "))
+    except TypeError:
+        raise InputError(f"{name} is called as {name}({arguments}); its signature {signature} does not take "
+                         "that") from None

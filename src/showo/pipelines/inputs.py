@@ -168,22 +168,3 @@ def plain_arguments(method):
                 raise InputError(f"{name} must be True or False, got {given[name]!r}")
         return method(self, *args, **kwargs)
     return wrapper
-
-
-def check_callback(name: str, callback, arguments: str) -> None:
-    """A callable that can take `arguments` ("step, ids, finished"), refused before any work otherwise (a wrong
-    signature failed at the first step, after the prompt pass). One without a readable signature (a builtin)
-    is taken as given."""
-    if callback is None:
-        return
-    if not callable(callback):
-        raise InputError(f"{name} must be callable, got {type(callback).__name__}")
-    try:
-        signature = inspect.signature(callback)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*arguments.split(", "))
-    except TypeError:
-        raise InputError(f"{name} is called as {name}({arguments}); its signature {signature} does not take "
-                         "that") from None

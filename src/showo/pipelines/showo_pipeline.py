@@ -15,26 +15,26 @@ from PIL import Image
 from ..errors import ConfigError, InputError
 from ..fields import is_number
 from ..hardware import check_device, check_dtype, warn_if_emulated
-from ..limits import check_batch, check_image_count, check_scale, check_steps, check_text_sampling
+from ..limits import (check_batch, check_callback, check_image_count, check_scale, check_steps,
+                      check_text_sampling)
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
 from ..model.showo import check_vocab
 from ..prompting.masks import causal_mask, mmu_clip_mask, mmu_mask
 from ..prompting.sequences import (SYSTEM_PROMPT, clip_image_slot, clip_question_text, mmu_clip_prompt_ids,
                                    mmu_prompt_ids, mmu_question_text, t2i_gen_sequence)
-from ..sampling.autoregressive import generate_text, long_enough_for_static_step
-from ..sampling.maskgit import MaskGITStep, maskgit_generate
+from ..sampling.autoregressive import TOKEN_ARGUMENTS, generate_text, long_enough_for_static_step
+from ..sampling.maskgit import STEP_ARGUMENTS, MaskGITStep, maskgit_generate
 from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas
-from .inputs import (check_callback, check_prompt, check_prompts,
+from .inputs import (check_prompt, check_prompts,
                      load_image, load_mask, plain_arguments, square_input, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .loading import load_parts, save_parts
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
-STEP_ARGUMENTS, TOKEN_ARGUMENTS = "step", "step, ids, finished"  # how `callback` and `on_token` are called
 CAPTION_QUESTION = "Describe the image."  # also the embedded model's training question
 EMULATED_FIX = "load it in float32 (dtype=torch.float32; --dtype float32 on the command line)"
 PACKED_NOT_COMPILED = ("packed weights cannot be decoded compiled (torch.compile cannot lower oneDNN's packed "

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import InputError
-from ..limits import check_text_sampling
+from ..fields import is_number
+from ..limits import check_callback, check_text_sampling
 from ..prompting.masks import pad_after_prefix
 from .decode_step import StaticDecodeStep
 from .filters import apply_top_k, apply_top_p, require_finite
@@ -49,6 +50,8 @@ def long_enough_for_static_step(use_cache: bool, max_new_tokens: int) -> bool:
 def uses_cuda_graph(device: torch.device, use_cache: bool, max_new_tokens: int) -> bool:
     """`generate_text`'s default for `cuda_graph`."""
     return device.type == "cuda" and long_enough_for_static_step(use_cache, max_new_tokens)
+
+TOKEN_ARGUMENTS = "step, ids, finished"  # how `on_token` is called
 
 # A shared prefix is prefilled in its own pass, which reads every weight once more: below this many positions
 # that costs about what sharing saves (an estimate from the full-depth timings, not measured at this size).
@@ -198,6 +201,11 @@ def generate_text(
     leaves alone, dominate). Off by default because of that first wait (`ShowoPipeline.compile_decoding`).
     """
     check_text_sampling(max_new_tokens, temperature, top_k, top_p)
+    check_callback("on_token", on_token, TOKEN_ARGUMENTS)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if eos_id is not None and not is_number(eos_id, integer=True):
+        raise InputError(f"eos_id must be a token id or None, got {eos_id!r}")
     seqs = _check_prompts(model, prompts, prompt_embeds)
     lengths = [s.shape[0] for s in seqs]
     if prompt_masks is None:

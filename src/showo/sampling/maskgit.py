@@ -20,6 +20,9 @@ from typing import Callable
 
 import torch
 
+from ..errors import InputError
+from ..fields import is_number
+from ..limits import check_callback, check_scale, check_steps
 from ..prompting.masks import t2i_mask
 from ..prompting.vocab import Vocabulary
 from .filters import mask_by_random_topk, require_finite
@@ -54,6 +57,9 @@ def uses_image_graph(model: torch.nn.Module, rows: int, positions: int, reuse_pr
     if weights.device.type != "cuda" or not reuse_prefix or num_inference_steps < GRAPH_MIN_STEPS:
         return False
     return weights.dtype in (torch.bfloat16, torch.float16) or step_work(model, rows, positions) < GRAPH_MAX_STEP_WORK
+
+
+STEP_ARGUMENTS = "step"  # how `callback` is called: with one MaskGITStep
 
 
 @dataclass
@@ -102,8 +108,8 @@ def maskgit_generate(
     The graph replays the kernels the step would launch, so the tokens are the same. On the CPU, True runs the
     same fixed-buffer path without a graph (it exists so that path can be checked off a GPU).
     """
-    if num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    _check_arguments(input_ids, uncond_input_ids, vocab, num_image_tokens, num_inference_steps, guidance_scale,
+                     temperature, generator, callback)
     if cuda_graph and not reuse_prefix:
         raise ValueError("cuda_graph replays the image block over the cached prompt: it needs reuse_prefix=True")
     schedule_fn = get_mask_schedule(schedule) if isinstance(schedule, str) else schedule
@@ -156,6 +162,33 @@ def maskgit_generate(
         ids[:, img] = torch.where(masking, mask_id, sampled + offset)
         codes = torch.where(masking, mask_id, sampled)
     return sampled
+
+
+def _check_arguments(input_ids, uncond_input_ids, vocab: Vocabulary, n, steps, guidance, temperature, generator,
+                     callback) -> None:
+    """One-line InputErrors before any model work: a misplaced image block was decoded from the wrong slots, a
+    guidance scale without the unconditional rows was silently ignored, and the rest failed deep inside."""
+    check_steps(steps)
+    check_scale("guidance_scale", guidance)
+    check_scale("temperature", temperature)
+    check_callback("callback", callback, STEP_ARGUMENTS)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        raise InputError("input_ids must be a [B, L] tensor of token ids")
+    if not is_number(n, integer=True) or not 1 <= n <= input_ids.shape[1] - 2:
+        raise InputError(f"num_image_tokens must be an integer in [1, L - 2], got {n!r}")
+    if guidance > 0 and uncond_input_ids is None:
+        raise InputError("guidance_scale > 0 needs uncond_input_ids (the same layout on an empty prompt)")
+    for name, rows in (("input_ids", input_ids), ("uncond_input_ids", uncond_input_ids)):
+        if rows is None:
+            continue
+        if not isinstance(rows, torch.Tensor) or rows.shape[1:] != input_ids.shape[1:] or rows.is_floating_point():
+            raise InputError(f"{name} must be token ids shaped like input_ids {list(input_ids.shape)}")
+        if int(rows.min()) < 0 or int(rows.max()) >= vocab.size:
+            raise InputError(f"{name} must lie in [0, {vocab.size})")
+        if not (bool((rows[:, -n - 2] == vocab.soi).all()) and bool((rows[:, -1] == vocab.eoi).all())):
+            raise InputError(f"{name} must end with the image block <soi>, {n} image ids, <eoi>")
 
 
 def maskgit_step(logits: torch.Tensor, codes: torch.Tensor, vocab: Vocabulary, step: int, num_steps: int,
