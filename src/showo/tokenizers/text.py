@@ -69,22 +69,31 @@ class TextTokenizer:
         return list(self.hf(text, add_special_tokens=False)["input_ids"])
 
     def encode_text(self, text: str, what: str = "prompt") -> list[int]:
-        """Token ids of user text. Text that spells a markup token ([PAD], <|soi|>, <|t2i|>...) is refused: the
-        tokenizer turns it into that token, which changes the sequence's structure (an image opened in a prompt
-        made the cached and the exact t2i paths disagree; a training record would learn the markup as words)."""
+        """Token ids of user text. Text that spells a markup token ([PAD], <|soi|>, <|t2i|>, <|endoftext|>...) is
+        refused: the tokenizer turns it into that token, which changes the sequence's structure (an image opened in
+        a prompt made the cached and the exact t2i paths disagree; a training record would learn the markup as
+        words)."""
+        if not isinstance(text, str):
+            raise InputError(f"{what} must be text, got {type(text).__name__}")
         ids = self.encode(text)
-        markup = [i for i in ids if self.vocab.pad <= i < self.vocab.image_offset]
+        # <|endoftext|> too: Phi's bos and eos, it ended the text mid-prompt (alone, it was the unguided prompt)
+        ends = {self.vocab.bos, self.vocab.eos}
+        markup = [i for i in ids if self.vocab.pad <= i < self.vocab.image_offset or i in ends]
         if markup:
             name = self.hf.convert_ids_to_tokens(markup[0])
             raise InputError(f"{what} contains {name}, a token of Show-o's sequence markup, not text: {text[:40]!r}")
         return ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if isinstance(texts, str):  # it was one row per character
+            raise InputError("encode_batch takes a list of texts, got one string (use encode)")
         return [list(x) for x in self.hf(list(texts), add_special_tokens=False)["input_ids"]]
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Text of `ids`; image codes, the mask token and task tokens are dropped."""
         ids = [int(i) for i in ids if int(i) < self.vocab.image_offset]
+        if any(i < 0 for i in ids):
+            raise InputError(f"token ids must be >= 0, got {min(ids)}")
         if skip_special_tokens:
             drop = {self.vocab.eos, self.vocab.pad, *range(self.vocab.soi, self.vocab.image_offset)}
             ids = [i for i in ids if i not in drop]
