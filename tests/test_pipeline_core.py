@@ -270,6 +270,12 @@ MASK = Image.new("L", (16, 16), 255)
     (lambda p: p.tokenizer.encode_text(5), "prompt must be text, got int"),
     (lambda p: p.tokenizer.encode_batch("abc"), "takes a list of texts, got one string"),
     (lambda p: p.tokenizer.decode([-1]), "token ids must be >= 0"),
+    # the size of what is decoded was unbounded: it failed for memory at the end, after all the generation
+    (lambda p: p.decode_codes(torch.zeros(1, 2 * 10 ** 6, dtype=torch.long), grid=(1, 2 * 10 ** 6)),
+     "over the 16,777,216-pixel limit of one decoded image"),
+    (lambda p: p.extrapolate(IMG, "x", ["left", "up"] * 2000, num_inference_steps=2), "pixel limit of one decoded"),
+    (lambda p: p.decode_codes(torch.zeros(4097, 16, dtype=torch.long)), "4097 images asks for 4097 rows"),
+    (lambda p: p.decode_codes(torch.zeros(1, 16, dtype=torch.complex64)), "codes must be a tensor of image codes"),
     (lambda p: p.ask(IMG, "what <|t2i|>?", max_new_tokens=2), "question contains <|t2i|>"),
     (lambda p: p.write("<|eoi|>", max_new_tokens=2), "prompt contains <|eoi|>"),
     # each of these was a raw traceback (or, for the counts, a process killed for memory)

@@ -35,6 +35,17 @@ def check_image_count(name: str, value, per: int = 1) -> None:
                          "for more)")
 
 
+# Pixels of one decoded image at most (4096 x 4096): the image tokenizer's decoder holds activations of about 128
+# channels per pixel, so a larger canvas (an extrapolation grown without end) fails for memory after all the work.
+MAX_OUTPUT_PIXELS = 4096 * 4096
+
+
+def check_output_size(height: int, width: int) -> None:
+    if height * width > MAX_OUTPUT_PIXELS:
+        raise InputError(f"the image would be {width}x{height} pixels, over the {MAX_OUTPUT_PIXELS:,}-pixel limit of "
+                         "one decoded image")
+
+
 def check_batch(what: str, count: int) -> None:
     """At most MAX_IMAGES rows in one call of the text tasks too (`what`: "3000 images x 2 questions")."""
     if count > MAX_IMAGES:

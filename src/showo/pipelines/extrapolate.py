@@ -57,6 +57,13 @@ def check_extrapolation(prompts: str | Sequence[str], directions: str | Sequence
     return texts, dirs
 
 
+def final_grid(grid: int, offset: int, directions: Sequence[str]) -> tuple[int, int]:
+    """(rows, columns) of the canvas once every step of `directions` has grown it."""
+    grow = new_extent(grid, offset)
+    return (grid + grow * sum(d in ("up", "down") for d in directions),
+            grid + grow * sum(d in ("left", "right") for d in directions))
+
+
 def new_extent(grid: int, offset: int) -> int:
     """Rows or columns one step adds: g // 2 + offset (the official `W//2 + offset`)."""
     return grid // 2 + offset

@@ -15,8 +15,8 @@ from PIL import Image
 from ..errors import ConfigError, InputError
 from ..fields import is_number
 from ..hardware import check_device, check_dtype, warn_if_emulated
-from ..limits import (check_batch, check_callback, check_image_count, check_scale, check_steps,
-                      check_text_sampling)
+from ..limits import (check_batch, check_callback, check_image_count, check_output_size, check_scale,
+                      check_steps, check_text_sampling)
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
 from ..model.showo import check_vocab
@@ -28,7 +28,7 @@ from ..sampling.maskgit import STEP_ARGUMENTS, MaskGITStep, maskgit_generate
 from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
-from .extrapolate import check_extrapolation, extend_canvas
+from .extrapolate import check_extrapolation, extend_canvas, final_grid
 from .inputs import (check_prompt, check_prompts,
                      load_image, load_mask, plain_arguments, square_input, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
@@ -187,7 +187,8 @@ class ShowoPipeline:
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor, grid: tuple[int, int] | None = None) -> list[Image.Image]:
         size = self.vq.config.codebook_size
-        valid = isinstance(codes, torch.Tensor) and (codes.numel() == 0 or 0 <= codes.min() <= codes.max() < size)
+        valid = (isinstance(codes, torch.Tensor) and not codes.is_complex() and not codes.is_meta
+                 and (codes.numel() == 0 or 0 <= codes.min() <= codes.max() < size))
         if not valid:
             raise InputError(f"codes must be a tensor of image codes in [0, {size}) (not token ids)")
         if codes.dim() != 2 or 0 in codes.shape:
@@ -199,6 +200,9 @@ class ShowoPipeline:
                 and all(is_number(v, integer=True) and v > 0 for v in grid) and grid[0] * grid[1] == n)
         if grid is not None and not fits:
             raise InputError(f"grid must be (h, w) with h * w = {n} codes, got {grid!r}")
+        check_batch(f"{codes.shape[0]} images", codes.shape[0])
+        h, w = grid or (math.isqrt(n),) * 2
+        check_output_size(h * self.vq.config.downsample_factor, w * self.vq.config.downsample_factor)
         return postprocess(self.vq.decode_code(codes.to(self.device), shape=grid))
 
     def _fill(self, prompts: list[str], image_ids: torch.Tensor, steps: int, guidance: float, temperature: float,
@@ -285,6 +289,9 @@ class ShowoPipeline:
         one image (see extrapolate.py)."""
         g = self.grid_size
         texts, dirs = check_extrapolation(check_prompts(prompts), directions, offset, g)
+        rows, columns = final_grid(g, offset, dirs)
+        f = self.vq.config.downsample_factor
+        check_output_size(rows * f, columns * f)  # before the work, not at the decode that ends it
         check_image_count("num_images", num_images)
         gen = self._generator(seed, generator)
         canvas = self.encode_images([square_input(load_image(image), "extrapolation")]).cpu()
