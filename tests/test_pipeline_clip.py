@@ -45,10 +45,16 @@ def test_clip_checkpoint_without_tower_is_a_clear_error(clip_pipe):
     bare = ShowoPipeline(pipe.model, pipe.vq, pipe.tokenizer)
     with pytest.raises(ConfigError, match="pass clip="):
         bare.ask(Image.new("RGB", (16, 16)), "what?")
+    with pytest.raises(ConfigError, match="clip is for the w_clip_vit checkpoints"):  # was silently unused
+        ShowoPipeline(tiny_random_pipeline(seed=0).model, pipe.vq, pipe.tokenizer, clip=pipe.clip)
+    wide = ClipVisionTower(CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                                            num_attention_heads=2, image_size=16, patch_size=4)))
+    with pytest.raises(ConfigError, match="features have 32 channels, the model's projector takes 24"):
+        ShowoPipeline(pipe.model, pipe.vq, pipe.tokenizer, clip=wide)  # failed at the first ask
 
 
 def test_clip_tower_reports_its_geometry(clip_pipe):
     _, directory = clip_pipe
     tower = ClipVisionTower.from_pretrained(directory)
-    assert tower.image_size == 16 and tower.num_patches == 16
+    assert tower.image_size == 16 and tower.num_patches == 16 and tower.hidden_size == 24
     assert tower(torch.zeros(1, 3, 16, 16)).shape == (1, 16, 24)

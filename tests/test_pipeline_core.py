@@ -503,3 +503,22 @@ def test_the_model_forward_checks_shapes_and_kinds(pipe):
             m(**{"input_ids": ids, **kwargs})
     with torch.no_grad():
         assert torch.equal(m(ids), m(ids, attention_mask=torch.ones(10, 10, dtype=torch.bool).tril()[None, None]))
+
+
+def test_any_path_like_object_is_a_path(pipe, tmp_path):
+    """save_pretrained took any os.PathLike, from_pretrained and load_image refused those that are not Path."""
+    import pathlib
+
+    from showo.pipelines.inputs import load_image
+
+    class Where:
+        def __init__(self, path):
+            self.path = str(path)
+
+        def __fspath__(self):
+            return self.path
+
+    pipe.save_pretrained(Where(tmp_path / "p"))
+    assert ShowoPipeline.from_pretrained(pathlib.PurePosixPath(tmp_path / "p")).model_id == str(tmp_path / "p")
+    IMG.save(tmp_path / "i.png")
+    assert load_image(Where(tmp_path / "i.png")).size == IMG.size

@@ -58,3 +58,13 @@ def test_saved_tokenizer_reloads_with_same_layout(tmp_path, golden_tokenizer):
     again = TextTokenizer.from_pretrained(tmp_path, codebook_size=golden_tokenizer.vocab.codebook_size)
     assert again.vocab == golden_tokenizer.vocab
     assert again.encode("a red house") == golden_tokenizer.encode("a red house")
+
+
+@pytest.mark.parametrize("size", [-5, 0, 1.5, "64"])
+def test_a_codebook_size_that_is_not_a_positive_integer_is_refused(size):
+    """A negative one made the mask id collide with <|t2i|>; a string failed deep inside."""
+    from showo.errors import ConfigError
+    from showo.tokenizers.text import TextTokenizer
+
+    with pytest.raises(ConfigError, match="codebook_size must be an integer >= 1"):
+        TextTokenizer.byte_level(size)

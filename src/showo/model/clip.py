@@ -45,6 +45,10 @@ class ClipVisionTower(torch.nn.Module):
         return self.model.config.image_size
 
     @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
     def num_patches(self) -> int:
         return (self.model.config.image_size // self.model.config.patch_size) ** 2
 

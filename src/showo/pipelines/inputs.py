@@ -3,6 +3,7 @@ recoverable oddities (a resized mask, a truncated prompt) are reported with `Sho
 from __future__ import annotations
 
 import functools
+import os
 import inspect
 import warnings
 from contextlib import contextmanager
@@ -58,10 +59,10 @@ def load_image(source: str | Path | Image.Image, what: str = "image", background
             image.load()
         except (OSError, SyntaxError, ValueError) as e:
             raise InputError(f"{what} cannot be read: {e}") from None
-    elif not isinstance(source, (str, Path)):
+    elif not isinstance(source, (str, os.PathLike)):
         raise InputError(f"{what} must be a file path or a PIL image, got {type(source).__name__}")
     else:
-        path = Path(source)
+        path = Path(os.fspath(source))
         if problem := file_problem(path, "an image file"):
             raise InputError(f"{what} {path} {problem}")
         if path.stat().st_size == 0:

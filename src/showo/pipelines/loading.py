@@ -2,6 +2,7 @@
 official checkpoint with its image and text tokenizers given apart (local paths or hub ids)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -28,9 +29,9 @@ def load_parts(model: str | Path, vq: str | Path | None, tokenizer: str | Path |
                ) -> tuple[Showo, MagvitV2, TextTokenizer, ClipVisionTower | None, str]:
     """The transformer, image tokenizer, text tokenizer, CLIP tower (or None) and model id of `model`."""
     for name, value in (("model", model), ("vq", vq), ("tokenizer", tokenizer), ("clip", clip)):
-        if value is not None and not isinstance(value, (str, Path)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
             raise ConfigError(f"{name} must be a path or a hub id, got {type(value).__name__}")
-    model, vq, tokenizer, clip = (_local(v) for v in (model, vq, tokenizer, clip))
+    model, vq, tokenizer, clip = (_local(None if v is None else os.fspath(v)) for v in (model, vq, tokenizer, clip))
     root = Path(model)
     bundled = root.is_dir() and (root / "showo").is_dir()
     for part, given in (("magvit", vq), ("tokenizer", tokenizer)):

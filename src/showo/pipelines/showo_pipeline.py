@@ -53,6 +53,11 @@ class ShowoPipeline:
                                   f"got {type(value).__name__}")
         if clip is not None and not isinstance(clip, ClipVisionTower):
             raise ConfigError(f"clip must be a ClipVisionTower or None, got {type(clip).__name__}")
+        if clip is not None and not model.config.w_clip_vit:  # it was silently unused
+            raise ConfigError("clip is for the w_clip_vit checkpoints; this model reads images as codes")
+        if clip is not None and clip.hidden_size != model.config.clip_hidden_size:  # failed at the first ask
+            raise ConfigError(f"the CLIP tower's features have {clip.hidden_size} channels, the model's projector "
+                              f"takes {model.config.clip_hidden_size}")
         if not isinstance(model_id, str):
             raise ConfigError(f"model_id must be a string, got {type(model_id).__name__}")
         check_vocab(model, tokenizer.vocab)

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
+from ..fields import is_number
+
 # Added by the official `UniversalPrompting` right after `[PAD]`, in this order.
 TASK_TOKENS = ("<|soi|>", "<|eoi|>", "<|sov|>", "<|eov|>", "<|t2i|>", "<|mmu|>", "<|t2v|>", "<|v2v|>", "<|lvg|>")
 PAD_TOKEN = "[PAD]"
@@ -51,6 +54,10 @@ class Vocabulary:
     @classmethod
     def standard(cls, text_size: int, eos: int, codebook_size: int) -> "Vocabulary":
         """The layout the official `UniversalPrompting` produces on a tokenizer of `text_size` tokens."""
+        for name, value in (("text_size", text_size), ("eos", eos), ("codebook_size", codebook_size)):
+            if not is_number(value, integer=True) or value < (1 if name != "eos" else 0):
+                # a negative codebook made the mask id collide with <|t2i|>
+                raise ConfigError(f"{name} must be an integer >= {1 if name != 'eos' else 0}, got {value!r}")
         ids = {name: text_size + 1 + i for i, name in enumerate(("soi", "eoi", "sov", "eov", "t2i", "mmu", "t2v", "v2v", "lvg"))}
         return cls(text_size=text_size, eos=eos, pad=text_size, image_offset=text_size + NUM_NEW_SPECIAL_TOKENS,
                    codebook_size=codebook_size, **ids)
