@@ -13,7 +13,7 @@ from PIL import Image
 from showo.data import WorldConfig, captions, describe, position_name, render, sample_scene, t2i_prompt
 from showo.data.language import stated_sizes, story
 from showo.data.world import make_object
-from showo.errors import ConfigError
+from showo.errors import ConfigError, OutputError
 from showo.evaluation import editing
 from showo.evaluation.caption_parser import parse_caption, score_caption
 from showo.evaluation.cases import extrapolate_cases, inpaint_cases, scene_cases, story_cases, world_image
@@ -88,6 +88,8 @@ def test_unknown_task_and_bad_samples_are_refused(pipe):
         run_evaluation(pipe, seed=0, samples=0, tasks=["t2i"])
     with pytest.raises(ConfigError, match=r"samples must be an integer in \[1, 10000\], got 10001"):
         run_evaluation(pipe, seed=0, samples=MAX_SAMPLES + 1, tasks=["t2i"])
+    with pytest.raises(ConfigError, match="pipeline must be a ShowoPipeline, got NoneType"):  # an AttributeError
+        run_evaluation(None, seed=0, samples=1, tasks=["vqa"])
 
 
 
@@ -114,13 +116,18 @@ def test_a_report_directory_that_is_a_file_is_refused_before_the_run(pipe, tmp_p
 
     (tmp_path / "out").write_text("x")
     monkeypatch.setattr(harness, "evaluate", lambda *a: pytest.fail("ran before out_dir was checked"))
-    with pytest.raises(ConfigError, match="out_dir .*out is a file, not a directory"):
-        run_evaluation(pipe, seed=0, samples=1, tasks=["t2i"], out_dir=tmp_path / "out")
+    for out_dir in (tmp_path / "out", tmp_path / "out" / "report"):  # a parent that is a file too
+        with pytest.raises(OutputError, match="out_dir .*: .*out exists and is not a directory"):
+            run_evaluation(pipe, seed=0, samples=1, tasks=["t2i"], out_dir=out_dir)
 
 
 @pytest.mark.parametrize("field, value, match", [("image_steps", 1001, "num_inference_steps must be at most 1000"),
                                                  ("story_guidance_scale", 101.0, "story_guidance_scale must be"),
-                                                 ("image_temperature", -1.0, "image_temperature must be")])
+                                                 ("image_temperature", -1.0, "image_temperature must be"),
+                                                 ("answer_tokens", 0, "answer_tokens must be a positive integer"),
+                                                 ("caption_tokens", 1.5, "caption_tokens must be a positive"),
+                                                 ("seam_threshold", float("nan"), "seam_threshold must be a finite"),
+                                                 ("seam_noise", -1.0, "seam_noise must be a finite number >= 0")])
 def test_eval_settings_are_checked_when_made(field, value, match):
     """Python callers get the pipeline's bounds when the settings are built, before any model work."""
     from showo.errors import InputError

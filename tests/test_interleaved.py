@@ -164,7 +164,7 @@ def test_scripted_model_alternates_text_and_images(tmp_path):
     page = out.to_html(tmp_path / "html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "end" in page
     # a name with folders wrote outside the directory; an empty one a hidden '.md'; a write error was a raw OSError
-    for bad in ("../../x", "", ".hidden", "a/b", "a\0b", 5):
+    for bad in ("../../x", "", ".hidden", "a/b", "a\0b", "a\nb", 5):
         for write in (out.to_markdown, out.to_html):
             with pytest.raises(ConfigError, match="name must be a plain file name"):
                 write(tmp_path / "bad", name=bad)
@@ -179,6 +179,8 @@ def test_scripted_model_alternates_text_and_images(tmp_path):
     assert (tmp_path / "md" / "notes.txt").read_text() == "mine"
     assert sorted(f.name for f in (tmp_path / "md").iterdir()) == ["mixed.md", "mixed_0.png", "mixed_1.png",
                                                                    "notes.txt"]
+    page = out.to_markdown(tmp_path / "md", name="my story (1)").read_text()  # links broke at the space
+    assert "![image 1](my%20story%20%281%29_1.png)" in page and (tmp_path / "md" / "my story (1)_1.png").is_file()
 
 
 def test_guidance_and_max_images_stop():

@@ -71,6 +71,19 @@ def path_argument(value: object, name: str) -> Path:
     return Path(text).expanduser()
 
 
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """Refuse an output directory that cannot be one, before any work is done (nothing is created here)."""
+    for parent in (out, *out.parents):
+        if parent.is_symlink() and not parent.exists():
+            raise OutputError(f"{flag} {out}: {parent} is a broken symbolic link")
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{flag} {out}: {parent} exists and is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise OutputError(f"{flag} {out}: {parent} is not writable")
+            return
+
+
 def saved(directory: object, what: str, write: Callable[[Path], object]) -> Path:
     """`write(folder)` run on a temporary folder whose files then go into `directory` (`written_atomically`); the
     directory is checked first (`path_argument`), and an OS error is a one-line OutputError naming `what`."""

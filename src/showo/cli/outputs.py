@@ -18,7 +18,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from ..errors import OutputError
-from ..files import atomic_write, remove_quietly, staged_file
+from ..files import atomic_write, check_out_dir, remove_quietly, staged_file
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -64,19 +64,6 @@ def slug(text: str, limit: int = 40) -> str:
     """A short file-name-safe form of `text` ('A red cube!' -> 'a-red-cube')."""
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return s[:limit].rstrip("-") or "image"
-
-
-def check_out_dir(out: Path, flag: str = "--out") -> None:
-    """Refuse an output directory that cannot be one, before any work is done (nothing is created here)."""
-    for parent in (out, *out.parents):
-        if parent.is_symlink() and not parent.exists():
-            raise OutputError(f"{flag} {out}: {parent} is a broken symbolic link")
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"{flag} {out}: {parent} exists and is not a directory")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise OutputError(f"{flag} {out}: {parent} is not writable")
-            return
 
 
 def check_out_file(path: Path, flag: str) -> None:

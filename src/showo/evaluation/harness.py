@@ -21,7 +21,7 @@ from ..data.language import QTYPES
 from ..data.world import WorldConfig, position_name
 from ..errors import ConfigError, ShowoWarning
 from ..fields import is_number
-from ..files import path_argument
+from ..files import check_out_dir, path_argument
 from ..tokenizers.image_io import preprocess
 from ..training.tokenizer import evaluate_reconstruction, psnr
 from .caption_parser import parse_caption, score_caption
@@ -181,6 +181,10 @@ def evaluate(pipeline, seed: int, samples: int, tasks: list[str] | None = None, 
              ) -> tuple[dict, dict[str, dict[str, list[SampleRecord]]]]:
     """(results as `run_evaluation` returns them, records[task][split key]); `progress("task split")` is called
     after each task and split (for a progress display)."""
+    from ..pipelines import ShowoPipeline
+
+    if not isinstance(pipeline, ShowoPipeline):
+        raise ConfigError(f"pipeline must be a ShowoPipeline, got {type(pipeline).__name__}")
     tasks = check_arguments(seed, samples, tasks, world, settings, progress)
     world = world or WorldConfig()
     results: dict = {}
@@ -213,8 +217,7 @@ def run_evaluation(pipeline, seed: int, samples: int, tasks: list[str] | None = 
     Markdown report (report.md and its PNG grids) there."""
     if out_dir is not None:  # checked before the run, not after it
         out_dir = path_argument(out_dir, "out_dir")
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ConfigError(f"out_dir {out_dir} is a file, not a directory")
+        check_out_dir(out_dir, "out_dir")
     results, records = evaluate(pipeline, seed, samples, tasks, world, settings, progress)
     if out_dir is not None:
         write_report(results, records, out_dir)

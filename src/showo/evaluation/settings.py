@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..limits import check_scale, check_steps
+from ..errors import InputError
+from ..fields import is_number
+from ..limits import check_positive, check_scale, check_steps
 
 TASKS: tuple[str, ...] = ("t2i", "vqa", "caption", "inpaint", "extrapolate", "mixed", "tokenizer")
 # Scenes per task and split at most: the report keeps every sample's images and draws them all in one grid per
@@ -32,3 +34,8 @@ class EvalSettings:
         check_steps(self.image_steps)
         for name in ("guidance_scale", "story_guidance_scale", "image_temperature"):
             check_scale(name, getattr(self, name))
+        for name in ("answer_tokens", "caption_tokens"):  # a bad one failed after the tasks before it had run
+            check_positive(name, getattr(self, name))
+        for name in ("seam_threshold", "seam_noise"):  # a NaN threshold judged every seam broken
+            if not is_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")

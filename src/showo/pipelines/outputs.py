@@ -6,6 +6,7 @@ import html
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import torch
 from PIL import Image
@@ -54,7 +55,7 @@ class MixedOutput:
             for s in self.segments:
                 if isinstance(s, Image.Image):
                     s.save(folder / f"{name}_{k}.png")
-                    parts.append(f"![image {k}]({name}_{k}.png)")
+                    parts.append(f"![image {k}]({quote(f'{name}_{k}.png')})")  # a space or ')' broke the link
                     k += 1
                 else:
                     parts.append(s.strip())
@@ -84,5 +85,5 @@ class MixedOutput:
 def _check_stem(name: object) -> None:
     """`name` of the files a MixedOutput writes: a plain file name, so nothing lands outside the directory."""
     if (not isinstance(name, str) or not name.strip() or name.startswith(".") or "/" in name or "\\" in name
-            or "\0" in name):
+            or not name.isprintable()):  # NUL, newlines and other control characters too
         raise ConfigError(f"name must be a plain file name (no folders, not hidden), got {name!r}")
