@@ -428,6 +428,9 @@ def test_generate_text_checks_what_it_is_given():
             ({"top_p": 2.0}, r"top_p must be in \(0, 1\]"),
             ({"top_k": 0}, "top_k must be a positive integer"),
             ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer"),
+            ({"eos_id": "x"}, "eos_id must be a token id or None"), ({"use_cache": "no"}, "use_cache must be True"),
+            ({"generator": 5}, "generator must be a torch.Generator"),
+            ({"on_token": lambda a: 0}, "on_token is called as on_token\\(step, ids, finished\\)"),
             ({"max_new_tokens": ctx}, f"a prompt of 3 positions \\+ max_new_tokens {ctx} exceeds the model's {ctx}")):
         with pytest.raises(InputError, match=match):
             generate_text(model, **{"prompts": [ok], "max_new_tokens": 2, **kwargs})

@@ -206,6 +206,8 @@ def generate_text(
         raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if eos_id is not None and not is_number(eos_id, integer=True):
         raise InputError(f"eos_id must be a token id or None, got {eos_id!r}")
+    if not isinstance(use_cache, bool):
+        raise InputError(f"use_cache must be True or False, got {use_cache!r}")
     seqs = _check_prompts(model, prompts, prompt_embeds)
     lengths = [s.shape[0] for s in seqs]
     if prompt_masks is None:

@@ -279,8 +279,13 @@ class MagvitV2(nn.Module):
     def _check_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         f, c = self.config.downsample_factor, self.config.in_channels
         _check_floats("pixels", pixels, "in [-1, 1], as image_io.preprocess makes them")
-        if pixels.dim() != 4 or pixels.shape[1] != c or pixels.shape[2] % f or pixels.shape[3] % f:
-            raise InputError(f"pixels must be [B, {c}, H, W] with H and W multiples of {f}, got {tuple(pixels.shape)}")
+        if (pixels.dim() != 4 or pixels.shape[1] != c or pixels.shape[2] % f or pixels.shape[3] % f
+                or 0 in pixels.shape):
+            raise InputError(f"pixels must be [B, {c}, H, W] with B >= 1 and H, W positive multiples of {f}, got "
+                             f"{tuple(pixels.shape)}")
+        if (peak := float(pixels.abs().max())) > 1.5:  # 0..255 pixels were encoded as they were
+            raise InputError(f"pixels must lie in [-1, 1] (image_io.preprocess makes them so), got values up to "
+                             f"{peak:g}")
         return pixels.to(self.encoder.conv_in.weight.dtype)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, LFQOutput]:
