@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from ..fields import is_number
 from .vocab import Vocabulary
 
 BLOCKED = float(torch.iinfo(torch.int64).min)  # the official fill value, -9.223372e18 (-inf in fp16)
@@ -27,6 +28,8 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 
 def causal_mask(length: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Lower-triangular [L, L] boolean mask (row i may attend to columns <= i)."""
+    if not is_number(length, integer=True) or length < 0:
+        raise ValueError(f"length must be an integer >= 0, got {length!r}")
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()
 
 

@@ -13,6 +13,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from ..fields import is_number
 from .vocab import Vocabulary
 
 IGNORE_INDEX = -100
@@ -40,10 +41,17 @@ class PromptBatch(NamedTuple):
 
 def _with_bos(vocab: Vocabulary, ids: Sequence[int]) -> list[int]:
     """The official BOS rule: empty -> [bos]; prepend bos unless the list already starts with it."""
-    ids = [int(i) for i in ids]
+    ids = _whole(ids)
     if not ids:
         return [vocab.bos]
     return ids if ids[0] == vocab.bos else [vocab.bos, *ids]
+
+
+def _whole(ids: Sequence[int]) -> list[int]:
+    """Text ids as ints; a fraction is refused (1.7 was taken as token 1)."""
+    if bad := [i for i in ids if int(i) != i]:
+        raise ValueError(f"text ids must be whole numbers, got {bad[0]!r}")
+    return [int(i) for i in ids]
 
 
 def _check_batch(text_ids: TextIds, visual_ids: torch.Tensor, name: str) -> int:
@@ -63,7 +71,7 @@ def _check_visual_ids(vocab: Vocabulary, ids: torch.Tensor, name: str) -> None:
 
 
 def _check_max_text_len(max_text_len: int) -> None:
-    if max_text_len < 2:
+    if not is_number(max_text_len, integer=True) or max_text_len < 2:
         raise ValueError(f"max_text_len must be >= 2, got {max_text_len}")
 
 
@@ -192,6 +200,8 @@ def lm_sequence(vocab: Vocabulary, text_ids: TextIds, max_len: int, *,
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if text_max_tokens is not None and (not is_number(text_max_tokens, integer=True) or text_max_tokens < 1):
+        raise ValueError(f"text_max_tokens must be a positive integer or None, got {text_max_tokens!r}")  # -1 cut one
     ids, labels = [], []
     for t in text_ids:
         t = list(t)[:text_max_tokens] if text_max_tokens is not None else list(t)
@@ -245,7 +255,7 @@ def mmu_prompt_ids(vocab: Vocabulary, image_ids: torch.Tensor, question_ids: Seq
     _check_visual_ids(vocab, image_ids, "image_ids")
     dev = image_ids.device
     head = torch.tensor([[vocab.mmu, vocab.soi]], dtype=torch.long, device=dev)
-    tail = torch.tensor([[vocab.eoi, vocab.bos, *[int(i) for i in question_ids]]], dtype=torch.long, device=dev)
+    tail = torch.tensor([[vocab.eoi, vocab.bos, *_whole(question_ids)]], dtype=torch.long, device=dev)
     return torch.cat([head, image_ids.long(), tail], dim=1)
 
 
