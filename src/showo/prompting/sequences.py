@@ -279,5 +279,5 @@ def mmu_clip_prompt_ids(vocab: Vocabulary, system_ids: Sequence[int], question_i
     `clip_question_text(question)`, both without BOS. The 576 image embeddings are spliced in at
     `clip_image_slot(S)`, giving an embedding sequence of length 1 + S + 1 + 576 + 1 + Q; mask: `mmu_clip_mask`.
     """
-    ids = [vocab.mmu, *[int(i) for i in system_ids], vocab.soi, vocab.eoi, *[int(i) for i in question_ids]]
+    ids = [vocab.mmu, *_whole(system_ids), vocab.soi, vocab.eoi, *_whole(question_ids)]
     return torch.tensor([ids], dtype=torch.long)
