@@ -1,6 +1,7 @@
 """The training loop: losses fall, resume is exact, checkpoints are atomic, distributed runs match one process."""
 import json
 import math
+import shutil
 import os
 import signal
 from contextlib import nullcontext
@@ -113,6 +114,30 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert resumed.resume() and resumed.step == 2
     resumed.train(progress=False)
     assert not list(tmp_path.glob(".tmp-checkpoint-*"))  # removed by the next save
+
+
+def test_pruning_keeps_the_newest_checkpoints_and_leaves_other_names(tmp_path, monkeypatch):
+    """A copy named checkpoint-best sorted after the real ones, so the one just saved was deleted and `latest`
+    named a missing checkpoint; a full disk while saving was a raw RuntimeError."""
+    from showo.errors import OutputError
+
+    t = tiny_trainer(tmp_path, 3, save_every=1, keep_checkpoints=1)
+    t.train_step()
+    t.save()
+    shutil.copytree(tmp_path / "checkpoint-0000001", tmp_path / "checkpoint-best")
+    t.train_step()
+    t.save()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-0000002", "checkpoint-best"]
+    assert latest_checkpoint(tmp_path).name == "checkpoint-0000002"
+
+    def full_disk(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 64")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    t.train_step()
+    with pytest.raises(OutputError, match="cannot save checkpoint-0000003 .*a full disk"):
+        t.save()
+    assert not list(tmp_path.glob(".tmp-checkpoint-*")) and latest_checkpoint(tmp_path).name == "checkpoint-0000002"
 
 
 def test_divergence_stops_before_the_step_is_applied_or_saved(tmp_path):

@@ -24,9 +24,10 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 
 from ..checkpoints import find_weights, load_tensors, read_json_object, read_state_dict
 from ..files import atomic_write, with_default_mode
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, OutputError
 
 LATEST = "latest"
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -46,17 +47,25 @@ def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module,
         shutil.rmtree(stale, ignore_errors=True)
     name = f"checkpoint-{step:07d}"
     tmp = with_default_mode(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=output_dir))
-    write_model(tmp / "model", model_state)
-    torch.save(optim_state, tmp / "optimizer.pt")
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-    (tmp / "trainer.json").write_text(json.dumps({"step": step, "scheduler": scheduler.state_dict(), **extra},
-                                                 indent=2))
+    try:
+        write_model(tmp / "model", model_state)
+        torch.save(optim_state, tmp / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "scheduler": scheduler.state_dict(), **extra},
+                                                     indent=2))
+    except (OSError, RuntimeError) as e:  # a full disk: torch.save raises RuntimeError ("unexpected pos")
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot save {name} in {output_dir}: {getattr(e, 'strerror', None) or e} (a full "
+                          "disk?); the run resumes from the checkpoint before") from None
     final = output_dir / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     atomic_write(output_dir / LATEST, (name + "\n").encode())
-    for old in sorted(output_dir.glob("checkpoint-*"))[:-keep]:
+    # only our own names, oldest step first: a glob's name order deleted a copy such as checkpoint-best's
+    # neighbours, and at step 10,000,000 an eight-digit name sorts before the seven-digit ones
+    ours = sorted((int(m.group(1)), d) for d in output_dir.iterdir() if (m := CHECKPOINT_NAME.fullmatch(d.name)))
+    for _, old in ours[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -86,7 +95,7 @@ def _latest_name(pointer: Path) -> str:
         name = pointer.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"cannot read {pointer}: {str(e).splitlines()[0]}") from None
-    if not re.fullmatch(r"checkpoint-\d+", name):
+    if not CHECKPOINT_NAME.fullmatch(name):
         raise CheckpointError(f"{pointer} is corrupt: it should name a checkpoint-<step> directory, not {name[:40]!r}")
     return name
 
