@@ -230,6 +230,15 @@ def test_a_partial_recipe_keeps_the_finetune_defaults(tmp_path, capsys):
     assert written.max_steps == 3 and written.optim.lr == 2.0e-4
     assert written.mix == default.mix and written.optim.warmup_steps == default.optim.warmup_steps
     assert written.precision == default.precision
+    recipe.write_text("mix: {}\noptim: {}\n")  # an empty section reset it to the class defaults (lr 1e-3)
+    assert main(["finetune", str(data), "--run", str(tmp_path / "run"), "--recipe", str(recipe),
+                 "--write-recipe", str(tmp_path / "w.yaml")]) == 0
+    written = TrainConfig.from_yaml(tmp_path / "w.yaml")
+    assert written.optim == default.optim and written.mix == default.mix
+    recipe.write_text("{1: 2}\n")  # a key that is not text was a raw TypeError
+    assert main(["finetune", str(data), "--run", str(tmp_path / "run"), "--recipe", str(recipe),
+                 "--write-recipe", str(tmp_path / "w.yaml")]) == 2
+    assert "unknown train config keys: 1" in capsys.readouterr().err
 
 
 def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):

@@ -111,7 +111,7 @@ class MagvitConfig:
         """Inverse of `to_dict`; unknown keys are an error (a typo must not silently give the default)."""
         check_field_types(cls, data, "MAGVIT config")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ConfigError(f"unknown MAGVIT config keys: {', '.join(unknown)}")
         return cls(**data)

@@ -174,12 +174,19 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+# fields whose value is itself a mapping (not a section of fields): a recipe gives them whole
+MAPPING_FIELDS = {f.name for cls in (OptimConfig, MixConfig, TrainConfig) for f in dataclasses.fields(cls)
+                  if str(f.type).startswith("dict")}
+
+
 def merged(base: dict, changes: dict) -> dict:
-    """`base` with the values of `changes`, nested mappings merged key by key: a partial recipe changes only
-    what it names and keeps the defaults it is read against."""
+    """`base` with the values of `changes`, sections merged key by key: a partial recipe changes only what it
+    names and keeps the defaults it is read against (`optim: {}` changes nothing; it reset the section to the
+    class defaults). A field whose value is a mapping (`mmu_qtype_weights`) is replaced whole."""
     out = dict(base)
     for k, v in changes.items():
-        out[k] = merged(base[k], v) if isinstance(v, dict) and v and isinstance(base.get(k), dict) else v
+        section = isinstance(v, dict) and isinstance(base.get(k), dict) and k not in MAPPING_FIELDS
+        out[k] = merged(base[k], v) if section else v
     return out
 
 
@@ -188,7 +195,7 @@ def build_config(cls, d: dict, what: str):
     class's own checks, each a one-line ConfigError."""
     check_field_types(cls, d, what, "" if cls is TrainConfig else f"{what}.")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
+    unknown = sorted(map(str, set(d) - names))  # a key that is not text, too
     if unknown:
         raise ConfigError(f"unknown {what} keys: {', '.join(unknown)}")
     try:

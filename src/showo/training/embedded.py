@@ -97,7 +97,7 @@ class EmbeddedRecipe:
         """A recipe from a mapping; what it leaves out (a whole section or single keys of one) keeps the default
         recipe's values."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(map(str, set(d) - known))
         if unknown:
             raise ConfigError(f"unknown recipe keys: {', '.join(unknown)}")
         check_field_types(cls, d, "recipe")
