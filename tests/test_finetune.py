@@ -58,6 +58,7 @@ def tiny_config(steps: int) -> TrainConfig:
     ({"image": "im0.png"}, "none of the record kinds"),
     ({"image": "im0.png", "caption": "x", "answer": "y"}, "none of the record kinds"),
     ({"image": "im0.png", "caption": "  "}, "'caption' must be a non-empty string"),
+    ({"image": "im\u0000.png", "caption": "x"}, "'image' holds a NUL character"),  # a raw ValueError
     ({"text": 3}, "'text' must be a non-empty string"),
     ({"image": "missing.png", "caption": "x"}, "not found"),
     ({"image": ".", "caption": "x"}, "is a directory, not an image file"),
@@ -405,6 +406,11 @@ def test_finetune_arguments_are_checked_before_anything_is_written(tmp_path):
         args = {"pipe": pipe, "data": data, "run": tmp_path / "run", **kwargs}
         with pytest.raises(ConfigError, match=match):
             finetune(args.pop("pipe"), args.pop("data"), args.pop("run"), progress=False, **args)
+    with pytest.raises(ConfigError, match="validation records are not scored under distributed: fsdp"):  # hung
+        finetune(pipe, data, tmp_path / "run", dataclasses.replace(tiny_config(2), distributed="fsdp"),
+                 val_records=read_records(data), progress=False)
+    with pytest.raises(ConfigError, match="keeps float32 master weights, and this pipeline's model is torch.bfloat16"):
+        finetune(tiny_random_pipeline(seed=0).to(dtype=torch.bfloat16), data, tmp_path / "run", progress=False)
     pipe.pack_weights()
     with pytest.raises(ConfigError, match="packed weights cannot be trained"):
         finetune(pipe, data, tmp_path / "run", tiny_config(2), progress=False)

@@ -459,6 +459,7 @@ def test_row_generator_keeps_its_streams_and_takes_any_seed():
     (lambda: TrainConfig(optim=OptimConfig(lr=math.inf)), "optim.lr must be a finite number"),
     (lambda: TrainConfig(optim=OptimConfig(lr=1e30)), r"optim.lr must be in \(0, 1\], got 1e\+30"),  # diverged
     (lambda: TokenizerTrainConfig(lr=2.0), r"tokenizer_train.lr must be in \(0, 1\], got 2.0"),
+    (lambda: TrainConfig(mix=MixConfig(t2i=10 ** 9)), r"mix: row counts must be in \[0, 65536\]"),  # grew on
     (lambda: TrainConfig(optim=OptimConfig(grad_clip=math.inf)), "optim.grad_clip must be a finite number or null"),
     (lambda: TrainConfig(mix=MixConfig(mmu_qtype_weights={"colour": True})),
      "mix.mmu_qtype_weights must be a mapping of strings to finite numbers"),

@@ -64,6 +64,8 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
             raise InputError(f"{where}: '{key}' holds an unpaired surrogate escape, which is not text") from None
     fields = {k: v.strip() for k, v in obj.items()}
     if "image" in fields:
+        if "\0" in fields["image"]:  # os calls raise a raw ValueError on it
+            raise InputError(f"{where}: 'image' holds a NUL character, which no file name has")
         fields["image"] = (root / fields["image"]).resolve()
         if problem := file_problem(fields["image"], "an image file"):
             raise InputError(f"{where}: image {fields['image']} {problem}")

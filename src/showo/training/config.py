@@ -30,6 +30,9 @@ class OptimConfig:
     official_decay_groups: bool = False  # official: only biases skip weight decay; ours: biases, norms, embeddings
 
 
+MAX_ROWS = 65536  # rows of one objective in one step (the global batch): far above Show-o's own runs
+
+
 @dataclass
 class MixConfig:
     """Rows per step of each objective (global batch, split across ranks) and loss coefficients."""
@@ -107,9 +110,10 @@ class TrainConfig:
         if o.grad_clip is not None and o.grad_clip <= 0:
             raise ConfigError(f"optim.grad_clip must be > 0 or null (no clipping), got {o.grad_clip}")
         m = self.mix
-        if min(m.t2i, m.lm, m.mmu, m.story) < 0 or m.t2i + m.lm + m.mmu + m.story == 0:
-            raise ConfigError(f"mix: row counts must be >= 0 and not all zero, got t2i {m.t2i}, lm {m.lm}, "
-                              f"mmu {m.mmu}, story {m.story}")
+        if (min(m.t2i, m.lm, m.mmu, m.story) < 0 or m.t2i + m.lm + m.mmu + m.story == 0
+                or max(m.t2i, m.lm, m.mmu, m.story) > MAX_ROWS):  # 10**9 grew without end, deaf to SIGTERM
+            raise ConfigError(f"mix: row counts must be in [0, {MAX_ROWS}] and not all zero, got t2i {m.t2i}, "
+                              f"lm {m.lm}, mmu {m.mmu}, story {m.story}")
         if m.mmu_questions < 1:
             raise ConfigError(f"mix.mmu_questions must be >= 1, got {m.mmu_questions}")
         m.mmu_qtype_weights = check_qtype_weights(m.mmu_qtype_weights, "mix.mmu_qtype_weights")
