@@ -205,6 +205,13 @@ def test_resume_is_exact_and_refuses_other_data(tmp_path, monkeypatch):
     assert all(torch.equal(want[k], v) for k, v in again.model.state_dict().items())
     with pytest.raises(ConfigError, match="another base model"):
         finetune(tiny_random_pipeline(), data, tmp_path / "a", tiny_config(6), base_model="other", progress=False)
+    other = tiny_random_pipeline()
+    other.vq = tiny_random_pipeline(seed=1).vq  # another --vq under the same model trained on other codes
+    with pytest.raises(ConfigError, match="another image or text tokenizer"):
+        finetune(other, data, tmp_path / "a", tiny_config(6), progress=False)
+    (tmp_path / "a" / "finetune.json").write_text("[]")  # an AttributeError
+    with pytest.raises(ConfigError, match="finetune.json is unreadable"):
+        finetune(tiny_random_pipeline(), data, tmp_path / "a", tiny_config(6), progress=False)
     Image.new("RGB", (24, 20), (1, 2, 3)).save(tmp_path / "data" / "im1.png")  # an image changed under the run
     with pytest.raises(ConfigError, match="another data"):
         finetune(tiny_random_pipeline(), data, tmp_path / "b", tiny_config(6), progress=False)
@@ -415,3 +422,18 @@ def test_finetune_arguments_are_checked_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="packed weights cannot be trained"):
         finetune(pipe, data, tmp_path / "run", tiny_config(2), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_at_the_end_is_one_line(tmp_path, monkeypatch):
+    """copytree's shutil.Error (a full disk while writing RUN/model) was a raw traceback."""
+    from showo.errors import OutputError
+    from showo.training import finetune as module
+
+    def no_space(src, dst, **kw):
+        raise shutil.Error([(str(src), str(dst), "[Errno 28] No space left on device")])
+
+    monkeypatch.setattr(module.shutil, "copytree", no_space)
+    with pytest.raises(OutputError, match=r"cannot write .*model: \[Errno 28\] No space left on device; the run's"):
+        finetune(tiny_random_pipeline(), small_records(tmp_path / "data"), tmp_path / "run", tiny_config(2),
+                 progress=False)
+    assert (tmp_path / "run" / "showo-train" / "latest").is_file() and not (tmp_path / "run" / "model").exists()

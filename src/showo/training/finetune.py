@@ -11,6 +11,7 @@ atomic checkpoints, exact resume). A run directory holds:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -50,11 +51,25 @@ def check_manifest(run: Path, manifest: dict) -> None:
         return
     try:
         old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ConfigError(f"{path} is unreadable: remove the run directory {run} to start over") from None
-    for key, what in (("data_sha256", "data (the file or one of its images changed)"), ("base_model", "base model")):
-        if old.get(key) != manifest[key]:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        old = None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path} is unreadable: remove the run directory {run} to start over")
+    for key, what in (("data_sha256", "data (the file or one of its images changed)"), ("base_model", "base model"),
+                      ("tokenizers_sha256", "image or text tokenizer")):
+        if (key in old or key != "tokenizers_sha256") and old.get(key) != manifest[key]:  # (older runs lack it)
             raise ConfigError(f"{run} was started with another {what}: use a new --run directory")
+
+
+def tokenizers_digest(pipe: ShowoPipeline) -> str:
+    """sha256 of the image tokenizer's weights and the text tokenizer's vocabulary: a resume on other codes (a
+    different --vq) trained on silently."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(pipe.vq.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps(sorted(pipe.tokenizer.hf.get_vocab().items())).encode())
+    return h.hexdigest()
 
 
 def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: TrainConfig | None = None, *,
@@ -89,7 +104,8 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
     if model.config.w_clip_vit and count_kinds(records)["mmu"] and config.mix.mmu:
         raise ConfigError("understanding rows for w_clip_vit checkpoints (CLIP features) are not supported; "
                           "set mix.mmu: 0 to fine-tune text-to-image only")
-    manifest = {"data": str(data.resolve()), "data_sha256": data_digest(data, records), "base_model": base_model}
+    manifest = {"data": str(data.resolve()), "data_sha256": data_digest(data, records), "base_model": base_model,
+                "tokenizers_sha256": tokenizers_digest(pipe)}
     check_manifest(run, manifest)
     config = in_run_directory(config, run / "showo-train")
     if val_records and config.distributed == "fsdp":  # scored on the main process only, FSDP's gathers hung
@@ -143,7 +159,12 @@ def _validation(trainer: Trainer, parts: list[Part]) -> dict[str, float]:
 def save_result(vq: MagvitV2, tokenizer: TextTokenizer, weights: Path, directory: Path) -> None:
     """A pipeline directory of the checkpoint `weights` (full tensors, also after FSDP) with these image and text
     tokenizers, never half written: what `--model` and `ShowoPipeline.from_pretrained` load."""
-    with written_atomically(directory) as tmp:
-        shutil.copytree(weights, tmp / "showo")
-        vq.save_pretrained(tmp / "magvit")
-        tokenizer.save_pretrained(tmp / "tokenizer")
+    try:
+        with written_atomically(directory) as tmp:
+            shutil.copytree(weights, tmp / "showo")
+            for folder, part in ((tmp / "magvit", vq), (tmp / "tokenizer", tokenizer)):
+                folder.mkdir()
+                part.write_files(folder)
+    except (OSError, shutil.Error) as e:  # copytree gathers its errors into a shutil.Error (a full disk)
+        why = e.args[0][0][2] if isinstance(e, shutil.Error) and e.args and e.args[0] else e.strerror or e
+        raise OutputError(f"cannot write {directory}: {why}; the run's last checkpoint holds the weights") from None
