@@ -281,6 +281,13 @@ def test_forward_returns_reconstruction_and_losses():
 
 # ---- image I/O ---------------------------------------------------------------------------------------------
 
+def test_a_sliver_of_an_image_is_refused_before_it_is_resized():
+    """A 300000x1 image (under the pixel limit) was resized to 300000 x res before its centre was cut: GBs."""
+    assert preprocess(Image.new("RGB", (64, 1)), 16).shape == (3, 16, 16)  # 64:1 still taken
+    with pytest.raises(InputError, match="image is 300000x1: sides further apart than 64:1 are refused"):
+        preprocess(Image.new("RGB", (300000, 1)), 16)
+
+
 @pytest.mark.parametrize("mode,size", [("RGB", (40, 24)), ("L", (17, 33)), ("RGBA", (32, 32)), ("P", (50, 20))])
 def test_preprocess_shapes_and_range(mode, size):
     rng = np.random.default_rng(0)

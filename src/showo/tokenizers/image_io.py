@@ -14,6 +14,9 @@ from PIL import Image
 from ..errors import InputError
 
 
+MAX_ASPECT = 64  # long side / short side of an input: a panorama is 10:1
+
+
 def _resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
     """Shortest side to `resolution` (long side truncated like torchvision), bicubic, then the centre square."""
     if not isinstance(image, Image.Image):
@@ -24,6 +27,9 @@ def _resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
     if w == 0 or h == 0:
         raise InputError("image is empty")
     short, long = (w, h) if w <= h else (h, w)
+    if long > MAX_ASPECT * short:  # a 1x300000 image was resized to 300000 x 512 before its centre was cut
+        raise InputError(f"image is {w}x{h}: sides further apart than {MAX_ASPECT}:1 are refused (its centre "
+                         "square would be a sliver)")
     new_long = int(resolution * long / short)
     new_w, new_h = (resolution, new_long) if w <= h else (new_long, resolution)
     if (new_w, new_h) != (w, h):
