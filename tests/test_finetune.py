@@ -247,6 +247,9 @@ def test_a_partial_recipe_keeps_the_finetune_defaults(tmp_path, capsys):
     assert main(["finetune", str(data), "--run", str(tmp_path / "run"), "--recipe", str(recipe),
                  "--write-recipe", str(tmp_path / "w.yaml")]) == 2
     assert "unknown train config keys: 1" in capsys.readouterr().err
+    before = data.read_bytes()
+    assert main(["finetune", str(data), "--run", str(tmp_path / "run"), "--write-recipe", str(data)]) == 2
+    assert "that is the DATA file this command reads" in capsys.readouterr().err and data.read_bytes() == before
 
 
 def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):
@@ -409,7 +412,10 @@ def test_finetune_arguments_are_checked_before_anything_is_written(tmp_path):
     data = small_records(tmp_path / "data")
     for kwargs, match in (({"pipe": "tiny-random"}, "pipe must be a ShowoPipeline, got str"),
                           ({"config": {"max_steps": 2}}, "config must be a TrainConfig or None, got dict"),
-                          ({"run": ""}, "run must be a non-empty path"), ({"data": 3}, "data must be a path, got int")):
+                          ({"run": ""}, "run must be a non-empty path"), ({"data": 3}, "data must be a path, got int"),
+                          ({"val_records": "v.jsonl"}, "val_records must be a list of Records"),
+                          ({"on_ready": 3}, "on_ready must be callable"),
+                          ({"base_model": object()}, "base_model must be a string or None, got object")):
         args = {"pipe": pipe, "data": data, "run": tmp_path / "run", **kwargs}
         with pytest.raises(ConfigError, match=match):
             finetune(args.pop("pipe"), args.pop("data"), args.pop("run"), progress=False, **args)

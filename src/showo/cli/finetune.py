@@ -6,7 +6,7 @@ import os
 import shlex
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from .values import path_arg
 
 DESCRIPTION = """\
@@ -85,6 +85,11 @@ def run(ctx) -> int:
     val_records = read_records(args.val) if args.val else None
     config = _config(args, records)
     if args.write_recipe:
+        inputs = [(data, "DATA"), *([(Path(args.val), "--val")] if args.val else []),
+                  *([(Path(args.recipe), "--recipe")] if args.recipe else [])]
+        for path, flag in inputs:  # it replaced the data file with YAML
+            if Path(args.write_recipe).resolve() == path.resolve():
+                raise OutputError(f"--write-recipe {args.write_recipe}: that is the {flag} file this command reads")
         write_file(Path(args.write_recipe), config.to_yaml_text().encode(), "--write-recipe")
         return 0
     check_out_dir(run_dir, flag="--run")

@@ -226,5 +226,5 @@ def open_metrics_log(output_dir: Path, step: int) -> TextIO:
 def _logged_step(line: str) -> int | None:
     try:
         return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):  # (a damaged line: {"step": 1e400})
         return None
