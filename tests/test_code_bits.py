@@ -91,3 +91,19 @@ def test_code_bit_rows_needs_a_power_of_two_codebook_and_no_fsdp():
         CodeBitRows(0, torch.zeros(50, 8), 48)
     with pytest.raises(ConfigError, match="fsdp"):
         TrainConfig(code_bit_rows=True, distributed="fsdp")
+
+
+def test_damaged_run_files_are_one_line_errors(tmp_path):
+    """A truncated code_bits.safetensors was a raw SafetensorError, a damaged recipe.json a raw JSONDecodeError."""
+    from showo.errors import CheckpointError
+    from showo.training.code_bits import load_apart
+    from showo.training.embedded import EmbeddedRecipe, check_stage_recipe
+
+    (tmp_path / FILE).write_bytes(b"\x10\x00")
+    with pytest.raises(CheckpointError, match="corrupt safetensors file"):
+        load_apart(tmp_path)
+    trainer = tiny_trainer(tmp_path / "run", 1)
+    trainer.train(progress=False)
+    (tmp_path / "run" / "recipe.json").write_text("{bad")
+    with pytest.raises(CheckpointError, match="recipe.json is not valid JSON"):
+        check_stage_recipe(tmp_path / "run", EmbeddedRecipe(), is_main=True)

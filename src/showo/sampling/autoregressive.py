@@ -51,6 +51,7 @@ def uses_cuda_graph(device: torch.device, use_cache: bool, max_new_tokens: int) 
     """`generate_text`'s default for `cuda_graph`."""
     return device.type == "cuda" and long_enough_for_static_step(use_cache, max_new_tokens)
 
+
 TOKEN_ARGUMENTS = "step, ids, finished"  # how `on_token` is called
 
 # A shared prefix is prefilled in its own pass, which reads every weight once more: below this many positions

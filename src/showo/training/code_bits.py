@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..checkpoints import save_weights
+from ..checkpoints import read_state_dict, save_weights
 from ..errors import ConfigError
 from ..model.showo import Showo
 from ..tokenizers.lfq import code_bits
@@ -100,4 +99,4 @@ def save_apart(directory: Path, apart: dict[str, torch.Tensor]) -> None:
 
 def load_apart(directory: Path) -> dict[str, torch.Tensor]:
     path = directory / FILE
-    return load_file(str(path)) if path.is_file() else {}
+    return read_state_dict(path) if path.is_file() else {}  # a damaged file is a one-line CheckpointError

@@ -19,7 +19,7 @@ import yaml
 from ..backbone import PhiConfig
 from ..data.dataset import WorldStream
 from ..data.world import WorldConfig
-from ..checkpoints import find_weights, load_checked, read_state_dict, saved_part
+from ..checkpoints import find_weights, load_checked, read_json_object, read_state_dict, saved_part
 from ..files import atomic_write
 from ..errors import ConfigError
 from ..fields import check_field_types
@@ -210,7 +210,7 @@ def check_stage_recipe(output_dir: Path, recipe: EmbeddedRecipe, is_main: bool) 
     values = {k: getattr(recipe, k) for k in STAGE_KEYS}
     kept = output_dir / "recipe.json"
     if latest_checkpoint(output_dir) is not None and kept.is_file():
-        check_same_config(output_dir, json.loads(kept.read_text()), values, 0, None)
+        check_same_config(output_dir, read_json_object(kept), values, 0, None)  # damaged: one line, not raw JSON
     elif is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(kept, json.dumps(values, indent=2).encode())
