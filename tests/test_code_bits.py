@@ -1,5 +1,7 @@
 """Bit-structured image-code rows (training/code_bits.py): the same start, shared learning, plain checkpoints
 (exact resume: tests/test_trainer.py)."""
+import json
+
 import pytest
 import torch
 
@@ -106,4 +108,12 @@ def test_damaged_run_files_are_one_line_errors(tmp_path):
     trainer.train(progress=False)
     (tmp_path / "run" / "recipe.json").write_text("{bad")
     with pytest.raises(CheckpointError, match="recipe.json is not valid JSON"):
-        check_stage_recipe(tmp_path / "run", EmbeddedRecipe(), is_main=True)
+        check_stage_recipe(tmp_path / "run", EmbeddedRecipe(), is_main=True, tokenizers="0")
+    (tmp_path / "run" / "recipe.json").unlink()
+    check_stage_recipe(tmp_path / "run", EmbeddedRecipe(), is_main=True, tokenizers="a")  # written
+    with pytest.raises(ConfigError, match="tokenizers_sha256 'a' -> 'b'"):  # a retrained image tokenizer
+        check_stage_recipe(tmp_path / "run", EmbeddedRecipe(), is_main=True, tokenizers="b")
+    kept = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    del kept["tokenizers_sha256"]  # a run from before the digest was kept resumes
+    (tmp_path / "run" / "recipe.json").write_text(json.dumps(kept))
+    check_stage_recipe(tmp_path / "run", EmbeddedRecipe(), is_main=True, tokenizers="b")

@@ -29,7 +29,7 @@ from ..tokenizers.text import TextTokenizer
 from .checkpoint import check_same_config, latest_checkpoint
 from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig, build_config, in_run_directory, merged, read_yaml
-from .finetune import save_result
+from .finetune import save_result, tokenizers_digest
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
 from .trainer import Progress, Trainer
@@ -189,7 +189,7 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: Progress = True) ->
         # before the trainer reparametrizes the model (code_bit_rows)
         init_weights(model, Path(recipe.init_from), fresh_image_codes=recipe.init_fresh_image_codes)
     trainer = Trainer(model, source, cfg)
-    check_stage_recipe(Path(cfg.output_dir), recipe, trainer.dist.is_main)
+    check_stage_recipe(Path(cfg.output_dir), recipe, trainer.dist.is_main, tokenizers_digest(vq, tok))
     trainer.resume()
     trainer.train(progress=progress)
     remove_code_bit_rows(model)
@@ -204,10 +204,15 @@ STAGE_KEYS = ("seed", "text_vocab_size", "text_corpus_samples", "hidden_size", "
               "max_seq_length")
 
 
-def check_stage_recipe(output_dir: Path, recipe: EmbeddedRecipe, is_main: bool) -> None:
-    """Refuse to resume a Show-o stage under other `STAGE_KEYS` than it started with (kept in
-    `<output_dir>/recipe.json`, written when missing)."""
+def check_stage_recipe(output_dir: Path, recipe: EmbeddedRecipe, is_main: bool, tokenizers: str | None = None
+                       ) -> None:
+    """Refuse to resume a Show-o stage under other `STAGE_KEYS` than it started with, or on other tokenizers
+    (`tokenizers`: their digest, None before they are loaded; a retrained image tokenizer was trained on
+    silently; runs from before it was kept resume as they did). Kept in `<output_dir>/recipe.json`, written when
+    missing."""
     values = {k: getattr(recipe, k) for k in STAGE_KEYS}
+    if tokenizers is not None:
+        values["tokenizers_sha256"] = tokenizers
     kept = output_dir / "recipe.json"
     if latest_checkpoint(output_dir) is not None and kept.is_file():
         check_same_config(output_dir, read_json_object(kept), values, 0, None)  # damaged: one line, not raw JSON

@@ -61,14 +61,14 @@ def check_manifest(run: Path, manifest: dict) -> None:
             raise ConfigError(f"{run} was started with another {what}: use a new --run directory")
 
 
-def tokenizers_digest(pipe: ShowoPipeline) -> str:
+def tokenizers_digest(vq: MagvitV2, tokenizer: TextTokenizer) -> str:
     """sha256 of the image tokenizer's weights and the text tokenizer's vocabulary: a resume on other codes (a
-    different --vq) trained on silently."""
+    different --vq, or a retrained image tokenizer) trained on silently."""
     h = hashlib.sha256()
-    for name, tensor in sorted(pipe.vq.state_dict().items()):
+    for name, tensor in sorted(vq.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps(sorted(pipe.tokenizer.hf.get_vocab().items())).encode())
+    h.update(json.dumps(sorted(tokenizer.hf.get_vocab().items())).encode())
     return h.hexdigest()
 
 
@@ -112,7 +112,7 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
         raise ConfigError("understanding rows for w_clip_vit checkpoints (CLIP features) are not supported; "
                           "set mix.mmu: 0 to fine-tune text-to-image only")
     manifest = {"data": str(data.resolve()), "data_sha256": data_digest(data, records), "base_model": base_model,
-                "tokenizers_sha256": tokenizers_digest(pipe)}
+                "tokenizers_sha256": tokenizers_digest(pipe.vq, pipe.tokenizer)}
     check_manifest(run, manifest)
     config = in_run_directory(config, run / "showo-train")
     if val_records and config.distributed == "fsdp":  # scored on the main process only, FSDP's gathers hung
