@@ -10,7 +10,7 @@ import torch
 from ..files import path_argument, saved
 from ..errors import CheckpointError, ConfigError
 from ..model import Showo
-from ..model.showo import write_showo
+from ..model.showo import check_vocab, write_showo
 from ..model.clip import ClipVisionTower
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
@@ -22,6 +22,29 @@ DEFAULT_TOKENIZER = "microsoft/phi-1_5"
 def _local(path: str | Path | None) -> str | Path | None:
     """`~/dir` as the home directory's `dir` (hub ids and other paths unchanged)."""
     return Path(path).expanduser() if isinstance(path, (str, Path)) and str(path).startswith("~") else path
+
+
+def check_parts(model: Showo, vq: MagvitV2, tokenizer: TextTokenizer, clip: ClipVisionTower | None,
+                model_id: str) -> None:
+    """One-line ConfigErrors for parts that do not make a pipeline (checked by its constructor)."""
+    for name, value, kind in (("model", model, Showo), ("vq", vq, MagvitV2),
+                              ("tokenizer", tokenizer, TextTokenizer)):
+        if not isinstance(value, kind):  # a path given here failed deep inside
+            raise ConfigError(f"{name} must be a {kind.__name__} (from_pretrained loads the parts from paths), "
+                              f"got {type(value).__name__}")
+    if clip is not None and not isinstance(clip, ClipVisionTower):
+        raise ConfigError(f"clip must be a ClipVisionTower or None, got {type(clip).__name__}")
+    if clip is not None and not model.config.w_clip_vit:  # it was silently unused
+        raise ConfigError("clip is for the w_clip_vit checkpoints; this model reads images as codes")
+    if clip is not None and clip.hidden_size != model.config.clip_hidden_size:  # failed at the first ask
+        raise ConfigError(f"the CLIP tower's features have {clip.hidden_size} channels, the model's projector "
+                          f"takes {model.config.clip_hidden_size}")
+    if not isinstance(model_id, str):
+        raise ConfigError(f"model_id must be a string, got {type(model_id).__name__}")
+    check_vocab(model, tokenizer.vocab)
+    if vq.config.codebook_size != model.config.codebook_size:
+        raise ConfigError(f"image tokenizer has {vq.config.codebook_size} codes, the model expects "
+                          f"{model.config.codebook_size}")
 
 
 def load_parts(model: str | Path, vq: str | Path | None, tokenizer: str | Path | None, clip: str | Path | None,

@@ -19,7 +19,6 @@ from ..limits import (check_batch, check_callback, check_image_count, check_outp
                       check_steps, check_text_sampling)
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
-from ..model.showo import check_vocab
 from ..prompting.masks import causal_mask, mmu_clip_mask, mmu_mask
 from ..prompting.sequences import (SYSTEM_PROMPT, clip_image_slot, clip_question_text, mmu_clip_prompt_ids,
                                    mmu_prompt_ids, mmu_question_text, t2i_gen_sequence)
@@ -29,10 +28,9 @@ from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas, final_grid
-from .inputs import (check_prompt, check_prompts,
-                     load_image, load_mask, plain_arguments, square_input, warn)
+from .inputs import check_prompt, check_prompts, load_image, load_mask, plain_arguments, square_input, warn
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
-from .loading import load_parts, save_parts
+from .loading import check_parts, load_parts, save_parts
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
 CAPTION_QUESTION = "Describe the image."  # also the embedded model's training question
@@ -46,24 +44,7 @@ class ShowoPipeline:
 
     def __init__(self, model: Showo, vq: MagvitV2, tokenizer: TextTokenizer, clip: ClipVisionTower | None = None,
                  model_id: str = ""):
-        for name, value, kind in (("model", model, Showo), ("vq", vq, MagvitV2),
-                                  ("tokenizer", tokenizer, TextTokenizer)):
-            if not isinstance(value, kind):  # a path given here failed deep inside
-                raise ConfigError(f"{name} must be a {kind.__name__} (from_pretrained loads the parts from paths), "
-                                  f"got {type(value).__name__}")
-        if clip is not None and not isinstance(clip, ClipVisionTower):
-            raise ConfigError(f"clip must be a ClipVisionTower or None, got {type(clip).__name__}")
-        if clip is not None and not model.config.w_clip_vit:  # it was silently unused
-            raise ConfigError("clip is for the w_clip_vit checkpoints; this model reads images as codes")
-        if clip is not None and clip.hidden_size != model.config.clip_hidden_size:  # failed at the first ask
-            raise ConfigError(f"the CLIP tower's features have {clip.hidden_size} channels, the model's projector "
-                              f"takes {model.config.clip_hidden_size}")
-        if not isinstance(model_id, str):
-            raise ConfigError(f"model_id must be a string, got {type(model_id).__name__}")
-        check_vocab(model, tokenizer.vocab)
-        if vq.config.codebook_size != model.config.codebook_size:
-            raise ConfigError(f"image tokenizer has {vq.config.codebook_size} codes, the model expects "
-                              f"{model.config.codebook_size}")
+        check_parts(model, vq, tokenizer, clip, model_id)
         self.model, self.vq, self.tokenizer, self.clip = model.eval(), vq.eval(), tokenizer, clip
         self.model_id = model_id
         self.compiled_decoding = False  # see compile_decoding
