@@ -55,6 +55,12 @@ def test_resume_continues_exactly(tmp_path, code_bit_rows):
         assert torch.equal(a, b), k
 
 
+def _edit_scheduler(checkpoint: Path, **values) -> None:
+    meta = json.loads((checkpoint / "trainer.json").read_text())
+    meta["scheduler"].update(values)
+    (checkpoint / "trainer.json").write_text(json.dumps(meta))
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
@@ -69,6 +75,9 @@ def _truncate(path: Path) -> None:
     (lambda c: torch.save({"state": 3}, c / "optimizer.pt"), "is corrupt: its optimizer, scheduler or random state"),
     (lambda c: torch.save({"torch": torch.zeros(3)}, c / "rng.pt"), "is corrupt: its optimizer, scheduler or random"),
     (lambda c: torch.save([1], c / "rng.pt"), "is corrupt: its optimizer, scheduler or random state"),
+    # an edited scheduler trained at lr 150 (base_lrs), or failed mid-training (last_epoch)
+    (lambda c: _edit_scheduler(c, base_lrs=[1000.0, 1000.0]), "is corrupt: its scheduler state does not fit"),
+    (lambda c: _edit_scheduler(c, last_epoch="x"), "is corrupt: its scheduler state does not fit"),
 ])
 def test_a_damaged_checkpoint_is_one_line_error(tmp_path, damage, match):
     """Each file a resume reads, damaged, is a CheckpointError naming it (the CLI's one line), not a traceback."""

@@ -131,6 +131,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
         raise CheckpointError(f"{path} holds the weights of another model architecture than the recipe's: resume "
                               "with the recipe the run started with, or use a new run directory") from None
     optim_state, rng = load_tensors(path / "optimizer.pt"), load_tensors(path / "rng.pt")
+    saved = meta.get("scheduler")
+    # the learning rates come from the recipe (compared before): an edited base_lrs trained at lr 150
+    if not (isinstance(saved, dict) and saved.get("base_lrs") == scheduler.state_dict()["base_lrs"]
+            and type(saved.get("last_epoch")) is int and saved["last_epoch"] >= 0):
+        raise CheckpointError(f"{path} is corrupt: its scheduler state does not fit this run's recipe")
     try:
         set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
         scheduler.load_state_dict(meta["scheduler"])
