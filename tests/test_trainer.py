@@ -474,6 +474,7 @@ def test_row_generator_keeps_its_streams_and_takes_any_seed():
      "mix.mmu_qtype_weights must be a mapping of strings to finite numbers"),
     (lambda: TokenizerTrainConfig(max_steps="5"), "tokenizer_train.max_steps must be an integer"),
     (lambda: EmbeddedRecipe(hidden_size="256"), "recipe: hidden_size must be an integer"),
+    (lambda: EmbeddedRecipe(text_vocab_size=10 ** 12), "text_vocab_size must be at most 1000000"),  # an abort
     (lambda: WorldConfig(image_size=64.5), "world config: image_size must be an integer"),
     (lambda: MagvitConfig(z_channels=6.0), "MAGVIT config: z_channels must be an integer"),
 ])

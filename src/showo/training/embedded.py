@@ -74,6 +74,8 @@ class EmbeddedRecipe:
         for name in ("text_vocab_size", "text_corpus_samples", "hidden_size", "num_layers", "num_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.text_vocab_size > 1_000_000:  # 10**12 aborted the process inside the tokenizer trainer
+            raise ConfigError(f"text_vocab_size must be at most 1000000, got {self.text_vocab_size}")
         if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads % 4:
             raise ConfigError(f"hidden_size / num_heads must be a whole multiple of 4 (half of each head is "
                               f"rotary, in pairs), got {self.hidden_size} / {self.num_heads}")
