@@ -87,22 +87,7 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
     `pipe.model` trains in place. If the call fails (a divergence, an interrupt, a bad record), it gets back the
     weights it had before (from a copy kept in CPU memory while training), so a second try does not start from
     damaged weights; under FSDP, which shards the model in place, it is left as training left it."""
-    if not isinstance(pipe, ShowoPipeline):
-        raise ConfigError(f"pipe must be a ShowoPipeline, got {type(pipe).__name__}")
-    if config is not None and not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig or None, got {type(config).__name__}")
-    for name, given in (("records", records), ("val_records", val_records)):  # a path here failed deep inside
-        if given is not None and not (isinstance(given, list) and all(isinstance(r, Record) for r in given)):
-            raise ConfigError(f"{name} must be a list of Records (data.records.read_records) or None")
-    if on_ready is not None and not callable(on_ready):
-        raise ConfigError(f"on_ready must be callable or None, got {type(on_ready).__name__}")
-    if base_model is not None and not isinstance(base_model, str):
-        raise ConfigError(f"base_model must be a string or None, got {type(base_model).__name__}")
-    if pipe.model.packed:
-        raise ConfigError("a pipeline with packed weights cannot be trained: load it again without pack_weights()")
-    if pipe.model.dtype != torch.float32:  # bf16 weights barely moved (1.5% changed against 83% in float32)
-        raise ConfigError(f"finetune keeps float32 master weights, and this pipeline's model is {pipe.model.dtype}: "
-                          "load it in float32 (the recipe's precision sets the compute)")
+    _check_arguments(pipe, config, records, val_records, on_ready, base_model)
     data, run = path_argument(data, "data"), path_argument(run, "run")
     records = read_records(data) if records is None else records
     config = default_config(records) if config is None else config
@@ -127,6 +112,27 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
             model.load_state_dict(before)
             model.eval()
         raise
+
+
+def _check_arguments(pipe, config, records, val_records, on_ready, base_model) -> None:
+    """One-line ConfigErrors before anything is read or written (each of these failed deep inside, or trained
+    in a way the command line refuses)."""
+    if not isinstance(pipe, ShowoPipeline):
+        raise ConfigError(f"pipe must be a ShowoPipeline, got {type(pipe).__name__}")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig or None, got {type(config).__name__}")
+    for name, given in (("records", records), ("val_records", val_records)):  # a path here failed deep inside
+        if given is not None and not (isinstance(given, list) and all(isinstance(r, Record) for r in given)):
+            raise ConfigError(f"{name} must be a list of Records (data.records.read_records) or None")
+    if on_ready is not None and not callable(on_ready):
+        raise ConfigError(f"on_ready must be callable or None, got {type(on_ready).__name__}")
+    if base_model is not None and not isinstance(base_model, str):
+        raise ConfigError(f"base_model must be a string or None, got {type(base_model).__name__}")
+    if pipe.model.packed:
+        raise ConfigError("a pipeline with packed weights cannot be trained: load it again without pack_weights()")
+    if pipe.model.dtype != torch.float32:  # bf16 weights barely moved (1.5% changed against 83% in float32)
+        raise ConfigError(f"finetune keeps float32 master weights, and this pipeline's model is {pipe.model.dtype}: "
+                          "load it in float32 (the recipe's precision sets the compute)")
 
 
 def _train(pipe: ShowoPipeline, run: Path, config: TrainConfig, records: list[Record],
