@@ -443,3 +443,18 @@ def test_a_full_disk_at_the_end_is_one_line(tmp_path, monkeypatch):
         finetune(tiny_random_pipeline(), small_records(tmp_path / "data"), tmp_path / "run", tiny_config(2),
                  progress=False)
     assert (tmp_path / "run" / "showo-train" / "latest").is_file() and not (tmp_path / "run" / "model").exists()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_takes_corrected_data(tmp_path, monkeypatch):
+    """Nothing was trained, yet the rerun on corrected data was refused as "another data"."""
+    data = small_records(tmp_path / "data")
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train", lambda self, progress=True: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            finetune(tiny_random_pipeline(), data, tmp_path / "run", tiny_config(2), progress=False)
+    assert (tmp_path / "run" / "finetune.json").is_file()
+    data.write_text(data.read_text().replace('"green"', '"lime"'))
+    finetune(tiny_random_pipeline(), data, tmp_path / "run", tiny_config(2), progress=False)
+    with pytest.raises(ConfigError, match="another data"):  # once it has a checkpoint, other data is refused
+        data.write_text(data.read_text().replace('"lime"', '"olive"'))
+        finetune(tiny_random_pipeline(), data, tmp_path / "run", tiny_config(4), progress=False)

@@ -25,7 +25,7 @@ from ..pipelines import ShowoPipeline
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .batch import Part
-from .checkpoint import latest_checkpoint
+from .checkpoint import LATEST, latest_checkpoint
 from .code_bits import remove_code_bit_rows
 from .config import MixConfig, OptimConfig, TrainConfig, in_run_directory
 from .records_source import RecordBatchSource
@@ -45,9 +45,10 @@ def default_config(records: list[Record]) -> TrainConfig:
 
 
 def check_manifest(run: Path, manifest: dict) -> None:
-    """Refuse to resume a run on other data or another base model; a new run records its manifest."""
+    """Refuse to resume a run on other data or another base model; a new run records its manifest, and so does
+    one that stopped before its first checkpoint (nothing was trained: a rerun on corrected data was refused)."""
     path = run / MANIFEST
-    if not path.is_file():
+    if not path.is_file() or not (run / "showo-train" / LATEST).is_file():
         return
     try:
         old = json.loads(path.read_text())
