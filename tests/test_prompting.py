@@ -313,12 +313,15 @@ def test_builders_refuse_numbers_of_the_wrong_kind():
     from showo.prompting import causal_mask
     from showo.prompting.sequences import lm_sequence, mmu_prompt_ids, t2i_gen_sequence
 
+    from showo.errors import InputError
+
     image = torch.full((1, 4), TINY.mask)
-    with pytest.raises(ValueError, match="text ids must be whole numbers, got 1.7"):
+    assert issubclass(InputError, ValueError)  # typed (one line on the command line), and still a ValueError
+    with pytest.raises(InputError, match="text ids must be whole numbers, got 1.7"):
         mmu_prompt_ids(TINY, TINY.image_offset + torch.zeros(4, dtype=torch.long), [1.7])
-    with pytest.raises(ValueError, match="max_text_len must be >= 2"):
+    with pytest.raises(InputError, match="max_text_len must be >= 2"):
         t2i_gen_sequence(TINY, [[1]], image, 2.5)
-    with pytest.raises(ValueError, match="text_max_tokens must be a positive integer or None, got -1"):
+    with pytest.raises(InputError, match="text_max_tokens must be a positive integer or None, got -1"):
         lm_sequence(TINY, [[1, 2, 3]], 8, text_max_tokens=-1)
-    with pytest.raises(ValueError, match="length must be an integer >= 0, got -1"):
+    with pytest.raises(InputError, match="length must be an integer >= 0, got -1"):
         causal_mask(-1)

@@ -14,8 +14,9 @@ class ConfigError(ShowoError):
     """A configuration value is missing or out of range."""
 
 
-class InputError(ShowoError):
-    """A user input (image, mask, prompt, number) is invalid."""
+class InputError(ShowoError, ValueError):
+    """A user input (image, mask, prompt, number, tensor) is invalid. Also a ValueError: the lower layers (prompt
+    builders, samplers) raised plain ValueErrors for these before."""
 
 
 class TrainingDiverged(ShowoError):

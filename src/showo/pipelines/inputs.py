@@ -83,6 +83,8 @@ def load_image(source: str | Path | Image.Image, what: str = "image", background
         raise InputError(f"{what} has no pixels")
     try:
         return _to_rgb(ImageOps.exif_transpose(image), background)
+    except InputError:  # our own, already one line (an InputError is a ValueError too)
+        raise
     except (OSError, SyntaxError, ValueError) as e:  # a mode Pillow cannot convert, a broken EXIF block
         raise InputError(f"{what} cannot be converted to RGB ({image.mode}): {e}") from None
 

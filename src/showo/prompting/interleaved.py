@@ -22,6 +22,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from ..errors import InputError
 from .masks import causal_mask, left_pad_ids, pad_left, positions_left_padded
 from .sequences import IGNORE_INDEX
 from .vocab import Vocabulary
@@ -46,16 +47,16 @@ def interleaved_sequence(vocab: Vocabulary, segments: Sequence[Segment], add_eos
     for seg in segments:
         if isinstance(seg, torch.Tensor):
             if seg.dim() != 1 or not seg.numel():
-                raise ValueError(f"an image segment must be a 1-D tensor of codes, got shape {tuple(seg.shape)}")
+                raise InputError(f"an image segment must be a 1-D tensor of codes, got shape {tuple(seg.shape)}")
             if int(seg.min()) < 0 or int(seg.max()) >= vocab.codebook_size:
-                raise ValueError(f"image codes must lie in [0, {vocab.codebook_size}), got "
+                raise InputError(f"image codes must lie in [0, {vocab.codebook_size}), got "
                                  f"[{int(seg.min())}, {int(seg.max())}]")
             ids += [vocab.soi, *vocab.codes_to_ids(seg.long()).tolist(), vocab.eoi]
             image += [False] + [True] * seg.numel() + [False]
         else:
             text = [int(t) for t in seg]
             if any(t < 0 or t >= vocab.text_size for t in text):
-                raise ValueError(f"text segments must hold text token ids below {vocab.text_size}")
+                raise InputError(f"text segments must hold text token ids below {vocab.text_size}")
             ids += text
             image += [False] * len(text)
     if add_eos:
@@ -74,22 +75,22 @@ def _blocks(ids: torch.Tensor, vocab: Vocabulary) -> list[tuple[int, int]]:
     for pos in ((ids == vocab.soi) | (ids == vocab.eoi)).nonzero().flatten().tolist():
         if int(ids[pos]) == vocab.soi:
             if start is not None:
-                raise ValueError(f"<soi> at {pos} opens an image inside the image opened at {start}")
+                raise InputError(f"<soi> at {pos} opens an image inside the image opened at {start}")
             start = pos
         else:
             if start is None:
-                raise ValueError(f"<eoi> at {pos} closes no image")
+                raise InputError(f"<eoi> at {pos} closes no image")
             blocks.append((start, pos))
             start = None
     if start is not None:
-        raise ValueError(f"<soi> at {start} is never closed by <eoi>")
+        raise InputError(f"<soi> at {start} is never closed by <eoi>")
     return blocks
 
 
 def interleaved_mask(ids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     """The [L, L] boolean mask (True = may attend) of one unpadded interleaved row [L]."""
     if ids.dim() != 1:
-        raise ValueError(f"interleaved_mask takes one row [L], got shape {tuple(ids.shape)}")
+        raise InputError(f"interleaved_mask takes one row [L], got shape {tuple(ids.shape)}")
     mask = causal_mask(ids.shape[0], ids.device)
     for s, e in _blocks(ids, vocab):
         mask[s:e + 1, s:e + 1] = True

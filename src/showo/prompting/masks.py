@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from ..errors import InputError
 from ..fields import is_number
 from .vocab import Vocabulary
 
@@ -29,13 +30,13 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 def causal_mask(length: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Lower-triangular [L, L] boolean mask (row i may attend to columns <= i)."""
     if not is_number(length, integer=True) or length < 0:
-        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+        raise InputError(f"length must be an integer >= 0, got {length!r}")
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()
 
 
 def _check_ids(ids: torch.Tensor) -> tuple[int, int]:
     if ids.dim() != 2:
-        raise ValueError(f"ids must be [B, L], got shape {tuple(ids.shape)}")
+        raise InputError(f"ids must be [B, L], got shape {tuple(ids.shape)}")
     return ids.shape[0], ids.shape[1]
 
 
@@ -91,12 +92,12 @@ def mmu_mask(ids: torch.Tensor, vocab: Vocabulary, per_row: bool = False) -> tor
     if per_row:
         if not bool(is_eoi.any(dim=1).all()):
             rows = (~is_eoi.any(dim=1)).nonzero().flatten().tolist()
-            raise ValueError(f"mmu_mask: rows {rows} have no <eoi> ({vocab.eoi}); the MMU prefix must be "
+            raise InputError(f"mmu_mask: rows {rows} have no <eoi> ({vocab.eoi}); the MMU prefix must be "
                              "[<mmu>, <soi>, image, <eoi>]")
         eoi = _first_index(is_eoi, length)[:, None, None]
     else:
         if b == 0 or not bool(is_eoi[0].any()):
-            raise ValueError(f"mmu_mask: batch row 0 has no <eoi> ({vocab.eoi}); the MMU prefix must be "
+            raise InputError(f"mmu_mask: batch row 0 has no <eoi> ({vocab.eoi}); the MMU prefix must be "
                              "[<mmu>, <soi>, image, <eoi>]")
         eoi = _first_index(is_eoi[:1], length).reshape(1, 1, 1)
     pos = torch.arange(length, device=ids.device)
@@ -113,7 +114,7 @@ def mmu_clip_mask(seq_len: int, system_len: int, num_image_tokens: int = 576, ba
     """
     start = 2 + system_len
     if system_len < 0 or seq_len < start + num_image_tokens + 1:
-        raise ValueError(f"mmu_clip_mask: seq_len {seq_len} cannot hold <mmu>, {system_len} system tokens, <soi>, "
+        raise InputError(f"mmu_clip_mask: seq_len {seq_len} cannot hold <mmu>, {system_len} system tokens, <soi>, "
                          f"{num_image_tokens} image slots and <eoi>")
     mask = causal_mask(seq_len, device)
     mask[:, start:start + num_image_tokens] = True
@@ -122,7 +123,7 @@ def mmu_clip_mask(seq_len: int, system_len: int, num_image_tokens: int = 576, ba
 
 def _spans(starts: list[int], ends: list[int], what: str) -> list[tuple[int, int]]:
     if len(starts) != len(ends):
-        raise ValueError(f"{what}: {len(starts)} openings but {len(ends)} closings in a row")
+        raise InputError(f"{what}: {len(starts)} openings but {len(ends)} closings in a row")
     return list(zip(starts, ends))
 
 
@@ -143,7 +144,7 @@ def lvg_mask(ids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
         row = ids[i]
         spans = _spans(_positions(row, vocab.soi), _positions(row, vocab.eoi), "lvg_mask <soi>/<eoi>")
         if not spans:
-            raise ValueError(f"lvg_mask: row {i} has no <soi> ({vocab.soi})")
+            raise InputError(f"lvg_mask: row {i} has no <soi> ({vocab.soi})")
         out[i, spans[0][0]:, row == vocab.pad] = False
         for s, e in spans:
             out[i, s:e + 1, s:e + 1] = True
@@ -158,7 +159,7 @@ def _text_spans(row: torch.Tensor, sot: int, eot: int) -> list[tuple[int, int]]:
         return list(zip(occ[0::2], occ[1::2]))
     starts, ends = _positions(row, sot), _positions(row, eot)
     if len(starts) > len(ends):
-        raise ValueError(f"lvg_v2_mask: {len(starts)} sot ({sot}) but only {len(ends)} eot ({eot}) in a row")
+        raise InputError(f"lvg_v2_mask: {len(starts)} sot ({sot}) but only {len(ends)} eot ({eot}) in a row")
     return list(zip(starts, ends))
 
 
@@ -185,7 +186,7 @@ def lvg_v2_mask(ids: torch.Tensor, vocab: Vocabulary, sot_id: int | None = None,
             visible[:, s:e + 1] = True
         images = _spans(_positions(row, vocab.soi), _positions(row, vocab.eoi), "lvg_v2_mask <soi>/<eoi>")
         if not images:
-            raise ValueError(f"lvg_v2_mask: row {i} has no <soi> ({vocab.soi})")
+            raise InputError(f"lvg_v2_mask: row {i} has no <soi> ({vocab.soi})")
         for s, e in images:
             visible[~is_text, s:e + 1] = True
         m = visible & causal
@@ -210,16 +211,16 @@ def pad_after_prefix(masks: Sequence[torch.Tensor], shared: int = 0,
     sample's positions). Pad rows attend only to themselves (no row is empty) and no real row sees a pad column.
     """
     if not masks:
-        raise ValueError("pad_after_prefix needs at least one mask")
+        raise InputError("pad_after_prefix needs at least one mask")
     for m in masks:
         if m.dim() != 2 or m.shape[0] != m.shape[1]:
-            raise ValueError(f"pad_after_prefix takes square [L_i, L_i] masks, got {tuple(m.shape)}")
+            raise InputError(f"pad_after_prefix takes square [L_i, L_i] masks, got {tuple(m.shape)}")
     longest, shortest = max(m.shape[0] for m in masks), min(m.shape[0] for m in masks)
     length = longest if length is None else length
     if length < longest:
-        raise ValueError(f"length {length} is shorter than the longest mask ({longest})")
+        raise InputError(f"length {length} is shorter than the longest mask ({longest})")
     if not 0 <= shared <= shortest:
-        raise ValueError(f"shared prefix {shared} must lie in [0, {shortest}] (the shortest mask)")
+        raise InputError(f"shared prefix {shared} must lie in [0, {shortest}] (the shortest mask)")
     device = masks[0].device
     out = torch.eye(length, dtype=torch.bool, device=device).repeat(len(masks), 1, 1)
     positions = torch.zeros(len(masks), length, dtype=torch.long, device=device)
@@ -243,14 +244,14 @@ def branches_after_prefix(prefix: torch.Tensor, branch_lengths: Sequence[int],
     position ids [L]); pad rows attend only to themselves and no real row sees a pad column.
     """
     if prefix.dim() != 2 or prefix.shape[0] != prefix.shape[1]:
-        raise ValueError(f"branches_after_prefix takes a square [P, P] prefix mask, got {tuple(prefix.shape)}")
+        raise InputError(f"branches_after_prefix takes a square [P, P] prefix mask, got {tuple(prefix.shape)}")
     if any(n < 1 for n in branch_lengths):
-        raise ValueError(f"branch lengths must be >= 1, got {list(branch_lengths)}")
+        raise InputError(f"branch lengths must be >= 1, got {list(branch_lengths)}")
     p = prefix.shape[0]
     used = p + sum(branch_lengths)
     length = used if length is None else length
     if length < used:
-        raise ValueError(f"length {length} is shorter than the prefix and branches ({used})")
+        raise InputError(f"length {length} is shorter than the prefix and branches ({used})")
     mask = torch.eye(length, dtype=torch.bool, device=prefix.device)
     mask[:p, :p] = prefix.bool()
     positions = torch.zeros(length, dtype=torch.long, device=prefix.device)
@@ -275,11 +276,11 @@ def pad_left(masks: Sequence[torch.Tensor], length: int | None = None) -> torch.
 def left_pad_ids(seqs: Sequence[torch.Tensor], pad_id: int, length: int | None = None) -> torch.Tensor:
     """Left-pad 1-D id tensors with `pad_id` into one [B, L] batch (the companion of `pad_left`)."""
     if not seqs:
-        raise ValueError("left_pad_ids needs at least one sequence")
+        raise InputError("left_pad_ids needs at least one sequence")
     longest = max(s.shape[0] for s in seqs)
     length = longest if length is None else length
     if length < longest:
-        raise ValueError(f"length {length} is shorter than the longest sequence ({longest})")
+        raise InputError(f"length {length} is shorter than the longest sequence ({longest})")
     out = torch.full((len(seqs), length), pad_id, dtype=torch.long, device=seqs[0].device)
     for i, s in enumerate(seqs):
         if s.shape[0]:
@@ -292,6 +293,6 @@ def positions_left_padded(lengths: Sequence[int] | torch.Tensor, length: int,
     """Position ids [B, L] that start at 0 on each row's first real token (left padding skipped; pads get 0)."""
     lengths = torch.as_tensor(lengths, dtype=torch.long, device=device).reshape(-1, 1)
     if bool((lengths > length).any()) or bool((lengths < 0).any()):
-        raise ValueError(f"lengths must lie in [0, {length}], got {lengths.flatten().tolist()}")
+        raise InputError(f"lengths must lie in [0, {length}], got {lengths.flatten().tolist()}")
     pos = torch.arange(length, dtype=torch.long, device=lengths.device)[None, :]
     return (pos - (length - lengths)).clamp(min=0)

@@ -13,6 +13,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from ..errors import InputError
 from ..fields import is_number
 from .vocab import Vocabulary
 
@@ -50,29 +51,29 @@ def _with_bos(vocab: Vocabulary, ids: Sequence[int]) -> list[int]:
 def _whole(ids: Sequence[int]) -> list[int]:
     """Text ids as ints; a fraction is refused (1.7 was taken as token 1)."""
     if bad := [i for i in ids if int(i) != i]:
-        raise ValueError(f"text ids must be whole numbers, got {bad[0]!r}")
+        raise InputError(f"text ids must be whole numbers, got {bad[0]!r}")
     return [int(i) for i in ids]
 
 
 def _check_batch(text_ids: TextIds, visual_ids: torch.Tensor, name: str) -> int:
     if visual_ids.dim() != 2:
-        raise ValueError(f"{name} must be [B, N] token ids, got shape {tuple(visual_ids.shape)}")
+        raise InputError(f"{name} must be [B, N] token ids, got shape {tuple(visual_ids.shape)}")
     if len(text_ids) != visual_ids.shape[0]:
-        raise ValueError(f"{len(text_ids)} texts but {visual_ids.shape[0]} rows of {name}")
+        raise InputError(f"{len(text_ids)} texts but {visual_ids.shape[0]} rows of {name}")
     return len(text_ids)
 
 
 def _check_visual_ids(vocab: Vocabulary, ids: torch.Tensor, name: str) -> None:
     """Image/video positions must hold image-code ids (code + offset) or the mask token."""
     if ids.numel() and (int(ids.min()) < vocab.image_offset or int(ids.max()) > vocab.mask):
-        raise ValueError(
+        raise InputError(
             f"{name} must be image token ids in [{vocab.image_offset}, {vocab.mask}] (codes + image_offset or the "
             f"mask token), got values in [{int(ids.min())}, {int(ids.max())}]")
 
 
 def _check_max_text_len(max_text_len: int) -> None:
     if not is_number(max_text_len, integer=True) or max_text_len < 2:
-        raise ValueError(f"max_text_len must be >= 2, got {max_text_len}")
+        raise InputError(f"max_text_len must be >= 2, got {max_text_len}")
 
 
 def dropout_mask(batch_size: int, cond_dropout_prob: float, dropout_draw: torch.Tensor | None = None,
@@ -81,7 +82,7 @@ def dropout_mask(batch_size: int, cond_dropout_prob: float, dropout_draw: torch.
     if dropout_draw is None:
         dropout_draw = torch.rand(batch_size, generator=generator)
     if dropout_draw.shape != (batch_size,):
-        raise ValueError(f"dropout_draw must have shape ({batch_size},), got {tuple(dropout_draw.shape)}")
+        raise InputError(f"dropout_draw must have shape ({batch_size},), got {tuple(dropout_draw.shape)}")
     return dropout_draw < cond_dropout_prob
 
 
@@ -113,7 +114,7 @@ def _visual_labels(vocab: Vocabulary, ids: torch.Tensor, visual_labels: torch.Te
     """Labels of a t2i-style training row: the ids themselves with the visual part replaced by the MTP labels,
     then every `[PAD]` value -> ignore (the official replaces by value, after concatenation)."""
     if visual_labels.shape != (ids.shape[0], n):
-        raise ValueError(f"visual labels must have shape {(ids.shape[0], n)}, got {tuple(visual_labels.shape)}")
+        raise InputError(f"visual labels must have shape {(ids.shape[0], n)}, got {tuple(visual_labels.shape)}")
     labels = ids.clone()
     labels[:, -n - 1:-1] = visual_labels.to(ids)
     return labels.masked_fill(labels == vocab.pad, IGNORE_INDEX)
@@ -199,9 +200,9 @@ def lm_sequence(vocab: Vocabulary, text_ids: TextIds, max_len: int, *,
     Labels are the ids with pads ignored (unshifted).
     """
     if max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len}")
+        raise InputError(f"max_len must be >= 1, got {max_len}")
     if text_max_tokens is not None and (not is_number(text_max_tokens, integer=True) or text_max_tokens < 1):
-        raise ValueError(f"text_max_tokens must be a positive integer or None, got {text_max_tokens!r}")  # -1 cut one
+        raise InputError(f"text_max_tokens must be a positive integer or None, got {text_max_tokens!r}")  # -1 cut one
     ids, labels = [], []
     for t in text_ids:
         t = list(t)[:text_max_tokens] if text_max_tokens is not None else list(t)
@@ -251,7 +252,7 @@ def mmu_prompt_ids(vocab: Vocabulary, image_ids: torch.Tensor, question_ids: Seq
     """
     image_ids = image_ids.reshape(1, -1) if image_ids.dim() == 1 else image_ids
     if image_ids.dim() != 2 or image_ids.shape[0] != 1:
-        raise ValueError(f"image_ids must be [N] or [1, N] (the official path is batch 1), got {tuple(image_ids.shape)}")
+        raise InputError(f"image_ids must be [N] or [1, N] (the official path is batch 1), got {tuple(image_ids.shape)}")
     _check_visual_ids(vocab, image_ids, "image_ids")
     dev = image_ids.device
     head = torch.tensor([[vocab.mmu, vocab.soi]], dtype=torch.long, device=dev)

@@ -239,9 +239,9 @@ def generate_text(
     if cuda_graph is None:
         cuda_graph = compiled or uses_cuda_graph(device, use_cache, max_new_tokens)
     if cuda_graph and not use_cache:
-        raise ValueError("cuda_graph decodes over the KV cache: it needs use_cache=True")
+        raise InputError("cuda_graph decodes over the KV cache: it needs use_cache=True")
     if compiled and not cuda_graph:
-        raise ValueError("compiled compiles the fixed-shape step of cuda_graph: it cannot go with cuda_graph=False")
+        raise InputError("compiled compiles the fixed-shape step of cuda_graph: it cannot go with cuda_graph=False")
     static = (StaticDecodeStep(model, cache, visible, graph=device.type == "cuda", compiled=compiled)
               if cuda_graph else None)
     x, start = embeds, 0

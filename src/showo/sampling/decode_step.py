@@ -16,6 +16,7 @@ import warnings
 import torch
 import torch._dynamo.exc
 
+from ..errors import InputError
 from ..backbone import KVCache
 from .graphs import capture
 
@@ -54,7 +55,7 @@ class StaticDecodeStep:
     def __init__(self, model: torch.nn.Module, cache: KVCache, visible: torch.Tensor, graph: bool,
                  compiled: bool = False):
         if graph and visible.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, the model is on {visible.device}")
+            raise InputError(f"CUDA graphs need a CUDA device, the model is on {visible.device}")
         device, b = visible.device, visible.shape[0]
         self.model, self.cache, self.use_graph = model, cache, graph
         self._run = _compiled_step() if compiled else _step
@@ -79,7 +80,7 @@ class StaticDecodeStep:
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, start: int) -> torch.Tensor:
         if not 0 <= start < self.cache.max_len:  # the device-side write is not bounds-checked
-            raise ValueError(f"KV cache overflow: position {start} outside capacity {self.cache.max_len}")
+            raise InputError(f"KV cache overflow: position {start} outside capacity {self.cache.max_len}")
         self.ids.copy_(ids.view(-1, 1))
         self.positions.copy_(positions)
         self.start.fill_(start)

@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 
+from ..errors import InputError
+
 WARMUP_RUNS = 1  # runs on the capture stream first (lazy initialisations, e.g. of cuBLAS, must not be captured)
 
 
@@ -44,7 +46,7 @@ class StaticCall:
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, graph: bool):
         if graph and example.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, the model is on {example.device}")
+            raise InputError(f"CUDA graphs need a CUDA device, the model is on {example.device}")
         self.fn, self.use_graph = fn, graph
         self.buffer = torch.empty_like(example)
         self._graph: torch.cuda.CUDAGraph | None = None

@@ -111,7 +111,7 @@ def maskgit_generate(
     _check_arguments(input_ids, uncond_input_ids, vocab, num_image_tokens, num_inference_steps, guidance_scale,
                      temperature, generator, callback)
     if cuda_graph and not reuse_prefix:
-        raise ValueError("cuda_graph replays the image block over the cached prompt: it needs reuse_prefix=True")
+        raise InputError("cuda_graph replays the image block over the cached prompt: it needs reuse_prefix=True")
     schedule_fn = get_mask_schedule(schedule) if isinstance(schedule, str) else schedule
     n, mask_id, offset = num_image_tokens, vocab.mask, vocab.image_offset
     ids = input_ids.clone()
@@ -124,7 +124,7 @@ def maskgit_generate(
         cuda_graph = uses_image_graph(model, rows.shape[0], n + 2, reuse_prefix, num_inference_steps)
     mask = t2i_mask(rows, vocab, rm_pad_in_image=True) if attention_mask is None else attention_mask
     if mask.shape != (rows.shape[0], 1, length, length):
-        raise ValueError(f"attention_mask must be [{rows.shape[0]}, 1, {length}, {length}], got {tuple(mask.shape)}")
+        raise InputError(f"attention_mask must be [{rows.shape[0]}, 1, {length}, {length}], got {tuple(mask.shape)}")
 
     codebook = slice(offset, mask_id)  # only codes are ever sampled: skip the LM head's other 50k rows
     cached_forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the image block over the cached prompt
