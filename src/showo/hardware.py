@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import torch
 
-from .errors import ConfigError, ShowoWarning
+from .errors import ConfigError, InputError, ShowoWarning
 
 PRECISIONS = ("fp32", "bf16", "auto")
 NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -147,3 +147,15 @@ def check_dtype(dtype) -> None:
     if dtype is not None and dtype not in MODEL_DTYPES:
         raise ConfigError(f"dtype must be torch.float32, torch.bfloat16, torch.float16 or torch.float64, got "
                           f"{dtype!r}")
+
+
+def check_generator(generator, device: torch.device) -> None:
+    """None, or a torch.Generator on the model's kind of device (the pipeline's and the samplers' one check:
+    another kind failed inside torch.multinomial)."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise InputError(f"generator is on {generator.device.type}, the model on {device.type}: make it with "
+                         f"torch.Generator(device={str(device)!r})")

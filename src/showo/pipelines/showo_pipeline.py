@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..errors import ConfigError, InputError
 from ..fields import is_number
-from ..hardware import check_device, check_dtype, warn_if_emulated
+from ..hardware import check_device, check_dtype, check_generator, warn_if_emulated
 from ..limits import (check_batch, check_callback, check_image_count, check_output_size, check_scale,
                       check_steps, check_text_sampling)
 from ..model import Showo
@@ -135,13 +135,9 @@ class ShowoPipeline:
 
     def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
         if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+            check_generator(generator, self.device)
             if seed is not None:  # the metadata records the seed: it must be what drew the result
                 raise InputError("give seed or generator, not both")
-            if generator.device.type != self.device.type:  # sampling failed inside torch.multinomial
-                raise InputError(f"generator is on {generator.device.type}, the model on {self.device.type}: make it "
-                                 f"with torch.Generator(device={str(self.device)!r})")
             return generator
         if seed is None:
             return None

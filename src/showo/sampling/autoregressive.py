@@ -14,6 +14,7 @@ import torch
 
 from ..errors import InputError
 from ..fields import is_number
+from ..hardware import check_generator
 from ..limits import check_callback, check_text_sampling
 from ..prompting.masks import pad_after_prefix
 from .decode_step import StaticDecodeStep
@@ -203,8 +204,7 @@ def generate_text(
     """
     check_text_sampling(max_new_tokens, temperature, top_k, top_p)
     check_callback("on_token", on_token, TOKEN_ARGUMENTS)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    check_generator(generator, model.device)
     if eos_id is not None and not is_number(eos_id, integer=True):
         raise InputError(f"eos_id must be a token id or None, got {eos_id!r}")
     if not isinstance(use_cache, bool):

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import InputError
 from ..fields import is_number
+from ..hardware import check_generator
 from ..limits import check_callback, check_scale, check_steps
 from ..prompting.masks import t2i_mask
 from ..prompting.vocab import Vocabulary
@@ -172,10 +173,9 @@ def _check_arguments(input_ids, uncond_input_ids, vocab: Vocabulary, n, steps, g
     check_scale("guidance_scale", guidance)
     check_scale("temperature", temperature)
     check_callback("callback", callback, STEP_ARGUMENTS)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
         raise InputError("input_ids must be a [B, L] tensor of token ids")
+    check_generator(generator, input_ids.device)
     if not is_number(n, integer=True) or not 1 <= n <= input_ids.shape[1] - 2:
         raise InputError(f"num_image_tokens must be an integer in [1, L - 2], got {n!r}")
     if guidance > 0 and uncond_input_ids is None:

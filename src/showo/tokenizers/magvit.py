@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,12 +279,12 @@ class MagvitV2(nn.Module):
 
     def _check_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         f, c = self.config.downsample_factor, self.config.in_channels
-        _check_floats("pixels", pixels, "in [-1, 1], as image_io.preprocess makes them")
+        peak = _check_floats("pixels", pixels, "in [-1, 1], as image_io.preprocess makes them")
         if (pixels.dim() != 4 or pixels.shape[1] != c or pixels.shape[2] % f or pixels.shape[3] % f
                 or 0 in pixels.shape):
             raise InputError(f"pixels must be [B, {c}, H, W] with B >= 1 and H, W positive multiples of {f}, got "
                              f"{tuple(pixels.shape)}")
-        if (peak := float(pixels.abs().max())) > 1.5:  # 0..255 pixels were encoded as they were
+        if peak > 1.5:  # 0..255 pixels were encoded as they were
             raise InputError(f"pixels must lie in [-1, 1] (image_io.preprocess makes them so), got values up to "
                              f"{peak:g}")
         return pixels.to(self.encoder.conv_in.weight.dtype)
@@ -360,15 +361,18 @@ class MagvitV2(nn.Module):
         (folder / "config.json").write_text(text)
 
 
-def _check_floats(name: str, x: object, what: str) -> None:
-    """A one-line InputError unless `x` is a tensor of finite floats (uint8 pixels were taken as they were, and
-    NaN ones encoded to arbitrary codes)."""
+def _check_floats(name: str, x: object, what: str) -> float:
+    """The largest magnitude in `x` (0 when empty); a one-line InputError unless `x` is a tensor of finite floats
+    (uint8 pixels were taken as they were, and NaN ones encoded to arbitrary codes). One pass over the values:
+    NaN and infinity come out in the maximum too (the training step calls this on every batch)."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{name} must be a tensor ({what}), got {type(x).__name__}")
     if not x.is_floating_point():
         raise InputError(f"{name} must be floats ({what}), got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    peak = float(x.abs().amax()) if x.numel() else 0.0
+    if not math.isfinite(peak):
         raise InputError(f"{name} must be finite (found NaN or infinity)")
+    return peak
 
 
 def _read_config(path: Path) -> MagvitConfig | None:
