@@ -95,6 +95,19 @@ def test_mask_is_lvg_mask_on_unpadded_rows_and_text_sees_earlier_images(pipe):
             interleaved_mask(torch.tensor(bad), v)
 
 
+def test_mask_rows_from_a_position_are_those_rows_of_the_whole_mask(pipe):
+    v = pipe.vocab  # decoding builds only the rows it runs (the whole [L, L] mask cost ms per text token)
+    row = interleaved_sequence(v, [[10, 11], torch.arange(4), [12, 13], torch.arange(4, 8), [14]]).ids
+    whole = interleaved_mask(row, v)
+    for first in range(row.shape[0] + 1):  # before, inside and after each block, and no row at all
+        assert torch.equal(interleaved_mask(row, v, first_row=first), whole[first:])
+        assert torch.equal(causal_mask(row.shape[0], first_row=first), causal_mask(row.shape[0])[first:])
+    assert torch.equal(causal_mask(3), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool))
+    for bad in (-1, row.shape[0] + 1, 1.5):
+        with pytest.raises(ValueError, match="first_row"):
+            interleaved_mask(row, v, first_row=bad)
+
+
 def test_left_padded_batch(pipe):
     v = pipe.vocab
     rows = [interleaved_sequence(v, [[10], torch.arange(4), [11, 12]]).ids, interleaved_sequence(v, [[10]]).ids]

@@ -71,7 +71,7 @@ def check_mixed(prompt: str, max_images: int, max_new_tokens: int, num_inference
 def _forward(model: torch.nn.Module, ids: list[int], start: int, cache, vocab: Vocabulary) -> torch.Tensor:
     """Run positions `[start, len(ids))` through the cache; logits [1, V] of the last one."""
     row = torch.tensor(ids, dtype=torch.long, device=model.device)
-    mask = interleaved_mask(row, vocab)[start:][None, None]
+    mask = interleaved_mask(row, vocab, first_row=start)[None, None]
     return model(row[None, start:], attention_mask=mask, cache=cache, start=start, logits_slice=slice(-1, None))[:, -1]
 
 

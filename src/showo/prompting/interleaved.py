@@ -87,13 +87,15 @@ def _blocks(ids: torch.Tensor, vocab: Vocabulary) -> list[tuple[int, int]]:
     return blocks
 
 
-def interleaved_mask(ids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
-    """The [L, L] boolean mask (True = may attend) of one unpadded interleaved row [L]."""
+def interleaved_mask(ids: torch.Tensor, vocab: Vocabulary, first_row: int = 0) -> torch.Tensor:
+    """The [L, L] boolean mask (True = may attend) of one unpadded interleaved row [L]; with `first_row`, only
+    its rows from there on, [L - first_row, L] (decoding: the rows of the positions being run)."""
     if ids.dim() != 1:
         raise InputError(f"interleaved_mask takes one row [L], got shape {tuple(ids.shape)}")
-    mask = causal_mask(ids.shape[0], ids.device)
+    mask = causal_mask(ids.shape[0], ids.device, first_row)
     for s, e in _blocks(ids, vocab):
-        mask[s:e + 1, s:e + 1] = True
+        if e >= first_row:
+            mask[max(s, first_row) - first_row:e + 1 - first_row, s:e + 1] = True
     return mask
 
 

