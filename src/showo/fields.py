@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 import typing
 from typing import Any
-
-import numpy as np
 
 from .errors import ConfigError
 
@@ -20,7 +19,10 @@ from .errors import ConfigError
 def is_number(value: Any, integer: bool = False) -> bool:
     """An int or float (with `integer`, an int) that is not a bool or NaN. numpy scalars count, so that values
     from a numpy sweep pass the API's checks like Python's own; Fraction and Decimal do not (torch takes neither)."""
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)  # not Fraction or Decimal
+    kind: tuple[type, ...] = (int,) if integer else (int, float)  # not Fraction or Decimal
+    np = sys.modules.get("numpy")  # a numpy scalar implies numpy is loaded; importing it here cost 0.18 s of `--help`
+    if np is not None:
+        kind += (np.integer,) if integer else (np.integer, np.floating)
     return isinstance(value, kind) and not isinstance(value, bool) and value == value
 
 

@@ -6,9 +6,10 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # imported where used: tqdm is 0.05 s of `showo --help`
+    from tqdm import tqdm
 
 from ..errors import ShowoWarning
 
@@ -20,6 +21,8 @@ def one_line(text: str) -> str:
 
 def say(kind: str, message: str) -> None:
     """Print `showo: <kind>: <message>` on stderr as one line, above any progress bar."""
+    from tqdm import tqdm
+
     tqdm.write(f"showo: {kind}: {one_line(message)}", file=sys.stderr)
 
 
@@ -70,6 +73,8 @@ class Progress:
 
     def _open(self, kind: str, total: int, desc: str, unit: str, initial: int = 0) -> None:
         self._close()
+        from tqdm import tqdm
+
         self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, leave=False)
         self._kind = kind
 

@@ -4,7 +4,16 @@
 scores are reproducible); `matching` scores a parse against the scene a prompt described, and a free-text
 answer against the gold one.
 """
-from .matching import answer_correct, assign, match_scene, normalise_answer
-from .parser import ParsedObject, ParsedScene, parse
+from importlib import import_module
 
-__all__ = ["ParsedObject", "ParsedScene", "answer_correct", "assign", "match_scene", "normalise_answer", "parse"]
+# Loaded on first use: the CLI reads `evaluation.settings` to build its help, which must not pay for the world's
+# renderer and numpy (0.17 s).
+_EXPORTS = {"ParsedObject": "parser", "ParsedScene": "parser", "parse": "parser", "answer_correct": "matching",
+            "assign": "matching", "match_scene": "matching", "normalise_answer": "matching"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
