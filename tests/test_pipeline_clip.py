@@ -40,6 +40,25 @@ def test_clip_ask_batches_like_single_calls(clip_pipe):
     assert one_image.token_ids == both.token_ids[2:]
 
 
+def test_clip_batch_gives_each_pair_its_own_image_and_question(clip_pipe, monkeypatch):
+    """The prompt embeddings each (image, question) pair decodes from are those of a call with that pair alone
+    (the tiny random model answers alike whatever it sees, so its tokens cannot show a mix-up)."""
+    import showo.pipelines.showo_pipeline as module
+
+    pipe, _ = clip_pipe
+    seen = []
+    real = module.generate_text
+    monkeypatch.setattr(module, "generate_text", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    images = [Image.new("RGB", (20, 30), (250, 10, 10)), Image.new("RGB", (30, 20), (10, 10, 250))]
+    questions = ["what colour?", "what is it called?"]
+    pipe.ask(images, questions, max_new_tokens=2)
+    batch = seen.pop()
+    for k, (i, q) in enumerate((i, q) for i in range(2) for q in questions):
+        pipe.ask(images[i], q, max_new_tokens=2)
+        assert torch.equal(batch[k], seen.pop()[0]), (i, q)
+    assert not torch.equal(batch[0], batch[2]) and batch[0].shape != batch[1].shape
+
+
 def test_clip_checkpoint_without_tower_is_a_clear_error(clip_pipe):
     pipe, _ = clip_pipe
     bare = ShowoPipeline(pipe.model, pipe.vq, pipe.tokenizer)

@@ -76,11 +76,19 @@ class Showo(nn.Module):
     def embed_with_features(self, input_ids: torch.Tensor, features: torch.Tensor, insert_at: int) -> torch.Tensor:
         """Embed `input_ids` and insert the projected CLIP `features` ([B, P, clip_hidden]) before position
         `insert_at` (right after `<soi>`), as the official CLIP-ViT understanding path does."""
+        return self.embed_with_image(input_ids, self.project_features(features), insert_at)
+
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """CLIP features [B, P, clip_hidden] through `mm_projector`: image embeddings [B, P, hidden]."""
         if not self.config.w_clip_vit:
             raise ConfigError("this checkpoint has no mm_projector (w_clip_vit is false)")
+        return self.mm_projector(features.to(self.showo.model.embed_tokens.weight.dtype))
+
+    def embed_with_image(self, input_ids: torch.Tensor, image: torch.Tensor, insert_at: int) -> torch.Tensor:
+        """Embed `input_ids` with projected image embeddings ([B, P, hidden]) inserted before `insert_at`
+        (for several questions about one image, which is projected once)."""
         e = self.embed(input_ids)
-        image = self.mm_projector(features.to(e.dtype))
-        return torch.cat([e[:, :insert_at], image, e[:, insert_at:]], dim=1)
+        return torch.cat([e[:, :insert_at], image.to(e.dtype), e[:, insert_at:]], dim=1)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return self.showo.new_cache(batch, max_len)

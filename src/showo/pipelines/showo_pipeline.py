@@ -394,10 +394,12 @@ class ShowoPipeline:
         system = self.tokenizer.encode(SYSTEM_PROMPT)
         slot = clip_image_slot(len(system))
         embeds, masks = [], []
-        with torch.no_grad():
+        with torch.no_grad():  # each image projected once, each question tokenized once (not once per pair)
+            projected = [self.model.project_features(feats[i:i + 1]) for i in range(len(images))]
+            questions = {q: mmu_clip_prompt_ids(self.vocab, system, self._text_ids(clip_question_text(q), "question"))
+                         for q in dict.fromkeys(q for _, q in pairs)}
             for i, q in pairs:
-                ids = mmu_clip_prompt_ids(self.vocab, system, self._text_ids(clip_question_text(q), "question"))
-                e = self.model.embed_with_features(ids.to(self.device), feats[i:i + 1], slot)[0]
+                e = self.model.embed_with_image(questions[q].to(self.device), projected[i], slot)[0]
                 self._check_room(e.shape[0], max_new_tokens)
                 embeds.append(e)
                 masks.append(mmu_clip_mask(e.shape[0], len(system), num_image_tokens=feats.shape[1])[0, 0])
