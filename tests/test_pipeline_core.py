@@ -203,6 +203,10 @@ def test_save_and_load_pipeline_directory(pipe, tmp_path):
     b = again.text_to_image("a cube", num_inference_steps=3, seed=5)
     assert torch.equal(a.codes, b.codes)
     assert again.tokenizer.vocab == pipe.tokenizer.vocab
+    pipe.vq.to(torch.bfloat16).save_pretrained(tmp_path / "vq16")  # (as the embedded model stores it)
+    pipe.vq.float()
+    again = ShowoPipeline.from_pretrained(tmp_path / "p", vq=tmp_path / "vq16")
+    assert {p.dtype for p in again.vq.parameters()} == {torch.float32}  # the image tokenizer always runs in float32, however it is stored
 
 
 def test_save_pretrained_is_whole_or_nothing_and_reads_home(pipe, tmp_path, monkeypatch):

@@ -22,14 +22,10 @@ def load_embedded(device: str = "cpu", dtype=None):
     """The embedded `ShowoPipeline` (weights are stored in bfloat16 and loaded as float32 unless `dtype`)."""
     import torch
 
-    from .model import Showo
     from .pipelines import ShowoPipeline
-    from .tokenizers.magvit import MagvitV2
-    from .tokenizers.text import TextTokenizer
+    from .pipelines.loading import load_parts
 
     if not embedded_available():
         raise CheckpointError(f"the embedded model is missing from {EMBEDDED_DIR} (a broken installation?)")
-    model = Showo.from_pretrained(EMBEDDED_DIR / "showo", dtype=dtype or torch.float32, device=device)
-    vq = MagvitV2.from_pretrained(EMBEDDED_DIR / "magvit", device=device, dtype=torch.float32)
-    tok = TextTokenizer.from_pretrained(EMBEDDED_DIR / "tokenizer", codebook_size=model.config.codebook_size)
-    return ShowoPipeline(model, vq, tok, model_id=EMBEDDED_ID)
+    *parts, _ = load_parts(EMBEDDED_DIR, None, None, None, dtype or torch.float32, torch.device(device))
+    return ShowoPipeline(*parts, model_id=EMBEDDED_ID)

@@ -21,10 +21,6 @@ class KVCache:
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.max_len = max_len
 
-    @property
-    def batch(self) -> int:
-        return self.k[0].shape[0]
-
     def update(self, layer: int, start: int | torch.Tensor, k: torch.Tensor,
                v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store `k, v` ([B, H, q, D]) at positions `[start, start+q)`; return keys/values of `[0, start+q)`.
@@ -43,11 +39,6 @@ class KVCache:
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only batch rows `rows` (e.g. drop finished sequences)."""
-        self.k = [k[rows] for k in self.k]
-        self.v = [v[rows] for v in self.v]
 
     def copy_prefix(self, other: "KVCache", length: int, source_rows: torch.Tensor) -> None:
         """Fill positions `[0, length)` of row i with those of `other`'s row `source_rows[i]` (prompt prefixes

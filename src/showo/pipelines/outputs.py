@@ -42,9 +42,6 @@ class MixedOutput:
     token_ids: list[int]  # the whole row: [<lvg>, bos, prompt..., generated...]
     metadata: dict = field(default_factory=dict)
 
-    def _images(self) -> list[tuple[int, Image.Image]]:
-        return [(i, s) for i, s in enumerate(self.segments) if isinstance(s, Image.Image)]
-
     def to_markdown(self, directory: str | Path, name: str = "mixed") -> Path:
         """Write `<name>.md` with each image as `<name>_<k>.png` beside it, all at once (`files.saved`: a failed
         write leaves nothing half-written); returns the .md path."""

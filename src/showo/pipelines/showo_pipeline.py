@@ -15,8 +15,7 @@ from PIL import Image
 from ..errors import ConfigError, InputError
 from ..fields import is_number
 from ..hardware import check_device, check_dtype, check_generator, warn_if_emulated
-from ..limits import (check_batch, check_callback, check_image_count, check_output_size, check_scale,
-                      check_steps, check_text_sampling)
+from ..limits import check_batch, check_callback, check_image_count, check_output_size
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
 from ..prompting.masks import causal_mask, mmu_clip_mask, mmu_mask
@@ -189,13 +188,10 @@ class ShowoPipeline:
 
     def _fill(self, prompts: list[str], image_ids: torch.Tensor, steps: int, guidance: float, temperature: float,
               schedule: str, generator, callback, exact: bool) -> torch.Tensor:
-        """Run MaskGIT on t2i-layout sequences whose image slots hold `image_ids` (mask id where unknown)."""
-        check_steps(steps)
+        """Run MaskGIT on t2i-layout sequences whose image slots hold `image_ids` (mask id where unknown);
+        `maskgit_generate` checks the sampling arguments."""
         if not isinstance(schedule, str):  # the metadata records its name (maskgit_generate also takes a function)
             raise InputError(f"schedule must be a schedule name (cosine, linear, pow2, sigmoid), got {schedule!r}")
-        check_scale("guidance_scale", guidance)
-        check_scale("temperature", temperature)
-        check_callback("callback", callback, STEP_ARGUMENTS)
         t = self.model.config.max_seq_length
         text = [self._prompt_ids(p) for p in prompts]
         ids = t2i_gen_sequence(self.vocab, text, image_ids, t).to(self.device)
@@ -335,9 +331,7 @@ class ShowoPipeline:
 
     def _decode(self, prompts_ids, masks, max_new_tokens, temperature, top_k, top_p, generator, on_token,
                 exact, embeds=None) -> list[list[int]]:
-        check_text_sampling(max_new_tokens, temperature, top_k, top_p)
-        check_callback("on_token", on_token, TOKEN_ARGUMENTS)
-        self._check_room(max(len(p) for p in (prompts_ids if prompts_ids is not None else embeds)), max_new_tokens)
+        """`generate_text` on prompts whose room the caller has checked (`_check_room`, before their masks)."""
         return generate_text(self.model, prompts_ids, masks, embeds, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.vocab.eos,
                              generator=generator, use_cache=not exact, on_token=on_token,
@@ -347,7 +341,7 @@ class ShowoPipeline:
         """Refuse a prompt that leaves no room for the answer; called before the prompts' [L, L] masks are built
         (a 100,000-token prompt's mask alone is 10 GB)."""
         limit = self.model.config.llm.max_position_embeddings
-        if isinstance(max_new_tokens, int) and longest + max_new_tokens > limit:  # (its type: check_text_sampling)
+        if isinstance(max_new_tokens, int) and longest + max_new_tokens > limit:  # (its type: generate_text checks it)
             raise InputError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
                              f"{limit} positions: shorten the text or lower max_new_tokens")
 

@@ -8,7 +8,6 @@ Three stages, each resumable, each writing into one run directory:
 """
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -261,11 +260,6 @@ def with_fresh_image_rows(state: dict[str, torch.Tensor], saved: ShowoConfig,
             rows[:kept], rows[-1] = tensor[:kept], tensor[-1]  # text + special tokens, and the mask token
             state[name] = rows
     return state
-
-
-def corpus_stats(tok: TextTokenizer, recipe: EmbeddedRecipe, n: int = 200) -> dict:
-    lengths = [len(tok.encode(t)) for t in itertools.islice(world_texts(recipe), n)]
-    return {"max_tokens": max(lengths), "mean_tokens": sum(lengths) / len(lengths)}
 
 
 def package(run: Path, dest: Path, step: int | None = None) -> Path:
