@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageFile
 
 from showo.cli.main import main
-from showo.pipelines.inputs import MAX_IMAGE_PIXELS
+from showo.tokenizers.image_io import MAX_IMAGE_PIXELS
 from showo.tiny import tiny_random_pipeline
 
 FAST = ["--model", "tiny-random", "--device", "cpu", "--steps", "2"]

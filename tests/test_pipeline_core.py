@@ -357,7 +357,7 @@ def test_loading_and_saving_arguments_of_the_wrong_kind(pipe, tmp_path):
 
 def test_images_as_viewers_show_them(tmp_path):
     """EXIF orientation, float and big-endian 16-bit pixels, premultiplied alpha: read as a viewer shows them."""
-    from showo.pipelines.inputs import load_image
+    from showo.tokenizers.image_io import load_image
 
     photo = Image.new("RGB", (32, 16), "red")
     photo.paste((0, 0, 255), (0, 0, 8, 16))  # blue on the left of the stored pixels
@@ -398,7 +398,8 @@ def test_lazily_opened_images_are_checked_like_paths(tmp_path):
 
 def test_strokes_on_a_transparent_mask_select_only_the_strokes():
     """A mask painted as white strokes on a transparent layer was composited onto white: all of it regenerated."""
-    from showo.pipelines.inputs import load_image, load_mask
+    from showo.pipelines.inputs import load_mask
+    from showo.tokenizers.image_io import load_image
 
     layer = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
     layer.paste((255, 255, 255, 255), (0, 0, 8, 16))
@@ -513,7 +514,7 @@ def test_any_path_like_object_is_a_path(pipe, tmp_path):
     """save_pretrained took any os.PathLike, from_pretrained and load_image refused those that are not Path."""
     import pathlib
 
-    from showo.pipelines.inputs import load_image
+    from showo.tokenizers.image_io import load_image
 
     class Where:
         def __init__(self, path):

@@ -15,7 +15,8 @@ from PIL import Image
 from ..errors import InputError
 from ..hardware import environment
 from ..limits import MAX_IMAGES
-from ..pipelines.inputs import check_prompts, load_image
+from ..pipelines.inputs import check_prompts
+from ..tokenizers.image_io import load_image
 from .models import ModelSpec, load_pipeline
 from .outputs import Files, add_images, check_out_dir, gallery_html, json_bytes, slug
 from .parser import PROG, version

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
 from ..files import file_problem
-from ..tokenizers.image_io import preprocess
+from ..tokenizers.image_io import load_image as checked_image, pixel_limit, preprocess
 
 KINDS: dict[str, tuple[str, ...]] = {  # objective -> the keys a record of it has, exactly
     "t2i": ("image", "caption"),
@@ -69,8 +69,6 @@ def _record(obj: object, line: int, root: Path, where: str) -> Record:
         fields["image"] = (root / fields["image"]).resolve()
         if problem := file_problem(fields["image"], "an image file"):
             raise InputError(f"{where}: image {fields['image']} {problem}")
-        from ..pipelines.inputs import pixel_limit  # (not at the top: pipelines imports this module)
-
         try:  # the header only: the pixels are read (and checked again) once, when the images are encoded
             with pixel_limit():
                 Image.open(fields["image"]).close()
@@ -125,10 +123,8 @@ def count_kinds(records: list[Record]) -> dict[str, int]:
 
 
 def load_image(record: Record, resolution: int) -> torch.Tensor:
-    """[3, res, res] in [-1, 1]: the checks and the resize and centre crop of inference (`pipelines.inputs`,
+    """[3, res, res] in [-1, 1]: the checks and the resize and centre crop of inference (`image_io.load_image`,
     `image_io.preprocess`)."""
-    from ..pipelines.inputs import load_image as checked_image
-
     return preprocess(checked_image(record.image, what=f"{record.where}: image"), resolution)
 
 
