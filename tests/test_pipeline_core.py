@@ -33,6 +33,24 @@ def test_text_to_image_is_reproducible_and_batched(pipe):
     assert torch.equal(a.codes, exact.codes)
 
 
+def test_a_call_without_seed_records_the_seed_it_drew(pipe):
+    """Every result can be reproduced from its metadata: without seed or generator a seed is drawn (from torch's
+    global generator, so torch.manual_seed still pins the call) and recorded; a given generator records None."""
+    torch.manual_seed(3)
+    first = pipe.text_to_image("a red cube", num_images_per_prompt=2, num_inference_steps=3)
+    seed = first.metadata[0]["seed"]
+    assert isinstance(seed, int) and first.metadata[1]["seed"] == seed
+    assert torch.equal(pipe.text_to_image("a red cube", num_images_per_prompt=2, num_inference_steps=3,
+                                          seed=seed).codes, first.codes)
+    torch.manual_seed(3)
+    assert pipe.text_to_image("a red cube", num_images_per_prompt=2, num_inference_steps=3).metadata[0]["seed"] == seed
+    text = pipe.write("once", max_new_tokens=4, temperature=1.0)
+    assert pipe.write("once", max_new_tokens=4, temperature=1.0, seed=text.metadata[0]["seed"]).token_ids == \
+        text.token_ids
+    given = pipe.write("once", max_new_tokens=2, generator=torch.Generator().manual_seed(1))
+    assert given.metadata[0]["seed"] is None
+
+
 def test_a_compiled_model_generates_the_same_image():
     """`pipe.model = torch.compile(pipe.model)` (the README's recipe): same codes as eager in float32."""
     pipe = tiny_random_pipeline(seed=0)

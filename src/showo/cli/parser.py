@@ -168,6 +168,9 @@ examples:
   showo mixed "Explain how to bake bread, with pictures."
   showo finetune my-data.jsonl --run runs/mine   # then any command with --model runs/mine/model
 
+The examples suit an official checkpoint (--model). The embedded default knows only its procedural world's
+words: "a small red circle on the left", "What colour is the square?" (grammar: docs/world.md in the repository).
+
 Run 'showo COMMAND --help' for the options of a command. User errors print one line 'showo: error: ...' on
 stderr and exit with code 2."""
 

@@ -132,17 +132,20 @@ class ShowoPipeline:
 
     # ---- helpers -------------------------------------------------------------------------------------------------
 
-    def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    def _generator(self, seed: int | None, generator: torch.Generator | None) -> tuple[torch.Generator, int | None]:
+        """The generator a call draws from and the seed its metadata records. Without either, a seed is drawn
+        from torch's global generator (so `torch.manual_seed` still pins the call) and recorded: every result
+        can be reproduced with `seed=` (a given generator's seed is not known: None)."""
         if generator is not None:
             check_generator(generator, self.device)
             if seed is not None:  # the metadata records the seed: it must be what drew the result
                 raise InputError("give seed or generator, not both")
-            return generator
+            return generator, None
         if seed is None:
-            return None
-        if not is_number(seed, integer=True) or not 0 <= seed < 2 ** 63:
+            seed = int(torch.randint(2 ** 63 - 1, ()))
+        elif not is_number(seed, integer=True) or not 0 <= seed < 2 ** 63:
             raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-        return torch.Generator(device=self.device).manual_seed(seed)
+        return torch.Generator(device=self.device).manual_seed(seed), seed
 
     def _text_ids(self, text: str, what: str = "prompt") -> list[int]:
         """Tokens of user text; markup tokens spelt in it are refused (`TextTokenizer.encode_text`)."""
@@ -220,8 +223,9 @@ class ShowoPipeline:
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         n = self.model.config.num_vq_tokens
         image_ids = torch.full((len(rows), n), self.vocab.mask, dtype=torch.long)
-        codes = self._fill(rows, image_ids, num_inference_steps, guidance_scale, temperature, schedule,
-                           self._generator(seed, generator), callback, exact)
+        gen, seed = self._generator(seed, generator)
+        codes = self._fill(rows, image_ids, num_inference_steps, guidance_scale, temperature, schedule, gen,
+                           callback, exact)
         meta = [self._meta("text_to_image", prompt=p, index=i % num_images_per_prompt, seed=seed,
                            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                            temperature=temperature, schedule=schedule, batch_prompts=prompts,
@@ -246,8 +250,9 @@ class ShowoPipeline:
             warn("the mask covers the whole image: this is plain text-to-image")
         codes = self.encode_images([picture]).cpu().repeat(num_images, 1)
         image_ids = torch.where(grid, self.vocab.mask, self.vocab.codes_to_ids(codes))
+        gen, seed = self._generator(seed, generator)
         out = self._fill([prompt] * num_images, image_ids, num_inference_steps, guidance_scale, temperature,
-                         schedule, self._generator(seed, generator), callback, exact)
+                         schedule, gen, callback, exact)
         meta = [self._meta("inpaint", prompt=prompt, index=i, seed=seed, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, temperature=temperature, schedule=schedule,
                            num_images=num_images, exact=exact, regenerated_tokens=int(grid.sum()))
@@ -271,7 +276,7 @@ class ShowoPipeline:
         f = self.vq.config.downsample_factor
         check_output_size(rows * f, columns * f)  # before the work, not at the decode that ends it
         check_image_count("num_images", num_images)
-        gen = self._generator(seed, generator)
+        gen, seed = self._generator(seed, generator)
         canvas = self.encode_images([square_input(load_image(image), "extrapolation")]).cpu()
         canvas = canvas.reshape(1, g, g).repeat(num_images, 1, 1)
         for text, direction in zip(texts, dirs):
@@ -301,6 +306,7 @@ class ShowoPipeline:
         check_callback("on_token", on_token, TOKEN_ARGUMENTS)
         check_callback("callback", callback, STEP_ARGUMENTS)
         force = (lambda seg: ends_sentence(self.tokenizer.decode(seg))) if force_image_every_sentence else None
+        gen, seed = self._generator(seed, generator)
         n = self.model.config.num_vq_tokens
         prompt_ids = self._text_ids(prompt)  # images are the model's to open
         longest = 2 + len(prompt_ids) + max_new_tokens + max_images * (n + 1) + 1  # every image taken, no <eos>
@@ -313,7 +319,7 @@ class ShowoPipeline:
             self.model, self.vocab, prompt_ids, n, max_images=max_images,
             max_new_tokens=max_new_tokens, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             text_temperature=text_temperature, image_temperature=image_temperature, top_k=top_k, top_p=top_p,
-            generator=self._generator(seed, generator), on_token=on_token, callback=callback,
+            generator=gen, on_token=on_token, callback=callback,
             force_sentence_end=force)
         parts = split_segments(result, self.vocab, n)
         codes = [p for p in parts if isinstance(p, torch.Tensor)]
@@ -362,7 +368,7 @@ class ShowoPipeline:
         questions = check_prompts(question, what="question")
         check_batch(f"{len(images)} images x {len(questions)} questions", len(images) * len(questions))
         pairs = [(i, q) for i in range(len(images)) for q in questions]
-        gen = self._generator(seed, generator)
+        gen, seed = self._generator(seed, generator)
         if self.model.config.w_clip_vit:
             ids = self._ask_clip(images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
         else:
@@ -416,8 +422,8 @@ class ShowoPipeline:
         ids = [torch.tensor([self.vocab.bos, *self._text_ids(p)]) for p in prompts]
         self._check_room(max(len(i) for i in ids), max_new_tokens)
         masks = [causal_mask(len(i)) for i in ids]
-        out = self._decode(ids, masks, max_new_tokens, temperature, top_k, top_p,
-                           self._generator(seed, generator), on_token, exact)
+        gen, seed = self._generator(seed, generator)
+        out = self._decode(ids, masks, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
         texts = [self.tokenizer.decode(t) for t in out]
         compiled = self._compiled(exact, max_new_tokens)
         meta = [self._meta("write", prompt=p, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
