@@ -244,3 +244,14 @@ def test_bench_without_bf16_rows_says_why(tmp_path, monkeypatch):
     assert data["mmu_batch8_throughput_gain"]["agree"] is True  # the fp32 rows of the section still run
     assert isinstance(data["native_bf16"], bool) and data["cpu_capability"]
     assert md.read_text().rstrip().endswith("bf16 rows not measured (test).")
+
+
+def test_auto_device_is_the_best_one_present(monkeypatch):
+    """"auto" (the CLI's default) is accepted from Python too: CUDA, then MPS, then the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert hardware.check_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert hardware.check_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="not a device name"):
+        hardware.check_device("autp")

@@ -51,6 +51,16 @@ def test_a_call_without_seed_records_the_seed_it_drew(pipe):
     assert given.metadata[0]["seed"] is None
 
 
+def test_from_pretrained_takes_the_clis_model_names(pipe):
+    """"tiny-random" and "embedded" name the same models in Python as after --model, and device="auto" too."""
+    tiny = ShowoPipeline.from_pretrained("tiny-random", device="auto")
+    assert torch.equal(tiny.text_to_image("a", num_inference_steps=2, seed=1).codes,
+                       pipe.text_to_image("a", num_inference_steps=2, seed=1).codes)
+    assert ShowoPipeline.from_pretrained("embedded").model_id == ShowoPipeline.from_pretrained().model_id
+    with pytest.raises(ConfigError, match="tiny-random model has its own"):
+        ShowoPipeline.from_pretrained("tiny-random", vq="x")
+
+
 def test_a_compiled_model_generates_the_same_image():
     """`pipe.model = torch.compile(pipe.model)` (the README's recipe): same codes as eager in float32."""
     pipe = tiny_random_pipeline(seed=0)

@@ -11,6 +11,9 @@ from .errors import CheckpointError
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "default"
 EMBEDDED_ID = "showo-world (embedded)"
+# Model names that are not paths, for `ShowoPipeline.from_pretrained` and --model (a folder so named: "./embedded")
+EMBEDDED_NAME = "embedded"
+TINY_RANDOM_NAME = "tiny-random"  # `showo.tiny`'s randomly initialised model: noise images, gibberish text
 
 
 def embedded_available() -> bool:

@@ -119,14 +119,19 @@ def resolve_precision(precision: str, device: str | torch.device, warn: bool = T
 
 
 def check_device(device, what: str = "device") -> torch.device:
-    """`device` (a name or torch.device) as a torch.device this machine has; a one-line ConfigError otherwise."""
+    """`device` (a name or torch.device) as a torch.device this machine has; a one-line ConfigError otherwise.
+    "auto" is the best one present: CUDA, then Apple MPS, then the CPU."""
     if not isinstance(device, (str, torch.device)):
         raise ConfigError(f"{what} must be a name such as 'cpu' or 'cuda:0', or a torch.device, got "
                           f"{type(device).__name__}")
+    if device == "auto":
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("cuda" if torch.cuda.is_available() else
+                            "mps" if mps is not None and mps.is_available() else "cpu")
     try:
         d = torch.device(device)
     except RuntimeError:
-        raise ConfigError(f"{what} {device!r} is not a device name (cpu, cuda, cuda:N, mps)") from None
+        raise ConfigError(f"{what} {device!r} is not a device name (auto, cpu, cuda, cuda:N, mps)") from None
     if d.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"{what} {device}: CUDA is not available on this machine (use cpu)")

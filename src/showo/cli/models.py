@@ -7,10 +7,10 @@ and says so on stderr.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..embedded import EMBEDDED_NAME as EMBEDDED, TINY_RANDOM_NAME as TINY_RANDOM
 from ..errors import ConfigError
 
-TINY_RANDOM = "tiny-random"
-EMBEDDED = "embedded"
 #: What runs when --model is not given (a path, hub id, EMBEDDED or TINY_RANDOM).
 DEFAULT_MODEL = EMBEDDED
 #: Said on stderr when the default cannot be used (the embedded weights are missing: a broken installation).
@@ -38,17 +38,10 @@ class ModelSpec:
 
 def resolve_device(name: str) -> str:
     """A concrete torch device string for `name` (auto/cpu/cuda/cuda:N/mps); unavailable ones are errors."""
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
     from ..hardware import check_device
 
-    check_device(name, "--device")
-    return name
+    device = check_device(name, "--device")
+    return str(device) if name == "auto" else name
 
 
 def model_spec(args) -> tuple[ModelSpec, str | None]:
@@ -86,15 +79,5 @@ def _load(spec: ModelSpec):
 
     from ..pipelines import ShowoPipeline
 
-    dtype = getattr(torch, spec.dtype)
-    if spec.model == EMBEDDED:
-        from ..embedded import load_embedded
-
-        return load_embedded(device=spec.device, dtype=dtype)
-    if spec.model == TINY_RANDOM:
-        from ..tiny import tiny_random_pipeline
-
-        pipe = tiny_random_pipeline(seed=0)
-        return pipe.to(device=spec.device, dtype=dtype)
     return ShowoPipeline.from_pretrained(spec.model, vq=spec.vq, tokenizer=spec.tokenizer, clip=spec.clip,
-                                         dtype=dtype, device=spec.device)
+                                         dtype=getattr(torch, spec.dtype), device=spec.device)

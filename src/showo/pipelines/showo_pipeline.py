@@ -55,15 +55,24 @@ class ShowoPipeline:
     def from_pretrained(cls, model: str | Path | None = None, vq: str | Path | None = None,
                         tokenizer: str | Path | None = None, clip: str | Path | None = None,
                         dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> "ShowoPipeline":
-        """No `model`: the embedded default (trained on the procedural world, shipped in the package).
+        """No `model` (or "embedded"): the embedded default (trained on the procedural world, shipped in the
+        package); "tiny-random": a tiny randomly initialised model (noise images, gibberish text) for trying code.
         Otherwise a pipeline directory written by `save_pretrained` (showo/, magvit/, tokenizer/), or an official
         checkpoint directory / hub id with the image and text tokenizers given separately (defaults:
-        showlab/magvitv2 and microsoft/phi-1_5). `clip` is required for the w_clip_vit checkpoints' understanding."""
+        showlab/magvitv2 and microsoft/phi-1_5). `clip` is required for the w_clip_vit checkpoints' understanding.
+        `device`: "cpu" (default), "cuda", "cuda:N", "mps" or "auto" (CUDA, then MPS, then the CPU)."""
+        from ..embedded import EMBEDDED_NAME, TINY_RANDOM_NAME
+
         check_dtype(dtype)
         device = check_device(device)
-        if model is None:
+        if model is None or model in (EMBEDDED_NAME, TINY_RANDOM_NAME):
             if any(part is not None for part in (vq, tokenizer, clip)):
-                raise ConfigError("vq, tokenizer and clip go with a model path; the embedded default has its own")
+                raise ConfigError(f"vq, tokenizer and clip go with a model path; the {model or EMBEDDED_NAME} "
+                                  "model has its own")
+            if model == TINY_RANDOM_NAME:
+                from ..tiny import tiny_random_pipeline
+
+                return tiny_random_pipeline(seed=0).to(device=device, dtype=dtype)
             from ..embedded import load_embedded
 
             return load_embedded(device=str(device), dtype=dtype)
