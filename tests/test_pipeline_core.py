@@ -2,6 +2,7 @@
 import json
 import re
 import shutil
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -136,6 +137,16 @@ def test_ask_batches_questions_and_images_like_single_calls(pipe):
     streamed = []
     pipe.ask(images[0], "what colour?", max_new_tokens=6, on_token=lambda s, ids, done: streamed.append(int(ids[0])))
     assert streamed == both.token_ids[0][: len(streamed)]
+
+
+def test_understanding_warns_when_it_crops_a_picture(pipe):
+    """ask and caption see the centre square only, as inpainting and extrapolation do (they warned; these did not:
+    a 160x64 picture's objects at its sides were silently cut away)."""
+    with pytest.warns(ShowoWarning, match="the image is 40x30: understanding works on its centre 30x30 square"):
+        pipe.caption([Image.new("RGB", (32, 32)), Image.new("RGB", (40, 30))], max_new_tokens=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.ask(Image.new("RGB", (32, 32)), "what colour?", max_new_tokens=1)
 
 
 def test_questions_about_one_image_share_its_prefix_and_answer_as_alone(pipe, monkeypatch):

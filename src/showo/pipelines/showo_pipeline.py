@@ -378,6 +378,7 @@ class ShowoPipeline:
         check_batch(f"{len(images)} images x {len(questions)} questions", len(images) * len(questions))
         pairs = [(i, q) for i in range(len(images)) for q in questions]
         gen, seed = self._generator(seed, generator)
+        images = [square_input(load_image(i), "understanding") for i in images]  # (warned: both crop the centre)
         if self.model.config.w_clip_vit:
             ids = self._ask_clip(images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
         else:
@@ -398,7 +399,7 @@ class ShowoPipeline:
     def _ask_clip(self, images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact):
         if self.clip is None:
             raise ConfigError("this is a CLIP-ViT checkpoint: pass clip=<CLIP directory> to from_pretrained")
-        pixels = torch.stack([clip_preprocess(load_image(i), self.clip.image_size) for i in images])
+        pixels = torch.stack([clip_preprocess(i, self.clip.image_size) for i in images])
         feats = self.clip(pixels.to(self.device))
         system = self.tokenizer.encode(SYSTEM_PROMPT)
         slot = clip_image_slot(len(system))
