@@ -193,6 +193,8 @@ def test_missing_or_incomplete_model_directories(capsys, tmp_path, saved_model):
     fails(capsys, tmp_path, *run, str(tmp_path / "no-such-model"), match="not found")
     (tmp_path / "empty").mkdir()
     fails(capsys, tmp_path, *run, str(tmp_path / "empty"), match="no config.json")
+    shutil.copytree(saved_model, tmp_path / "run" / "model")  # a finetune run: its model is RUN/model
+    fails(capsys, tmp_path, *run, str(tmp_path / "run"), match=f"no config.json in {tmp_path / 'run'}: did you mean {tmp_path / 'run' / 'model'}?")
     no_weights = tmp_path / "no-weights"
     shutil.copytree(saved_model, no_weights)
     for weights in (no_weights / "showo").glob("*.safetensors"):

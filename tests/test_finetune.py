@@ -252,6 +252,26 @@ def test_a_partial_recipe_keeps_the_finetune_defaults(tmp_path, capsys):
     assert "that is the DATA file this command reads" in capsys.readouterr().err and data.read_bytes() == before
 
 
+def test_cli_says_how_to_resume_and_where_it_resumed(tmp_path, capsys, monkeypatch):
+    data, run = small_records(tmp_path / "data"), tmp_path / "run"
+    (tmp_path / "r.yaml").write_text("max_steps: 3\nsave_every: 1\n")
+    argv = ["finetune", str(data), "--run", str(run), "--recipe", str(tmp_path / "r.yaml"), *TINY]
+    save = Trainer.save
+
+    def stopped_after_step_2(self):
+        save(self)
+        if self.step == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "save", stopped_after_step_2)
+        assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "showo: error: interrupted; rerun the same command to resume from the run directory's last checkpoint"
+    assert main(argv) == 0
+    assert f"showo: train: resuming at step 2 of 3 from {run / 'showo-train'}" in capsys.readouterr().err
+
+
 def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):
     data, run = small_records(tmp_path / "data"), tmp_path / "run"
     assert main(["finetune", str(data), "--run", str(run), "--write-recipe", str(tmp_path / "r.yaml"), *TINY]) == 0

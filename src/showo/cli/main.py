@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     progress: Progress | None = None
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if args.command in ("train", "bench"):  # no model to load: they build their own
@@ -72,7 +73,9 @@ def _main(argv: list[str]) -> int:
         if progress is not None:
             progress.close()
         terminated = isinstance(e, Terminated)
-        say("error", "terminated" if terminated else "interrupted")
+        resumable = getattr(args, "command", None) in ("train", "finetune")
+        say("error", ("terminated" if terminated else "interrupted")
+            + ("; rerun the same command to resume from the run directory's last checkpoint" if resumable else ""))
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):

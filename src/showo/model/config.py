@@ -76,7 +76,10 @@ class ShowoConfig:
         """From `directory/config.json` (a one-line CheckpointError when it is missing or not JSON)."""
         config_file = directory / "config.json"
         if not config_file.is_file():
-            raise CheckpointError(f"no config.json in {directory}")
+            # a run directory holds its pipeline in model/ (finetune, train); a pipeline its transformer in showo/
+            hint = next((f": did you mean {directory / sub}?" for sub in ("model", "showo")
+                         if any((directory / sub / part / "config.json").is_file() for part in ("", "showo"))), "")
+            raise CheckpointError(f"no config.json in {directory}{hint}")
         return cls.from_dict(read_json_object(config_file), base_dir=directory)
 
     @classmethod

@@ -189,6 +189,8 @@ class Trainer:
             log_file = open_metrics_log(self.output_dir, self.step)
         bar = None
         echo = progress if callable(progress) and self.dist.is_main else None
+        if echo is not None and self.step > 0:  # (a bar starts at the step instead)
+            echo(f"resuming at step {self.step} of {self.cfg.max_steps} from {self.output_dir}")
         if progress is True and self.dist.is_main:
             from tqdm import tqdm
 
