@@ -236,7 +236,16 @@ def test_a_partial_recipe_keeps_the_finetune_defaults(tmp_path, capsys):
     written = TrainConfig.from_yaml(tmp_path / "w.yaml")
     default = default_config(read_records(data))
     assert written.max_steps == 3 and written.optim.lr == 2.0e-4
-    assert written.mix == default.mix and written.optim.warmup_steps == default.optim.warmup_steps
+    assert written.mix == default.mix and written.optim.warmup_steps == 0  # a tenth of the steps, rounded down
+    for extra, warmup in ((["--max-steps", "40"], 4), (["--max-steps", "40", "--recipe", str(recipe)], 4)):
+        assert main(["finetune", str(data), "--run", str(tmp_path / "run"), *extra,
+                     "--write-recipe", str(tmp_path / "w.yaml")]) == 0  # (a fixed 20 left 5-step runs at lr/5)
+        assert TrainConfig.from_yaml(tmp_path / "w.yaml").optim.warmup_steps == warmup
+    recipe.write_text("optim:\n  warmup_steps: 7\n")  # named: kept
+    assert main(["finetune", str(data), "--run", str(tmp_path / "run"), "--max-steps", "40", "--recipe", str(recipe),
+                 "--write-recipe", str(tmp_path / "w.yaml")]) == 0
+    assert TrainConfig.from_yaml(tmp_path / "w.yaml").optim.warmup_steps == 7
+    recipe.write_text("max_steps: 3\noptim:\n  lr: 2.0e-4\n")
     assert written.precision == default.precision
     recipe.write_text("mix: {}\noptim: {}\n")  # an empty section reset it to the class defaults (lr 1e-3)
     assert main(["finetune", str(data), "--run", str(tmp_path / "run"), "--recipe", str(recipe),

@@ -482,3 +482,16 @@ def test_configs_built_in_python_are_checked_like_files(build, match):
     """from_dict checked types; a config made in Python failed later in training (or trained max_steps=2.5)."""
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about(tmp_path):
+    """With warmup_steps >= max_steps the learning rate never reaches its peak (a 5-step fine-tune under the old
+    fixed 20-step warmup stayed below a fifth of it), which nothing said."""
+    from showo.errors import ShowoWarning
+
+    with pytest.warns(ShowoWarning, match=r"warmup_steps 1 >= max_steps 1: the learning rate never reaches optim.lr "
+                                          r"0.003 \(at most 0\)"):
+        tiny_trainer(tmp_path / "a", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_trainer(tmp_path / "b", 2)

@@ -39,11 +39,12 @@ def add_parser(sub, add_model_options) -> None:
                    help="run directory (created; resumed when it exists); under torchrun write --run-dir, which "
                         "torchrun does not mistake for its own --run-path")
     g.add_argument("--recipe", metavar="YAML", type=path_arg,
-                   help="training config; keys it leaves out keep the default: a 200-step schedule, lr 1e-4, whose mix "
-                        "has rows of each kind the data holds")
+                   help="training config; keys it leaves out keep the default: a 200-step schedule (warmup: a tenth "
+                        "of the steps), lr 1e-4, whose mix has rows of each kind the data holds")
     g.add_argument("--val", metavar="VAL.jsonl", type=path_arg,
                    help="records to score at every log step, never trained on (val_loss_<objective> in metrics.jsonl)")
-    g.add_argument("--max-steps", type=positive_int, metavar="N", help="override the number of optimizer steps")
+    g.add_argument("--max-steps", type=positive_int, metavar="N",
+                   help="override the number of optimizer steps (a warmup the recipe leaves out is a tenth of them)")
     g.add_argument("--lr", type=positive_float, metavar="LR", help="override the peak learning rate")
     g.add_argument("--seed", type=non_negative_int,
                    help="order of the records and masking draws (default: the recipe's, 0)")
@@ -54,13 +55,16 @@ def add_parser(sub, add_model_options) -> None:
 
 def _config(args, records):
     from ..training.config import TrainConfig, merged, read_yaml
-    from ..training.finetune import default_config
+    from ..training.finetune import default_config, default_warmup
 
     config = default_config(records)
-    if args.recipe:  # a partial recipe changes only what it names
-        config = TrainConfig.from_dict(merged(config.to_dict(), read_yaml(args.recipe)))
+    recipe = read_yaml(args.recipe) if args.recipe else {}
+    if recipe:  # a partial recipe changes only what it names
+        config = TrainConfig.from_dict(merged(config.to_dict(), recipe))
     if args.max_steps is not None:
         config.max_steps = args.max_steps
+    if "warmup_steps" not in (recipe.get("optim") or {}):  # (from_dict has checked that optim is a mapping)
+        config.optim.warmup_steps = default_warmup(config.max_steps)
     if args.lr is not None:
         config.optim.lr = args.lr
     if args.seed is not None:

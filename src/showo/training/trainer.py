@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Protocol
@@ -18,7 +19,7 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, ShowoWarning, TrainingDiverged
 from ..hardware import resolve_precision
 from ..model import Showo
 from ..model.showo import save_showo
@@ -92,6 +93,11 @@ class Trainer:
         self.device = torch.device(device)
         self.dist: DistInfo = init_from_env(self.device)
         self.precision = resolve_precision(config.precision, self.device, warn=self.dist.is_main)  # auto: fp32/bf16
+        o = config.optim
+        if o.warmup_steps >= config.max_steps and self.dist.is_main:
+            warnings.warn(f"optim.warmup_steps {o.warmup_steps} >= max_steps {config.max_steps}: the learning rate "
+                          f"never reaches optim.lr {o.lr:g} (at most {o.lr * (config.max_steps - 1) / o.warmup_steps:.3g})"
+                          "; lower warmup_steps", ShowoWarning, stacklevel=2)
         self.output_dir = Path(config.output_dir)
         model.to(self.device).train()
         model.set_gradient_checkpointing(config.gradient_checkpointing)
