@@ -375,3 +375,15 @@ def test_token_stream_holds_back_partial_utf8(capsys):
     stream(1, torch.tensor([2]), torch.tensor([True]))
     stream.finish()
     assert capsys.readouterr().out == "é\n"
+
+
+def test_results_of_an_earlier_run_in_out_are_noted(capsys, tmp_path):
+    """A second run into the same --out replaced the files whose names it shared and left the others, which its
+    index.html no longer listed: say so (the same run again leaves nothing behind, and says nothing)."""
+    out = str(tmp_path / "o")
+    assert run(capsys, "generate", "a b", "c d", *FAST, "--seed", "1", "--out", out)[0] == 0
+    code, _, err = run(capsys, "generate", "a b", "c d", *FAST, "--seed", "1", "--out", out)
+    assert code == 0 and "earlier run" not in err
+    code, _, err = run(capsys, "generate", "e f", *FAST, "--seed", "1", "--out", out)
+    assert code == 0 and f"showo: note: --out {out} also holds 000-a-b.json, 000-a-b.png, 001-c-d.json and 1 more from an " \
+        "earlier run, not in this run's index.html" in err

@@ -77,7 +77,7 @@ def run(ctx) -> int:
     record = {"model": pipe.model_id, "seed": args.seed, "samples": args.samples, **results,
               "settings": dataclasses.asdict(settings), "run": ctx.record(pipe)}
     files.add_path(json_path, json_bytes(record))
-    files.write()  # the report and the JSON together: all of them or none
+    files.write(note_leftovers=False)  # the report and the JSON together (stale report files: noted above)
     for task, splits in results.items():
         line = "  ".join(f"{split} {m['overall']:.3f}" if m.get("overall") is not None else f"{split} -"
                          for split, m in splits.items())

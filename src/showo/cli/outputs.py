@@ -104,6 +104,9 @@ def write_file(path: Path, data: bytes, flag: str) -> None:
         raise OutputError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
 
 
+RESULT_SUFFIXES = (".png", ".json", ".html", ".md")  # what the commands write into --out
+
+
 class Files:
     """The files of one command's result, kept in memory until `write`."""
 
@@ -122,10 +125,20 @@ class Files:
         self.items.append((path, data))
         return path
 
-    def write(self) -> list[Path]:
+    def write(self, note_leftovers: bool = True) -> list[Path]:
         """Create the directories and write every file: all of them to temporary files first, then each renamed
-        into place, so that a failure (a name taken by a directory, a full disk) leaves none of them behind."""
+        into place, so that a failure (a name taken by a directory, a full disk) leaves none of them behind.
+        Results an earlier run left in the directory, which this one's gallery does not list, are noted."""
         paths = [path for path, _ in self.items]
+        if note_leftovers and self.out.is_dir():
+            ours = {p.name for p in paths if p.parent == self.out}
+            left = sorted(p.name for p in self.out.iterdir() if p.suffix in RESULT_SUFFIXES and p.name not in ours)
+            if left:
+                from .progress import say
+
+                shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+                say("note", f"--out {self.out} also holds {shown} from an earlier run, not in this run's index.html "
+                            "(another --out keeps runs apart)")
         staged: list[str] = []
         path = self.out
         try:
