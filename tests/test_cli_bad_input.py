@@ -194,7 +194,8 @@ def test_missing_or_incomplete_model_directories(capsys, tmp_path, saved_model):
     (tmp_path / "empty").mkdir()
     fails(capsys, tmp_path, *run, str(tmp_path / "empty"), match="no config.json")
     shutil.copytree(saved_model, tmp_path / "run" / "model")  # a finetune run: its model is RUN/model
-    fails(capsys, tmp_path, *run, str(tmp_path / "run"), match=f"no config.json in {tmp_path / 'run'}: did you mean {tmp_path / 'run' / 'model'}?")
+    run_dir = tmp_path / "run"
+    fails(capsys, tmp_path, *run, str(run_dir), match=f"no config.json in {run_dir}: did you mean {run_dir / 'model'}?")
     no_weights = tmp_path / "no-weights"
     shutil.copytree(saved_model, no_weights)
     for weights in (no_weights / "showo").glob("*.safetensors"):
@@ -513,3 +514,23 @@ def test_devices_and_pipes_are_refused_as_input_files(capsys, tmp_path, special)
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].endswith("is a device, pipe or socket, not a regular file"), (argv, err)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, meant", [(["generate", "x", "--num-inference-steps", "3"], "--steps"),
+                                         (["generate", "x", "--guidance-scale", "3"], "--guidance"),
+                                         (["inpaint", "a", "b", "c", "--num-images-per-prompt=2"], "--num-images"),
+                                         (["ask", "a", "q", "--max-new-tokns", "3"], "--max-new-tokens"),
+                                         (["write", "hi", "--bogus"], None)])
+def test_unknown_option_names_the_one_meant(capsys, argv, meant):
+    """The Python API's names (and typos) as options: say which option means it."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (f"; did you mean {meant}?" in err) if meant else "did you mean" not in err, err
+
+
+def test_dtype_takes_the_short_names(capsys, tmp_path):
+    from showo.cli.parser import build_parser
+
+    assert build_parser().parse_args(["write", "hi", "--dtype", "bf16"]).dtype == "bfloat16"
+    assert build_parser().parse_args(["write", "hi", "--dtype", "fp32"]).dtype == "float32"
+    assert main(["write", "hi", "--dtype", "float8"]) == 2 and "invalid choice: 'float8'" in capsys.readouterr().err

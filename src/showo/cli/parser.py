@@ -14,6 +14,13 @@ from .values import (device_name, image_count, non_negative_float, non_negative_
 
 PROG = "showo"
 DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+#: The Python API's (and diffusers') argument names, as options users try, and the option that means it here
+API_NAMES = {"--num-inference-steps": ("--steps",), "--guidance-scale": ("--guidance",),
+             "--num-images-per-prompt": ("--images-per-prompt", "--num-images"),
+             "--num-images": ("--images-per-prompt",),
+             "--text-temperature": ("--temperature",), "--output": ("--out",), "--output-dir": ("--out",),
+             "--torch-dtype": ("--dtype",)}
 
 #: Per-command defaults, equal to the corresponding `ShowoPipeline` method's keyword defaults.
 DEFAULTS: dict[str, dict[str, object]] = {
@@ -41,13 +48,28 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{text} (see '{self.prog} --help')")
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        """As argparse's, with unknown options pointed at the help of the subcommand they were given to."""
+        """As argparse's, with unknown options pointed at the help of the subcommand they were given to, and at
+        the option meant when the name is close to one (or is the Python API's name for it)."""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = getattr(parsed, "command", None)
             prog = f"{self.prog} {command}" if command else self.prog
-            raise UsageError(f"unrecognized arguments: {' '.join(extras)} (see '{prog} --help')")
+            hint = self._meant(command, extras)
+            raise UsageError(f"unrecognized arguments: {' '.join(extras)}{hint} (see '{prog} --help')")
         return parsed
+
+    def _meant(self, command: str | None, extras: list[str]) -> str:
+        """'; did you mean --steps?' for the first unknown option that resembles one of `command`'s."""
+        import difflib
+
+        sub = self._subparsers._group_actions[0].choices.get(command) if command and self._subparsers else None
+        known = [o for a in (sub or self)._actions for o in a.option_strings if o.startswith("--")]
+        for extra in (e.split("=", 1)[0] for e in extras if e.startswith("--")):
+            meant = next((o for o in API_NAMES.get(extra, ()) if o in known), None)
+            meant = meant or next(iter(difflib.get_close_matches(extra, known, n=1, cutoff=0.75)), None)
+            if meant:
+                return f"; did you mean {meant}?"
+        return ""
 
 
 def _default_model_help() -> str:
@@ -74,9 +96,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="CLIP-ViT tower, needed by the w_clip_vit checkpoints")
     g.add_argument("--device", type=device_name, default="auto", metavar="DEVICE",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")
-    g.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="weights/activations precision of the transformer (default: float32; the image "
-                        "tokenizer always runs in float32)")
+    g.add_argument("--dtype", choices=DTYPES, default="float32", type=lambda v: DTYPE_ALIASES.get(v, v),
+                   help="weights/activations precision of the transformer (bf16, fp16 and fp32 also read; "
+                        "default: float32; the image tokenizer always runs in float32)")
     g.add_argument("--pack-weights", action="store_true",
                    help="float32 on the CPU only: lay the weights out for oneDNN once at load time: batches "
                         "of questions or captions run faster (1.36-1.47x for 8 at full size); for a single "
