@@ -465,3 +465,41 @@ def test_maskgit_generate_checks_what_it_is_given():
             maskgit_generate(pipe.model, **{"input_ids": ids, "vocab": v, "num_image_tokens": 16,
                                             "num_inference_steps": 2, **kwargs})
     assert maskgit_generate(pipe.model, ids, v, 16, num_inference_steps=2).shape == (1, 16)
+
+
+def test_next_token_draws_from_the_tempered_filtered_distribution():
+    """temperature, top_k and top_p each change what is drawn: the draws of 256 rows equal torch.multinomial on
+    the distribution worked out by hand, with the same generator (the pipeline tests passed the same arguments
+    to both sides of an equality, so dropping one went unseen)."""
+    from showo.sampling.autoregressive import next_token
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 2.5]]).repeat(256, 1)
+
+    def drawn(probs: list[float], **kwargs) -> None:
+        want = torch.multinomial(torch.tensor(probs).repeat(256, 1), 1, generator=torch.Generator().manual_seed(5))
+        got = next_token(logits, generator=torch.Generator().manual_seed(5), **kwargs)
+        assert torch.equal(got, want[:, 0]), kwargs
+
+    drawn(torch.softmax(logits[0] / 0.5, -1).tolist(), temperature=0.5)
+    drawn(torch.softmax(logits[0] / 2.0, -1).tolist(), temperature=2.0)
+    kept = torch.tensor([float("-inf"), float("-inf"), float("-inf"), 3.0, 2.5])  # the two largest
+    drawn(torch.softmax(kept / 0.5, -1).tolist(), temperature=0.5, top_k=2)
+    # top_p 0.6 at temperature 0.5: token 3 holds 0.66 of the mass alone, so only it is kept
+    drawn([0.0, 0.0, 0.0, 1.0, 0.0], temperature=0.5, top_p=0.6)
+    assert torch.equal(next_token(logits, temperature=0), torch.full((256,), 3))
+
+
+def test_a_finished_row_of_a_batch_stays_finished():
+    """Rows that reach eos at different steps: each row's answer is its answer alone (a finished row that
+    started again after the next token was no eos went unseen: no test had eos in a batch)."""
+    from showo.sampling.autoregressive import generate_text
+    from showo.tiny import tiny_random_pipeline
+
+    model = tiny_random_pipeline(seed=0).model
+    prompts = [torch.tensor([1, 2, 3]), torch.tensor([7, 8, 9, 10])]
+    free = [generate_text(model, [p], max_new_tokens=8, temperature=0)[0] for p in prompts]
+    eos = free[0][1]  # row 0 stops at its second token
+    assert eos not in free[0][:1] and free[0][2] != eos  # (the case the test is about)
+    alone = [generate_text(model, [p], max_new_tokens=8, temperature=0, eos_id=eos)[0] for p in prompts]
+    assert alone[0] == free[0][:2] and len(alone[1]) > 2
+    assert generate_text(model, prompts, max_new_tokens=8, temperature=0, eos_id=eos) == alone
