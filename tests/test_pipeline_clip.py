@@ -57,6 +57,13 @@ def test_clip_batch_gives_each_pair_its_own_image_and_question(clip_pipe, monkey
         pipe.ask(images[i], q, max_new_tokens=2)
         assert torch.equal(batch[k], seen.pop()[0]), (i, q)
     assert not torch.equal(batch[0], batch[2]) and batch[0].shape != batch[1].shape
+    from showo.prompting.sequences import clip_question_text
+
+    built = []  # the CLIP template (not the VQ one) around each question
+    real_ids = module.mmu_clip_prompt_ids
+    monkeypatch.setattr(module, "mmu_clip_prompt_ids", lambda v, s, q: built.append(q) or real_ids(v, s, q))
+    pipe.ask(images[0], questions, max_new_tokens=1)
+    assert built == [pipe.tokenizer.encode_text(clip_question_text(q), "question") for q in questions]
 
 
 def test_clip_checkpoint_without_tower_is_a_clear_error(clip_pipe):

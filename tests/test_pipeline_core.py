@@ -566,3 +566,54 @@ def test_any_path_like_object_is_a_path(pipe, tmp_path):
     assert ShowoPipeline.from_pretrained(pathlib.PurePosixPath(tmp_path / "p")).model_id == str(tmp_path / "p")
     IMG.save(tmp_path / "i.png")
     assert load_image(Where(tmp_path / "i.png")).size == IMG.size
+
+
+def _spy(monkeypatch, module, name: str) -> list:
+    """Record the (args, kwargs) of every call of `module.name`, which still runs."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    return calls
+
+
+def _holds(row: torch.Tensor, ids: list[int]) -> bool:
+    """Whether the id row holds `ids` as a contiguous run."""
+    row = row.tolist()
+    return any(row[i:i + len(ids)] == ids for i in range(len(row) - len(ids) + 1))
+
+
+def test_every_task_passes_its_arguments_on(pipe, monkeypatch):
+    """What each method hands to the samplers: the seed's generator, every sampling argument and each step's own
+    prompt (a pipeline that ignored its seed, dropped the image temperature or top_p, used the first prompt for
+    every extrapolation step or asked without the question template passed every test that compared two runs)."""
+    import showo.pipelines.interleaved as interleaved
+    import showo.pipelines.showo_pipeline as module
+    from showo.prompting.sequences import mmu_prompt_ids, mmu_question_text
+
+    images = _spy(monkeypatch, module, "maskgit_generate")
+    image = Image.new("RGB", (32, 32), (200, 30, 30))
+    settings = dict(num_inference_steps=3, guidance_scale=0.5, temperature=2.5, schedule="linear")
+    pipe.text_to_image("ab", seed=1, **settings)
+    pipe.inpaint(image, Image.new("L", (32, 32), 255), "ab", seed=1, **settings)
+    pipe.extrapolate(image, ["ab", "cd"], ["left", "up"], seed=1, **settings)
+    prompts = ["ab", "ab", "ab", "cd", "cd"]  # extrapolation: one window left, then two up the wider canvas
+    assert len(images) == len(prompts)
+    for (args, kwargs), prompt in zip(images, prompts):
+        assert {k: kwargs[k] for k in settings} == settings
+        assert _holds(args[1][0], pipe.tokenizer.encode_text(prompt, "prompt"))
+    draws = [pipe.text_to_image("ab", num_inference_steps=3, seed=s).codes for s in (7, 7, 8)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+    texts = _spy(monkeypatch, module, "generate_text")
+    pipe.ask(image, "what?", max_new_tokens=2, temperature=0.7, top_k=5, top_p=0.9, seed=1)
+    (args, kwargs), = texts
+    assert (kwargs["temperature"], kwargs["top_k"], kwargs["top_p"], kwargs["max_new_tokens"]) == (0.7, 5, 0.9, 2)
+    codes = pipe.encode_images([image]).cpu()[0]
+    want = mmu_prompt_ids(pipe.vocab, pipe.vocab.codes_to_ids(codes),
+                          pipe.tokenizer.encode_text(mmu_question_text("what?"), "question"))[0]
+    assert torch.equal(args[1][0], want)
+
+    mixed = _spy(monkeypatch, interleaved, "maskgit_generate")
+    pipe.mixed("ab.", max_images=1, max_new_tokens=1, num_inference_steps=2, image_temperature=3.5,
+               force_image_every_sentence=True, seed=1)
+    (_, kwargs), = mixed
+    assert (kwargs["temperature"], kwargs["num_inference_steps"]) == (3.5, 2)
