@@ -248,7 +248,7 @@ def test_two_processes_match_one(tmp_path, mode):
     single = tiny_trainer(tmp_path / "single", steps, **({option: True} if option else {})).train(progress=False)
     _torchrun_worker(tmp_path / "dist", mode, steps)
     result = json.loads((tmp_path / "dist" / "history.json").read_text())
-    assert result["world_size"] == 2
+    assert result["world_size"] == 2 and len(single) == len(result["history"]) == steps
     for a, b in zip(single, result["history"]):
         for k in ("loss_t2i", "loss_lm", "loss_mmu", "loss"):
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), (k, a[k], b[k])
@@ -495,3 +495,40 @@ def test_a_warmup_as_long_as_the_run_is_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tiny_trainer(tmp_path / "b", 2)
+
+
+def test_learning_rate_schedule_warms_up_then_follows_the_cosine():
+    from showo.training.optim import build_optimizer, lr_factor
+
+    assert [lr_factor(s, 4, 12) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(8, 4, 12) == pytest.approx(0.5) and lr_factor(12, 4, 12) == pytest.approx(0.0)
+    assert lr_factor(8, 4, 12, min_ratio=0.1) == pytest.approx(0.55) and lr_factor(99, 4, 12, 0.1) == pytest.approx(0.1)
+    model = torch.nn.Linear(2, 2)
+    opt, sched = build_optimizer(model, OptimConfig(lr=0.2, warmup_steps=2, min_lr_ratio=0.0), total_steps=6)
+    lrs = []
+    for _ in range(6):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.0, 0.1, 0.2, 0.2 * 0.5 * (1 + math.cos(math.pi / 4)), 0.1,
+                                 0.2 * 0.5 * (1 + math.cos(3 * math.pi / 4))])
+
+
+def test_loss_coefficients_scale_the_gradient_and_clipping_bounds_it(tmp_path):
+    """Each objective's coefficient weighs its loss in the gradient (dropping them survived every test), and
+    optim.grad_clip bounds the norm the optimizer steps with."""
+    def first_step(name: str, coeff: float, clip: float | None = None) -> tuple[dict, list[float]]:
+        t = tiny_trainer(tmp_path / name, 3)
+        t.coeff = {k: coeff if k == name else 0.0 for k in t.coeff}  # (as built from mix.<name>_coeff)
+        t.cfg.optim.grad_clip = clip
+        seen, step = [], t.optimizer.step
+        t.optimizer.step = lambda *a, **k: seen.append(float(torch.linalg.vector_norm(torch.stack(
+            [p.grad.norm() for p in t.model.parameters() if p.grad is not None])))) or step(*a, **k)
+        return t.train_step(), seen
+
+    for name in ("t2i", "lm", "mmu"):
+        one, two = first_step(name, 1.0)[0], first_step(name, 2.0)[0]
+        assert one["grad_norm"] > 0 and two["grad_norm"] == pytest.approx(2 * one["grad_norm"], rel=1e-4), name
+        assert first_step(name, 0.0)[0]["grad_norm"] == 0.0
+    metrics, seen = first_step("lm", 1.0, clip=1e-3)
+    assert metrics["grad_norm"] > 1e-2 and seen == [pytest.approx(1e-3, rel=1e-3)]  # reported unclipped, stepped clipped

@@ -72,3 +72,22 @@ def test_tiny_ratio_still_masks_one_token_and_min_rate_clips():
     _, _, mask_prob = mask_image_tokens(tokens, 100, nearly_zero, min_masking_rate=0.5,
                                         generator=torch.Generator().manual_seed(2))
     assert torch.equal(mask_prob, torch.full((4,), 0.5))
+
+
+def test_t2i_rows_apply_condition_dropout():
+    """mix.cond_dropout_prob reaches the rows (dropped, it was 0 without any test failing): at 1 every row holds
+    the null prompt, at 0 its own text."""
+    import dataclasses
+
+    from showo.tiny import tiny_random_pipeline
+    from showo.training.batch import t2i_part
+    from showo.training.config import MixConfig
+
+    vocab = tiny_random_pipeline().tokenizer.vocab
+    codes, text = torch.zeros(2, 4, dtype=torch.long), [[10, 11], [12]]
+    rows = {p: t2i_part(vocab, text, codes, 8, dataclasses.replace(MixConfig(), cond_dropout_prob=p),
+                        torch.Generator().manual_seed(0))[0].ids for p in (0.0, 1.0)}
+    null = t2i_part(vocab, [[], []], codes, 8, dataclasses.replace(MixConfig(), cond_dropout_prob=0.0),
+                    torch.Generator().manual_seed(0))[0].ids
+    assert torch.equal(rows[1.0][:, :9], null[:, :9]) and not torch.equal(rows[0.0][:, :9], null[:, :9])
+    assert 10 in rows[0.0][0].tolist() and 12 in rows[0.0][1].tolist()
