@@ -32,3 +32,16 @@ def test_low_precision_scores_are_computed_in_float32():
     mask = torch.ones(1, 1, 1, 380, dtype=torch.bool)
     exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
     torch.testing.assert_close(single_query_attention(q, k, v, mask).double(), exact, atol=2e-2, rtol=0)
+
+
+def test_kv_cache_refuses_to_write_past_its_capacity():
+    """A write that would end past max_len raises instead of silently keeping a truncated slice (the guard was
+    loosened by one without any test failing)."""
+    from showo.backbone.cache import KVCache
+
+    cache = KVCache(num_layers=1, batch=1, num_heads=1, max_len=4, head_dim=2)
+    k = torch.ones(1, 1, 2, 2)
+    keys, _ = cache.update(0, 2, k, k)  # positions 2 and 3: the last two
+    assert keys.shape[2] == 4 and torch.equal(cache.k[0][0, 0, 2:], k[0, 0])
+    with pytest.raises(ValueError, match="KV cache overflow: position 5 > capacity 4"):
+        cache.update(0, 3, k, k)

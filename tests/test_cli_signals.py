@@ -73,3 +73,15 @@ def test_bench_terminated_kills_its_memory_probe(tmp_path):
     assert returncode == 143 and "Traceback" not in err, err
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]  # no --json directory made before a result
+
+
+def test_stdout_closed_early_ends_quietly_with_141(tmp_path):
+    """`showo write ... | head -c1`: the reader goes away; the command stops without a traceback, with the shell's
+    code for SIGPIPE (141), not 0 as if it had written everything."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "showo.cli.main", "write", "hi", "--model", "tiny-random",
+                                "--device", "cpu", "--max-new-tokens", "20", "--stream", "--out", str(tmp_path / "o")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process.stdout.close()  # before it writes a byte
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and "Traceback" not in err, err

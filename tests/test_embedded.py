@@ -26,6 +26,20 @@ def test_default_pipeline_is_the_embedded_model():
     assert answer.texts[0].strip()
 
 
+def test_embedded_model_reads_scenes_of_its_world():
+    """Pinned answers of the shipped weights on two world scenes: a broken question template, image layout or
+    decoding gives other words (the test above only asked for a non-empty answer)."""
+    import random
+
+    from showo.data.world import WorldConfig, render, sample_scene
+
+    pipe, config = ShowoPipeline.from_pretrained(), WorldConfig()
+    two, one = (render(sample_scene(random.Random(seed), config), config) for seed in (1, 2))
+    out = pipe.ask([two, one], ["How many objects are there?", "Describe the image."], max_new_tokens=24)
+    assert out.texts == ["two", "An image of an orange cross on the right and a blue diamond at the bottom.",
+                         "one", "A red triangle at the top."]
+
+
 def test_package_stores_a_run_checkpoint_in_bfloat16_as_a_pipeline(tmp_path):
     """`training.embedded.package` is how the embedded default is made from a training run."""
     from safetensors import safe_open

@@ -156,3 +156,19 @@ def test_answer_correct(qtype, predicted, gold, ok):
 
 def test_normalise_answer():
     assert normalise_answer("  The Light-Grey  background! ") == "light gray background"
+
+
+def test_assign_prefers_the_cell_over_the_size():
+    """Two red circles drawn in the right cells at each other's size pair by cell (colour+shape, then cell, then
+    size): swapping the cell and size weights went unseen."""
+    from types import SimpleNamespace as Obj
+
+    from showo.evaluation import assign
+
+    targets = [Obj(colour="red", shape="circle", size="small", col=0, row=0),
+               Obj(colour="red", shape="circle", size="large", col=2, row=2)]
+    found = [Obj(colour="red", shape="circle", size="large", col=0, row=0),
+             Obj(colour="red", shape="circle", size="small", col=2, row=2)]
+    assert assign(targets, found) == [(0, 0), (1, 1)]
+    found[1] = Obj(colour="blue", shape="circle", size="small", col=2, row=2)  # another kind never pairs
+    assert assign(targets, found) == [(0, 0)]
