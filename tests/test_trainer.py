@@ -532,3 +532,21 @@ def test_loss_coefficients_scale_the_gradient_and_clipping_bounds_it(tmp_path):
         assert first_step(name, 0.0)[0]["grad_norm"] == 0.0
     metrics, seen = first_step("lm", 1.0, clip=1e-3)
     assert metrics["grad_norm"] > 1e-2 and seen == [pytest.approx(1e-3, rel=1e-3)]  # reported unclipped, stepped clipped
+
+
+def test_weight_decay_groups():
+    """Default (nanoGPT): only the matrices of linear layers decay; official: everything but biases."""
+    from showo.training.optim import param_groups
+
+    model, _ = tiny_model()
+    names = {id(p): n for n, p in model.named_parameters()}
+    for official in (False, True):
+        decay, no_decay = param_groups(model, OptimConfig(weight_decay=0.1, official_decay_groups=official))
+        assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+        decayed = {names[id(p)] for p in decay["params"]}
+        kept = {names[id(p)] for p in no_decay["params"]}
+        assert decayed | kept == set(names.values()) and not decayed & kept
+        assert all("bias" in n for n in kept) if official else all(
+            "embed_tokens" in n or model.get_parameter(n).dim() < 2 for n in kept)
+        assert any("embed_tokens" in n for n in (decayed if official else kept))
+        assert any(n.endswith("q_proj.weight") for n in decayed) and not any("bias" in n for n in decayed)

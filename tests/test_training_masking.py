@@ -91,3 +91,18 @@ def test_t2i_rows_apply_condition_dropout():
                     torch.Generator().manual_seed(0))[0].ids
     assert torch.equal(rows[1.0][:, :9], null[:, :9]) and not torch.equal(rows[0.0][:, :9], null[:, :9])
     assert 10 in rows[0.0][0].tolist() and 12 in rows[0.0][1].tolist()
+
+
+def test_t2i_targets_start_at_soi():
+    """The official t2i loss: nothing in the text region (T + 1 positions), then <soi>, the masked codes, <eoi>."""
+    from showo.tiny import tiny_random_pipeline
+    from showo.training.batch import t2i_part
+    from showo.training.config import MixConfig
+
+    vocab = tiny_random_pipeline().tokenizer.vocab
+    part = t2i_part(vocab, [[10, 11, 12]], torch.arange(4)[None], 8, MixConfig(), torch.Generator().manual_seed(0))[0]
+    here = part.here[0]
+    assert (here[:9] == IGNORE_INDEX).all() and here[9] == vocab.soi and here[-1] == vocab.eoi
+    codes = here[10:-1]
+    assert ((codes == IGNORE_INDEX) | (codes == vocab.codes_to_ids(torch.arange(4)))).all()
+    assert (codes != IGNORE_INDEX).any() and part.next is None
