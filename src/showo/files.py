@@ -51,6 +51,15 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def write_file(path: Path, data: bytes, flag: str) -> None:
+    """`data` written atomically to `path`, its directory created; failures are one-line `OutputError`s."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
+
+
 def with_default_mode(path: str | Path) -> Path:
     """`path` given the permissions a plain mkdir / open would have (tempfile makes private 0700 / 0600 ones, which
     would keep teammates from reading a run's results whatever their umask)."""

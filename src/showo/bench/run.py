@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from ..cli.outputs import write_file
+from ..files import write_file
 from ..hardware import environment, native_bf16
 from . import SECTIONS
 from .harness import Bench, BenchConfig, can_pack

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..bench import SECTIONS, WORKLOADS
 from ..errors import ConfigError
-from .outputs import check_apart, check_out_dir, check_out_file, write_file
+from ..files import write_file
+from .outputs import check_apart, check_out_dir, check_out_file
 from .values import device_name, path_arg
 from .progress import say
 

@@ -77,7 +77,8 @@ def run(ctx) -> int:
     from ..training.distributed import is_main_process
     from ..training.finetune import finetune
     from ..training.trainer import check_tensorboard
-    from .outputs import check_out_dir, write_file
+    from ..files import write_file
+    from .outputs import check_out_dir
     from .progress import say, training_progress
 
     args = ctx.args

@@ -6,7 +6,7 @@ and says so on stderr.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..embedded import EMBEDDED_NAME as EMBEDDED, TINY_RANDOM_NAME as TINY_RANDOM
 from ..errors import ConfigError
@@ -32,8 +32,7 @@ class ModelSpec:
     pack_weights: bool = False
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "vq": self.vq, "tokenizer": self.tokenizer, "clip": self.clip,
-                "device": self.device, "dtype": self.dtype, "pack_weights": self.pack_weights}
+        return asdict(self)
 
 
 def resolve_device(name: str) -> str:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from ..errors import OutputError
-from ..files import atomic_write, check_out_dir, remove_quietly, staged_file
+from ..files import check_out_dir, remove_quietly, staged_file
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -93,15 +93,6 @@ def make_dir(path: Path, flag: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{flag} {path}: cannot create it: {e.strerror or e}") from None
-
-
-def write_file(path: Path, data: bytes, flag: str) -> None:
-    """`data` written atomically to `path`, its directory created; failures are one-line `OutputError`s."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data)
-    except OSError as e:
-        raise OutputError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
 
 
 RESULT_SUFFIXES = (".png", ".json", ".html", ".md")  # what the commands write into --out

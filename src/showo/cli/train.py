@@ -50,7 +50,8 @@ def run(args) -> int:
 
     from ..training import embedded
     from ..training.distributed import is_main_process
-    from .outputs import make_dir, write_file
+    from ..files import write_file
+    from .outputs import make_dir
     from .progress import training_progress
 
     recipe = embedded.EmbeddedRecipe.from_yaml(args.recipe) if args.recipe else embedded.EmbeddedRecipe()

@@ -1,7 +1,8 @@
 """`ShowoPipeline`: every Show-o task behind one object, in the diffusers calling convention.
 
 The pipeline owns user concerns (loading, validation, batching, seeds, decoding to PIL, metadata); the
-model knows nothing about sampling and the samplers know nothing about files.
+model knows nothing about sampling (beyond `pack_weights` packing apart the codebook rows image generation
+reads) and the samplers know nothing about files.
 """
 from __future__ import annotations
 

@@ -90,7 +90,8 @@ class TextTokenizer:
         return [list(x) for x in self.hf(list(texts), add_special_tokens=False)["input_ids"]]
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
-        """Text of `ids`; image codes, the mask token and task tokens are dropped."""
+        """Text of `ids`; image codes and the mask token are dropped, and with `skip_special_tokens` also eos,
+        pad and the task tokens."""
         ids = [int(i) for i in ids if int(i) < self.vocab.image_offset]
         if any(i < 0 for i in ids):
             raise InputError(f"token ids must be >= 0, got {min(ids)}")

@@ -58,8 +58,22 @@ class MixConfig:
     story_coeff: float = 1.0
 
 
+class YamlFile:
+    """YAML in and out for a config dataclass with `to_dict` and `from_dict` (which checks what it reads)."""
+
+    def to_yaml_text(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml_text())
+
+    @classmethod
+    def from_yaml(cls, path: str | Path):
+        return cls.from_dict(read_yaml(path))
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(YamlFile):
     output_dir: str = "runs/showo"
     seed: int = 0
     max_steps: int = 1000
@@ -136,15 +150,6 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         return build_config(cls, d, "train config")
 
-    def to_yaml_text(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml_text())
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(read_yaml(path))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

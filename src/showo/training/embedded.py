@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..backbone import PhiConfig
 from ..data.dataset import WorldStream
@@ -27,7 +26,7 @@ from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .checkpoint import check_same_config, latest_checkpoint
 from .code_bits import remove_code_bit_rows
-from .config import MixConfig, OptimConfig, TrainConfig, build_config, in_run_directory, merged, read_yaml
+from .config import MixConfig, OptimConfig, TrainConfig, YamlFile, build_config, in_run_directory, merged
 from .finetune import save_result, tokenizers_digest
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
@@ -36,7 +35,7 @@ from .world_source import WorldBatchSource
 
 
 @dataclass
-class EmbeddedRecipe:
+class EmbeddedRecipe(YamlFile):
     seed: int = 0
     text_vocab_size: int = 1024
     text_corpus_samples: int = 4000
@@ -111,15 +110,6 @@ class EmbeddedRecipe:
             d["train"] = TrainConfig.from_dict(d["train"])
         return cls(**d)
 
-    def to_yaml_text(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml_text())
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "EmbeddedRecipe":
-        return cls.from_dict(read_yaml(path))
 
 
 def world_texts(recipe: EmbeddedRecipe):
