@@ -356,7 +356,7 @@ def test_progress_bars_on_a_terminal_change_nothing(capsys, tmp_path, monkeypatc
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
-    from showo.cli.outputs import atomic_write
+    from showo.files import atomic_write
 
     atomic_write(tmp_path / "a.txt", b"one")
     atomic_write(tmp_path / "a.txt", b"two")
