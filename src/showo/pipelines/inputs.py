@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..errors import InputError, ShowoWarning
+from ..fields import is_number
+from ..limits import check_batch
 from ..tokenizers.image_io import load_image
 
 
@@ -62,6 +66,26 @@ def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
         except UnicodeEncodeError:  # bytes the shell passed that are not UTF-8 (Python keeps them as surrogates)
             raise InputError(f"{what} is not valid UTF-8 text: {p.encode('utf-8', 'replace').decode()!r}") from None
     return prompts
+
+
+def check_codes(codes, codebook_size: int, grid: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (h, w) grid of image codes [B, h*w] to decode; what is not codes of the codebook in such a grid (token
+    ids, an empty batch, a grid of another size) is an InputError."""
+    valid = (isinstance(codes, torch.Tensor) and not codes.is_complex() and not codes.is_meta
+             and (codes.numel() == 0 or 0 <= codes.min() <= codes.max() < codebook_size))
+    if not valid:
+        raise InputError(f"codes must be a tensor of image codes in [0, {codebook_size}) (not token ids)")
+    if codes.dim() != 2 or 0 in codes.shape:
+        raise InputError(f"codes must be [images, h*w] with at least one of each, got {list(codes.shape)}")
+    n = codes.shape[1]
+    if grid is None and math.isqrt(n) ** 2 != n:
+        raise InputError(f"{n} codes do not form a square grid: pass grid=(h, w)")
+    fits = (isinstance(grid, (tuple, list)) and len(grid) == 2
+            and all(is_number(v, integer=True) and v > 0 for v in grid) and grid[0] * grid[1] == n)
+    if grid is not None and not fits:
+        raise InputError(f"grid must be (h, w) with h * w = {n} codes, got {grid!r}")
+    check_batch(f"{codes.shape[0]} images", codes.shape[0])
+    return tuple(grid) if grid is not None else (math.isqrt(n),) * 2
 
 
 def plain_arguments(method):

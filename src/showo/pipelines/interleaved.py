@@ -32,7 +32,7 @@ from ..fields import is_number
 from ..limits import check_scale, check_steps, check_text_sampling
 from ..prompting.interleaved import interleaved_batch, interleaved_mask
 from ..prompting.vocab import Vocabulary
-from ..sampling.autoregressive import next_token
+from ..sampling.autoregressive import TokenCallback, next_token
 from ..sampling.filters import require_finite
 from ..sampling.maskgit import MaskGITStep, maskgit_generate
 from .inputs import check_prompt
@@ -105,7 +105,7 @@ def generate_interleaved(
     top_p: float | None = None,
     schedule: str = "cosine",
     generator: torch.Generator | None = None,
-    on_token: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    on_token: TokenCallback | None = None,
     callback: Callable[[MaskGITStep], None] | None = None,
     force_sentence_end: Callable[[list[int]], bool] | None = None,
 ) -> InterleavedResult:

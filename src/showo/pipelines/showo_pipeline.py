@@ -6,7 +6,6 @@ reads) and the samplers know nothing about files.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,15 +19,17 @@ from ..limits import check_batch, check_callback, check_image_count, check_outpu
 from ..model import Showo
 from ..model.clip import ClipVisionTower, clip_preprocess
 from ..prompting.masks import causal_mask, mmu_clip_mask, mmu_mask
+from ..prompting.vocab import Vocabulary
 from ..prompting.sequences import (SYSTEM_PROMPT, clip_image_slot, clip_question_text, mmu_clip_prompt_ids,
                                    mmu_prompt_ids, mmu_question_text, t2i_gen_sequence)
-from ..sampling.autoregressive import TOKEN_ARGUMENTS, generate_text, long_enough_for_static_step
+from ..sampling.autoregressive import TOKEN_ARGUMENTS, TokenCallback, generate_text, long_enough_for_static_step
 from ..sampling.maskgit import STEP_ARGUMENTS, MaskGITStep, maskgit_generate
-from ..tokenizers.image_io import mask_to_grid, postprocess, preprocess
+from ..tokenizers.image_io import ImageInput, mask_to_grid, postprocess, preprocess
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas, final_grid
-from .inputs import check_prompt, check_prompts, load_image, load_mask, plain_arguments, square_input, warn
+from .inputs import (check_codes, check_prompt, check_prompts, load_image, load_mask, plain_arguments, square_input,
+                     warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .loading import check_parts, load_parts, save_parts
 from .outputs import ImageOutput, MixedOutput, TextOutput
@@ -124,7 +125,7 @@ class ShowoPipeline:
     # ---- geometry ----------------------------------------------------------------------------------------------
 
     @property
-    def vocab(self):
+    def vocab(self) -> Vocabulary:
         return self.tokenizer.vocab
 
     @property
@@ -157,13 +158,9 @@ class ShowoPipeline:
             raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         return torch.Generator(device=self.device).manual_seed(seed), seed
 
-    def _text_ids(self, text: str, what: str = "prompt") -> list[int]:
-        """Tokens of user text; markup tokens spelt in it are refused (`TextTokenizer.encode_text`)."""
-        return self.tokenizer.encode_text(text, what)
-
     def _prompt_ids(self, prompt: str) -> list[int]:
         """Tokens of a generation prompt; prompts longer than the model's text region are truncated (warned)."""
-        ids = self._text_ids(prompt)
+        ids = self.tokenizer.encode_text(prompt)
         room = self.model.config.max_seq_length - 2  # [<t2i>, bos, text, eos] must fit in T + 1
         if len(ids) > room:
             warn(f"prompt is {len(ids)} tokens; only the first {room} are used: {prompt[:40]!r}...")
@@ -180,22 +177,8 @@ class ShowoPipeline:
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor, grid: tuple[int, int] | None = None) -> list[Image.Image]:
-        size = self.vq.config.codebook_size
-        valid = (isinstance(codes, torch.Tensor) and not codes.is_complex() and not codes.is_meta
-                 and (codes.numel() == 0 or 0 <= codes.min() <= codes.max() < size))
-        if not valid:
-            raise InputError(f"codes must be a tensor of image codes in [0, {size}) (not token ids)")
-        if codes.dim() != 2 or 0 in codes.shape:
-            raise InputError(f"codes must be [images, h*w] with at least one of each, got {list(codes.shape)}")
-        n = codes.shape[1]
-        if grid is None and math.isqrt(n) ** 2 != n:
-            raise InputError(f"{n} codes do not form a square grid: pass grid=(h, w)")
-        fits = (isinstance(grid, (tuple, list)) and len(grid) == 2
-                and all(is_number(v, integer=True) and v > 0 for v in grid) and grid[0] * grid[1] == n)
-        if grid is not None and not fits:
-            raise InputError(f"grid must be (h, w) with h * w = {n} codes, got {grid!r}")
-        check_batch(f"{codes.shape[0]} images", codes.shape[0])
-        h, w = grid or (math.isqrt(n),) * 2
+        """PIL images of image codes [B, h*w] (a square grid unless `grid=(h, w)`), e.g. `ImageOutput.codes`."""
+        h, w = check_codes(codes, self.vq.config.codebook_size, grid)
         check_output_size(h * self.vq.config.downsample_factor, w * self.vq.config.downsample_factor)
         return postprocess(self.vq.decode_code(codes.to(self.device), shape=grid))
 
@@ -244,7 +227,7 @@ class ShowoPipeline:
         return ImageOutput(self.decode_codes(codes), codes.cpu(), (g, g), meta)
 
     @plain_arguments
-    def inpaint(self, image, mask_image, prompt: str, num_images: int = 1, num_inference_steps: int = 16,
+    def inpaint(self, image: ImageInput, mask_image: ImageInput, prompt: str, num_images: int = 1, num_inference_steps: int = 16,
                 guidance_scale: float = 1.75, temperature: float = 1.0, schedule: str = "cosine",
                 seed: int | None = None, generator: torch.Generator | None = None,
                 callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
@@ -271,7 +254,7 @@ class ShowoPipeline:
         return ImageOutput(self.decode_codes(out), out.cpu(), (g, g), meta)
 
     @plain_arguments
-    def extrapolate(self, image, prompts: str | list[str], directions: str | list[str], offset: int = 0,
+    def extrapolate(self, image: ImageInput, prompts: str | list[str], directions: str | list[str], offset: int = 0,
                     num_images: int = 1, num_inference_steps: int = 16, guidance_scale: float = 1.75,
                     temperature: float = 1.0, schedule: str = "cosine", seed: int | None = None,
                     generator: torch.Generator | None = None,
@@ -305,7 +288,7 @@ class ShowoPipeline:
     def mixed(self, prompt: str, max_images: int = 4, max_new_tokens: int = 200, num_inference_steps: int = 16,
               guidance_scale: float = 0.0, text_temperature: float = 0.0, image_temperature: float = 1.0,
               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-              generator: torch.Generator | None = None, on_token=None,
+              generator: torch.Generator | None = None, on_token: TokenCallback | None = None,
               callback: Callable[[MaskGITStep], None] | None = None,
               force_image_every_sentence: bool = False) -> MixedOutput:
         """Continue `prompt` with interleaved text and images: the model writes text and opens an image with
@@ -318,7 +301,7 @@ class ShowoPipeline:
         force = (lambda seg: ends_sentence(self.tokenizer.decode(seg))) if force_image_every_sentence else None
         gen, seed = self._generator(seed, generator)
         n = self.model.config.num_vq_tokens
-        prompt_ids = self._text_ids(prompt)  # images are the model's to open
+        prompt_ids = self.tokenizer.encode_text(prompt)  # images are the model's to open
         longest = 2 + len(prompt_ids) + max_new_tokens + max_images * (n + 1) + 1  # every image taken, no <eos>
         limit = self.model.config.llm.max_position_embeddings
         if longest > limit:
@@ -367,9 +350,10 @@ class ShowoPipeline:
         return self.compiled_decoding and long_enough_for_static_step(not exact, max_new_tokens)
 
     @plain_arguments
-    def ask(self, image, question: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
+    def ask(self, image: ImageInput | Sequence[ImageInput], question: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-            generator: torch.Generator | None = None, on_token=None, exact: bool = False) -> TextOutput:
+            generator: torch.Generator | None = None, on_token: TokenCallback | None = None,
+            exact: bool = False) -> TextOutput:
         """Answer every question about every image (one image or a list). temperature 0 = greedy, as the
         official demo; answers are batched. `on_token(step, ids, finished)` streams tokens as they come."""
         images = image if isinstance(image, (list, tuple)) else [image]
@@ -384,8 +368,8 @@ class ShowoPipeline:
             ids = self._ask_clip(images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
         else:
             codes = self.encode_images(images).cpu()
-            prompts = [mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes[i]),
-                                      self._text_ids(mmu_question_text(q), "question"))[0] for i, q in pairs]
+            text = {q: self.tokenizer.encode_text(mmu_question_text(q), "question") for q in questions}
+            prompts = [mmu_prompt_ids(self.vocab, self.vocab.codes_to_ids(codes[i]), text[q])[0] for i, q in pairs]
             self._check_room(max(len(p) for p in prompts), max_new_tokens)
             masks = [mmu_mask(p[None], self.vocab)[0, 0] for p in prompts]
             ids = self._decode(prompts, masks, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact)
@@ -407,8 +391,8 @@ class ShowoPipeline:
         embeds, masks = [], []
         with torch.no_grad():  # each image projected once, each question tokenized once (not once per pair)
             projected = [self.model.project_features(feats[i:i + 1]) for i in range(len(images))]
-            questions = {q: mmu_clip_prompt_ids(self.vocab, system, self._text_ids(clip_question_text(q), "question"))
-                         for q in dict.fromkeys(q for _, q in pairs)}
+            encode = lambda q: self.tokenizer.encode_text(clip_question_text(q), "question")  # noqa: E731
+            questions = {q: mmu_clip_prompt_ids(self.vocab, system, encode(q)) for q in dict.fromkeys(q for _, q in pairs)}
             for i, q in pairs:
                 e = self.model.embed_with_image(questions[q].to(self.device), projected[i], slot)[0]
                 self._check_room(e.shape[0], max_new_tokens)
@@ -426,11 +410,12 @@ class ShowoPipeline:
     @plain_arguments
     def write(self, prompt: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-              generator: torch.Generator | None = None, on_token=None, exact: bool = False) -> TextOutput:
+              generator: torch.Generator | None = None, on_token: TokenCallback | None = None,
+              exact: bool = False) -> TextOutput:
         """Continue text prompts (pure language modelling, causal attention); returns the continuations."""
         prompts = check_prompts(prompt)
         check_batch(f"{len(prompts)} prompts", len(prompts))
-        ids = [torch.tensor([self.vocab.bos, *self._text_ids(p)]) for p in prompts]
+        ids = [torch.tensor([self.vocab.bos, *self.tokenizer.encode_text(p)]) for p in prompts]
         self._check_room(max(len(i) for i in ids), max_new_tokens)
         masks = [causal_mask(len(i)) for i in ids]
         gen, seed = self._generator(seed, generator)

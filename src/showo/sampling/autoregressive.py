@@ -21,6 +21,10 @@ from .decode_step import StaticDecodeStep
 from .filters import apply_top_k, apply_top_p, require_finite
 
 
+# on_token(step, ids [B], finished [B]): each new token of every row as it is drawn
+TokenCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
 def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """One id per row of `logits` [B, V]. temperature 0 = greedy (no random draw); otherwise the official
@@ -180,7 +184,7 @@ def generate_text(
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
-    on_token: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    on_token: TokenCallback | None = None,
     cuda_graph: bool | None = None,
     compiled: bool = False,
 ) -> list[list[int]]:

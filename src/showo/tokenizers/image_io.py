@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from ..errors import InputError
 from ..files import file_problem
 
+ImageInput = str | os.PathLike | Image.Image  # what users give as an image: a file path or a PIL image
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
 
 MAX_ASPECT = 64  # long side / short side of an input: a panorama is 10:1
@@ -105,7 +106,7 @@ def pixel_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = previous
 
 
-def load_image(source: str | Path | Image.Image, what: str = "image", background: int = 255) -> Image.Image:
+def load_image(source: ImageInput, what: str = "image", background: int = 255) -> Image.Image:
     """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16 read as 0..65535, F as
     0..1 or 0..255, ...), turned upright as its EXIF orientation says (as viewers show it: a phone photo, and a
     mask drawn on it). Transparent parts show the grey level `background` (white for pictures)."""
