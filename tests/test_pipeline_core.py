@@ -301,7 +301,7 @@ MASK = Image.new("L", (16, 16), 255)
      "callback is called as callback(step); its signature () does not take that"),
     (lambda p: p.write("a", max_new_tokens=2, on_token=lambda step: None), "on_token(step, ids, finished)"),
     (lambda p: p.mixed("a", max_new_tokens=2, on_token=lambda a, b, c, d: None), "on_token is called as"),
-    (lambda p: p.ask(torch.zeros(3, 16, 16), "what?", max_new_tokens=2), "file path or a PIL image, got Tensor"),
+    (lambda p: p.ask(torch.zeros(3, 16, 16), "what?", max_new_tokens=2), "a PIL image or a numpy array, got Tensor"),
     (lambda p: p.mixed("a", max_new_tokens=600), "positions"),
     (lambda p: p.mixed("a <|soi|> b", max_new_tokens=4), "prompt contains <|soi|>, a token of Show-o's sequence markup"),
     # the cached and exact t2i paths disagreed on such a prompt; [PAD] became the pad id
@@ -617,3 +617,25 @@ def test_every_task_passes_its_arguments_on(pipe, monkeypatch):
                force_image_every_sentence=True, seed=1)
     (_, kwargs), = mixed
     assert (kwargs["temperature"], kwargs["num_inference_steps"]) == (3.5, 2)
+
+
+def test_numpy_arrays_are_images(pipe):
+    """[H, W, 3] uint8 (as from PIL or imageio), [H, W] and float [0, 1] arrays (as from matplotlib) are images;
+    other shapes and ranges are one-line errors."""
+    from showo.tokenizers.image_io import load_image
+
+    picture = Image.new("RGB", (32, 32), (200, 30, 30))
+    array = np.asarray(picture)
+    assert load_image(array).tobytes() == picture.tobytes()
+    assert load_image(array.astype(np.float32) / 255).tobytes() == picture.tobytes()
+    assert load_image(array[:, :, 0]).getpixel((0, 0)) == (200, 200, 200)  # one channel: grey
+    assert load_image(np.zeros((4, 4), dtype=bool)).getpixel((0, 0)) == (0, 0, 0)
+    codes = pipe.encode_images([picture])
+    assert torch.equal(pipe.encode_images([array]), codes)
+    assert pipe.ask(array, "what?", max_new_tokens=2).token_ids == pipe.ask(picture, "what?", max_new_tokens=2).token_ids
+    for bad, match in ((np.zeros((3, 16, 16), dtype=np.uint8), r"\[H, W\] or \[H, W, 1\|3\|4\] \(channels last\)"),
+                       (array.astype(np.float32), r"float arrays must hold values in \[0, 1\]"),
+                       (array.astype(np.int64), "arrays must be uint8, bool or floats in"),
+                       (np.full((4, 4), np.nan), r"in \[0, 1\]")):
+        with pytest.raises(InputError, match=match):
+            load_image(bad)

@@ -170,7 +170,7 @@ class ShowoPipeline:
     def encode_images(self, images: Sequence) -> torch.Tensor:
         """Codes [B, N] of images (paths or PIL) after the official resize/centre-crop pre-processing."""
         if not isinstance(images, (list, tuple)) or not images:
-            raise InputError("images must be a non-empty list of file paths or PIL images")
+            raise InputError("images must be a non-empty list of file paths, PIL images or numpy arrays")
         check_batch(f"{len(images)} images", len(images))
         pixels = torch.stack([preprocess(load_image(i), self.resolution) for i in images])
         return self.vq.get_code(pixels.to(self.device))

@@ -21,7 +21,9 @@ from PIL import Image, ImageOps
 from ..errors import InputError
 from ..files import file_problem
 
-ImageInput = str | os.PathLike | Image.Image  # what users give as an image: a file path or a PIL image
+# what users give as an image: a file path, a PIL image, or a numpy array [H, W] / [H, W, 1|3|4] (uint8, or floats
+# in [0, 1], as from matplotlib or skimage)
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
 
 MAX_ASPECT = 64  # long side / short side of an input: a panorama is 10:1
@@ -110,6 +112,8 @@ def load_image(source: ImageInput, what: str = "image", background: int = 255) -
     """An RGB PIL image from a path or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16 read as 0..65535, F as
     0..1 or 0..255, ...), turned upright as its EXIF orientation says (as viewers show it: a phone photo, and a
     mask drawn on it). Transparent parts show the grey level `background` (white for pictures)."""
+    if isinstance(source, np.ndarray):
+        source = _from_array(source, what)
     if isinstance(source, Image.Image):
         image = source
         if image.width * image.height > MAX_IMAGE_PIXELS:
@@ -119,7 +123,7 @@ def load_image(source: ImageInput, what: str = "image", background: int = 255) -
         except (OSError, SyntaxError, ValueError) as e:
             raise InputError(f"{what} cannot be read: {e}") from None
     elif not isinstance(source, (str, os.PathLike)):
-        raise InputError(f"{what} must be a file path or a PIL image, got {type(source).__name__}")
+        raise InputError(f"{what} must be a file path, a PIL image or a numpy array, got {type(source).__name__}")
     else:
         path = Path(os.fspath(source))
         if problem := file_problem(path, "an image file"):
@@ -146,6 +150,27 @@ def load_image(source: ImageInput, what: str = "image", background: int = 255) -
         raise
     except (OSError, SyntaxError, ValueError) as e:  # a mode Pillow cannot convert, a broken EXIF block
         raise InputError(f"{what} cannot be converted to RGB ({image.mode}): {e}") from None
+
+
+def _from_array(array: np.ndarray, what: str) -> Image.Image:
+    """A PIL image of a numpy array [H, W] or [H, W, C] (C = 1, 3 or 4): uint8 as is, bool as black and white,
+    floats in [0, 1] scaled to 8 bits (other ranges are refused rather than guessed)."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or array.ndim == 3 and array.shape[2] in (3, 4)):
+        raise InputError(f"{what} as an array must be [H, W] or [H, W, 1|3|4] (channels last), got shape "
+                         f"{list(array.shape)}")
+    if array.shape[0] * array.shape[1] > MAX_IMAGE_PIXELS:
+        raise InputError(f"{what} is too large ({array.shape[1]}x{array.shape[0]} pixels)")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.size and not 0 <= array.min() <= array.max() <= 1:
+            raise InputError(f"{what}: float arrays must hold values in [0, 1]")
+        array = np.round(array * 255).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise InputError(f"{what}: arrays must be uint8, bool or floats in [0, 1], got {array.dtype}")
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def _to_rgb(image: Image.Image, background: int = 255) -> Image.Image:
