@@ -632,10 +632,37 @@ def test_numpy_arrays_are_images(pipe):
     assert load_image(np.zeros((4, 4), dtype=bool)).getpixel((0, 0)) == (0, 0, 0)
     codes = pipe.encode_images([picture])
     assert torch.equal(pipe.encode_images([array]), codes)
-    assert pipe.ask(array, "what?", max_new_tokens=2).token_ids == pipe.ask(picture, "what?", max_new_tokens=2).token_ids
+    answers = [pipe.ask(i, "what?", max_new_tokens=2).token_ids for i in (array, picture)]
+    assert answers[0] == answers[1]
     for bad, match in ((np.zeros((3, 16, 16), dtype=np.uint8), r"\[H, W\] or \[H, W, 1\|3\|4\] \(channels last\)"),
                        (array.astype(np.float32), r"float arrays must hold values in \[0, 1\]"),
                        (array.astype(np.int64), "arrays must be uint8, bool or floats in"),
                        (np.full((4, 4), np.nan), r"in \[0, 1\]")):
         with pytest.raises(InputError, match=match):
             load_image(bad)
+
+
+def test_output_types(pipe):
+    """diffusers' output_type: "np" and "pt" are the decoder's pixels in [0, 1] (the PIL images hold them cut to 8
+    bits), "latent" skips the decoding; the codes are the same whatever is asked."""
+    kwargs = dict(num_inference_steps=2, seed=3)
+    pil = pipe.text_to_image("a", **kwargs)
+    as_np = pipe.text_to_image("a", output_type="np", **kwargs)
+    as_pt = pipe.text_to_image("a", output_type="pt", **kwargs)
+    latent = pipe.text_to_image("a", output_type="latent", **kwargs)
+    assert latent.images is None and all(torch.equal(o.codes, pil.codes) for o in (as_np, as_pt, latent))
+    r = pipe.resolution
+    assert as_np.images.shape == (1, r, r, 3) and as_np.images.dtype == np.float32
+    assert as_pt.images.shape == (1, 3, r, r) and torch.equal(as_pt.images.permute(0, 2, 3, 1),
+                                                              torch.from_numpy(as_np.images))
+    assert 0 <= as_np.images.min() and as_np.images.max() <= 1
+    assert np.array_equal((as_np.images[0] * 255).astype(np.uint8), np.asarray(pil.images[0]))
+    image = Image.new("RGB", (32, 32), (200, 30, 30))
+    assert pipe.inpaint(image, Image.new("L", (32, 32), 255), "a", output_type="latent", **kwargs).images is None
+    grown = pipe.extrapolate(image, "a", "left", output_type="pt", **kwargs)
+    assert grown.images.shape[-1] > grown.images.shape[-2]
+    for bad in ("PIL", None, "latents"):
+        with pytest.raises(InputError, match="output_type must be one of 'pil', 'np', 'pt', 'latent'"):
+            pipe.text_to_image("a", output_type=bad, **kwargs)
+    with pytest.raises(InputError, match="output_type must be one of 'pil', 'np', 'pt', got 'latent'"):
+        pipe.decode_codes(pil.codes, output_type="latent")

@@ -68,6 +68,16 @@ def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
     return prompts
 
 
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def check_output_type(output_type: object, latent: bool = True) -> None:
+    """One of `OUTPUT_TYPES` (diffusers' names; "latent" where codes alone can be returned)."""
+    allowed = OUTPUT_TYPES if latent else OUTPUT_TYPES[:-1]
+    if output_type not in allowed:
+        raise InputError(f"output_type must be one of {', '.join(map(repr, allowed))}, got {output_type!r}")
+
+
 def check_codes(codes, codebook_size: int, grid: tuple[int, int] | None = None) -> tuple[int, int]:
     """The (h, w) grid of image codes [B, h*w] to decode; what is not codes of the codebook in such a grid (token
     ids, an empty batch, a grid of another size) is an InputError."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -17,9 +18,10 @@ from ..files import saved
 
 @dataclass
 class ImageOutput:
-    """Generated images (PIL), their codes, one metadata dict each."""
+    """Generated images (PIL by default; see `output_type`: None for "latent"), their codes, one metadata dict
+    each."""
 
-    images: list[Image.Image]
+    images: list[Image.Image] | np.ndarray | torch.Tensor | None
     codes: torch.Tensor  # [B, h*w] image codes (raster order)
     grid: tuple[int, int]  # (h, w) of the code grid
     metadata: list[dict] = field(default_factory=list)

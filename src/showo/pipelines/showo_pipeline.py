@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -28,8 +29,8 @@ from ..tokenizers.image_io import ImageInput, mask_to_grid, postprocess, preproc
 from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas, final_grid
-from .inputs import (check_codes, check_prompt, check_prompts, load_image, load_mask, plain_arguments, square_input,
-                     warn)
+from .inputs import (check_codes, check_output_type, check_prompt, check_prompts, load_image, load_mask,
+                     plain_arguments, square_input, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
 from .loading import check_parts, load_parts, save_parts
 from .outputs import ImageOutput, MixedOutput, TextOutput
@@ -176,11 +177,23 @@ class ShowoPipeline:
         return self.vq.get_code(pixels.to(self.device))
 
     @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor, grid: tuple[int, int] | None = None) -> list[Image.Image]:
-        """PIL images of image codes [B, h*w] (a square grid unless `grid=(h, w)`), e.g. `ImageOutput.codes`."""
+    def decode_codes(self, codes: torch.Tensor, grid: tuple[int, int] | None = None,
+                     output_type: str = "pil") -> list[Image.Image] | np.ndarray | torch.Tensor:
+        """Images of image codes [B, h*w] (a square grid unless `grid=(h, w)`), e.g. `ImageOutput.codes`: PIL
+        images, or with `output_type` "np" / "pt" the decoder's pixels as floats in [0, 1] ([B, H, W, 3] / [B, 3,
+        H, W]; PIL images hold them truncated to 8 bits, as the official code saves them)."""
+        check_output_type(output_type, latent=False)
         h, w = check_codes(codes, self.vq.config.codebook_size, grid)
         check_output_size(h * self.vq.config.downsample_factor, w * self.vq.config.downsample_factor)
-        return postprocess(self.vq.decode_code(codes.to(self.device), shape=grid))
+        pixels = self.vq.decode_code(codes.to(self.device), shape=grid)
+        if output_type == "pil":
+            return postprocess(pixels)
+        unit = ((pixels.float() + 1) / 2).clamp(0, 1).cpu()
+        return unit if output_type == "pt" else unit.permute(0, 2, 3, 1).numpy()
+
+    def _output(self, codes: torch.Tensor, grid: tuple[int, int], meta: list[dict], output_type: str) -> ImageOutput:
+        images = None if output_type == "latent" else self.decode_codes(codes, grid, output_type)
+        return ImageOutput(images, codes.cpu(), grid, meta)
 
     def _fill(self, prompts: list[str], image_ids: torch.Tensor, steps: int, guidance: float, temperature: float,
               schedule: str, generator, callback, exact: bool) -> torch.Tensor:
@@ -208,10 +221,14 @@ class ShowoPipeline:
     def text_to_image(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int = 18,
                       guidance_scale: float = 1.75, temperature: float = 1.0, schedule: str = "cosine",
                       seed: int | None = None, generator: torch.Generator | None = None,
-                      callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
+                      callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False,
+                      output_type: str = "pil") -> ImageOutput:
         """Images for each prompt. `guidance_scale` g uses Show-o's `(1+g)*cond - g*uncond` (0 disables it);
-        `exact=True` recomputes the prompt at every step like the official code (same tokens, slower)."""
+        `exact=True` recomputes the prompt at every step like the official code (same tokens, slower).
+        `output_type` (every image task): "pil" (default), "np" (float32 [B, H, W, 3] in [0, 1]), "pt" (a
+        float32 tensor [B, 3, H, W] in [0, 1]) or "latent" (`images` None: only the codes, not decoded)."""
         prompts = check_prompts(prompt)
+        check_output_type(output_type)
         check_image_count("num_images_per_prompt", num_images_per_prompt, len(prompts))
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         n = self.model.config.num_vq_tokens
@@ -223,16 +240,17 @@ class ShowoPipeline:
                            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                            temperature=temperature, schedule=schedule, batch_prompts=prompts,
                            num_images_per_prompt=num_images_per_prompt, exact=exact) for i, p in enumerate(rows)]
-        g = self.grid_size
-        return ImageOutput(self.decode_codes(codes), codes.cpu(), (g, g), meta)
+        return self._output(codes, (self.grid_size,) * 2, meta, output_type)
 
     @plain_arguments
-    def inpaint(self, image: ImageInput, mask_image: ImageInput, prompt: str, num_images: int = 1, num_inference_steps: int = 16,
-                guidance_scale: float = 1.75, temperature: float = 1.0, schedule: str = "cosine",
-                seed: int | None = None, generator: torch.Generator | None = None,
-                callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
+    def inpaint(self, image: ImageInput, mask_image: ImageInput, prompt: str, num_images: int = 1,
+                num_inference_steps: int = 16, guidance_scale: float = 1.75, temperature: float = 1.0,
+                schedule: str = "cosine", seed: int | None = None, generator: torch.Generator | None = None,
+                callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False,
+                output_type: str = "pil") -> ImageOutput:
         """Regenerate the white part of `mask_image` following `prompt`; codes outside it are kept exactly."""
         check_prompt(prompt)
+        check_output_type(output_type)
         check_image_count("num_images", num_images)
         picture = square_input(load_image(image), "inpainting")
         mask = load_mask(mask_image, picture.size)
@@ -250,15 +268,15 @@ class ShowoPipeline:
                            guidance_scale=guidance_scale, temperature=temperature, schedule=schedule,
                            num_images=num_images, exact=exact, regenerated_tokens=int(grid.sum()))
                 for i in range(num_images)]
-        g = self.grid_size
-        return ImageOutput(self.decode_codes(out), out.cpu(), (g, g), meta)
+        return self._output(out, (self.grid_size,) * 2, meta, output_type)
 
     @plain_arguments
     def extrapolate(self, image: ImageInput, prompts: str | list[str], directions: str | list[str], offset: int = 0,
                     num_images: int = 1, num_inference_steps: int = 16, guidance_scale: float = 1.75,
                     temperature: float = 1.0, schedule: str = "cosine", seed: int | None = None,
                     generator: torch.Generator | None = None,
-                    callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False) -> ImageOutput:
+                    callback: Callable[[MaskGITStep], None] | None = None, exact: bool = False,
+                    output_type: str = "pil") -> ImageOutput:
         """Grow `image` beyond its borders, one direction (left/right/up/down) per step, each step adding
         grid//2 + offset token columns/rows drawn from its prompt (one prompt and one direction per step, or
         one of either for all steps). The image's own codes are kept exactly; the whole canvas is decoded as
@@ -269,6 +287,7 @@ class ShowoPipeline:
         f = self.vq.config.downsample_factor
         check_output_size(rows * f, columns * f)  # before the work, not at the decode that ends it
         check_image_count("num_images", num_images)
+        check_output_type(output_type)
         gen, seed = self._generator(seed, generator)
         canvas = self.encode_images([square_input(load_image(image), "extrapolation")]).cpu()
         canvas = canvas.reshape(1, g, g).repeat(num_images, 1, 1)
@@ -282,7 +301,7 @@ class ShowoPipeline:
                            num_images=num_images, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, temperature=temperature, schedule=schedule, exact=exact)
                 for i in range(num_images)]
-        return ImageOutput(self.decode_codes(codes, (h, w)), codes, (h, w), meta)
+        return self._output(codes, (h, w), meta, output_type)
 
     @plain_arguments
     def mixed(self, prompt: str, max_images: int = 4, max_new_tokens: int = 200, num_inference_steps: int = 16,
@@ -350,8 +369,8 @@ class ShowoPipeline:
         return self.compiled_decoding and long_enough_for_static_step(not exact, max_new_tokens)
 
     @plain_arguments
-    def ask(self, image: ImageInput | Sequence[ImageInput], question: str | list[str], max_new_tokens: int = 100, temperature: float = 0.0,
-            top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+    def ask(self, image: ImageInput | Sequence[ImageInput], question: str | list[str], max_new_tokens: int = 100,
+            temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
             generator: torch.Generator | None = None, on_token: TokenCallback | None = None,
             exact: bool = False) -> TextOutput:
         """Answer every question about every image (one image or a list). temperature 0 = greedy, as the
@@ -392,7 +411,8 @@ class ShowoPipeline:
         with torch.no_grad():  # each image projected once, each question tokenized once (not once per pair)
             projected = [self.model.project_features(feats[i:i + 1]) for i in range(len(images))]
             encode = lambda q: self.tokenizer.encode_text(clip_question_text(q), "question")  # noqa: E731
-            questions = {q: mmu_clip_prompt_ids(self.vocab, system, encode(q)) for q in dict.fromkeys(q for _, q in pairs)}
+            questions = {q: mmu_clip_prompt_ids(self.vocab, system, encode(q))
+                         for q in dict.fromkeys(q for _, q in pairs)}
             for i, q in pairs:
                 e = self.model.embed_with_image(questions[q].to(self.device), projected[i], slot)[0]
                 self._check_room(e.shape[0], max_new_tokens)
