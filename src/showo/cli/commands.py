@@ -6,7 +6,6 @@ import argparse
 import hashlib
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -306,19 +305,16 @@ def mixed(ctx: Context) -> int:
     ctx.progress.close()
     if stream is not None:
         stream.text.finish()
-    with tempfile.TemporaryDirectory() as tmp:  # the pipeline's own renderings, moved in with the rest
-        markdown = result.to_markdown(tmp, name="answer").read_bytes()
-        page = result.to_html(tmp, name="index").read_bytes()
     run = ctx.record(pipe)
     meta = {k: v for k, v in result.metadata.items() if k != "image_codes"}
     codes = result.metadata.get("image_codes", [])
-    images = [s for s in result.segments if isinstance(s, Image.Image)]
+    images = result.images()
     files = Files(ctx.out)
     records = [{**meta, "image_index": k, **run, "codes": codes[k] if k < len(codes) else None}
                for k in range(len(images))]
-    paths = add_images(files, images, records, [f"answer_{k}" for k in range(len(images))])
-    files.add("answer.md", markdown)
-    files.add("index.html", page)
+    paths = add_images(files, images, records, [f"answer_{k}" for k in range(len(images))])  # as answer.md links them
+    files.add("answer.md", result.markdown(name="answer").encode())
+    files.add("index.html", result.html().encode())
     k, segments, lines = 0, [], []
     for s in result.segments:
         if isinstance(s, Image.Image):

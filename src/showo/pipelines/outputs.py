@@ -44,27 +44,36 @@ class MixedOutput:
     token_ids: list[int]  # the whole row: [<lvg>, bos, prompt..., generated...]
     metadata: dict = field(default_factory=dict)
 
+    def images(self) -> list[Image.Image]:
+        """The images, in order (`markdown` links the k-th as `<name>_<k>.png`)."""
+        return [s for s in self.segments if isinstance(s, Image.Image)]
+
+    def markdown(self, name: str = "mixed") -> str:
+        """The Markdown text, the k-th image linked as `<name>_<k>.png` (the file `to_markdown` writes)."""
+        _check_stem(name)
+        parts, k = [], 0
+        for s in self.segments:
+            if isinstance(s, Image.Image):
+                parts.append(f"![image {k}]({quote(f'{name}_{k}.png')})")  # a space or ')' broke the link
+                k += 1
+            else:
+                parts.append(s.strip())
+        return "\n\n".join(parts) + "\n"
+
     def to_markdown(self, directory: str | Path, name: str = "mixed") -> Path:
         """Write `<name>.md` with each image as `<name>_<k>.png` beside it, all at once (`files.saved`: a failed
         write leaves nothing half-written); returns the .md path."""
-        _check_stem(name)
+        text = self.markdown(name)
 
         def write(folder: Path) -> None:
-            parts, k = [], 0
-            for s in self.segments:
-                if isinstance(s, Image.Image):
-                    s.save(folder / f"{name}_{k}.png")
-                    parts.append(f"![image {k}]({quote(f'{name}_{k}.png')})")  # a space or ')' broke the link
-                    k += 1
-                else:
-                    parts.append(s.strip())
-            (folder / f"{name}.md").write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+            for k, image in enumerate(self.images()):
+                image.save(folder / f"{name}_{k}.png")
+            (folder / f"{name}.md").write_text(text, encoding="utf-8")
 
         return saved(directory, "the mixed output", write) / f"{name}.md"
 
-    def to_html(self, directory: str | Path, name: str = "mixed") -> Path:
-        """Write a self-contained `<name>.html` (images embedded as PNG data URIs); returns its path."""
-        _check_stem(name)
+    def html(self) -> str:
+        """A self-contained HTML page (images embedded as PNG data URIs)."""
         body = []
         for s in self.segments:
             if isinstance(s, Image.Image):
@@ -75,9 +84,13 @@ class MixedOutput:
             else:
                 body.append(f'<p style="white-space: pre-wrap">{html.escape(s.strip())}</p>')
         title = html.escape(str(self.metadata.get("prompt", "Show-o mixed output")))
-        page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n"
+        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n"
                 + "\n".join(body) + "\n</body></html>\n")
-        html_name = f"{name}.html"
+
+    def to_html(self, directory: str | Path, name: str = "mixed") -> Path:
+        """Write the self-contained page `html` as `<name>.html`; returns its path."""
+        _check_stem(name)
+        page, html_name = self.html(), f"{name}.html"
         return saved(directory, "the mixed output", lambda d: (d / html_name).write_text(page, "utf-8")) / html_name
 
 
