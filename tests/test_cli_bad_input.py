@@ -140,7 +140,7 @@ def test_masks(capsys, tmp_path, picture):
     # the pipeline's bounds (showo.limits), checked while parsing under the option's name, not after loading
     (["generate", "x", "--steps", "1001"], "argument --steps: must be an integer in [1, 1000]"),
     (["generate", "x", "-n", "4097"], "argument -n/--images-per-prompt: must be an integer in [1, 4096]"),
-    (["generate", "x", "y", "-n", "2049"], "2 prompts x -n 2049 = 4098 images; at most 4096"),
+    (["generate", "x", "y", "-n", "2049"], "2 prompts x -n asks for 4098 images in one call; at most 4096"),
     (["inpaint", "a.png", "m.png", "x", "--num-images", "5000"], "argument -n/--num-images"),
     (["mixed", "x", "--image-temperature", "100.5"], "argument --image-temperature: must be a number in [0, 100]"),
     (["mixed", "x", "--guidance", "1e9"], "argument --guidance"),
@@ -173,9 +173,9 @@ def test_empty_question(capsys, tmp_path, picture):
 
 def test_extrapolate_directions(capsys, tmp_path, picture):
     fails(capsys, tmp_path, "extrapolate", str(picture), "x", "--direction", "sideways", *FAST,
-          match="unknown direction 'sideways'")
+          match="unknown extrapolation direction 'sideways'")
     fails(capsys, tmp_path, "extrapolate", str(picture), "a", "b", "c", "--direction", "left", "up", *FAST,
-          match="3 prompts but 2 directions")
+          match="3 prompts for 2 directions")
     fails(capsys, tmp_path, "extrapolate", str(picture), "x", "--direction", "up", "--offset", "9", *FAST,
           match="offset")
     fails(capsys, tmp_path, "extrapolate", str(picture), "x", *FAST, match="--direction")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..hardware import environment
-from ..limits import MAX_IMAGES
+from ..limits import check_image_count
 from ..pipelines.inputs import check_prompts
 from ..tokenizers.image_io import load_image
 from .models import ModelSpec, load_pipeline
@@ -177,9 +177,7 @@ def finish_answers(ctx: Context, pipe, result, entries: list[dict], labels: list
 def generate(ctx: Context) -> int:
     a = ctx.args
     prompts = check_prompts(a.prompts)
-    if len(prompts) * a.num_images > MAX_IMAGES:
-        raise InputError(f"{len(prompts)} prompts x -n {a.num_images} = {len(prompts) * a.num_images} images; at most "
-                         f"{MAX_IMAGES} in one command")
+    check_image_count(f"{len(prompts)} prompts x -n", a.num_images, len(prompts))
     check_schedule(a.schedule)
     check_out_dir(ctx.out)
     pipe = ctx.load()
@@ -204,17 +202,10 @@ def inpaint(ctx: Context) -> int:
 
 
 def extrapolate(ctx: Context) -> int:
-    from ..pipelines.extrapolate import DIRECTIONS
+    from ..pipelines.extrapolate import pair_steps
 
     a = ctx.args
-    prompts = check_prompts(a.prompts)
-    for d in a.direction:
-        if d not in DIRECTIONS:
-            raise InputError(f"unknown direction {d!r}; choose from {', '.join(DIRECTIONS)}")
-    directions = a.direction * len(prompts) if len(a.direction) == 1 else a.direction
-    if len(prompts) != 1 and len(directions) != len(prompts):
-        raise InputError(f"{len(prompts)} prompts but {len(directions)} directions: give one --direction for "
-                         f"all prompts or one per prompt")
+    prompts, directions = pair_steps(check_prompts(a.prompts), a.direction)  # before the model loads
     check_schedule(a.schedule)
     check_out_dir(ctx.out)
     image = load_images(ctx, [Path(a.image)])[0]

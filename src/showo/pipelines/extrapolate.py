@@ -36,6 +36,14 @@ FillFn = Callable[[torch.Tensor], torch.Tensor]  # window ids [B, g*g] -> codes 
 def check_extrapolation(prompts: str | Sequence[str], directions: str | Sequence[str], offset: int,
                         grid: int) -> tuple[list[str], list[str]]:
     """Validate user arguments; returns (one prompt per step, one direction per step)."""
+    texts, dirs = pair_steps(prompts, directions)
+    if not is_number(offset, integer=True) or not 0 <= offset < grid // 2:
+        raise InputError(f"offset must be an integer in [0, {grid // 2 - 1}] for a {grid}x{grid} grid, got {offset!r}")
+    return texts, dirs
+
+
+def pair_steps(prompts: str | Sequence[str], directions: str | Sequence[str]) -> tuple[list[str], list[str]]:
+    """One prompt and one direction per step, from one of either for all steps or one of both per step."""
     if not isinstance(directions, (str, list, tuple)):  # a set would run in hash order
         raise InputError(f"directions must be a direction or a list of them, got {type(directions).__name__}")
     dirs = [directions] if isinstance(directions, str) else list(directions)
@@ -52,8 +60,6 @@ def check_extrapolation(prompts: str | Sequence[str], directions: str | Sequence
     if len(texts) != len(dirs):
         raise InputError(f"{len(texts)} prompts for {len(dirs)} directions: give one prompt per direction, or one "
                          "prompt or one direction for all")
-    if not is_number(offset, integer=True) or not 0 <= offset < grid // 2:
-        raise InputError(f"offset must be an integer in [0, {grid // 2 - 1}] for a {grid}x{grid} grid, got {offset!r}")
     return texts, dirs
 
 
