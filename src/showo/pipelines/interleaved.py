@@ -56,6 +56,12 @@ def ends_sentence(text: str) -> bool:
     return text.rstrip().endswith(SENTENCE_END)
 
 
+def row_capacity(prompt_ids: list[int], max_new_tokens: int, max_images: int, num_image_tokens: int) -> int:
+    """Positions the longest row can take: `[<lvg>, bos, prompt]`, every text token (each `<soi>` among them) and
+    every image's N codes and `<eoi>`, plus one spare (the model's limit and the KV cache's size)."""
+    return 2 + len(prompt_ids) + max_new_tokens + max_images * (num_image_tokens + 1) + 1
+
+
 def check_mixed(prompt: str, max_images: int, max_new_tokens: int, num_inference_steps: int, guidance_scale: float,
                 text_temperature: float, image_temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Validate the user arguments of `ShowoPipeline.mixed` (InputError, one line)."""
@@ -113,7 +119,7 @@ def generate_interleaved(
     n = num_image_tokens
     ids = [vocab.lvg, vocab.bos, *prompt_ids]
     prompt_length = len(ids)
-    cache = model.new_cache(1, prompt_length + max_new_tokens + max_images * (n + 1) + 1)
+    cache = model.new_cache(1, row_capacity(prompt_ids, max_new_tokens, max_images, n))
     allowed = torch.zeros(vocab.size, dtype=torch.bool, device=model.device)
     allowed[:vocab.text_size] = True
     allowed[vocab.soi] = True

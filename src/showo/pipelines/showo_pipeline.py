@@ -31,7 +31,7 @@ from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas, final_grid
 from .inputs import (check_codes, check_output_type, check_prompt, check_prompts, load_image, load_mask,
                      plain_arguments, square_input, warn)
-from .interleaved import check_mixed, ends_sentence, generate_interleaved, split_segments
+from .interleaved import check_mixed, ends_sentence, generate_interleaved, row_capacity, split_segments
 from .loading import check_parts, load_parts, save_parts
 from .outputs import ImageOutput, MixedOutput, TextOutput
 
@@ -321,7 +321,7 @@ class ShowoPipeline:
         gen, seed = self._generator(seed, generator)
         n = self.model.config.num_vq_tokens
         prompt_ids = self.tokenizer.encode_text(prompt)  # images are the model's to open
-        longest = 2 + len(prompt_ids) + max_new_tokens + max_images * (n + 1) + 1  # every image taken, no <eos>
+        longest = row_capacity(prompt_ids, max_new_tokens, max_images, n)
         limit = self.model.config.llm.max_position_embeddings
         if longest > limit:
             raise InputError(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new_tokens} + max_images "
