@@ -45,6 +45,18 @@ def small_records(root: Path) -> Path:
         "", {"text": "a few words"}])
 
 
+def interrupt_after_saving(monkeypatch, step: int) -> None:
+    """Ctrl-C right after the checkpoint of `step` is saved."""
+    save = Trainer.save
+
+    def stopping(self):
+        save(self)
+        if self.step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save", stopping)
+
+
 def tiny_config(steps: int) -> TrainConfig:
     return TrainConfig(max_steps=steps, log_every=1, save_every=2, mix=MixConfig(t2i=2, mmu=2, lm=1),
                        optim=OptimConfig(lr=1e-3, warmup_steps=1))
@@ -181,15 +193,8 @@ def test_resume_is_exact_and_refuses_other_data(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="is not used: this run keeps its checkpoints in"):  # was silently ignored
         finetune(tiny_random_pipeline(), data, tmp_path / "c", elsewhere, progress=False)
     assert not (tmp_path / "c").exists() and not (tmp_path / "elsewhere").exists()
-    save = Trainer.save
-
-    def killed_after_step_2(self):
-        save(self)
-        if self.step == 2:
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "save", killed_after_step_2)
+        interrupt_after_saving(m, step=2)
         with pytest.raises(KeyboardInterrupt):
             finetune(tiny_random_pipeline(), data, tmp_path / "b", tiny_config(4), progress=False)
     assert not (tmp_path / "b" / "model").exists()
@@ -265,15 +270,8 @@ def test_cli_says_how_to_resume_and_where_it_resumed(tmp_path, capsys, monkeypat
     data, run = small_records(tmp_path / "data"), tmp_path / "run"
     (tmp_path / "r.yaml").write_text("max_steps: 3\nsave_every: 1\n")
     argv = ["finetune", str(data), "--run", str(run), "--recipe", str(tmp_path / "r.yaml"), *TINY]
-    save = Trainer.save
-
-    def stopped_after_step_2(self):
-        save(self)
-        if self.step == 2:
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "save", stopped_after_step_2)
+        interrupt_after_saving(m, step=2)
         assert main(argv) == 130
     assert capsys.readouterr().err.splitlines()[-1] == \
         "showo: error: interrupted; rerun the same command to resume from the run directory's last checkpoint"
