@@ -386,4 +386,8 @@ def test_results_of_an_earlier_run_in_out_are_noted(capsys, tmp_path):
     assert code == 0 and "earlier run" not in err
     code, _, err = run(capsys, "generate", "e f", *FAST, "--seed", "1", "--out", out)
     assert code == 0 and f"showo: note: --out {out} also holds 000-a-b.json, 000-a-b.png, 001-c-d.json and 1 more from an " \
-        "earlier run, not in this run's index.html" in err
+        "earlier run" in err
+    for mine in ("holiday.png", "notes.md", "index.htm"):  # a user's own files are no earlier run's
+        (tmp_path / "o" / mine).write_text("x")
+    code, _, err = run(capsys, "generate", "e f", *FAST, "--seed", "1", "--out", out)
+    assert code == 0 and "holiday" not in err and "notes.md" not in err and "001-c-d.json" in err

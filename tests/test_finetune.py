@@ -274,9 +274,22 @@ def test_cli_says_how_to_resume_and_where_it_resumed(tmp_path, capsys, monkeypat
         interrupt_after_saving(m, step=2)
         assert main(argv) == 130
     assert capsys.readouterr().err.splitlines()[-1] == \
-        "showo: error: interrupted; rerun the same command to resume from the run directory's last checkpoint"
+        "showo: error: interrupted; rerun the same command to resume (from the run directory's last checkpoint, if " \
+        "it has one)"
     assert main(argv) == 0
     assert f"showo: train: resuming at step 2 of 3 from {run / 'showo-train'}" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_its_warmup_under_another_max_steps(tmp_path, capsys, monkeypatch):
+    """The default warmup is a tenth of the steps of the run as it started: a resume with a later --max-steps
+    continues the schedule (deriving it again from the new --max-steps refused the resume as another recipe)."""
+    data, run = small_records(tmp_path / "data"), tmp_path / "run"
+    argv = ["finetune", str(data), "--run", str(run), *TINY]
+    assert main([*argv, "--max-steps", "10"]) == 0
+    assert main([*argv, "--max-steps", "20"]) == 0, capsys.readouterr().err
+    assert TrainConfig.from_yaml(run / "showo-train" / "config.yaml").optim.warmup_steps == 1
+    assert main([*argv, "--max-steps", "30", "--write-recipe", str(tmp_path / "w.yaml")]) == 0
+    assert TrainConfig.from_yaml(tmp_path / "w.yaml").optim.warmup_steps == 1
 
 
 def test_cli_finetunes_and_writes_a_pipeline(tmp_path, capsys):

@@ -54,7 +54,9 @@ def test_a_call_without_seed_records_the_seed_it_drew(pipe):
 
 def test_from_pretrained_takes_the_clis_model_names(pipe):
     """"tiny-random" and "embedded" name the same models in Python as after --model, and device="auto" too."""
+    torch.manual_seed(5)
     tiny = ShowoPipeline.from_pretrained("tiny-random", device="auto")
+    assert torch.equal(torch.rand(3), torch.manual_seed(5) and torch.rand(3))  # the caller's generator is untouched
     assert torch.equal(tiny.text_to_image("a", num_inference_steps=2, seed=1).codes,
                        pipe.text_to_image("a", num_inference_steps=2, seed=1).codes)
     assert ShowoPipeline.from_pretrained("embedded").model_id == ShowoPipeline.from_pretrained().model_id
@@ -242,8 +244,7 @@ def test_save_and_load_pipeline_directory(pipe, tmp_path):
     b = again.text_to_image("a cube", num_inference_steps=3, seed=5)
     assert torch.equal(a.codes, b.codes)
     assert again.tokenizer.vocab == pipe.tokenizer.vocab
-    pipe.vq.to(torch.bfloat16).save_pretrained(tmp_path / "vq16")  # (as the embedded model stores it)
-    pipe.vq.float()
+    tiny_random_pipeline(seed=0).vq.to(torch.bfloat16).save_pretrained(tmp_path / "vq16")  # as the embedded one is
     again = ShowoPipeline.from_pretrained(tmp_path / "p", vq=tmp_path / "vq16")
     assert {p.dtype for p in again.vq.parameters()} == {torch.float32}  # the image tokenizer always runs in float32, however it is stored
 
@@ -598,7 +599,7 @@ def test_every_task_passes_its_arguments_on(pipe, monkeypatch):
     prompts = ["ab", "ab", "ab", "cd", "cd"]  # extrapolation: one window left, then two up the wider canvas
     assert len(images) == len(prompts)
     for (args, kwargs), prompt in zip(images, prompts):
-        assert {k: kwargs[k] for k in settings} == settings
+        assert {k: kwargs[k] for k in settings} == settings and kwargs["generator"].initial_seed() == 1
         assert _holds(args[1][0], pipe.tokenizer.encode_text(prompt, "prompt"))
     draws = [pipe.text_to_image("ab", num_inference_steps=3, seed=s).codes for s in (7, 7, 8)]
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
@@ -607,6 +608,7 @@ def test_every_task_passes_its_arguments_on(pipe, monkeypatch):
     pipe.ask(image, "what?", max_new_tokens=2, temperature=0.7, top_k=5, top_p=0.9, seed=1)
     (args, kwargs), = texts
     assert (kwargs["temperature"], kwargs["top_k"], kwargs["top_p"], kwargs["max_new_tokens"]) == (0.7, 5, 0.9, 2)
+    assert kwargs["generator"].initial_seed() == 1
     codes = pipe.encode_images([image]).cpu()[0]
     want = mmu_prompt_ids(pipe.vocab, pipe.vocab.codes_to_ids(codes),
                           pipe.tokenizer.encode_text(mmu_question_text("what?"), "question"))[0]
@@ -616,7 +618,7 @@ def test_every_task_passes_its_arguments_on(pipe, monkeypatch):
     pipe.mixed("ab.", max_images=1, max_new_tokens=1, num_inference_steps=2, image_temperature=3.5,
                force_image_every_sentence=True, seed=1)
     (_, kwargs), = mixed
-    assert (kwargs["temperature"], kwargs["num_inference_steps"]) == (3.5, 2)
+    assert (kwargs["temperature"], kwargs["num_inference_steps"], kwargs["generator"].initial_seed()) == (3.5, 2, 1)
 
 
 def test_numpy_arrays_are_images(pipe):
@@ -628,6 +630,7 @@ def test_numpy_arrays_are_images(pipe):
     array = np.asarray(picture)
     assert load_image(array).tobytes() == picture.tobytes()
     assert load_image(array.astype(np.float32) / 255).tobytes() == picture.tobytes()
+    assert load_image(np.full((2, 2), 0.5)).getpixel((0, 0)) == (128, 128, 128)  # rounded, not truncated
     assert load_image(array[:, :, 0]).getpixel((0, 0)) == (200, 200, 200)  # one channel: grey
     assert load_image(np.zeros((4, 4), dtype=bool)).getpixel((0, 0)) == (0, 0, 0)
     codes = pipe.encode_images([picture])

@@ -25,10 +25,11 @@ def load_embedded(device: str = "cpu", dtype=None):
     """The embedded `ShowoPipeline` (weights are stored in bfloat16 and loaded as float32 unless `dtype`)."""
     import torch
 
+    from .hardware import check_device
     from .pipelines import ShowoPipeline
     from .pipelines.loading import load_parts
 
     if not embedded_available():
         raise CheckpointError(f"the embedded model is missing from {EMBEDDED_DIR} (a broken installation?)")
-    *parts, _ = load_parts(EMBEDDED_DIR, None, None, None, dtype or torch.float32, torch.device(device))
+    *parts, _ = load_parts(EMBEDDED_DIR, None, None, None, dtype or torch.float32, check_device(device))
     return ShowoPipeline(*parts, model_id=EMBEDDED_ID)

@@ -299,7 +299,7 @@ def mixed(ctx: Context) -> int:
     run = ctx.record(pipe)
     meta = {k: v for k, v in result.metadata.items() if k != "image_codes"}
     codes = result.metadata.get("image_codes", [])
-    images = result.images()
+    images = result.images
     files = Files(ctx.out)
     records = [{**meta, "image_index": k, **run, "codes": codes[k] if k < len(codes) else None}
                for k in range(len(images))]

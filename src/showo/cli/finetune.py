@@ -6,7 +6,7 @@ import os
 import shlex
 from pathlib import Path
 
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, OutputError, ShowoError
 from .values import path_arg
 
 DESCRIPTION = """\
@@ -53,6 +53,20 @@ def add_parser(sub, add_model_options) -> None:
     add_model_options(p)
 
 
+def _started_warmup(run: Path) -> int | None:
+    """The warmup a run already trained with: a resume keeps it (a later --max-steps continues the schedule)."""
+    from ..training.checkpoint import LATEST
+    from ..training.config import TrainConfig
+
+    saved = run / "showo-train" / "config.yaml"
+    if not (run / "showo-train" / LATEST).is_file() or not saved.is_file():
+        return None
+    try:
+        return TrainConfig.from_yaml(saved).optim.warmup_steps
+    except ShowoError:  # damaged: the resume itself says so
+        return None
+
+
 def _config(args, records):
     from ..training.config import TrainConfig, merged, read_yaml
     from ..training.finetune import default_config, default_warmup
@@ -64,7 +78,8 @@ def _config(args, records):
     if args.max_steps is not None:
         config.max_steps = args.max_steps
     if "warmup_steps" not in (recipe.get("optim") or {}):  # (from_dict has checked that optim is a mapping)
-        config.optim.warmup_steps = default_warmup(config.max_steps)
+        started = _started_warmup(Path(args.run))
+        config.optim.warmup_steps = default_warmup(config.max_steps) if started is None else started
     if args.lr is not None:
         config.optim.lr = args.lr
     if args.seed is not None:

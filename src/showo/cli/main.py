@@ -75,7 +75,8 @@ def _main(argv: list[str]) -> int:
         terminated = isinstance(e, Terminated)
         resumable = getattr(args, "command", None) in ("train", "finetune")
         say("error", ("terminated" if terminated else "interrupted")
-            + ("; rerun the same command to resume from the run directory's last checkpoint" if resumable else ""))
+            + ("; rerun the same command to resume (from the run directory's last checkpoint, if it has one)"
+               if resumable else ""))
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):

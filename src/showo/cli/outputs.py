@@ -95,7 +95,9 @@ def make_dir(path: Path, flag: str) -> None:
         raise OutputError(f"{flag} {path}: cannot create it: {e.strerror or e}") from None
 
 
-RESULT_SUFFIXES = (".png", ".json", ".html", ".md")  # what the commands write into --out
+# The names the commands give their results in --out: NNN-<prompt>.png/.json, answer_K.png/.json, index.html,
+# answer.md, answers.json (a user's own files there are none of these)
+RESULT_NAME = re.compile(r"(\d{3}-.*|answer_\d+)\.(png|json)|index\.html|answer\.md|answers\.json")
 
 
 class Files:
@@ -116,20 +118,26 @@ class Files:
         self.items.append((path, data))
         return path
 
+    def _note_leftovers(self, ours: set[str]) -> None:
+        """Say which results of an earlier run stay in --out beside this run's (they were not replaced)."""
+        try:
+            left = sorted(p.name for p in self.out.iterdir() if RESULT_NAME.fullmatch(p.name) and p.name not in ours)
+        except OSError:  # not there yet, or not readable: nothing to say
+            return
+        if left:
+            from .progress import say
+
+            shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+            say("note", f"--out {self.out} also holds {shown} from an earlier run, which this run's results do not "
+                        "replace (another --out keeps runs apart)")
+
     def write(self, note_leftovers: bool = True) -> list[Path]:
         """Create the directories and write every file: all of them to temporary files first, then each renamed
         into place, so that a failure (a name taken by a directory, a full disk) leaves none of them behind.
         Results an earlier run left in the directory, which this one's gallery does not list, are noted."""
         paths = [path for path, _ in self.items]
-        if note_leftovers and self.out.is_dir():
-            ours = {p.name for p in paths if p.parent == self.out}
-            left = sorted(p.name for p in self.out.iterdir() if p.suffix in RESULT_SUFFIXES and p.name not in ours)
-            if left:
-                from .progress import say
-
-                shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
-                say("note", f"--out {self.out} also holds {shown} from an earlier run, not in this run's index.html "
-                            "(another --out keeps runs apart)")
+        if note_leftovers:
+            self._note_leftovers({p.name for p in paths if p.parent == self.out})
         staged: list[str] = []
         path = self.out
         try:

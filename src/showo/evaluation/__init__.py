@@ -13,7 +13,16 @@ _EXPORTS = {"ParsedObject": "parser", "ParsedScene": "parser", "parse": "parser"
 __all__ = sorted(_EXPORTS)
 
 
+_SUBMODULES = ("caption_parser", "cases", "editing", "harness", "matching", "parser", "report", "settings")
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _SUBMODULES:  # `showo.evaluation.parser` after `import showo.evaluation`, as before
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})

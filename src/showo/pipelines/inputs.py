@@ -7,7 +7,6 @@ import functools
 import inspect
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ from PIL import Image
 from ..errors import InputError, ShowoWarning
 from ..fields import is_number
 from ..limits import check_batch
-from ..tokenizers.image_io import load_image
+from ..tokenizers.image_io import ImageInput, load_image
 
 
 def warn(message: str) -> None:
@@ -33,7 +32,7 @@ def square_input(image: Image.Image, task: str) -> Image.Image:
     return image
 
 
-def load_mask(source: str | Path | Image.Image, size: tuple[int, int]) -> Image.Image:
+def load_mask(source: ImageInput, size: tuple[int, int]) -> Image.Image:
     """An 'L' mask (white = regenerate) of the image's `size`; resized with a warning when it differs. Transparent
     parts keep the image (white strokes painted on a transparent layer select the strokes, not everything)."""
     mask = load_image(source, what="mask", background=0).convert("L")

@@ -44,6 +44,7 @@ class MixedOutput:
     token_ids: list[int]  # the whole row: [<lvg>, bos, prompt..., generated...]
     metadata: dict = field(default_factory=dict)
 
+    @property
     def images(self) -> list[Image.Image]:
         """The images, in order (`markdown` links the k-th as `<name>_<k>.png`)."""
         return [s for s in self.segments if isinstance(s, Image.Image)]
@@ -66,7 +67,7 @@ class MixedOutput:
         text = self.markdown(name)
 
         def write(folder: Path) -> None:
-            for k, image in enumerate(self.images()):
+            for k, image in enumerate(self.images):
                 image.save(folder / f"{name}_{k}.png")
             (folder / f"{name}.md").write_text(text, encoding="utf-8")
 

@@ -75,7 +75,8 @@ class ShowoPipeline:
             if model == TINY_RANDOM_NAME:
                 from ..tiny import tiny_random_pipeline
 
-                return tiny_random_pipeline(seed=0).to(device=device, dtype=dtype)
+                with torch.random.fork_rng(devices=[]):  # its weights' seed must not reset the caller's generator
+                    return tiny_random_pipeline(seed=0).to(device=device, dtype=dtype)
             from ..embedded import load_embedded
 
             return load_embedded(device=str(device), dtype=dtype)
@@ -169,7 +170,8 @@ class ShowoPipeline:
 
     @torch.no_grad()
     def encode_images(self, images: Sequence) -> torch.Tensor:
-        """Codes [B, N] of images (paths or PIL) after the official resize/centre-crop pre-processing."""
+        """Codes [B, N] of images (paths, PIL images or arrays) after the official resize/centre-crop
+        pre-processing."""
         if not isinstance(images, (list, tuple)) or not images:
             raise InputError("images must be a non-empty list of file paths, PIL images or numpy arrays")
         check_batch(f"{len(images)} images", len(images))
@@ -225,8 +227,8 @@ class ShowoPipeline:
                       output_type: str = "pil") -> ImageOutput:
         """Images for each prompt. `guidance_scale` g uses Show-o's `(1+g)*cond - g*uncond` (0 disables it);
         `exact=True` recomputes the prompt at every step like the official code (same tokens, slower).
-        `output_type` (every image task): "pil" (default), "np" (float32 [B, H, W, 3] in [0, 1]), "pt" (a
-        float32 tensor [B, 3, H, W] in [0, 1]) or "latent" (`images` None: only the codes, not decoded)."""
+        `output_type` (also of inpaint and extrapolate): "pil" (default), "np" (float32 [B, H, W, 3] in [0, 1]),
+        "pt" (a float32 tensor [B, 3, H, W] in [0, 1]) or "latent" (`images` None: only the codes, not decoded)."""
         prompts = check_prompts(prompt)
         check_output_type(output_type)
         check_image_count("num_images_per_prompt", num_images_per_prompt, len(prompts))
