@@ -134,7 +134,7 @@ class Files:
     def write(self, note_leftovers: bool = True) -> list[Path]:
         """Create the directories and write every file: all of them to temporary files first, then each renamed
         into place, so that a failure (a name taken by a directory, a full disk) leaves none of them behind.
-        Results an earlier run left in the directory, which this one's gallery does not list, are noted."""
+        Results an earlier run left in the directory, which this run does not replace, are noted."""
         paths = [path for path, _ in self.items]
         if note_leftovers:
             self._note_leftovers({p.name for p in paths if p.parent == self.out})

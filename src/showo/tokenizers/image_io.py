@@ -109,9 +109,10 @@ def pixel_limit() -> Iterator[None]:
 
 
 def load_image(source: ImageInput, what: str = "image", background: int = 255) -> Image.Image:
-    """An RGB PIL image from a path, a numpy array (`_from_array`) or a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16 read as 0..65535, F as
-    0..1 or 0..255, ...), turned upright as its EXIF orientation says (as viewers show it: a phone photo, and a
-    mask drawn on it). Transparent parts show the grey level `background` (white for pictures)."""
+    """An RGB PIL image from a path, a numpy array (`_from_array`) or a PIL image of any mode (L, LA, P, RGBA,
+    CMYK, I;16 read as 0..65535, F as 0..1 or 0..255, ...), turned upright as its EXIF orientation says (as viewers
+    show it: a phone photo, and a mask drawn on it). Transparent parts show the grey level `background` (white for
+    pictures)."""
     if isinstance(source, np.ndarray):
         source = _from_array(source, what)
     if isinstance(source, Image.Image):
