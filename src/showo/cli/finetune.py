@@ -6,7 +6,7 @@ import os
 import shlex
 from pathlib import Path
 
-from ..errors import ConfigError, OutputError, ShowoError
+from ..errors import ConfigError, OutputError
 from .values import path_arg
 
 DESCRIPTION = """\
@@ -53,23 +53,9 @@ def add_parser(sub, add_model_options) -> None:
     add_model_options(p)
 
 
-def _started_warmup(run: Path) -> int | None:
-    """The warmup a run already trained with: a resume keeps it (a later --max-steps continues the schedule)."""
-    from ..training.checkpoint import LATEST
-    from ..training.config import TrainConfig
-
-    saved = run / "showo-train" / "config.yaml"
-    if not (run / "showo-train" / LATEST).is_file() or not saved.is_file():
-        return None
-    try:
-        return TrainConfig.from_yaml(saved).optim.warmup_steps
-    except ShowoError:  # damaged: the resume itself says so
-        return None
-
-
 def _config(args, records):
     from ..training.config import TrainConfig, merged, read_yaml
-    from ..training.finetune import default_config, default_warmup
+    from ..training.finetune import default_config, default_warmup, started_warmup
 
     config = default_config(records)
     recipe = read_yaml(args.recipe) if args.recipe else {}
@@ -78,7 +64,7 @@ def _config(args, records):
     if args.max_steps is not None:
         config.max_steps = args.max_steps
     if "warmup_steps" not in (recipe.get("optim") or {}):  # (from_dict has checked that optim is a mapping)
-        started = _started_warmup(Path(args.run))
+        started = started_warmup(Path(args.run))
         config.optim.warmup_steps = default_warmup(config.max_steps) if started is None else started
     if args.lr is not None:
         config.optim.lr = args.lr
@@ -89,10 +75,11 @@ def _config(args, records):
 
 def run(ctx) -> int:
     from ..data.records import count_kinds, read_records
+    from ..files import write_file
+    from ..training.config import SHOWO_TRAIN_DIR
     from ..training.distributed import is_main_process
     from ..training.finetune import finetune
     from ..training.trainer import check_tensorboard
-    from ..files import write_file
     from .outputs import check_out_dir
     from .progress import say, training_progress
 
@@ -136,5 +123,5 @@ def run(ctx) -> int:
                    base_model=ctx.spec.model, progress=training_progress(args.quiet), on_ready=report)
     if is_main_process():  # under torchrun, once
         ctx.summary(f"{config.max_steps} steps on {len(records)} records ({kinds}); the fine-tuned pipeline is {out} "
-                    f"(use --model {shlex.quote(str(out))}); losses in {run_dir / 'showo-train' / 'metrics.jsonl'}")
+                    f"(use --model {shlex.quote(str(out))}); losses in {run_dir / SHOWO_TRAIN_DIR / 'metrics.jsonl'}")
     return 0

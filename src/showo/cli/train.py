@@ -49,6 +49,7 @@ def run(args) -> int:
     import torch
 
     from ..training import embedded
+    from ..training.config import SHOWO_TRAIN_DIR
     from ..training.distributed import is_main_process
     from ..files import write_file
     from .outputs import make_dir
@@ -78,14 +79,14 @@ def run(args) -> int:
         embedded.train_showo(run_dir, recipe, progress=progress)
         if is_main_process():  # under torchrun, once
             print(f"model -> {run_dir / 'model'} (use --model {shlex.quote(str(run_dir / 'model'))}; checkpoints in "
-                  f"{run_dir / 'showo-train'})")
+                  f"{run_dir / SHOWO_TRAIN_DIR})")
     return 0
 
 
 def _check_before_starting(stage: str, recipe, run_dir: Path) -> None:
     """What would fail in a later stage fails now, before the run directory is made or an earlier stage runs."""
     from ..training import embedded
-    from ..training.config import in_run_directory
+    from ..training.config import SHOWO_TRAIN_DIR, in_run_directory
     from ..training.tokenizer import require_tokenizer_dir
     from ..training.trainer import check_tensorboard
     from .outputs import check_out_dir
@@ -96,7 +97,7 @@ def _check_before_starting(stage: str, recipe, run_dir: Path) -> None:
         if recipe.tokenizer_train.init_from:
             require_tokenizer_dir(Path(recipe.tokenizer_train.init_from))
     if stage in ("model", "all"):
-        train = in_run_directory(recipe.train, run_dir / "showo-train")
+        train = in_run_directory(recipe.train, run_dir / SHOWO_TRAIN_DIR)
         _check_resumable(train)
         embedded.check_stage_recipe(Path(train.output_dir), recipe, is_main=False)  # compares only
         if recipe.init_from:

@@ -10,10 +10,8 @@ from importlib import import_module
 # renderer and numpy (0.17 s).
 _EXPORTS = {"ParsedObject": "parser", "ParsedScene": "parser", "parse": "parser", "answer_correct": "matching",
             "assign": "matching", "match_scene": "matching", "normalise_answer": "matching"}
-__all__ = sorted(_EXPORTS)
-
-
 _SUBMODULES = ("caption_parser", "cases", "editing", "harness", "matching", "parser", "report", "settings")
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):

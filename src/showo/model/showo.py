@@ -82,7 +82,7 @@ class Showo(nn.Module):
         """CLIP features [B, P, clip_hidden] through `mm_projector`: image embeddings [B, P, hidden]."""
         if not self.config.w_clip_vit:
             raise ConfigError("this checkpoint has no mm_projector (w_clip_vit is false)")
-        return self.mm_projector(features.to(self.showo.model.embed_tokens.weight.dtype))
+        return self.mm_projector(features.to(self.dtype))
 
     def embed_with_image(self, input_ids: torch.Tensor, image: torch.Tensor, insert_at: int) -> torch.Tensor:
         """Embed `input_ids` with projected image embeddings ([B, P, hidden]) inserted before `insert_at`

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..fields import is_number
 from ..hardware import check_generator
 from ..limits import check_callback, check_text_sampling
-from ..prompting.masks import pad_after_prefix
+from ..prompting.masks import causal_mask, pad_after_prefix
 from .decode_step import StaticDecodeStep
 from .filters import apply_top_k, apply_top_p, require_finite
 
@@ -216,7 +216,7 @@ def generate_text(
     seqs = _check_prompts(model, prompts, prompt_embeds)
     lengths = [s.shape[0] for s in seqs]
     if prompt_masks is None:
-        prompt_masks = [torch.ones(n, n, dtype=torch.bool).tril() for n in lengths]
+        prompt_masks = [causal_mask(n) for n in lengths]
     _check_masks(prompt_masks, lengths)
     if (limit := _max_positions(model)) is not None and max(lengths) + max_new_tokens > limit:
         raise InputError(f"a prompt of {max(lengths)} positions + max_new_tokens {max_new_tokens} exceeds the "

@@ -151,7 +151,6 @@ class TrainConfig(YamlFile):
         return build_config(cls, d, "train config")
 
 
-
 class _UniqueKeyLoader(yaml.SafeLoader):
     """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so a value
     appended to the end of a recipe would override the first without a word)."""
@@ -211,6 +210,9 @@ def build_config(cls, d: dict, what: str):
         return cls(**d)
     except TypeError as e:
         raise ConfigError(f"bad {what}: {e}") from None
+
+
+SHOWO_TRAIN_DIR = "showo-train"  # where a run directory keeps its Show-o checkpoints (finetune, train model)
 
 
 def in_run_directory(config, output_dir: Path):

@@ -26,7 +26,8 @@ from ..tokenizers.magvit import MagvitConfig, MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .checkpoint import check_same_config, latest_checkpoint
 from .code_bits import remove_code_bit_rows
-from .config import MixConfig, OptimConfig, TrainConfig, YamlFile, build_config, in_run_directory, merged
+from .config import (SHOWO_TRAIN_DIR, MixConfig, OptimConfig, TrainConfig, YamlFile, build_config,
+                     in_run_directory, merged)
 from .finetune import save_result, tokenizers_digest
 from .text_tokenizer import train_bpe
 from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
@@ -111,7 +112,6 @@ class EmbeddedRecipe(YamlFile):
         return cls(**d)
 
 
-
 def world_texts(recipe: EmbeddedRecipe):
     """Every kind of text the model will read or write: prompts, questions, answers, captions, stories."""
     cfg = WorldConfig()
@@ -174,7 +174,7 @@ def train_showo(run: Path, recipe: EmbeddedRecipe, progress: Progress = True) ->
     vq = MagvitV2.from_pretrained(run / "magvit")
     side = WorldConfig().image_size // vq.config.downsample_factor
     model = build_model(tok, recipe, side * side)
-    cfg = in_run_directory(recipe.train, run / "showo-train")
+    cfg = in_run_directory(recipe.train, run / SHOWO_TRAIN_DIR)
     source = WorldBatchSource(tok, vq, cfg.mix, recipe.max_seq_length, seed=recipe.seed)
     if recipe.init_from and latest_checkpoint(Path(cfg.output_dir)) is None:  # a resumed run has its own weights
         # before the trainer reparametrizes the model (code_bit_rows)
@@ -256,7 +256,7 @@ def package(run: Path, dest: Path, step: int | None = None) -> Path:
     """Copy a trained run into `dest` as a pipeline directory (showo/, magvit/, tokenizer/), weights in bfloat16.
 
     `step`: a specific Show-o checkpoint (default: the latest)."""
-    train_dir = run / "showo-train"
+    train_dir = run / SHOWO_TRAIN_DIR
     ckpt = train_dir / f"checkpoint-{step:07d}" if step is not None else latest_checkpoint(train_dir)
     if ckpt is None or not (ckpt / "model" / "config.json").is_file():
         raise ConfigError(f"no Show-o checkpoint in {train_dir}")

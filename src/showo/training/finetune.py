@@ -27,7 +27,7 @@ from ..tokenizers.text import TextTokenizer
 from .batch import Part
 from .checkpoint import LATEST, latest_checkpoint
 from .code_bits import remove_code_bit_rows
-from .config import MixConfig, OptimConfig, TrainConfig, in_run_directory
+from .config import SHOWO_TRAIN_DIR, MixConfig, OptimConfig, TrainConfig, in_run_directory
 from .records_source import RecordBatchSource
 from .trainer import Progress, Trainer, mean_losses
 
@@ -40,8 +40,8 @@ def default_config(records: list[Record]) -> TrainConfig:
     kinds = count_kinds(records)
     mix = MixConfig(t2i=4 if kinds["t2i"] else 0, mmu=4 if kinds["mmu"] else 0, lm=1 if kinds["lm"] else 0,
                     story=0, cond_dropout_prob=0.1)
-    return TrainConfig(max_steps=200, precision="auto", log_every=10, save_every=50, mix=mix,
-                       optim=OptimConfig(lr=1e-4, warmup_steps=default_warmup(200), min_lr_ratio=0.1, weight_decay=0.01))
+    optim = OptimConfig(lr=1e-4, warmup_steps=default_warmup(200), min_lr_ratio=0.1, weight_decay=0.01)
+    return TrainConfig(max_steps=200, precision="auto", log_every=10, save_every=50, mix=mix, optim=optim)
 
 
 def default_warmup(max_steps: int) -> int:
@@ -49,11 +49,23 @@ def default_warmup(max_steps: int) -> int:
     return max_steps // 10
 
 
+def started_warmup(run: Path) -> int | None:
+    """The warmup the run in `run` trained with (None for a new run): a resume keeps it, so a later max_steps
+    continues the schedule instead of being refused as another recipe."""
+    saved = run / SHOWO_TRAIN_DIR / "config.yaml"
+    if not (run / SHOWO_TRAIN_DIR / LATEST).is_file() or not saved.is_file():
+        return None
+    try:
+        return TrainConfig.from_yaml(saved).optim.warmup_steps
+    except ConfigError:  # damaged: the resume itself says so
+        return None
+
+
 def check_manifest(run: Path, manifest: dict) -> None:
     """Refuse to resume a run on other data or another base model; a new run records its manifest, and so does
     one that stopped before its first checkpoint (nothing was trained: a rerun on corrected data was refused)."""
     path = run / MANIFEST
-    if not path.is_file() or not (run / "showo-train" / LATEST).is_file():
+    if not path.is_file() or not (run / SHOWO_TRAIN_DIR / LATEST).is_file():
         return
     try:
         old = json.loads(path.read_text())
@@ -105,7 +117,7 @@ def finetune(pipe: ShowoPipeline, data: str | Path, run: str | Path, config: Tra
     manifest = {"data": str(data.resolve()), "data_sha256": data_digest(data, records), "base_model": base_model,
                 "tokenizers_sha256": tokenizers_digest(pipe.vq, pipe.tokenizer)}
     check_manifest(run, manifest)
-    config = in_run_directory(config, run / "showo-train")
+    config = in_run_directory(config, run / SHOWO_TRAIN_DIR)
     if val_records and config.distributed == "fsdp":  # scored on the main process only, FSDP's gathers hung
         raise ConfigError("validation records are not scored under distributed: fsdp; use ddp, or drop them")
     before = None if config.distributed == "fsdp" else {k: v.to("cpu", copy=True)
