@@ -34,7 +34,7 @@ def causal_mask(length: int, device: torch.device | str | None = None, first_row
         raise InputError(f"length must be an integer >= 0, got {length!r}")
     if not is_number(first_row, integer=True) or not 0 <= first_row <= length:
         raise InputError(f"first_row must be an integer in [0, {length}], got {first_row!r}")
-    # a comparison of positions, not ones().tril(): 2-3x faster on the CPU for boolean masks
+    # a comparison of positions, not ones().tril(): 2.1x and 2.5x faster in two timings on this CPU (booleans)
     columns = torch.arange(length, device=device)
     return columns[None, :] <= columns[first_row:, None]
 
