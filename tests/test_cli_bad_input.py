@@ -520,7 +520,10 @@ def test_devices_and_pipes_are_refused_as_input_files(capsys, tmp_path, special)
                                          (["generate", "x", "--guidance-scale", "3"], "--guidance"),
                                          (["inpaint", "a", "b", "c", "--num-images-per-prompt=2"], "--num-images"),
                                          (["ask", "a", "q", "--max-new-tokns", "3"], "--max-new-tokens"),
-                                         (["write", "hi", "--bogus"], None)])
+                                         (["write", "hi", "--bogus"], None),
+                                         # argparse stops at the missing --json first: the typo is named anyway
+                                         (["eval", "--sampels", "3"], "--samples"),
+                                         (["eval", "--bogus", "3"], None)])
 def test_unknown_option_names_the_one_meant(capsys, argv, meant):
     """The Python API's names (and typos) as options: say which option means it."""
     assert main(argv) == 2

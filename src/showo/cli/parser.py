@@ -50,20 +50,43 @@ class Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         """As argparse's, with unknown options pointed at the help of the subcommand they were given to, and at
         the option meant when the name is close to one (or is the Python API's name for it)."""
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
+        try:
+            parsed, extras = self.parse_known_args(args, namespace)
+        except UsageError:
+            # argparse stops at a missing required option before it reports unknown ones; when an unknown one is
+            # a near miss of an option (`showo eval --sampels 3`), the typo is the news, not the missing option
+            command, extras = self._unknown_options(args)
+            if not self._meant(command, extras):
+                raise
+        else:
             command = getattr(parsed, "command", None)
-            prog = f"{self.prog} {command}" if command else self.prog
-            hint = self._meant(command, extras)
-            raise UsageError(f"unrecognized arguments: {' '.join(extras)}{hint} (see '{prog} --help')")
-        return parsed
+            if not extras:
+                return parsed
+        prog = f"{self.prog} {command}" if command else self.prog
+        raise UsageError(f"unrecognized arguments: {' '.join(extras)}{self._meant(command, extras)} "
+                         f"(see '{prog} --help')")
+
+    def _commands(self) -> dict[str, argparse.ArgumentParser]:
+        return self._subparsers._group_actions[0].choices if self._subparsers else {}
+
+    def _command_parser(self, command: str | None) -> argparse.ArgumentParser:
+        """The subcommand's parser (this one when there is none)."""
+        return self._commands().get(command, self)
+
+    def _unknown_options(self, args: list[str] | None) -> tuple[str | None, list[str]]:
+        """The subcommand named in `args` and the `--options` in them it does not know."""
+        import sys
+
+        args = sys.argv[1:] if args is None else list(args)
+        command = next((a for a in args if a in self._commands()), None)
+        known = {o for a in self._command_parser(command)._actions for o in a.option_strings}
+        return command, [a for a in args if a.startswith("--") and a.split("=", 1)[0] not in known]
 
     def _meant(self, command: str | None, extras: list[str]) -> str:
         """'; did you mean --steps?' for the first unknown option that resembles one of `command`'s."""
         import difflib
 
-        sub = self._subparsers._group_actions[0].choices.get(command) if command and self._subparsers else None
-        known = [o for a in (sub or self)._actions for o in a.option_strings if o.startswith("--")]
+        known = [o for a in self._command_parser(command)._actions for o in a.option_strings if o.startswith("--")]
         for extra in (e.split("=", 1)[0] for e in extras if e.startswith("--")):
             meant = next((o for o in API_NAMES.get(extra, ()) if o in known), None)
             meant = meant or next(iter(difflib.get_close_matches(extra, known, n=1, cutoff=0.75)), None)
