@@ -302,7 +302,8 @@ MASK = Image.new("L", (16, 16), 255)
      "callback is called as callback(step); its signature () does not take that"),
     (lambda p: p.write("a", max_new_tokens=2, on_token=lambda step: None), "on_token(step, ids, finished)"),
     (lambda p: p.mixed("a", max_new_tokens=2, on_token=lambda a, b, c, d: None), "on_token is called as"),
-    (lambda p: p.ask(torch.zeros(3, 16, 16), "what?", max_new_tokens=2), "a PIL image or a numpy array, got Tensor"),
+    (lambda p: p.ask(torch.zeros(3, 16, 16), "what?", max_new_tokens=2),
+     "a PIL image, a numpy array or a file's bytes, got Tensor"),
     (lambda p: p.mixed("a", max_new_tokens=600), "positions"),
     (lambda p: p.mixed("a <|soi|> b", max_new_tokens=4), "prompt contains <|soi|>, a token of Show-o's sequence markup"),
     # the cached and exact t2i paths disagreed on such a prompt; [PAD] became the pad id
@@ -643,6 +644,27 @@ def test_numpy_arrays_are_images(pipe):
                        (np.full((4, 4), np.nan), r"in \[0, 1\]")):
         with pytest.raises(InputError, match=match):
             load_image(bad)
+
+
+def test_file_bytes_are_images(tmp_path):
+    """An image file's bytes (an upload) read as the file does, with the file's one-line errors."""
+    from showo.tokenizers.image_io import load_image
+
+    picture = Image.new("RGBA", (6, 4), (10, 200, 30, 0))
+    picture.save(tmp_path / "p.png")
+    data = (tmp_path / "p.png").read_bytes()
+    assert load_image(data).tobytes() == load_image(tmp_path / "p.png").tobytes() == Image.new("RGB", (6, 4),
+                                                                                               "white").tobytes()
+    assert load_image(bytearray(data)).size == (6, 4)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "n.png")
+    noise = (tmp_path / "n.png").read_bytes()
+    for bad, match in ((b"", r"^image is empty \(0 bytes\)$"),
+                       (b"not a picture", r"^image \(13 bytes\) is not an image file Pillow can read$"),
+                       (noise[:500], r"^image \(500 bytes\) is corrupt or truncated")):
+        with pytest.raises(InputError, match=match):
+            load_image(bad)
+    with pytest.raises(InputError, match="a numpy array or a file's bytes, got int"):
+        load_image(3)
 
 
 def test_output_types(pipe):

@@ -2,19 +2,31 @@
 a saved directory) written atomically: a reader, or a run killed mid-write, sees the old file or the new one, never
 half of one; and what is written gets the permissions a plain open / mkdir would give it.
 
-Torch-free, so that the command line's output checks can import it without loading torch.
+Torch-free, so that the command line's output checks can import it without loading torch. Also the PNG bytes of an
+image (`png_bytes`), which the command line writes and the server sends.
 """
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .errors import ConfigError, OutputError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+def png_bytes(image: "Image.Image") -> bytes:
+    """The PNG file of a PIL image, in memory (deterministic: no timestamps, no metadata chunks)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def staged_file(path: Path, data: bytes) -> str:

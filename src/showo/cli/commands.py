@@ -337,5 +337,11 @@ def finetune(ctx: Context) -> int:
     return training.run(ctx)
 
 
+def serve(ctx: Context) -> int:
+    from . import serve as serving
+
+    return serving.run(ctx)
+
+
 COMMANDS = {"eval": evaluate, "finetune": finetune, "generate": generate, "inpaint": inpaint,
-            "extrapolate": extrapolate, "ask": ask, "caption": caption, "write": write, "mixed": mixed}
+            "extrapolate": extrapolate, "ask": ask, "caption": caption, "write": write, "mixed": mixed, "serve": serve}

@@ -57,7 +57,7 @@ def _main(argv: list[str]) -> int:
             from .models import model_spec
 
             spec, note = model_spec(args)
-            seed_given = args.seed is not None
+            seed_given = getattr(args, "seed", None) is not None  # (serve has none: each request may)
             seed = args.seed if seed_given else secrets.randbelow(2 ** 31)
             progress = Progress(enabled=not args.quiet and stderr_is_tty())
             ctx = Context(args, argv, spec, note, seed, seed_given, progress)

@@ -7,7 +7,6 @@ reader never sees half a file and a failed command leaves nothing behind.
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 import re
@@ -18,14 +17,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from ..errors import OutputError
-from ..files import check_out_dir, remove_quietly, staged_file
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    """The PNG encoding of `image` (deterministic: no timestamps, no metadata chunks)."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+from ..files import check_out_dir, png_bytes, remove_quietly, staged_file
 
 
 def json_bytes(data) -> bytes:

@@ -212,6 +212,7 @@ examples:
   showo write "Once upon a time" --stream
   showo mixed "Explain how to bake bread, with pictures."
   showo finetune my-data.jsonl --run runs/mine   # then any command with --model runs/mine/model
+  showo serve --port 8000                        # every task over HTTP: POST /v1/<task> with JSON
 
 The examples suit an official checkpoint (--model). The embedded default knows only its procedural world's
 words: "a small red circle on the left", "What colour is the square?" (grammar: docs/world.md in the repository).
@@ -391,10 +392,11 @@ def build_parser() -> Parser:
     for name in COMMANDS:
         _add_model_options(sub.choices[name])
         _add_output_options(sub.choices[name], name)
-    from . import bench, evaluate, finetune, train
+    from . import bench, evaluate, finetune, serve, train
 
     evaluate.add_parser(sub, _add_model_options, _add_output_options)
     finetune.add_parser(sub, _add_model_options)
+    serve.add_parser(sub, _add_model_options)
     train.add_parser(sub, Parser)
     bench.add_parser(sub)
     return parser

@@ -44,6 +44,10 @@ def probability(text: str) -> float:
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]", "a number in (0, 1]")
 
 
+def port_number(text: str) -> int:
+    return _number(text, int, lambda v: 0 <= v <= 65535, "a port number", "a port number in [0, 65535]")
+
+
 def count_up_to(limit: int) -> Callable[[str], int]:
     """The type of a positive integer option bounded by `limit` (one of `showo.limits`, which the pipeline holds
     too): checked here, while parsing, under the option's own name rather than after the model has loaded."""

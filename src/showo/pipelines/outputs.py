@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -13,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError
-from ..files import saved
+from ..files import png_bytes, saved
 
 
 @dataclass
@@ -78,9 +77,7 @@ class MixedOutput:
         body = []
         for s in self.segments:
             if isinstance(s, Image.Image):
-                buf = io.BytesIO()
-                s.save(buf, format="PNG")
-                data = base64.b64encode(buf.getvalue()).decode("ascii")
+                data = base64.b64encode(png_bytes(s)).decode("ascii")
                 body.append(f'<img src="data:image/png;base64,{data}" alt="generated image">')
             else:
                 body.append(f'<p style="white-space: pre-wrap">{html.escape(s.strip())}</p>')

@@ -3,10 +3,12 @@
 `preprocess` = torchvision `Resize(res, BICUBIC)` (shortest side, PIL so antialiased) -> `CenterCrop(res)` ->
 `ToTensor` -> `Normalize(0.5, 0.5)`; `postprocess` = `clamp((x+1)/2, 0, 1) * 255 -> uint8` (truncating, as the
 official `astype(np.uint8)`); `mask_to_grid` = the inpainting mask's reduction to the code grid (white = regenerate).
-`load_image` reads what users give (a file or a PIL image of any mode) as checked RGB, bombs refused.
+`load_image` reads what users give (a file, its bytes, an array or a PIL image of any mode) as checked RGB, bombs
+refused.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from contextlib import contextmanager
@@ -21,9 +23,9 @@ from PIL import Image, ImageOps
 from ..errors import InputError
 from ..files import file_problem
 
-# what users give as an image: a file path, a PIL image, or a numpy array [H, W] / [H, W, 1|3|4] (uint8, or floats
-# in [0, 1], as from matplotlib or skimage)
-ImageInput = str | os.PathLike | Image.Image | np.ndarray
+# what users give as an image: a file path, a PIL image, a numpy array [H, W] / [H, W, 1|3|4] (uint8, or floats
+# in [0, 1], as from matplotlib or skimage), or an image file's bytes
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | bytes
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused as possible decompression bombs
 
 MAX_ASPECT = 64  # long side / short side of an input: a panorama is 10:1
@@ -109,10 +111,10 @@ def pixel_limit() -> Iterator[None]:
 
 
 def load_image(source: ImageInput, what: str = "image", background: int = 255) -> Image.Image:
-    """An RGB PIL image from a path, a numpy array (`_from_array`) or a PIL image of any mode (L, LA, P, RGBA,
-    CMYK, I;16 read as 0..65535, F as 0..1 or 0..255, ...), turned upright as its EXIF orientation says (as viewers
-    show it: a phone photo, and a mask drawn on it). Transparent parts show the grey level `background` (white for
-    pictures)."""
+    """An RGB PIL image from a path, a file's bytes, a numpy array (`_from_array`) or a PIL image of any mode (L,
+    LA, P, RGBA, CMYK, I;16 read as 0..65535, F as 0..1 or 0..255, ...), turned upright as its EXIF orientation says
+    (as viewers show it: a phone photo, and a mask drawn on it). Transparent parts show the grey level `background`
+    (white for pictures)."""
     if isinstance(source, np.ndarray):
         source = _from_array(source, what)
     if isinstance(source, Image.Image):
@@ -123,26 +125,20 @@ def load_image(source: ImageInput, what: str = "image", background: int = 255) -
             image.load()
         except (OSError, SyntaxError, ValueError) as e:
             raise InputError(f"{what} cannot be read: {e}") from None
+    elif isinstance(source, (bytes, bytearray)):  # an image file's contents (an upload to `showo serve`)
+        if not source:
+            raise InputError(f"{what} is empty (0 bytes)")
+        image = _open(io.BytesIO(source), f"{what} ({len(source)} bytes)")
     elif not isinstance(source, (str, os.PathLike)):
-        raise InputError(f"{what} must be a file path, a PIL image or a numpy array, got {type(source).__name__}")
+        raise InputError(f"{what} must be a file path, a PIL image, a numpy array or a file's bytes, "
+                         f"got {type(source).__name__}")
     else:
         path = Path(os.fspath(source))
         if problem := file_problem(path, "an image file"):
             raise InputError(f"{what} {path} {problem}")
         if path.stat().st_size == 0:
             raise InputError(f"{what} is an empty file: {path}")
-        try:
-            with pixel_limit():
-                image = Image.open(path)
-                image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"{what} {path} is too large (over {MAX_IMAGE_PIXELS} pixels)") from None
-        except Image.UnidentifiedImageError:
-            raise InputError(f"{what} {path} is not an image file Pillow can read") from None
-        except PermissionError:
-            raise InputError(f"{what} {path} cannot be read: permission denied") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise InputError(f"{what} {path} is corrupt or truncated ({e})") from None
+        image = _open(path, f"{what} {path}")
     if image.width < 1 or image.height < 1:  # (the pixel limit was checked above: by Pillow when opening a file)
         raise InputError(f"{what} has no pixels")
     try:
@@ -151,6 +147,23 @@ def load_image(source: ImageInput, what: str = "image", background: int = 255) -
         raise
     except (OSError, SyntaxError, ValueError) as e:  # a mode Pillow cannot convert, a broken EXIF block
         raise InputError(f"{what} cannot be converted to RGB ({image.mode}): {e}") from None
+
+
+def _open(file: Path | io.BytesIO, label: str) -> Image.Image:
+    """The image in `file`, read whole, with Pillow's failures as one line that starts with `label`."""
+    try:
+        with pixel_limit():
+            image = Image.open(file)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{label} is too large (over {MAX_IMAGE_PIXELS} pixels)") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{label} is not an image file Pillow can read") from None
+    except PermissionError:
+        raise InputError(f"{label} cannot be read: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{label} is corrupt or truncated ({e})") from None
+    return image
 
 
 def _from_array(array: np.ndarray, what: str) -> Image.Image:

@@ -1,0 +1,65 @@
+"""`showo serve`: the pipeline behind an HTTP JSON API (serving/server.py), until Ctrl-C."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from ..errors import InputError
+from .progress import say
+from .values import port_number
+
+DESCRIPTION = """\
+Load the model once and answer HTTP requests: POST /v1/<task> with a JSON object of the Python method's
+arguments (text-to-image, inpaint, extrapolate, ask, caption, write, mixed; images as base64), GET /v1/tasks for
+every task's fields and defaults, GET /health. Requests run one at a time; each response carries the outputs
+(images as base64 PNG), their metadata (seed included, so every result can be reproduced) and any warnings.
+There is no authentication: it listens on 127.0.0.1 unless --host says otherwise."""
+
+EPILOG = """\
+examples:
+  showo serve --port 8000
+  curl -s localhost:8000/v1/text-to-image -d '{"prompt": "a small red circle on the left", "seed": 0}'
+  curl -s localhost:8000/v1/ask -d "{\\"image\\": \\"$(base64 -w0 photo.png)\\", \\"question\\": \\"What colour is it?\\"}"
+"""
+
+
+def add_parser(sub, add_model_options) -> None:
+    p = sub.add_parser("serve", help="answer HTTP JSON requests for every task (one model, loaded once)",
+                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", metavar="HOST",
+                   help="address to listen on (default: %(default)s; 0.0.0.0 opens it to the network, unprotected)")
+    g.add_argument("--port", type=port_number, default=8000, metavar="N",
+                   help="port to listen on; 0 picks a free one (default: %(default)s)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no line per request on stderr")
+    add_model_options(p)
+
+
+def run(ctx) -> int:
+    from ..serving import ShowoServer
+    from .main import Terminated
+
+    a = ctx.args
+    log = (lambda line: None) if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    try:  # listen before loading the model: a port in use is an error at once, not after the load
+        server = ShowoServer((a.host, a.port), None, log)
+    except OSError as e:
+        raise InputError(f"cannot listen on {a.host}:{a.port}: {e.strerror or e}") from None
+    with server:
+        server.pipe = ctx.load()
+        say("serving", f"{server.pipe.model_id} at {server.url} (POST /v1/<task>, GET /v1/tasks; Ctrl-C stops)")
+        if not _loopback(a.host):
+            say("warning", f"--host {a.host} accepts requests from other machines, with no authentication")
+        try:
+            server.serve_forever()
+        except (KeyboardInterrupt, Terminated):  # Ctrl-C or SIGTERM (a service manager): how a server stops
+            say("stopped", server.url)
+    return 0
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

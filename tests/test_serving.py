@@ -1,0 +1,244 @@
+"""`showo serve` on the tiny random model: every task answers what the Python API returns, bad requests get one
+line and a 4xx status, a failure of the server's own gets 500 with its traceback only in the log."""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from showo.cli.main import main
+from showo.files import png_bytes
+from showo.serving import ShowoServer, TASKS
+from showo.serving.server import MAX_BODY_BYTES
+from showo.tiny import tiny_random_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_random_pipeline(seed=0)
+
+
+@pytest.fixture(scope="module")
+def server(pipe):
+    lines: list[str] = []
+    server = ShowoServer(("127.0.0.1", 0), pipe, log=lines.append)
+    server.lines = lines
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def call(server, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def b64(image: Image.Image, data_uri: bool = False) -> str:
+    text = base64.b64encode(png_bytes(image)).decode()
+    return f"data:image/png;base64,{text}" if data_uri else text
+
+
+def pictures() -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2)]
+
+
+def test_health_and_tasks_describe_the_python_api(server, pipe):
+    assert call(server, "/health") == (200, {"status": "ok", "model": pipe.model_id, "device": "cpu",
+                                             "dtype": "float32"})
+    status, tasks = call(server, "/v1/tasks")
+    assert status == 200 and set(tasks) == set(TASKS)
+    t2i = tasks["text-to-image"]["fields"]
+    assert t2i["prompt"] == {"required": True} and t2i["num_inference_steps"] == {"required": False, "default": 18}
+    assert not {"generator", "callback", "output_type"} & set(t2i)
+    assert tasks["caption"]["fields"]["question"]["default"] == "Describe the image."
+    assert tasks["inpaint"]["images"] == ["image", "mask_image"] and "on_token" not in tasks["ask"]["fields"]
+
+
+def test_image_tasks_answer_what_the_api_returns(server, pipe):
+    status, out = call(server, "/v1/text-to-image", {"prompt": ["a", "b"], "num_inference_steps": 2, "seed": 3})
+    want = pipe.text_to_image(["a", "b"], num_inference_steps=2, seed=3)
+    assert status == 200 and out["warnings"] == [] and out["grid"] == list(want.grid)
+    assert [base64.b64decode(i) for i in out["images"]] == [png_bytes(i) for i in want.images]
+    assert out["codes"] == want.codes.tolist() and out["metadata"] == json.loads(json.dumps(want.metadata))
+
+    picture, wide = pictures()[0], Image.new("RGB", (48, 32), "white")
+    mask = Image.new("L", (48, 32), 0)
+    mask.paste(255, (0, 0, 24, 16))
+    status, out = call(server, "/v1/inpaint", {"image": b64(wide), "mask_image": b64(mask, data_uri=True),
+                                               "prompt": "x", "num_images": 2, "num_inference_steps": 2, "seed": 1})
+    want = pipe.inpaint(wide, mask, "x", num_images=2, num_inference_steps=2, seed=1)
+    assert status == 200 and out["codes"] == want.codes.tolist()
+    assert any("centre 32x32 square" in w for w in out["warnings"]), out["warnings"]  # the API's warning, returned
+
+    status, out = call(server, "/v1/extrapolate", {"image": b64(picture), "prompts": "y", "directions": "left",
+                                                   "num_inference_steps": 2, "seed": 2})
+    want = pipe.extrapolate(picture, "y", "left", num_inference_steps=2, seed=2)
+    assert status == 200 and out["codes"] == want.codes.tolist() and out["grid"] == list(want.grid)
+    assert base64.b64decode(out["images"][0]) == png_bytes(want.images[0])
+
+
+def test_text_tasks_answer_what_the_api_returns(server, pipe):
+    images = pictures()
+    status, out = call(server, "/v1/ask", {"image": [b64(images[0]), b64(images[1], data_uri=True)],
+                                           "question": ["what?", "where?"], "max_new_tokens": 3})
+    want = pipe.ask(images, ["what?", "where?"], max_new_tokens=3)
+    assert status == 200 and out["texts"] == want.texts and out["token_ids"] == want.token_ids
+
+    status, out = call(server, "/v1/caption", {"image": b64(images[1]), "max_new_tokens": 3, "seed": 5})
+    want = pipe.caption(images[1], max_new_tokens=3, seed=5)
+    assert status == 200 and out["token_ids"] == want.token_ids and out["metadata"][0]["task"] == "caption"
+
+    status, out = call(server, "/v1/write", {"prompt": "ab", "max_new_tokens": 4, "temperature": 1.0, "seed": 9})
+    want = pipe.write("ab", max_new_tokens=4, temperature=1.0, seed=9)
+    assert status == 200 and out["token_ids"] == want.token_ids and out["metadata"][0]["seed"] == 9
+
+    kwargs = dict(max_images=1, max_new_tokens=3, num_inference_steps=2, force_image_every_sentence=True, seed=4)
+    status, out = call(server, "/v1/mixed", {"prompt": "ab.", **kwargs})
+    want = pipe.mixed("ab.", **kwargs)
+    assert status == 200 and out["token_ids"] == want.token_ids
+    assert [("image" if "image" in s else "text") for s in out["segments"]] == \
+        [("text" if isinstance(s, str) else "image") for s in want.segments]
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/v1/text-to-image", {"promt": "a"}, 400, "unknown field 'promt' for text-to-image; did you mean prompt?"),
+    ("/v1/text-to-image", {"prompt": "a", "bogus": 1}, 400, "unknown field 'bogus' for text-to-image (fields: "),
+    ("/v1/text-to-image", {"num_inference_steps": 2}, 400, "text-to-image needs the field prompt"),
+    ("/v1/inpaint", {"prompt": "a"}, 400, "inpaint needs the fields image, mask_image"),
+    ("/v1/text-to-image", ["a"], 400, "the request must be a JSON object of text-to-image's fields, got list"),
+    ("/v1/text-to-image", {"prompt": "a", "num_inference_steps": "2"}, 400,
+     "num_inference_steps must be a positive integer, got '2'"),
+    ("/v1/text-to-image", {"prompt": "a", "exact": "false"}, 400, "exact must be True or False, got 'false'"),
+    ("/v1/text-to-image", {"prompt": 3}, 400, "prompt must be a text or a list of texts, got int"),
+    ("/v1/write", {"prompt": "a", "max_new_tokens": 0}, 400, "max_new_tokens must be a positive integer, got 0"),
+    ("/v1/ask", {"image": "%%%", "question": "q"}, 400, "image is not valid base64"),
+    ("/v1/ask", {"image": 7, "question": "q"}, 400, "image must be a base64 string (an image file's bytes), got int"),
+    ("/v1/ask", {"image": ["aGVsbG8="], "question": "q"}, 400,
+     "image (5 bytes) is not an image file Pillow can read"),
+    ("/v1/inpaint", {"image": "", "mask_image": "", "prompt": "a"}, 400, "image is empty (0 bytes)"),
+    ("/v1/paint", {"prompt": "a"}, 404, "no endpoint /v1/paint; POST /v1/<task> with a task of text-to-image, "),
+    ("/health", {}, 405, "/health takes GET"),
+])
+def test_bad_requests_get_one_line_and_a_4xx(server, path, body, status, message):
+    got, out = call(server, path, body)
+    assert got == status and out["error"].startswith(message) and "\n" not in out["error"], out
+
+
+def test_unreadable_requests(server):
+    assert call(server, "/v1/write", raw=b'{"prompt": ')[1]["error"].startswith("the request is not valid JSON")
+    assert call(server, "/v1/write", raw=b"\xff\xfe")[1]["error"].startswith("the request is not valid JSON")
+    assert call(server, "/v1/write", raw=b"[" * 100_000)[0] == 400  # nesting deeper than Python's recursion
+    assert call(server, "/v1/write") == (405, {"error": "/v1/write takes POST (a JSON object of its fields)"})
+    assert call(server, "/nowhere")[0] == 404
+    host, port = server.server_address[:2]
+    for headers, status in (({}, 411), ({"Content-Length": str(MAX_BODY_BYTES + 1)}, 413),
+                            ({"Content-Length": "-1"}, 400)):
+        connection = http.client.HTTPConnection(host, port, timeout=60)
+        connection.putrequest("POST", "/v1/write")
+        for k, v in headers.items():
+            connection.putheader(k, v)
+        connection.endheaders()  # and no body: the size alone is refused
+        response = connection.getresponse()
+        assert response.status == status and "error" in json.loads(response.read())
+        connection.close()
+
+
+def test_a_server_failure_is_500_with_the_traceback_only_in_the_log(server, pipe, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr(pipe, "write", broken)
+    status, out = call(server, "/v1/write", {"prompt": "a"})
+    assert (status, out) == (500, {"error": "write failed: RuntimeError: a bug over two lines"})
+    assert "Traceback" in "\n".join(server.lines)
+    monkeypatch.undo()
+    assert call(server, "/v1/write", {"prompt": "a", "max_new_tokens": 1})[0] == 200  # and it goes on serving
+
+
+def _together(server, bodies: list[dict]) -> list[tuple[int, dict]]:
+    """POST every body to /v1/write at once, from a thread each."""
+    results: dict[int, tuple[int, dict]] = {}
+    threads = [threading.Thread(target=lambda i=i, b=b: results.__setitem__(i, call(server, "/v1/write", b)))
+               for i, b in enumerate(bodies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [results[i] for i in range(len(bodies))]
+
+
+def test_concurrent_requests_run_one_at_a_time_and_get_their_own_answers(server, pipe, monkeypatch):
+    bodies = [{"prompt": p, "max_new_tokens": 3, "temperature": 1.0, "seed": s} for p, s in
+              (("ab", 1), ("cd", 2), ("ef", 3), ("ab", 4))]
+    for (status, out), b in zip(_together(server, bodies), bodies):
+        want = pipe.write(b["prompt"], max_new_tokens=3, temperature=1.0, seed=b["seed"])
+        assert status == 200 and out["token_ids"] == want.token_ids
+
+    running, overlapped, real = [], [], pipe.write
+
+    def slow(*args, **kwargs):
+        running.append(1)
+        overlapped.append(len(running) > 1)
+        time.sleep(0.2)
+        running.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "write", slow)
+    assert [status for status, _ in _together(server, bodies)] == [200] * 4
+    assert overlapped == [False] * 4
+
+
+def test_cli_refuses_a_port_in_use_before_loading(capsys, server, monkeypatch):
+    from showo.cli import models
+
+    monkeypatch.setattr(models, "load_pipeline", lambda spec: pytest.fail("loaded the model"))
+    port = server.server_address[1]
+    assert main(["serve", "--model", "tiny-random", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"showo: error: cannot listen on 127.0.0.1:{port}: "), err
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "must be a port number in [0, 65535], got 70000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_cli_serves_until_stopped(stop):
+    """`showo serve` in its own process: answers, then stops cleanly (exit 0) on Ctrl-C or SIGTERM."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "showo", "serve", "--model", "tiny-random", "--port", "0",
+                                "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        while not (lines and "serving:" in lines[-1]):
+            lines.append(process.stderr.readline())
+            assert lines[-1], lines  # the process ended before serving
+        url = lines[-1].split(" at ")[1].split()[0]
+        with urllib.request.urlopen(url + "/health", timeout=60) as response:
+            assert json.loads(response.read())["status"] == "ok"
+        process.send_signal(stop)
+        rest = process.communicate(timeout=60)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "showo: stopped: " in rest and "Traceback" not in rest, rest
