@@ -160,3 +160,128 @@ def test_hub_id_without_network_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(OfflineError, match="showlab/show-o"):
         resolve("showlab/show-o")
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_sharded_checkpoint_loads_and_a_missing_shard_is_named(golden, tmp_path, fmt):
+    """transformers' sharded layout (`<name>.index.json` + shards) loads as the single file does."""
+    directory = official_checkpoint_dir(golden, tmp_path / "ckpt")
+    single = Showo.from_pretrained(directory).state_dict()
+    state = read_state_dict(directory / "pytorch_model.safetensors")
+    (directory / "pytorch_model.safetensors").unlink()
+    keys = sorted(state)
+    name = "model.safetensors" if fmt == "safetensors" else "pytorch_model.bin"
+    shards = {f"{name.split('.')[0]}-0000{i + 1}-of-00002.{fmt}": keys[i::2] for i in range(2)}
+    for shard, names in shards.items():
+        part = {k: state[k] for k in names}
+        save_file(part, str(directory / shard)) if fmt == "safetensors" else torch.save(part, directory / shard)
+    index = directory / f"{name}.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {k: s for s, names in shards.items() for k in names}}))
+    sharded = Showo.from_pretrained(directory).state_dict()
+    assert sharded.keys() == single.keys() and all(torch.equal(sharded[k], single[k]) for k in single)
+    (directory / next(iter(shards))).unlink()
+    with pytest.raises(CheckpointError, match=f"shard {next(iter(shards))} named in {index} is missing"):
+        Showo.from_pretrained(directory)
+    for weight_map, match in (({"a": "../elsewhere.bin"}, "names '../elsewhere.bin' as a shard"),
+                              ({"a": index.name}, "as a shard: not a weight file"), ({}, "has no weight_map")):
+        index.write_text(json.dumps({"weight_map": weight_map}))
+        with pytest.raises(CheckpointError, match=match):
+            Showo.from_pretrained(directory)
+
+
+def test_lfs_pointers_and_garbage_are_not_called_unsafe(tmp_path):
+    """A clone without git-lfs holds pointers; a damaged .bin is damaged, not a code-running pickle."""
+    pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 5800000000\n"
+    for name in ("pytorch_model.bin", "model.safetensors"):
+        (tmp_path / name).write_bytes(pointer)
+        with pytest.raises(CheckpointError, match=f"{tmp_path / name} is a Git LFS pointer, not the weights: run "
+                                                  "`git lfs pull`"):
+            read_state_dict(tmp_path / name)
+    for content in (bytes(range(256)) * 4, b"hello, this is text", b""):
+        (tmp_path / "garbage.bin").write_bytes(content)
+        with pytest.raises(CheckpointError) as e:
+            read_state_dict(tmp_path / "garbage.bin")
+        assert str(e.value) == f"cannot read {tmp_path / 'garbage.bin'}: not a PyTorch weight file (damaged, or " \
+                               "another format)"
+
+
+def test_a_typo_in_a_local_path_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("asked the hub"))
+    with pytest.raises(CheckpointError, match=r"model path not found: checkpoints/show-o \(checkpoints/ has no "
+                                              r"show-o; a hub id is looked up only when"):
+        resolve("checkpoints/show-o")
+
+
+def test_an_incomplete_hub_cache_is_not_taken_for_the_checkpoint(tmp_path, monkeypatch):
+    """Only config.json cached (by a tool that read just that, or an interrupted download): the weights are
+    fetched, or with HF_HUB_OFFLINE the error says what the cache lacks."""
+    from showo.checkpoints import CHECKPOINT_FILES
+
+    snapshot = tmp_path / "hub" / "models--showlab--show-o" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "true")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert resolve("showlab/show-o") == snapshot  # nothing needed: what is cached is taken
+    with pytest.raises(OfflineError, match="showlab/show-o is not a local directory and is in the hub cache without "
+                                           "pytorch_model.safetensors or model.safetensors or pytorch_model.bin"):
+        resolve("showlab/show-o", needs=CHECKPOINT_FILES)
+    (snapshot / "model.safetensors").write_bytes(b"")
+    assert resolve("showlab/show-o", needs=CHECKPOINT_FILES) == snapshot
+
+
+def test_folders_in_the_wrong_place_are_named(tmp_path):
+    """A MAGVIT-v2 folder given as the model; an official train.py checkpoint-N/ (weights in unwrapped_model/);
+    a config error says which config.json."""
+    (tmp_path / "magvitv2").mkdir()
+    (tmp_path / "magvitv2" / "config.json").write_text(json.dumps({"_class_name": "MAGVITv2"}))
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'magvitv2'} is an image tokenizer .MAGVIT-v2., not a "
+                                              "Show-o checkpoint: give it as vq="):
+        Showo.from_pretrained(tmp_path / "magvitv2")
+    run = tmp_path / "checkpoint-10000"
+    (run / "unwrapped_model").mkdir(parents=True)
+    (run / "unwrapped_model" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=f"did you mean {run / 'unwrapped_model'}"):
+        Showo.from_pretrained(run)
+    (run / "unwrapped_model" / "config.json").write_text(json.dumps({"vocab_size": "365", "llm_vocab_size": 290}))
+    with pytest.raises(ConfigError, match=f"^{run / 'unwrapped_model' / 'config.json'}: vocab_size must be an integer"):
+        Showo.from_pretrained(run / "unwrapped_model")
+
+
+@pytest.fixture
+def saved_model_dir(tmp_path):
+    from showo.tiny import tiny_random_pipeline
+
+    tiny_random_pipeline(seed=0).save_pretrained(tmp_path / "pipe")
+    return tmp_path / "pipe"
+
+
+def test_a_missing_default_part_is_named_before_the_model_loads(tmp_path, monkeypatch, saved_model_dir):
+    """No vq given: the error names vq (the user never typed showlab/magvitv2), before any Show-o weight is read."""
+    import huggingface_hub
+
+    import showo.model.showo as showo_module
+    from showo.pipelines import ShowoPipeline
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(showo_module, "read_state_dict", lambda *a: pytest.fail("read the Show-o weights first"))
+    with pytest.raises(OfflineError, match=r"^no vq given, so its default was tried: .*; give a local directory as "
+                                           r"vq= \(--vq\)$"):
+        ShowoPipeline.from_pretrained(saved_model_dir / "showo")
+    with pytest.raises(OfflineError, match=r"^no tokenizer given, so its default was tried: "):
+        ShowoPipeline.from_pretrained(saved_model_dir / "showo", vq=saved_model_dir / "magvit")

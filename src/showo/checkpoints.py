@@ -20,14 +20,20 @@ from .files import path_argument, file_problem, with_default_mode
 
 WEIGHT_FILES = ("pytorch_model.safetensors", "model.safetensors", "pytorch_model.bin")
 SAFETENSORS_METADATA = {"format": "pt"}  # the format tag transformers' loaders check in a safetensors file
+#: What a checkpoint directory must hold: a config and weights (one file, or a sharded checkpoint's index)
+CHECKPOINT_FILES = (("config.json",), (*WEIGHT_FILES, *(f"{n}.index.json" for n in WEIGHT_FILES)))
+LFS_POINTER = b"version https://git-lfs"  # what a clone without git-lfs holds instead of a large file
 
 
 def find_weights(directory: Path, names: Iterable[str] = WEIGHT_FILES) -> Path:
-    """The first weight file of `names` present in `directory` (official order: safetensors before .bin)."""
-    for name in names:
+    """The first weight file of `names` present in `directory` (official order: safetensors before .bin), else
+    the index of a sharded checkpoint (`<name>.index.json`, as transformers' `save_pretrained` writes one)."""
+    names = tuple(names)
+    for name in (*names, *(f"{n}.index.json" for n in names)):
         if (directory / name).is_file():
             return directory / name
-    raise CheckpointError(f"no weights in {directory} (looked for {', '.join(names)})")
+    raise CheckpointError(f"no weights in {directory} (looked for {', '.join(names)}, or a sharded checkpoint's "
+                          f"<name>.index.json)")
 
 
 def saved_part(directory: Path, part: str) -> Path:
@@ -55,10 +61,16 @@ def read_json_object(path: Path) -> dict:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a `.safetensors` or `.bin` file, on the CPU."""
+    """All tensors of a `.safetensors` or `.bin` file, or of the shards a `.index.json` names, on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weight file not found: {path}")
+    if path.name.endswith(".index.json"):
+        return _read_shards(path)
+    with open(path, "rb") as f:
+        if f.read(len(LFS_POINTER)) == LFS_POINTER:
+            raise CheckpointError(f"{path} is a Git LFS pointer, not the weights: run `git lfs pull` in the "
+                                  "checkpoint's clone (or download the file itself)")
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -81,12 +93,35 @@ def load_tensors(path: Path):
         with warnings.catch_warnings():  # torch's own notes on the pickle would print lines of their own
             warnings.simplefilter("ignore")
             return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # (torch's message suggests weights_only=False: not for a file that needs it)
-        raise CheckpointError(f"refused to load {path}: it contains objects other than tensors, which could run "
-                              "code when loaded") from None
+    except pickle.UnpicklingError as e:  # (torch's message suggests weights_only=False: not for a file that needs it)
+        if "unsupported global" in str(e).lower():  # the restricted unpickler refused a class or function
+            raise CheckpointError(f"refused to load {path}: it contains objects other than tensors, which could "
+                                  "run code when loaded") from None
+        raise CheckpointError(f"cannot read {path}: not a PyTorch weight file (damaged, or another format)") from None
+    except (KeyError, EOFError):  # the legacy unpickler on bytes that are no pickle (KeyError: '101')
+        raise CheckpointError(f"cannot read {path}: not a PyTorch weight file (damaged, or another format)") from None
     except Exception as e:  # noqa: BLE001 - truncated zip, bad magic number, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read {path}: {first}") from None
+        raise CheckpointError(f"cannot read {path}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _read_shards(index: Path) -> dict[str, torch.Tensor]:
+    """The tensors of every shard a sharded checkpoint's index names (its `weight_map`: tensor -> file)."""
+    weight_map = read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index} has no weight_map of tensor names to shard files")
+    state: dict[str, torch.Tensor] = {}
+    for name in dict.fromkeys(weight_map.values()):
+        shard = index.parent / name
+        if Path(name).name != name or not name.endswith((".safetensors", ".bin")):  # beside its index, nowhere else
+            raise CheckpointError(f"{index} names {name!r} as a shard: not a weight file beside it")
+        if not shard.is_file():
+            raise CheckpointError(f"shard {name} named in {index} is missing")
+        state.update(read_state_dict(shard))
+    return state
 
 
 def _names(keys: Iterable[str], limit: int = 6) -> str:
@@ -122,27 +157,39 @@ def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
     module.load_state_dict(state, strict=True, assign=assign)
 
 
-def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> Path:
-    """A local directory, or a hub id downloaded (or found in the local cache) with `huggingface_hub`."""
+def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None,
+            needs: Iterable[Iterable[str]] = ()) -> Path:
+    """A local directory, or a hub id downloaded (or found in the local cache) with `huggingface_hub`. `needs`:
+    groups of file names of which the directory must hold one each (a cache that lacks one, left by an
+    interrupted download or by a tool that fetched only config.json, is completed from the hub)."""
     path = path_argument(path_or_id, "the model path or hub id")
     if path.exists():
         return path
     text = str(path_or_id)
     if text.startswith((".", "/", "~")) or text.count("/") != 1:
         raise CheckpointError(f"model path not found: {text}")
+    if path.parent.is_dir():  # `checkpoints/show-o` with checkpoints/ here: a local path with a typo, not a repo
+        raise CheckpointError(f"model path not found: {text} ({path.parent}/ has no {path.name}; a hub id is "
+                              "looked up only when no folder of its first part is here)")
     from huggingface_hub import snapshot_download
 
+    lacking = "not in the hub cache"
     try:
-        return Path(snapshot_download(text, allow_patterns=allow_patterns, local_files_only=True))
+        cached = Path(snapshot_download(text, allow_patterns=allow_patterns, local_files_only=True))
+        missing = [" or ".join(group) for group in map(tuple, needs) if not any((cached / n).is_file() for n in group)]
+        if not missing:
+            return cached
+        lacking = f"in the hub cache without {', '.join(missing)}"
     except Exception:  # noqa: BLE001 - not cached yet: try the network below
         pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise OfflineError(f"{text} is not a local directory and is not in the hub cache (HF_HUB_OFFLINE=1)")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):  # as huggingface_hub
+        raise OfflineError(f"{text} is not a local directory and is {lacking} (HF_HUB_OFFLINE is set)")
     try:
         return Path(snapshot_download(text, allow_patterns=allow_patterns))
     except Exception as e:  # noqa: BLE001 - connection errors, 404s, auth
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise OfflineError(f"cannot fetch {text} from the Hugging Face hub (no network or no such repo): {reason}") from None
+        reason = _first_line(e).removeprefix("Got: ")  # (huggingface_hub's message ends with "Got: <error>")
+        raise OfflineError(f"{text} is not a local directory, and the Hugging Face hub did not give it (no network "
+                           f"or no such repo): {reason}") from None
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:

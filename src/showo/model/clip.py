@@ -14,7 +14,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 
-from ..checkpoints import find_weights, load_checked, read_json_object, read_state_dict, resolve
+from ..checkpoints import CHECKPOINT_FILES, find_weights, load_checked, read_json_object, read_state_dict, resolve
 from ..errors import CheckpointError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -58,7 +58,8 @@ class ClipVisionTower(torch.nn.Module):
         e.g. openai/clip-vit-large-patch14-336. Only the vision tower's weights are used."""
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
-        directory = resolve(path_or_id, allow_patterns=["config.json", "*.safetensors", "*.bin"])
+        directory = resolve(path_or_id, allow_patterns=["config.json", "*.safetensors", "*.bin"],
+                            needs=CHECKPOINT_FILES)
         config_file = directory / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"no config.json in CLIP directory {directory}")

@@ -76,24 +76,29 @@ class ShowoConfig:
         """From `directory/config.json` (a one-line CheckpointError when it is missing or not JSON)."""
         config_file = directory / "config.json"
         if not config_file.is_file():
-            # a run directory holds its pipeline in model/ (finetune, train); a pipeline its transformer in showo/
-            hint = next((f": did you mean {directory / sub}?" for sub in ("model", "showo")
+            # a run directory holds its pipeline in model/ (finetune, train); a pipeline its transformer in showo/;
+            # the official train.py's checkpoint-N/ its weights in unwrapped_model/
+            hint = next((f": did you mean {directory / sub}?" for sub in ("model", "showo", "unwrapped_model")
                          if any((directory / sub / part / "config.json").is_file() for part in ("", "showo"))), "")
             raise CheckpointError(f"no config.json in {directory}{hint}")
-        return cls.from_dict(read_json_object(config_file), base_dir=directory)
+        data = read_json_object(config_file)
+        if data.get("_class_name") == "MAGVITv2" or "showo_magvit" in data:
+            raise CheckpointError(f"{directory} is an image tokenizer (MAGVIT-v2), not a Show-o checkpoint: give it "
+                                  "as vq= (--vq)")
+        return cls.from_dict(data, base_dir=directory, source=str(config_file))
 
     @classmethod
-    def from_dict(cls, d: dict, base_dir: Path | None = None) -> "ShowoConfig":
+    def from_dict(cls, d: dict, base_dir: Path | None = None, source: str = "config.json") -> "ShowoConfig":
         """From an official or our own `config.json` dict.
 
         The backbone comes from `llm_config` when present, else from `llm_model_path`: a known hub name
         (microsoft/phi-1_5, shapes built in, nothing downloaded) or a local directory with a Phi config.json.
         """
-        check_field_types(cls, d, "config.json")
+        check_field_types(cls, d, source)
         required = ("vocab_size", "llm_vocab_size")
         missing = [k for k in required if k not in d]
         if missing:
-            raise ConfigError(f"config.json lacks {', '.join(missing)}")
+            raise ConfigError(f"{source} lacks {', '.join(missing)}")
         path = str(d.get("llm_model_path", "microsoft/phi-1_5"))
         if "llm_config" in d:
             llm = PhiConfig.from_dict(d["llm_config"])
@@ -102,10 +107,11 @@ class ShowoConfig:
         else:
             local = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
             if not (local / "config.json").is_file():
-                raise ConfigError(f"unknown backbone {path!r}: give a directory with its config.json or use microsoft/phi-1_5")
+                raise ConfigError(f"{source}: unknown backbone {path!r}: give a directory with its config.json or use "
+                                  "microsoft/phi-1_5")
             llm = PhiConfig.from_dict(read_json_object(local / "config.json"))
         if "mask_token_id" in d and d["mask_token_id"] != d["vocab_size"] - 1:
-            raise ConfigError(f"mask_token_id {d['mask_token_id']} is not vocab_size - 1")
+            raise ConfigError(f"{source}: mask_token_id {d['mask_token_id']} is not vocab_size - 1")
         return cls(vocab_size=int(d["vocab_size"]), llm_vocab_size=int(d["llm_vocab_size"]),
                    codebook_size=int(d.get("codebook_size", 8192)), num_vq_tokens=int(d.get("num_vq_tokens", 256)),
                    w_clip_vit=bool(d.get("w_clip_vit", False)), clip_hidden_size=int(d.get("clip_hidden_size", 1024)),

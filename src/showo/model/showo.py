@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..backbone import KVCache, PackedLinear, PhiForCausalLM, pack_linears
-from ..checkpoints import find_weights, load_checked, read_state_dict, resolve, save_weights
+from ..checkpoints import CHECKPOINT_FILES, find_weights, load_checked, read_state_dict, resolve, save_weights
 from ..files import saved
 from ..fields import is_number
 from ..hardware import check_device, check_dtype
@@ -129,6 +129,15 @@ class Showo(nn.Module):
 
     # ---- loading and saving ------------------------------------------------------------------------
 
+    @staticmethod
+    def locate(path_or_id: str | Path) -> Path:
+        """The local checkpoint directory of a path or hub id (fetched when it is not in the hub cache)."""
+        directory = resolve(path_or_id, allow_patterns=["config.json", "*.safetensors", "*.bin", "*.index.json"],
+                            needs=CHECKPOINT_FILES)
+        if directory.is_file():
+            raise CheckpointError(f"expected a checkpoint directory, got the file {directory}")
+        return directory
+
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, dtype: torch.dtype | None = None,
                         device: str | torch.device = "cpu", config: ShowoConfig | None = None) -> "Showo":
@@ -138,9 +147,7 @@ class Showo(nn.Module):
         device = check_device(device)
         if config is not None and not isinstance(config, ShowoConfig):
             raise ConfigError(f"config must be a ShowoConfig or None, got {type(config).__name__}")
-        directory = resolve(path_or_id, allow_patterns=["config.json", "*.safetensors", "*.bin"])
-        if directory.is_file():
-            raise CheckpointError(f"expected a checkpoint directory, got the file {directory}")
+        directory = cls.locate(path_or_id)
         if config is None:
             config = ShowoConfig.from_directory(directory)
         state = read_state_dict(find_weights(directory))

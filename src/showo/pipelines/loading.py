@@ -3,13 +3,15 @@ official checkpoint with its image and text tokenizers given apart (local paths 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from ..files import path_argument, saved
-from ..errors import CheckpointError, ConfigError
-from ..model import Showo
+from ..errors import CheckpointError, ConfigError, OfflineError
+from ..model import Showo, ShowoConfig
 from ..model.showo import check_vocab, write_showo
 from ..model.clip import ClipVisionTower
 from ..tokenizers.magvit import MagvitV2
@@ -62,13 +64,33 @@ def load_parts(model: str | Path, vq: str | Path | None, tokenizer: str | Path |
             raise CheckpointError(f"pipeline directory {root} has showo/ but no {part}/ (an interrupted save?): "
                                   f"save it again, or pass {'vq' if part == 'magvit' else part}=")
     model_dir = root / "showo" if bundled else model
-    showo = Showo.from_pretrained(model_dir, dtype=dtype, device=device)
     vq_src = vq or (root / "magvit" if bundled else DEFAULT_VQ)
     tok_src = tokenizer or (root / "tokenizer" if bundled else DEFAULT_TOKENIZER)
-    magvit = MagvitV2.from_pretrained(vq_src, device=device)
-    text = TextTokenizer.from_pretrained(tok_src, codebook_size=showo.config.codebook_size)
+    # the model's config, then the small parts: a missing tokenizer is an error before, not after, gigabytes of
+    # Show-o weights load
+    model_dir = Showo.locate(model_dir)
+    ShowoConfig.from_directory(model_dir)
+    with _default_named("vq", vq is None and not bundled):
+        magvit = MagvitV2.from_pretrained(vq_src, device=device)
+    with _default_named("tokenizer", tokenizer is None and not bundled):
+        tok_dir = TextTokenizer.locate(tok_src)
+    showo = Showo.from_pretrained(model_dir, dtype=dtype, device=device)
+    text = TextTokenizer.from_pretrained(tok_dir, codebook_size=showo.config.codebook_size)
     tower = ClipVisionTower.from_pretrained(clip).to(device) if clip is not None else None
     return showo, magvit, text, tower, str(model)
+
+
+@contextmanager
+def _default_named(part: str, default: bool) -> Iterator[None]:
+    """A part that could not be fetched says so by its argument's name when it was its default hub id: the user
+    never typed `showlab/magvitv2`."""
+    try:
+        yield
+    except OfflineError as e:
+        if not default:
+            raise
+        raise OfflineError(f"no {part} given, so its default was tried: {e}; give a local directory as {part}= "
+                           f"(--{part})") from None
 
 
 def save_parts(pipe, directory: str | Path) -> None:

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import (WEIGHT_FILES, find_weights, load_checked, read_json_object, read_state_dict, resolve,
-                           weights_bytes)
+from ..checkpoints import (CHECKPOINT_FILES, WEIGHT_FILES, find_weights, load_checked, read_json_object,
+                           read_state_dict, resolve, weights_bytes)
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fields import check_field_types
 from ..files import saved
@@ -332,7 +332,7 @@ class MagvitV2(nn.Module):
         device = check_device(device)
         if config is not None and not isinstance(config, MagvitConfig):
             raise ConfigError(f"config must be a MagvitConfig or None, got {type(config).__name__}")
-        path = resolve(path_or_id, allow_patterns=["config.json", *WEIGHT_FILES])
+        path = resolve(path_or_id, allow_patterns=["config.json", *WEIGHT_FILES], needs=CHECKPOINT_FILES)
         if path.is_file():
             weights, found = path, None
         else:

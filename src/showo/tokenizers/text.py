@@ -28,17 +28,23 @@ class TextTokenizer:
         self.hf = tok
         self.vocab = vocab
 
+    @staticmethod
+    def locate(path: str | Path) -> Path:
+        """The local directory of a tokenizer directory or hub id (fetched when it is not in the hub cache)."""
+        from ..checkpoints import resolve
+
+        path = resolve(path, allow_patterns=["tokenizer*", "vocab.json", "merges.txt", "special_tokens_map.json",
+                                             "added_tokens.json"], needs=[("tokenizer.json", "vocab.json")])
+        if not (path / "tokenizer.json").is_file() and not (path / "vocab.json").is_file():
+            raise CheckpointError(f"no tokenizer in {path} (expected tokenizer.json or vocab.json + merges.txt)")
+        return path
+
     @classmethod
     def from_pretrained(cls, path: str | Path, codebook_size: int) -> "TextTokenizer":
         """Load from a tokenizer directory (e.g. a copy of `microsoft/phi-1_5`) or a hub id."""
         from transformers import AutoTokenizer
 
-        from ..checkpoints import resolve
-
-        path = resolve(path, allow_patterns=["tokenizer*", "vocab.json", "merges.txt", "special_tokens_map.json",
-                                             "added_tokens.json"])
-        if not (path / "tokenizer.json").is_file() and not (path / "vocab.json").is_file():
-            raise CheckpointError(f"no tokenizer in {path} (expected tokenizer.json or vocab.json + merges.txt)")
+        path = cls.locate(path)
         try:
             hf = AutoTokenizer.from_pretrained(str(path), padding_side="left", clean_up_tokenization_spaces=False)
         except Exception as e:  # noqa: BLE001 - transformers raises many types; report one line
