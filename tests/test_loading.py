@@ -234,9 +234,20 @@ def test_an_incomplete_hub_cache_is_not_taken_for_the_checkpoint(tmp_path, monke
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert resolve("showlab/show-o") == snapshot  # nothing needed: what is cached is taken
-    with pytest.raises(OfflineError, match="showlab/show-o is not a local directory and is in the hub cache without "
-                                           "pytorch_model.safetensors or model.safetensors or pytorch_model.bin"):
+    with pytest.raises(OfflineError, match=r"^showlab/show-o is not a local directory and is only partly in the hub "
+                                           r"cache \(no pytorch_model.safetensors or model.safetensors or "
+                                           r"pytorch_model.bin \(or a sharded index\)\) \(HF_HUB_OFFLINE is set\)$"):
         resolve("showlab/show-o", needs=CHECKPOINT_FILES)
+    import huggingface_hub
+
+    online: list[bool] = []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",  # offline, it hands back what it has cached
+                        lambda repo, allow_patterns, local_files_only=False: online.append(not local_files_only)
+                        or str(snapshot))
+    with pytest.raises(OfflineError, match=r"\), and the Hugging Face hub did not give the rest \(no network"):
+        resolve("showlab/show-o", needs=CHECKPOINT_FILES)
+    assert online == [False, True]  # the cache, then the hub
     (snapshot / "model.safetensors").write_bytes(b"")
     assert resolve("showlab/show-o", needs=CHECKPOINT_FILES) == snapshot
 

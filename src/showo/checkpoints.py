@@ -173,23 +173,33 @@ def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None,
                               "looked up only when no folder of its first part is here)")
     from huggingface_hub import snapshot_download
 
+    def missing(directory: Path) -> str:
+        """The needed files `directory` lacks, as "a or b, c" ("(or its sharded index)" for the index names)."""
+        groups = [g for g in map(tuple, needs) if not any((directory / n).is_file() for n in g)]
+        return ", ".join(" or ".join(n for n in g if not n.endswith(".index.json"))
+                         + (" (or a sharded index)" if any(n.endswith(".index.json") for n in g) else "")
+                         for g in groups)
+
     lacking = "not in the hub cache"
     try:
         cached = Path(snapshot_download(text, allow_patterns=allow_patterns, local_files_only=True))
-        missing = [" or ".join(group) for group in map(tuple, needs) if not any((cached / n).is_file() for n in group)]
-        if not missing:
+        if not missing(cached):
             return cached
-        lacking = f"in the hub cache without {', '.join(missing)}"
+        lacking = f"only partly in the hub cache (no {missing(cached)})"
     except Exception:  # noqa: BLE001 - not cached yet: try the network below
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):  # as huggingface_hub
         raise OfflineError(f"{text} is not a local directory and is {lacking} (HF_HUB_OFFLINE is set)")
     try:
-        return Path(snapshot_download(text, allow_patterns=allow_patterns))
+        fetched = Path(snapshot_download(text, allow_patterns=allow_patterns))
     except Exception as e:  # noqa: BLE001 - connection errors, 404s, auth
         reason = _first_line(e).removeprefix("Got: ")  # (huggingface_hub's message ends with "Got: <error>")
         raise OfflineError(f"{text} is not a local directory, and the Hugging Face hub did not give it (no network "
                            f"or no such repo): {reason}") from None
+    if missing(fetched):  # offline, huggingface_hub returns what it has cached
+        raise OfflineError(f"{text} is not a local directory and is {lacking}, and the Hugging Face hub did not "
+                           "give the rest (no network, or the repo has no such file)")
+    return fetched
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
