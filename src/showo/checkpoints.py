@@ -174,7 +174,7 @@ def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None,
     from huggingface_hub import snapshot_download
 
     def missing(directory: Path) -> str:
-        """The needed files `directory` lacks, as "a or b, c" ("(or its sharded index)" for the index names)."""
+        """The needed files `directory` lacks, as "a or b, c" ("(or a sharded index)" for the index names)."""
         groups = [g for g in map(tuple, needs) if not any((directory / n).is_file() for n in g)]
         return ", ".join(" or ".join(n for n in g if not n.endswith(".index.json"))
                          + (" (or a sharded index)" if any(n.endswith(".index.json") for n in g) else "")
