@@ -212,9 +212,9 @@ def test_concurrent_requests_run_one_at_a_time_and_get_their_own_answers(server,
 
 
 def test_cli_refuses_a_port_in_use_before_loading(capsys, server, monkeypatch):
-    from showo.cli import models
+    from showo.cli import commands
 
-    monkeypatch.setattr(models, "load_pipeline", lambda spec: pytest.fail("loaded the model"))
+    monkeypatch.setattr(commands.Context, "load", lambda self: pytest.fail("loaded the model"))
     port = server.server_address[1]
     assert main(["serve", "--model", "tiny-random", "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -223,9 +223,10 @@ def test_cli_refuses_a_port_in_use_before_loading(capsys, server, monkeypatch):
     assert "must be a port number in [0, 65535], got 70000" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_cli_serves_until_stopped(stop):
-    """`showo serve` in its own process: answers, then stops cleanly (exit 0) on Ctrl-C or SIGTERM."""
+@pytest.mark.parametrize("stop, busy", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)])
+def test_cli_serves_until_stopped(stop, busy):
+    """`showo serve` in its own process: answers, then stops with exit code 0 on Ctrl-C or SIGTERM, also while a
+    request runs (exiting under torch's threads aborted the process)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     process = subprocess.Popen([sys.executable, "-m", "showo", "serve", "--model", "tiny-random", "--port", "0",
                                 "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env)
@@ -237,8 +238,83 @@ def test_cli_serves_until_stopped(stop):
         url = lines[-1].split(" at ")[1].split()[0]
         with urllib.request.urlopen(url + "/health", timeout=60) as response:
             assert json.loads(response.read())["status"] == "ok"
+        if busy:  # a request that runs for minutes
+            body = json.dumps({"prompt": "a", "num_images_per_prompt": 16, "num_inference_steps": 1000}).encode()
+            def long_request():
+                with pytest.raises(http.client.RemoteDisconnected):  # abandoned: its client is disconnected
+                    urllib.request.urlopen(url + "/v1/text-to-image", body, timeout=60)
+
+            threading.Thread(target=long_request, daemon=True).start()
+            time.sleep(2)
         process.send_signal(stop)
         rest = process.communicate(timeout=60)[1]
     finally:
         process.kill()
     assert process.returncode == 0 and "showo: stopped: " in rest and "Traceback" not in rest, rest
+    assert ("the running request was abandoned" in rest) == busy and "terminate called" not in rest, rest
+
+
+def raw(server, data: bytes) -> bytes:
+    """Send `data` on a fresh connection and return all the server sends back."""
+    import socket
+
+    with socket.create_connection(server.server_address[:2], timeout=60) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: s.recv(65536), b""))
+
+
+def test_limits_of_a_shared_server(server):
+    """What a request may ask of a shared machine: rows, the pixels of an upload; refusals in the same JSON."""
+    status, out = call(server, "/v1/text-to-image", {"prompt": ["a", "b"], "num_images_per_prompt": 9})
+    assert (status, out["error"]) == (400, "the request asks for 18 rows (images or answers) in one call; this "
+                                           "server takes at most 16 (showo serve --max-rows)")
+    bomb = b64(Image.new("L", (5000, 4000)))  # 25 kB of PNG, 20M pixels once decoded
+    status, out = call(server, "/v1/ask", {"image": [bomb], "question": "q"})
+    assert (status, out["error"]) == (400, "image[0] is 5000x4000 pixels; this server takes images of at most "
+                                           "16,777,216 pixels")
+    assert call(server, "/health?probe=1")[0] == 200  # a query string is not part of the path
+    reply = raw(server, b"POST /v1/write HTTP/1.1\r\nContent-Length: \xc2\xb2\r\n\r\n")
+    assert b" 400 " in reply.split(b"\r\n")[0] and b"Content-Length must be a number" in reply
+    assert call(server, "/v1/write", raw=b"[" + b"1" * 5000 + b"]")[0] == 400  # over Python's int digits limit
+    for method, status in ((b"PUT", 501), (b"DELETE", 501), (b"BREW", 501)):
+        head, _, body = raw(server, method + b" /v1/write HTTP/1.1\r\n\r\n").partition(b"\r\n\r\n")
+        assert f" {status} ".encode() in head.split(b"\r\n")[0] and "error" in json.loads(body), (method, head)
+    assert raw(server, b"HEAD /health HTTP/1.1\r\n\r\n").endswith(b"\r\n\r\n")  # headers only
+    raw(server, b"GET /\x1b[2Jcleared HTTP/1.1\r\n\r\n")
+    assert any("\\x1b[2Jcleared" in line for line in server.lines)  # escaped in the log, not sent to the terminal
+
+
+def test_a_busy_server_says_so_and_skips_clients_that_left(server, pipe, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipe, "write", lambda *a, **k: calls.append(k) or pytest.fail("ran a left request"))
+    monkeypatch.setattr(server, "max_waiting", 1)
+    server.lock.acquire()  # the model is busy
+    try:
+        waiter = threading.Thread(target=raw, args=(server, b"POST /v1/write HTTP/1.1\r\nContent-Length: 15\r\n\r\n"
+                                                             b'{"prompt": "a"}'))
+        waiter.start()  # it sends its request, then hangs up (raw closes its side) while waiting its turn
+        for _ in range(100):
+            if server.waiting == 1:
+                break
+            time.sleep(0.05)
+        assert server.waiting == 1
+        status, out = call(server, "/v1/write", {"prompt": "b"})
+        assert (status, out["error"]) == (503, "busy: 1 requests are waiting for the model; try again later")
+    finally:
+        server.lock.release()
+    waiter.join()
+    for _ in range(100):
+        if any("the client left before its turn" in line for line in server.lines):
+            break
+        time.sleep(0.05)
+    assert calls == [] and any("write: the client left before its turn" in line for line in server.lines)
+
+
+def test_no_model_yet_is_503(tmp_path):
+    with ShowoServer(("127.0.0.1", 0), None, log=lambda line: None) as early:
+        thread = threading.Thread(target=early.serve_forever, daemon=True)
+        thread.start()
+        assert call(early, "/health") == (503, {"error": "the model is still loading"})
+        assert call(early, "/v1/write", {"prompt": "a"})[0] == 503
+        early.shutdown()

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 
 from ..errors import InputError
 from .progress import say
-from .values import port_number
+from ..limits import MAX_IMAGES
+from .values import count_up_to, port_number, positive_int
 
 DESCRIPTION = """\
 Load the model once and answer HTTP requests: POST /v1/<task> with a JSON object of the Python method's
@@ -32,6 +34,10 @@ def add_parser(sub, add_model_options) -> None:
                    help="address to listen on (default: %(default)s; 0.0.0.0 opens it to the network, unprotected)")
     g.add_argument("--port", type=port_number, default=8000, metavar="N",
                    help="port to listen on; 0 picks a free one (default: %(default)s)")
+    g.add_argument("--max-rows", type=count_up_to(MAX_IMAGES), default=16, metavar="N",
+                   help="images or answers one request may ask for (memory grows with them; default: %(default)s)")
+    g.add_argument("--max-waiting", type=positive_int, default=8, metavar="N",
+                   help="requests that may wait for the model; more get 503 (default: %(default)s)")
     g.add_argument("-q", "--quiet", action="store_true", help="no line per request on stderr")
     add_model_options(p)
 
@@ -43,17 +49,24 @@ def run(ctx) -> int:
     a = ctx.args
     log = (lambda line: None) if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:  # listen before loading the model: a port in use is an error at once, not after the load
-        server = ShowoServer((a.host, a.port), None, log)
+        server = ShowoServer((a.host, a.port), None, log, max_rows=a.max_rows, max_waiting=a.max_waiting)
     except OSError as e:
         raise InputError(f"cannot listen on {a.host}:{a.port}: {e.strerror or e}") from None
     with server:
         server.pipe = ctx.load()
-        say("serving", f"{server.pipe.model_id} at {server.url} (POST /v1/<task>, GET /v1/tasks; Ctrl-C stops)")
-        if not _loopback(a.host):
-            say("warning", f"--host {a.host} accepts requests from other machines, with no authentication")
-        try:
+        try:  # (a stop right after the line below, before serve_forever, is a stop too)
+            if not _loopback(a.host):
+                say("warning", f"--host {a.host} accepts requests from other machines, with no authentication")
+            say("serving", f"{server.pipe.model_id} at {server.url} (POST /v1/<task>, GET /v1/tasks; Ctrl-C stops)")
             server.serve_forever()
         except (KeyboardInterrupt, Terminated):  # Ctrl-C or SIGTERM (a service manager): how a server stops
+            if not server.lock.acquire(blocking=False):
+                # a request is running on another thread: exiting the interpreter under it aborts the process
+                # (SIGABRT from torch's threads), so leave at once, its client disconnected
+                say("stopped", f"{server.url} (the running request was abandoned)")
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
             say("stopped", server.url)
     return 0
 

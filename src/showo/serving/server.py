@@ -8,23 +8,28 @@ default; put a reverse proxy in front of it to open it to others.
     GET  /health        {"status": "ok", "model": ..., "device": ..., "dtype": ...}
     GET  /v1/tasks      every task's fields and defaults
     POST /v1/<task>     a JSON object of the task's fields -> its output (serving/tasks.py); errors are
-                        {"error": "<one line>"} with status 400 (bad request), 404, 405, 411, 413 or 500
+                        {"error": "<one line>"} with status 400 (bad request), 404, 405, 408, 411, 413, 500 or
+                        503 (the model still loading, or too many requests waiting for it)
 """
 from __future__ import annotations
 
 import json
+import select
+import socket
 import sys
 import threading
 import time
 import traceback
 import warnings
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 from ..errors import ShowoError, ShowoWarning
 from ..pipelines.showo_pipeline import ShowoPipeline
-from .tasks import TASKS, run_task
+from .tasks import TASKS, check_request, run_task
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a request's JSON: room for a few base64 images of the largest accepted size
 
@@ -39,15 +44,32 @@ class BadRequest(Exception):
 
 class ShowoServer(ThreadingHTTPServer):
     """Serves `pipe` at `address` ((host, port); port 0 picks a free one: see `url`) from `serve_forever()`; it
-    listens from the start, so `pipe` may be set later (None until then). `log` gets one line per request and the
-    traceback of any failure that is not the request's fault."""
+    listens from the start, so `pipe` may be set later (503 until then). `log` gets one line per request and the
+    traceback of any failure that is not the request's fault. Limits: `max_rows` images or answers a request,
+    `max_waiting` requests queued for the model (503 beyond), `max_connections` open at once (closed beyond)."""
 
     daemon_threads = True  # a client still connected does not keep the process alive at shutdown
 
-    def __init__(self, address: tuple[str, int], pipe: ShowoPipeline | None,
-                 log: Callable[[str], None] = print):
+    def __init__(self, address: tuple[str, int], pipe: ShowoPipeline | None, log: Callable[[str], None] = print,
+                 max_rows: int = 16, max_waiting: int = 8, max_connections: int = 64):
         self.pipe, self.log, self.lock = pipe, log, threading.Lock()
+        self.max_rows, self.max_waiting = max_rows, max_waiting
+        self.waiting, self._count = 0, threading.Lock()
+        self._connections = threading.BoundedSemaphore(max_connections)
         super().__init__(address, Handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._connections.acquire(blocking=False):  # each connection is a thread: refuse, do not pile up
+            self.log(f"{client_address[0]} refused: too many connections")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     def handle_error(self, request, client_address) -> None:
         """A connection that failed outside a task (closed early, timed out): one line, not a traceback."""
@@ -58,45 +80,74 @@ class ShowoServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
+    @contextmanager
+    def queued(self) -> Iterator[bool]:
+        """Holds the model once the requests before this one are done; False, at once, when `max_waiting` wait."""
+        with self._count:
+            full = self.waiting >= self.max_waiting
+            self.waiting += not full
+        if full:
+            yield False
+            return
+        try:
+            self.lock.acquire()
+        finally:
+            with self._count:
+                self.waiting -= 1
+        try:
+            yield True
+        finally:
+            self.lock.release()
+
 
 class Handler(BaseHTTPRequestHandler):
     server: ShowoServer
     timeout = 60  # seconds a client may stall while sending its request before its connection is dropped
+    deadline = 300  # seconds a whole request body may take (a byte a minute would dodge `timeout`)
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-        pipe = self.server.pipe
-        if self.path == "/health":
+        pipe, path = self.server.pipe, self._path()
+        if pipe is None:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "the model is still loading")
+        elif path == "/health":
             self._reply(HTTPStatus.OK, {"status": "ok", "model": pipe.model_id, "device": str(pipe.device),
                                         "dtype": str(pipe.model.dtype).removeprefix("torch.")})
-        elif self.path == "/v1/tasks":
+        elif path == "/v1/tasks":
             self._reply(HTTPStatus.OK, {name: task.describe() for name, task in TASKS.items()})
         elif self._task() in TASKS:
-            self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.path} takes POST (a JSON object of its fields)")
+            self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes POST (a JSON object of its fields)")
         else:
             self._not_found()
 
     def do_POST(self) -> None:  # noqa: N802
         name = self._task()
         if name not in TASKS:
-            if self.path in ("/health", "/v1/tasks"):
-                return self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.path} takes GET")
+            if self._path() in ("/health", "/v1/tasks"):
+                return self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self._path()} takes GET")
             return self._not_found()
-        try:
-            request = self._read_json()
-        except BadRequest as e:
-            return self._error(e.status, str(e))
+        if self.server.pipe is None:
+            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, "the model is still loading")
         started = time.perf_counter()
         try:
-            with self.server.lock, warnings.catch_warnings(record=True) as caught:
-                # (process-wide, which is safe only because one request at a time runs the pipeline)
-                warnings.simplefilter("always")
-                response = run_task(self.server.pipe, name, request)
+            kwargs = check_request(name, self._read_json(), self.server.max_rows)
+            with self.server.queued() as ready:
+                if not ready:
+                    return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: {self.server.max_waiting} requests "
+                                                                       "are waiting for the model; try again later")
+                if self._client_gone():  # it hung up while it waited: its work would be thrown away
+                    return self.server.log(f"{self.address_string()} {name}: the client left before its turn")
+                with warnings.catch_warnings(record=True) as caught:
+                    # (process-wide, which is safe only because one request at a time runs the pipeline)
+                    warnings.simplefilter("always")
+                    response = run_task(self.server.pipe, name, kwargs)
             for w in caught:
                 if not issubclass(w.category, ShowoWarning):
                     self.server.log(f"warning: {w.message}")
             response["warnings"] = [str(w.message) for w in caught if issubclass(w.category, ShowoWarning)]
             response["seconds"] = round(time.perf_counter() - started, 3)
             body = json.dumps(response, ensure_ascii=False).encode("utf-8")
+        except BadRequest as e:
+            return self._error(e.status, str(e))
         except ShowoError as e:
             return self._error(HTTPStatus.BAD_REQUEST, str(e) or type(e).__name__)
         except Exception as e:  # a bug or the machine (out of memory): the client gets one line, the log the rest
@@ -104,33 +155,56 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{name} failed: {type(e).__name__}: {e}")
         self._send(HTTPStatus.OK, body)
 
+    def _path(self) -> str:
+        return urlsplit(self.path).path
+
     def _task(self) -> str | None:
-        return self.path.removeprefix("/v1/") if self.path.startswith("/v1/") else None
+        path = self._path()
+        return path.removeprefix("/v1/") if path.startswith("/v1/") else None
 
     def _read_json(self) -> object:
         """The request's JSON (the task checks its fields)."""
         length = self.headers.get("Content-Length")
         if length is None:
             raise BadRequest("send the JSON with a Content-Length header", HTTPStatus.LENGTH_REQUIRED)
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise BadRequest(f"Content-Length must be a number of bytes, got {length!r}")
         if int(length) > MAX_BODY_BYTES:
             raise BadRequest(f"the request is {int(length)} bytes; at most {MAX_BODY_BYTES}",
                              HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-        body = self.rfile.read(int(length))
-        if len(body) < int(length):
-            raise BadRequest(f"the request ended after {len(body)} of its {length} bytes")
+        body, end = bytearray(), time.monotonic() + self.deadline
+        while len(body) < int(length):
+            if time.monotonic() > end:
+                raise BadRequest(f"the request took over {self.deadline} s to arrive", HTTPStatus.REQUEST_TIMEOUT)
+            chunk = self.rfile.read1(min(int(length) - len(body), 1 << 20))
+            if not chunk:
+                raise BadRequest(f"the request ended after {len(body)} of its {length} bytes")
+            body += chunk
         try:
             return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # (ValueError: JSONDecodeError, 5000 digits)
             raise BadRequest(f"the request is not valid JSON: {e}") from None
 
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its connection (readable, with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _not_found(self) -> None:
-        self._error(HTTPStatus.NOT_FOUND, f"no endpoint {self.path}; POST /v1/<task> with a task of "
+        self._error(HTTPStatus.NOT_FOUND, f"no endpoint {self._path()}; POST /v1/<task> with a task of "
                                           f"{', '.join(TASKS)}, or GET /health or /v1/tasks")
 
     def _error(self, status: HTTPStatus, message: str) -> None:
         self._reply(status, {"error": " ".join(message.split())})
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (an unknown method, a malformed request line, headers too long) as
+        JSON too, not as an HTML page."""
+        self.close_connection = True
+        self._reply(HTTPStatus(code), {"error": " ".join((message or HTTPStatus(code).phrase).split())})
 
     def _reply(self, status: HTTPStatus, payload: dict) -> None:
         self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"))
@@ -140,7 +214,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the standard library's signature)
-        self.server.log(f"{self.address_string()} {format % args}")
+        # control characters escaped, as the standard library does: a request line cannot drive the terminal
+        self.server.log(f"{self.address_string()} {(format % args).translate(self._control_char_table)}")

@@ -10,7 +10,10 @@ import base64
 import binascii
 import difflib
 import inspect
+import io
 from dataclasses import dataclass
+
+from PIL import Image
 
 from ..errors import InputError
 from ..files import png_bytes
@@ -18,6 +21,7 @@ from ..pipelines.outputs import ImageOutput, MixedOutput, TextOutput
 from ..pipelines.showo_pipeline import CAPTION_QUESTION, ShowoPipeline
 
 PYTHON_ONLY = {"self", "generator", "callback", "on_token", "output_type", "kwargs"}
+MAX_UPLOAD_PIXELS = 4096 * 4096  # an input image (Show-o sees 256x256 or 512x512 of it)
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,9 @@ TASKS = {
 }
 
 
-def run_task(pipe: ShowoPipeline, name: str, request: object) -> dict:
-    """Run task `name` on a decoded JSON request; returns the JSON-able response. Bad requests raise InputError."""
+def check_request(name: str, request: object, max_rows: int) -> dict:
+    """`request` as the keyword arguments of task `name`, its images decoded; unknown or missing fields, and more
+    than `max_rows` rows (images, or answers) in one call, raise InputError."""
     task = TASKS[name]
     if not isinstance(request, dict):
         raise InputError(f"the request must be a JSON object of {name}'s fields, got {type(request).__name__}")
@@ -69,12 +74,37 @@ def run_task(pipe: ShowoPipeline, name: str, request: object) -> dict:
     if missing:
         raise InputError(f"{name} needs the field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     kwargs = dict(request)
+    if (n := rows(name, kwargs)) > max_rows:
+        raise InputError(f"the request asks for {n} rows (images or answers) in one call; this server takes at most "
+                         f"{max_rows} (showo serve --max-rows)")
     for field in task.images:
         value = kwargs[field]
         many = isinstance(value, list) and name in ("ask", "caption")  # these take several images
         decoded = [decode_image(v, f"{field}[{i}]") for i, v in enumerate(value)] if many else None
         kwargs[field] = decoded if many else decode_image(value, field)
-    return encode_output(getattr(pipe, task.method)(**kwargs))
+    return kwargs
+
+
+def run_task(pipe: ShowoPipeline, name: str, kwargs: dict) -> dict:
+    """Run task `name` with the arguments `check_request` made; returns the JSON-able response."""
+    return encode_output(getattr(pipe, TASKS[name].method)(**kwargs))
+
+
+def rows(name: str, request: dict) -> int:
+    """The batch a request asks for (what memory grows with); a malformed count is left to the pipeline's check."""
+    def count(value, default: int = 1) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    def length(value) -> int:
+        return len(value) if isinstance(value, list) else 1
+
+    if name == "text-to-image":
+        return length(request.get("prompt")) * count(request.get("num_images_per_prompt"))
+    if name in ("inpaint", "extrapolate"):
+        return count(request.get("num_images"))
+    if name in ("ask", "caption"):
+        return length(request.get("image")) * length(request.get("question"))
+    return length(request.get("prompt"))  # write; mixed takes one prompt
 
 
 def decode_image(value: object, field: str) -> bytes:
@@ -83,9 +113,17 @@ def decode_image(value: object, field: str) -> bytes:
         raise InputError(f"{field} must be a base64 string (an image file's bytes), got {type(value).__name__}")
     data = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
     try:
-        return base64.b64decode(data, validate=True)
+        decoded = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise InputError(f"{field} is not valid base64") from None
+    try:  # the header's size, before any pixel is decoded: a few kB of PNG can hold 64M pixels
+        width, height = Image.open(io.BytesIO(decoded)).size
+    except Exception:  # noqa: BLE001 - not an image: load_image says so in its own words
+        return decoded
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise InputError(f"{field} is {width}x{height} pixels; this server takes images of at most "
+                         f"{MAX_UPLOAD_PIXELS:,} pixels")
+    return decoded
 
 
 def encode_output(out: ImageOutput | TextOutput | MixedOutput) -> dict:
