@@ -274,6 +274,8 @@ def test_limits_of_a_shared_server(server):
     assert (status, out["error"]) == (400, "image[0] is 5000x4000 pixels; this server takes images of at most "
                                            "16,777,216 pixels")
     assert call(server, "/health?probe=1")[0] == 200  # a query string is not part of the path
+    status, out = call(server, "/v1/write", raw=b" " * (MAX_BODY_BYTES + 1))  # urllib sends it all, then reads
+    assert (status, out["error"]) == (413, f"the request is {MAX_BODY_BYTES + 1} bytes; at most {MAX_BODY_BYTES}")
     reply = raw(server, b"POST /v1/write HTTP/1.1\r\nContent-Length: \xc2\xb2\r\n\r\n")
     assert b" 400 " in reply.split(b"\r\n")[0] and b"Content-Length must be a number" in reply
     assert call(server, "/v1/write", raw=b"[" + b"1" * 5000 + b"]")[0] == 400  # over Python's int digits limit

@@ -37,9 +37,9 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # a request's JSON: room for a few base64 ima
 class BadRequest(Exception):
     """A request the server cannot read (not a task's field problem: those are InputErrors)."""
 
-    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST):
+    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST, unread: int = 0):
         super().__init__(message)
-        self.status = status
+        self.status, self.unread = status, unread  # unread: the body's bytes still to come
 
 
 class ShowoServer(ThreadingHTTPServer):
@@ -147,7 +147,13 @@ class Handler(BaseHTTPRequestHandler):
             response["seconds"] = round(time.perf_counter() - started, 3)
             body = json.dumps(response, ensure_ascii=False).encode("utf-8")
         except BadRequest as e:
-            return self._error(e.status, str(e))
+            self._error(e.status, str(e))
+            if 0 < e.unread <= 4 * MAX_BODY_BYTES:  # answered, then read and dropped: a client that sends it all
+                try:                                 # before reading (urllib, requests) sees the answer, not EPIPE
+                    self._receive(e.unread, keep=False)
+                except (BadRequest, OSError):
+                    pass
+            return
         except ShowoError as e:
             return self._error(HTTPStatus.BAD_REQUEST, str(e) or type(e).__name__)
         except Exception as e:  # a bug or the machine (out of memory): the client gets one line, the log the rest
@@ -171,19 +177,26 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"Content-Length must be a number of bytes, got {length!r}")
         if int(length) > MAX_BODY_BYTES:
             raise BadRequest(f"the request is {int(length)} bytes; at most {MAX_BODY_BYTES}",
-                             HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-        body, end = bytearray(), time.monotonic() + self.deadline
-        while len(body) < int(length):
-            if time.monotonic() > end:
-                raise BadRequest(f"the request took over {self.deadline} s to arrive", HTTPStatus.REQUEST_TIMEOUT)
-            chunk = self.rfile.read1(min(int(length) - len(body), 1 << 20))
-            if not chunk:
-                raise BadRequest(f"the request ended after {len(body)} of its {length} bytes")
-            body += chunk
+                             HTTPStatus.REQUEST_ENTITY_TOO_LARGE, unread=int(length))
+        body = self._receive(int(length))
         try:
             return json.loads(body)
         except (UnicodeDecodeError, ValueError, RecursionError) as e:  # (ValueError: JSONDecodeError, 5000 digits)
             raise BadRequest(f"the request is not valid JSON: {e}") from None
+
+    def _receive(self, length: int, keep: bool = True) -> bytes:
+        """The body's `length` bytes (dropped as they come unless `keep`), within `deadline` seconds."""
+        body, got, end = bytearray(), 0, time.monotonic() + self.deadline
+        while got < length:
+            if time.monotonic() > end:
+                raise BadRequest(f"the request took over {self.deadline} s to arrive", HTTPStatus.REQUEST_TIMEOUT)
+            chunk = self.rfile.read1(min(length - got, 1 << 20))
+            if not chunk:
+                raise BadRequest(f"the request ended after {got} of its {length} bytes")
+            got += len(chunk)
+            if keep:
+                body += chunk
+        return bytes(body)
 
     def _client_gone(self) -> bool:
         """Whether the client has closed its connection (readable, with nothing to read)."""
