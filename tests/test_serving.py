@@ -313,7 +313,7 @@ def test_a_busy_server_says_so_and_skips_clients_that_left(server, pipe, monkeyp
     assert calls == [] and any("write: the client left before its turn" in line for line in server.lines)
 
 
-def test_no_model_yet_is_503(tmp_path):
+def test_no_model_yet_is_503():
     with ShowoServer(("127.0.0.1", 0), None, log=lambda line: None) as early:
         thread = threading.Thread(target=early.serve_forever, daemon=True)
         thread.start()

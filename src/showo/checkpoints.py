@@ -183,9 +183,9 @@ def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None,
     lacking = "not in the hub cache"
     try:
         cached = Path(snapshot_download(text, allow_patterns=allow_patterns, local_files_only=True))
-        if not missing(cached):
+        if not (absent := missing(cached)):
             return cached
-        lacking = f"only partly in the hub cache (no {missing(cached)})"
+        lacking = f"only partly in the hub cache (no {absent})"
     except Exception:  # noqa: BLE001 - not cached yet: try the network below
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):  # as huggingface_hub

@@ -69,9 +69,9 @@ class Parser(argparse.ArgumentParser):
     def _commands(self) -> dict[str, argparse.ArgumentParser]:
         return self._subparsers._group_actions[0].choices if self._subparsers else {}
 
-    def _command_parser(self, command: str | None) -> argparse.ArgumentParser:
-        """The subcommand's parser (this one when there is none)."""
-        return self._commands().get(command, self)
+    def _options(self, command: str | None) -> list[str]:
+        """The option strings of the subcommand's parser (this one's when there is none)."""
+        return [o for a in self._commands().get(command, self)._actions for o in a.option_strings]
 
     def _unknown_options(self, args: list[str] | None) -> tuple[str | None, list[str]]:
         """The subcommand named in `args` and the `--options` in them it does not know."""
@@ -79,14 +79,14 @@ class Parser(argparse.ArgumentParser):
 
         args = sys.argv[1:] if args is None else list(args)
         command = next((a for a in args if a in self._commands()), None)
-        known = {o for a in self._command_parser(command)._actions for o in a.option_strings}
+        known = set(self._options(command))
         return command, [a for a in args if a.startswith("--") and a.split("=", 1)[0] not in known]
 
     def _meant(self, command: str | None, extras: list[str]) -> str:
         """'; did you mean --steps?' for the first unknown option that resembles one of `command`'s."""
         import difflib
 
-        known = [o for a in self._command_parser(command)._actions for o in a.option_strings if o.startswith("--")]
+        known = [o for o in self._options(command) if o.startswith("--")]
         for extra in (e.split("=", 1)[0] for e in extras if e.startswith("--")):
             meant = next((o for o in API_NAMES.get(extra, ()) if o in known), None)
             meant = meant or next(iter(difflib.get_close_matches(extra, known, n=1, cutoff=0.75)), None)

@@ -7,8 +7,8 @@ import os
 import sys
 
 from ..errors import InputError
-from .progress import say
 from ..limits import MAX_IMAGES
+from .progress import say
 from .values import count_up_to, port_number, positive_int
 
 DESCRIPTION = """\

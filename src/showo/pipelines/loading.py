@@ -69,12 +69,12 @@ def load_parts(model: str | Path, vq: str | Path | None, tokenizer: str | Path |
     # the model's config, then the small parts: a missing tokenizer is an error before, not after, gigabytes of
     # Show-o weights load
     model_dir = Showo.locate(model_dir)
-    ShowoConfig.from_directory(model_dir)
+    config = ShowoConfig.from_directory(model_dir)
     with _default_named("vq", vq is None and not bundled):
         magvit = MagvitV2.from_pretrained(vq_src, device=device)
     with _default_named("tokenizer", tokenizer is None and not bundled):
         tok_dir = TextTokenizer.locate(tok_src)
-    showo = Showo.from_pretrained(model_dir, dtype=dtype, device=device)
+    showo = Showo.from_pretrained(model_dir, dtype=dtype, device=device, config=config)
     text = TextTokenizer.from_pretrained(tok_dir, codebook_size=showo.config.codebook_size)
     tower = ClipVisionTower.from_pretrained(clip).to(device) if clip is not None else None
     return showo, magvit, text, tower, str(model)

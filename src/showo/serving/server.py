@@ -85,7 +85,8 @@ class ShowoServer(ThreadingHTTPServer):
         """Holds the model once the requests before this one are done; False, at once, when `max_waiting` wait."""
         with self._count:
             full = self.waiting >= self.max_waiting
-            self.waiting += not full
+            if not full:
+                self.waiting += 1
         if full:
             yield False
             return
