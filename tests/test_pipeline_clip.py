@@ -66,6 +66,21 @@ def test_clip_batch_gives_each_pair_its_own_image_and_question(clip_pipe, monkey
     assert built == [pipe.tokenizer.encode_text(clip_question_text(q), "question") for q in questions]
 
 
+def test_clip_ask_pairwise_gives_row_i_pair_i(clip_pipe, monkeypatch):
+    import showo.pipelines.showo_pipeline as module
+
+    pipe, _ = clip_pipe
+    seen, real = [], module.generate_text
+    monkeypatch.setattr(module, "generate_text", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    images = [Image.new("RGB", (20, 30), (250, 10, 10)), Image.new("RGB", (30, 20), (10, 10, 250))]
+    questions = ["what is it called?", "what colour?"]
+    pipe.ask(images, questions, max_new_tokens=2, pairwise=True)
+    batch = seen.pop()
+    for k in range(2):
+        pipe.ask(images[k], questions[k], max_new_tokens=2)
+        assert torch.equal(batch[k], seen.pop()[0]), k
+
+
 def test_clip_checkpoint_without_tower_is_a_clear_error(clip_pipe):
     pipe, _ = clip_pipe
     bare = ShowoPipeline(pipe.model, pipe.vq, pipe.tokenizer)

@@ -141,6 +141,30 @@ def test_ask_batches_questions_and_images_like_single_calls(pipe):
     assert streamed == both.token_ids[0][: len(streamed)]
 
 
+def test_ask_pairwise_asks_question_i_about_image_i_alone(pipe, monkeypatch):
+    """Each pairwise row decodes from the prompt of a call with its pair alone (the tiny random model answers
+    alike whatever it sees, so the prompts, not the tokens, show a mix-up)."""
+    import showo.pipelines.showo_pipeline as module
+
+    seen, real = [], module.generate_text
+    monkeypatch.setattr(module, "generate_text", lambda *a, **k: seen.append(a[1]) or real(*a, **k))
+    images = [Image.new("RGB", (32, 32), c) for c in [(255, 0, 0), (0, 0, 255), (255, 0, 0)]]
+    questions = ["what colour?", "how many objects are there?", "is there a circle?"]
+    out = pipe.ask(images, questions, max_new_tokens=4, pairwise=True)
+    batch = seen.pop()
+    assert len(batch) == 3 and len(out.texts) == 3
+    for k in range(3):
+        alone = pipe.ask(images[k], questions[k], max_new_tokens=4)
+        assert torch.equal(batch[k], seen.pop()[0]) and out.token_ids[k] == alone.token_ids[0], k
+        assert {n: out.metadata[k][n] for n in ("image_index", "question", "num_images", "pairwise")} == {
+            "image_index": k, "question": questions[k], "num_images": 3, "pairwise": True}
+    assert "pairwise" not in alone.metadata[0]  # (the cross product's metadata is as before)
+    with pytest.raises(InputError, match="pairwise takes one question per image, got 3 images and 2 questions"):
+        pipe.ask(images, questions[:2], pairwise=True)
+    with pytest.raises(InputError, match="pairwise must be True or False"):
+        pipe.ask(images[0], questions[0], pairwise="yes")
+
+
 def test_understanding_warns_when_it_crops_a_picture(pipe):
     """ask and caption see the centre square only, as inpainting and extrapolation do (they warned; these did not:
     a 160x64 picture's objects at its sides were silently cut away)."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -320,3 +321,107 @@ def test_no_model_yet_is_503():
         assert call(early, "/health") == (503, {"error": "the model is still loading"})
         assert call(early, "/v1/write", {"prompt": "a"})[0] == 503
         early.shutdown()
+
+
+def _while_busy(server, requests: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
+    """POST every (path, body), in this order, while the model is held, so that all wait together; then free it."""
+    results: dict[int, tuple[int, dict]] = {}
+    with server.lock:  # the model is busy
+        threads = []
+        for i, (path, body) in enumerate(requests):
+            threads.append(threading.Thread(target=lambda i=i, p=path, b=body: results.__setitem__(i, call(server, p, b))))
+            threads[-1].start()
+            for _ in range(200):
+                if server.waiting == i + 1:
+                    break
+                time.sleep(0.02)
+            assert server.waiting == i + 1
+    for t in threads:
+        t.join()
+    return [results[i] for i in range(len(requests))]
+
+
+def _as_alone(pipe, requests: list[tuple[str, dict]], got: list[tuple[int, dict]], images: dict) -> None:
+    """Each response is what the Python API gives its request alone: outputs, metadata (the seed too when the
+    request gave one), warnings, or the error."""
+    for (path, body), (status, out) in zip(requests, got):
+        image = lambda v: images.get(v) or base64.b64decode(v)  # noqa: E731 (as the server reads it)
+        kwargs = {k: ([image(i) for i in v] if isinstance(v, list) else image(v)) if k == "image" else v
+                  for k, v in body.items()}
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                want = getattr(pipe, path.removeprefix("/v1/"))(**kwargs)
+        except Exception as e:  # noqa: BLE001
+            assert (status, out["error"]) == (400, str(e)), (body, out)
+            continue
+        assert status == 200 and out["texts"] == want.texts and out["token_ids"] == want.token_ids, (body, out)
+        drawn = lambda m: {k: v for k, v in m.items() if k != "seed" or "seed" in body}  # noqa: E731
+        assert [drawn(m) for m in out["metadata"]] == [drawn(m) for m in want.metadata], body
+        assert out["warnings"] == [str(w.message) for w in caught], body
+
+
+def test_greedy_text_requests_that_wait_together_run_as_one_batch(server, pipe, monkeypatch):
+    """Each gets what the Python API gives it alone (metadata too: nothing of the other requests), the warnings
+    of its own images, and its own errors; sampled and differently-set requests run alone."""
+    red, wide = Image.new("RGB", (32, 32), (250, 0, 0)), Image.new("RGB", (40, 32), (0, 0, 250))
+    images = {b64(red): red, b64(wide): wide}
+    requests = [
+        ("/v1/ask", {"image": b64(red), "question": "what colour?", "max_new_tokens": 4}),
+        ("/v1/write", {"prompt": ["ab", "cd"], "max_new_tokens": 4, "seed": 3}),
+        ("/v1/ask", {"image": [b64(red), b64(wide)], "question": ["where?", "how many?"], "max_new_tokens": 4,
+                     "pairwise": True}),
+        ("/v1/caption", {"image": [b64(wide), b64(red)], "max_new_tokens": 4, "seed": 7}),
+        ("/v1/ask", {"image": "aGVsbG8=", "question": "what?", "max_new_tokens": 4}),  # not an image
+        ("/v1/write", {"prompt": "ef", "max_new_tokens": 4, "temperature": 1.0, "seed": 1}),  # sampled
+        ("/v1/ask", {"image": b64(red), "question": "what colour?", "max_new_tokens": 5}),  # set otherwise
+        ("/v1/write", {"prompt": "gh", "max_new_tokens": 4}),
+    ]
+    calls = []
+    for method in ("ask", "write"):
+        real = getattr(pipe, method)
+        monkeypatch.setattr(pipe, method, lambda *a, _real=real, _m=method, **k: calls.append((_m, k.get("pairwise")))
+                            or _real(*a, **k))
+    monkeypatch.setattr(server, "max_waiting", len(requests))
+    got = _while_busy(server, requests)
+    assert calls == [("ask", True), ("write", None), ("write", None), ("ask", None)]
+    assert [out.get("batched_with") for _, out in got] == [2, 1, 2, 2, None, 0, 0, 1]
+    assert got[3][1]["warnings"] and not got[0][1]["warnings"]  # the 40x32 image's, in its own request only
+
+    calls.clear()  # a batch the pipeline refuses (one question too long for the model): each alone, its own error
+    again = [requests[0], ("/v1/ask", {"image": b64(red), "question": "word " * 400, "max_new_tokens": 4}),
+             ("/v1/write", {"prompt": ["ab", 5], "max_new_tokens": 4}), requests[7]]  # (5: not a text)
+    got_again = _while_busy(server, again)
+    assert calls == [("ask", True), ("ask", None), ("ask", None), ("write", None), ("write", None)], calls
+    assert [out.get("batched_with") for _, out in got_again] == [0, None, None, 0]
+    monkeypatch.undo()
+    _as_alone(pipe, requests + again, got + got_again, images)
+
+
+def test_a_batch_holds_at_most_max_rows_and_batching_can_be_off(server, pipe, monkeypatch):
+    sizes, real = [], pipe.write
+    monkeypatch.setattr(pipe, "write", lambda prompt, **k: sizes.append(len(prompt)) or real(prompt, **k))
+    monkeypatch.setattr(server, "max_rows", 3)
+    requests = [("/v1/write", {"prompt": p, "max_new_tokens": 2}) for p in (["a", "b"], "c", "d", ["e", "f"])]
+    assert [out["batched_with"] for _, out in _while_busy(server, requests)] == [1, 1, 1, 1]
+    assert sizes == [3, 3]  # [a, b] + c, then d + [e, f] (each request's rows kept together)
+    sizes.clear()
+    monkeypatch.setattr(server, "batching", False)  # showo serve --no-batching
+    assert [out["batched_with"] for _, out in _while_busy(server, requests)] == [0, 0, 0, 0]
+    assert sizes == [2, 1, 1, 2]
+
+
+def test_cli_passes_its_limits_and_batching_to_the_server(monkeypatch, capsys):
+    import showo.serving
+
+    seen = {}
+
+    def fake(address, pipe, log, **kwargs):
+        seen.update(kwargs)
+        raise OSError(98, "in use")  # (stop before the model loads)
+
+    monkeypatch.setattr(showo.serving, "ShowoServer", fake)
+    assert main(["serve", "--port", "0", "--max-rows", "4", "--max-waiting", "2", "--no-batching"]) == 2
+    assert seen == {"max_rows": 4, "max_waiting": 2, "batching": False}
+    assert main(["serve", "--port", "0"]) == 2 and seen["batching"] is True
+    capsys.readouterr()

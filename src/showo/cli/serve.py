@@ -14,7 +14,8 @@ from .values import count_up_to, port_number, positive_int
 DESCRIPTION = """\
 Load the model once and answer HTTP requests: POST /v1/<task> with a JSON object of the Python method's
 arguments (text-to-image, inpaint, extrapolate, ask, caption, write, mixed; images as base64), GET /v1/tasks for
-every task's fields and defaults, GET /health. Requests run one at a time; each response carries the outputs
+every task's fields and defaults, GET /health. Requests run on the model one at a time, in the order they came, except that greedy ask, caption and
+write requests waiting together run as one batch; each response carries the outputs
 (images as base64 PNG), their metadata (seed included, so every result can be reproduced) and any warnings.
 There is no authentication: it listens on 127.0.0.1 unless --host says otherwise."""
 
@@ -38,6 +39,10 @@ def add_parser(sub, add_model_options) -> None:
                    help="images or answers one request may ask for (memory grows with them; default: %(default)s)")
     g.add_argument("--max-waiting", type=positive_int, default=8, metavar="N",
                    help="requests that may wait for the model; more get 503 (default: %(default)s)")
+    g.add_argument("--no-batching", action="store_true",
+                   help="run every request alone (by default, greedy ask, caption and write requests that wait for "
+                        "the model together run as one batch: more answers a second, each equal to its answer "
+                        "alone up to float rounding)")
     g.add_argument("-q", "--quiet", action="store_true", help="no line per request on stderr")
     add_model_options(p)
 
@@ -49,7 +54,8 @@ def run(ctx) -> int:
     a = ctx.args
     log = (lambda line: None) if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:  # listen before loading the model: a port in use is an error at once, not after the load
-        server = ShowoServer((a.host, a.port), None, log, max_rows=a.max_rows, max_waiting=a.max_waiting)
+        server = ShowoServer((a.host, a.port), None, log, max_rows=a.max_rows, max_waiting=a.max_waiting,
+                             batching=not a.no_batching)
     except OSError as e:
         raise InputError(f"cannot listen on {a.host}:{a.port}: {e.strerror or e}") from None
     with server:
@@ -60,8 +66,8 @@ def run(ctx) -> int:
             say("serving", f"{server.pipe.model_id} at {server.url} (POST /v1/<task>, GET /v1/tasks; Ctrl-C stops)")
             server.serve_forever()
         except (KeyboardInterrupt, Terminated):  # Ctrl-C or SIGTERM (a service manager): how a server stops
-            if not server.lock.acquire(blocking=False):
-                # a request is running on another thread: exiting the interpreter under it aborts the process
+            if not server.close_model():
+                # a request is running on the model's thread: exiting the interpreter under it aborts the process
                 # (SIGABRT from torch's threads), so leave at once, its client disconnected
                 say("stopped", f"{server.url} (the running request was abandoned)")
                 sys.stdout.flush()

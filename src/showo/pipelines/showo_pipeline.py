@@ -374,15 +374,20 @@ class ShowoPipeline:
     def ask(self, image: ImageInput | Sequence[ImageInput], question: str | list[str], max_new_tokens: int = 100,
             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
             generator: torch.Generator | None = None, on_token: TokenCallback | None = None,
-            exact: bool = False) -> TextOutput:
-        """Answer every question about every image (one image or a list). temperature 0 = greedy, as the
-        official demo; answers are batched. `on_token(step, ids, finished)` streams tokens as they come."""
+            exact: bool = False, pairwise: bool = False) -> TextOutput:
+        """Answer every question about every image (one image or a list), or with `pairwise` question i about
+        image i only. temperature 0 = greedy, as the official demo; answers are batched.
+        `on_token(step, ids, finished)` streams tokens as they come."""
         images = image if isinstance(image, (list, tuple)) else [image]
         if not images:
             raise InputError("no image given")
         questions = check_prompts(question, what="question")
-        check_batch(f"{len(images)} images x {len(questions)} questions", len(images) * len(questions))
-        pairs = [(i, q) for i in range(len(images)) for q in questions]
+        if pairwise and len(images) != len(questions):
+            raise InputError(f"pairwise takes one question per image, got {len(images)} images and "
+                             f"{len(questions)} questions")
+        check_batch(f"{len(images)} images {'and' if pairwise else 'x'} {len(questions)} questions",
+                    len(questions) if pairwise else len(images) * len(questions))
+        pairs = list(enumerate(questions)) if pairwise else [(i, q) for i in range(len(images)) for q in questions]
         gen, seed = self._generator(seed, generator)
         images = [square_input(load_image(i), "understanding") for i in images]  # (warned: both crop the centre)
         if self.model.config.w_clip_vit:
@@ -399,7 +404,8 @@ class ShowoPipeline:
         # the batch is recorded: with sampling, a row's tokens depend on the rows drawn beside it
         meta = [self._meta("ask", image_index=i, question=q, seed=seed, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, num_images=len(images),
-                           batch_questions=questions, exact=exact, compiled_decoding=compiled) for i, q in pairs]
+                           batch_questions=questions, exact=exact, compiled_decoding=compiled,
+                           **({"pairwise": True} if pairwise else {})) for i, q in pairs]
         return TextOutput(texts, ids, meta)
 
     def _ask_clip(self, images, pairs, max_new_tokens, temperature, top_k, top_p, gen, on_token, exact):

@@ -1,8 +1,9 @@
 """`showo serve`: one pipeline behind a small HTTP JSON API.
 
-The standard library's threading server is enough here (and adds no dependency): the model runs one request at a
-time (a lock; the pipeline's KV caches and MaskGIT state are not shared between calls), while other connections
-are read, validated and answered concurrently. It has no authentication and no TLS: it listens on 127.0.0.1 by
+The standard library's threading server is enough here (and adds no dependency): connections are read, validated
+and answered on threads of their own, while one thread runs the model, a call at a time (the pipeline's KV caches
+and MaskGIT state are not shared between calls), in the order requests came; greedy text requests that wait
+together run as one batch (serving/batching.py). It has no authentication and no TLS: it listens on 127.0.0.1 by
 default; put a reverse proxy in front of it to open it to others.
 
     GET  /health        {"status": "ok", "model": ..., "device": ..., "dtype": ...}
@@ -20,16 +21,16 @@ import sys
 import threading
 import time
 import traceback
-import warnings
-from contextlib import contextmanager
+from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
+from typing import Callable
 from urllib.parse import urlsplit
 
 from ..errors import ShowoError, ShowoWarning
 from ..pipelines.showo_pipeline import ShowoPipeline
-from .tasks import TASKS, check_request, run_task
+from .batching import Job, batch_key, run_batch
+from .tasks import TASKS, check_request, rows
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a request's JSON: room for a few base64 images of the largest accepted size
 
@@ -51,12 +52,15 @@ class ShowoServer(ThreadingHTTPServer):
     daemon_threads = True  # a client still connected does not keep the process alive at shutdown
 
     def __init__(self, address: tuple[str, int], pipe: ShowoPipeline | None, log: Callable[[str], None] = print,
-                 max_rows: int = 16, max_waiting: int = 8, max_connections: int = 64):
-        self.pipe, self.log, self.lock = pipe, log, threading.Lock()
-        self.max_rows, self.max_waiting = max_rows, max_waiting
-        self.waiting, self._count = 0, threading.Lock()
+                 max_rows: int = 16, max_waiting: int = 8, max_connections: int = 64, batching: bool = True):
+        self.pipe, self.log, self.lock = pipe, log, threading.Lock()  # lock: held while the model runs
+        self.max_rows, self.max_waiting, self.batching = max_rows, max_waiting, batching
+        self._queue: deque[Job] = deque()
+        self._ready, self._closed = threading.Condition(), False
         self._connections = threading.BoundedSemaphore(max_connections)
-        super().__init__(address, Handler)
+        self._worker = threading.Thread(target=self._work, name="showo-model", daemon=True)
+        super().__init__(address, Handler)  # (a port in use raises here, and server_close runs first)
+        self._worker.start()
 
     def process_request(self, request, client_address) -> None:
         if not self._connections.acquire(blocking=False):  # each connection is a thread: refuse, do not pile up
@@ -80,25 +84,70 @@ class ShowoServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    @contextmanager
-    def queued(self) -> Iterator[bool]:
-        """Holds the model once the requests before this one are done; False, at once, when `max_waiting` wait."""
-        with self._count:
-            full = self.waiting >= self.max_waiting
-            if not full:
-                self.waiting += 1
-        if full:
-            yield False
-            return
-        try:
-            self.lock.acquire()
-        finally:
-            with self._count:
-                self.waiting -= 1
-        try:
-            yield True
-        finally:
-            self.lock.release()
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for the model (not counting those it runs)."""
+        return len(self._queue)
+
+    def submit(self, job: Job) -> bool:
+        """Queue `job` for the model's thread; False, at once, when `max_waiting` requests wait already."""
+        with self._ready:
+            if len(self._queue) >= self.max_waiting:
+                return False
+            self._queue.append(job)
+            self._ready.notify()
+        return True
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.close_model()
+
+    def close_model(self) -> bool:
+        """Let the model's thread take no more work: True once it has ended, False while it runs a call (which
+        cannot be stopped; the thread ends after it)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        if not self.lock.acquire(blocking=False):
+            return False
+        self.lock.release()
+        if self._worker.is_alive():
+            self._worker.join()  # (it waits for the model no more: it finds the server closed)
+        return True
+
+    def _work(self) -> None:
+        """The model's thread: the waiting requests in their order, each with those that can share its batch."""
+        while True:
+            with self._ready:
+                while not (self._queue or self._closed):
+                    self._ready.wait()
+                if self._closed:
+                    return
+            with self.lock:
+                with self._ready:
+                    if self._closed:
+                        return
+                    batch = self._take()
+                try:
+                    run_batch(self.pipe, batch)
+                except BaseException as e:  # noqa: BLE001 - a bug here must not leave requests waiting forever
+                    for job in batch:
+                        if not job.done.is_set():
+                            job.finish(error=e)
+
+    def _take(self) -> list[Job]:
+        """The first waiting job whose client is still there and, when batching, the waiting jobs that can run in
+        one call with it (up to `max_rows` rows); those whose client left are dropped (finished without a response)."""
+        batch: list[Job] = []
+        while self._queue and not batch:
+            job = self._queue.popleft()
+            job.finish() if job.gone() else batch.append(job)
+        key = batch_key(batch[0]) if batch and self.batching else None
+        for job in list(self._queue) if key is not None else []:
+            if batch_key(job) == key and sum(j.rows for j in batch) + job.rows <= self.max_rows:
+                self._queue.remove(job)
+                job.finish() if job.gone() else batch.append(job)
+        return batch
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -131,21 +180,21 @@ class Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         try:
             kwargs = check_request(name, self._read_json(), self.server.max_rows)
-            with self.server.queued() as ready:
-                if not ready:
-                    return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: {self.server.max_waiting} requests "
-                                                                       "are waiting for the model; try again later")
-                if self._client_gone():  # it hung up while it waited: its work would be thrown away
-                    return self.server.log(f"{self.address_string()} {name}: the client left before its turn")
-                with warnings.catch_warnings(record=True) as caught:
-                    # (process-wide, which is safe only because one request at a time runs the pipeline)
-                    warnings.simplefilter("always")
-                    response = run_task(self.server.pipe, name, kwargs)
-            for w in caught:
+            job = Job(name, kwargs, rows(name, kwargs), gone=self._client_gone)
+            if not self.server.submit(job):
+                return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: {self.server.max_waiting} requests "
+                                                                   "are waiting for the model; try again later")
+            job.done.wait()
+            if job.error is not None:
+                raise job.error
+            if job.response is None:  # it hung up while it waited: its work was not done
+                return self.server.log(f"{self.address_string()} {name}: the client left before its turn")
+            for w in job.warnings:
                 if not issubclass(w.category, ShowoWarning):
                     self.server.log(f"warning: {w.message}")
-            response["warnings"] = [str(w.message) for w in caught if issubclass(w.category, ShowoWarning)]
-            response["seconds"] = round(time.perf_counter() - started, 3)
+            response = {**job.response, "warnings": [str(w.message) for w in job.warnings
+                                                      if issubclass(w.category, ShowoWarning)],
+                        "batched_with": job.batched_with, "seconds": round(time.perf_counter() - started, 3)}
             body = json.dumps(response, ensure_ascii=False).encode("utf-8")
         except BadRequest as e:
             self._error(e.status, str(e))

@@ -103,6 +103,8 @@ def rows(name: str, request: dict) -> int:
     if name in ("inpaint", "extrapolate"):
         return count(request.get("num_images"))
     if name in ("ask", "caption"):
+        if request.get("pairwise") is True:
+            return length(request.get("image"))
         return length(request.get("image")) * length(request.get("question"))
     return length(request.get("prompt"))  # write; mixed takes one prompt
 
