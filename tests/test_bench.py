@@ -20,17 +20,19 @@ def test_bench_tiny_outputs_agree(tmp_path, capsys):
         assert isinstance(data[key]["value"], float), key
     for key in ("mmu_speedup", "t2i_speedup", "train_step_speedup", "mmu_batch8_throughput_gain",
                 "mmu_batch8_throughput_gain_dense", "mmu_batch1_packed_vs_dense",
-                "mmu_batch8_one_image_throughput_gain"):
+                "mmu_batch8_one_image_throughput_gain", "serve_batching_throughput_gain"):
         assert data[key]["agree"] is True and data[key]["ours_s"] > 0 and data[key]["reference_s"] > 0
     assert data["t2i_speedup_n25"]["detail"]["work_ratio"] > 1  # skipped work: the prompt, the LM head's text rows
     assert data["mmu_batch8_throughput_gain"]["detail"]["batch1_run"] in ("single_dense", "single_packed")
     assert data["device"] == "cpu" and data["peak_rss_ratio_inference"]["measure"] == "resident set (VmHWM)"
+    served = data["serve_batching_throughput_gain"]["detail"]  # 4 clients asking twice each, over 2 + 1 runs
+    assert sum(served["requests_by_batch_size"].values()) == 4 * 2 * 2 and served["model"] == "tiny-random(seed=0)"
     assert set(data["mmu_time_vs_answer_length"]) == {"3", "6"}
     assert set(data["t2i_time_vs_image_tokens"]) == {"16", "25"}
     assert (plots / "mmu_time_vs_answer_length.png").is_file() and (plots / "t2i_time_vs_image_tokens.png").is_file()
     assert "x" in capsys.readouterr().out
     table = md.read_text().splitlines()
-    assert len(table) == 2 + 13 + 4 and all(line.startswith("| ") for line in table)
+    assert len(table) == 2 + 14 + 4 and all(line.startswith("| ") for line in table)
     assert f"{data['mmu_speedup']['value']:.2f}x" in table[2]
     assert "25 image tokens" in md.read_text() and "% of tokens equal" in md.read_text()
 

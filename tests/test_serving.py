@@ -421,7 +421,31 @@ def test_cli_passes_its_limits_and_batching_to_the_server(monkeypatch, capsys):
         raise OSError(98, "in use")  # (stop before the model loads)
 
     monkeypatch.setattr(showo.serving, "ShowoServer", fake)
-    assert main(["serve", "--port", "0", "--max-rows", "4", "--max-waiting", "2", "--no-batching"]) == 2
-    assert seen == {"max_rows": 4, "max_waiting": 2, "batching": False}
-    assert main(["serve", "--port", "0"]) == 2 and seen["batching"] is True
+    assert main(["serve", "--port", "0", "--max-rows", "4", "--max-waiting", "2", "--no-batching",
+                 "--batch-wait", "5"]) == 2
+    assert seen == {"max_rows": 4, "max_waiting": 2, "batching": False, "batch_wait": 0.005}
+    assert main(["serve", "--port", "0"]) == 2 and seen["batching"] is True and seen["batch_wait"] == 0.02
     capsys.readouterr()
+    assert main(["serve", "--batch-wait", "-1"]) == 2
+    assert "--batch-wait: must be a number in [0, 10000], got -1" in capsys.readouterr().err
+
+
+def test_a_batchable_request_waits_batch_wait_for_company(server, pipe, monkeypatch):
+    """The first of two greedy requests sent 0.1 s apart waits for the second (up to `batch_wait`; a batch that is
+    full starts at once); without the wait each runs alone."""
+    def two_apart() -> list[int]:
+        results = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+            i, call(server, "/v1/write", {"prompt": "ab", "max_new_tokens": 2})[1]["batched_with"])) for i in range(2)]
+        threads[0].start()
+        time.sleep(0.1)
+        threads[1].start()
+        for t in threads:
+            t.join()
+        return [results[0], results[1]]
+
+    monkeypatch.setattr(server, "max_rows", 2)
+    monkeypatch.setattr(server, "batch_wait", 60.0)  # (the second request fills the batch: no minute is waited)
+    assert two_apart() == [1, 1]
+    monkeypatch.setattr(server, "batch_wait", 0.0)
+    assert two_apart() == [0, 0]

@@ -80,7 +80,7 @@ def main(out_dir: str = "out/demo") -> int:
     samples = [qa.sample(i) for i in range(4)]
     images = [Image.fromarray(((s["image"].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy())
               for s in samples]
-    per_image = [pipe.ask(im, s["question"], max_new_tokens=24).texts[0] for im, s in zip(images, samples)]
+    per_image = pipe.ask(images, [s["question"] for s in samples], max_new_tokens=24, pairwise=True).texts
     section("visual question answering", "".join(
         f"<figure>{_img(im, out, f'vqa_{i}.png')}<figcaption>Q: {html.escape(s['question'])}<br>A: "
         f"{html.escape(a)}<br><small>truth: {html.escape(s['answer'])}</small></figcaption></figure>"

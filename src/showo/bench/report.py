@@ -23,6 +23,8 @@ ROWS = {
     "mmu_batch8_one_image_throughput_gain": ("understanding fp32, 8 questions about one image (its prefix computed "
                                             "once): answers/s at batch 8 vs batch 1", ""),
     "mmu_batch8_throughput_gain_bf16": ("understanding bf16: answers/s at batch 8 vs batch 1", ">= 4x"),
+    "serve_batching_throughput_gain": ("`showo serve`, clients asking at once: answers/s batching requests that "
+                                       "wait together vs each alone", ""),
     "train_step_speedup": ("training step (mixed t2i/lm/mmu): ours vs official loop", ">= 1x"),
     "train_step_checkpointing_speed_ratio": ("training step, ours with gradient checkpointing vs official loop", ""),
 }

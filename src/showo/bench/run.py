@@ -116,9 +116,14 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     if "memory" in sections:
         _memory(results, mode, log, device)
         save()
-    bench = Bench(cfg, device)
-    params = sum(p.numel() for p in bench.model.parameters())
-    log(f"  {params / 1e6:.0f}M parameters" if params >= 1e6 else f"  {params:,} parameters")
+    if "serve" in sections:  # (its own model, the embedded one: measured while this process holds no other)
+        from .serving import serve_batching
+
+        record("serve_batching_throughput_gain", serve_batching(mode, device))
+    bench = Bench(cfg, device) if set(sections) - {"memory", "serve"} else None  # (what the sections below use)
+    if bench is not None:
+        params = sum(p.numel() for p in bench.model.parameters())
+        log(f"  {params / 1e6:.0f}M parameters" if params >= 1e6 else f"  {params:,} parameters")
 
     def curve(key: str, points: dict[int, Comparison]) -> None:
         results[key] = {str(n): {"ours_s": c.ours_s, "official_s": c.reference_s, "agree": c.agree}
@@ -172,7 +177,8 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
         record("mmu_batch8_one_image_throughput_gain", bench.mmu_batch_one_image(8))
         if not skip_bf16:
             record("mmu_batch8_throughput_gain_bf16", bench.mmu_batch(8, torch.bfloat16))
-    bench.drop_casts()  # the training steps below need the memory
+    if bench is not None:
+        bench.drop_casts()  # the training steps below need the memory
     if "train" in sections:
         record("train_step_speedup", bench.train_step(checkpointing=False))
         record("train_step_checkpointing_speed_ratio", bench.train_step(checkpointing=True, warmup=False))

@@ -9,7 +9,7 @@ import sys
 from ..errors import InputError
 from ..limits import MAX_IMAGES
 from .progress import say
-from .values import count_up_to, port_number, positive_int
+from .values import count_up_to, port_number, positive_int, wait_ms
 
 DESCRIPTION = """\
 Load the model once and answer HTTP requests: POST /v1/<task> with a JSON object of the Python method's
@@ -43,6 +43,9 @@ def add_parser(sub, add_model_options) -> None:
                    help="run every request alone (by default, greedy ask, caption and write requests that wait for "
                         "the model together run as one batch: more answers a second, each equal to its answer "
                         "alone up to float rounding)")
+    g.add_argument("--batch-wait", type=wait_ms, default=20.0, metavar="MS",
+                   help="how long a batchable request waits for others to join its batch, in milliseconds "
+                        "(default: %(default)g; 0: only those already waiting)")
     g.add_argument("-q", "--quiet", action="store_true", help="no line per request on stderr")
     add_model_options(p)
 
@@ -55,7 +58,7 @@ def run(ctx) -> int:
     log = (lambda line: None) if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:  # listen before loading the model: a port in use is an error at once, not after the load
         server = ShowoServer((a.host, a.port), None, log, max_rows=a.max_rows, max_waiting=a.max_waiting,
-                             batching=not a.no_batching)
+                             batching=not a.no_batching, batch_wait=a.batch_wait / 1000)
     except OSError as e:
         raise InputError(f"cannot listen on {a.host}:{a.port}: {e.strerror or e}") from None
     with server:

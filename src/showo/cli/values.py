@@ -48,6 +48,11 @@ def port_number(text: str) -> int:
     return _number(text, int, lambda v: 0 <= v <= 65535, "a port number", "a port number in [0, 65535]")
 
 
+def wait_ms(text: str) -> float:
+    """A wait in milliseconds, up to 10 s."""
+    return _number(text, float, lambda v: 0 <= v <= 10_000, "a number of milliseconds", "a number in [0, 10000]")
+
+
 def count_up_to(limit: int) -> Callable[[str], int]:
     """The type of a positive integer option bounded by `limit` (one of `showo.limits`, which the pipeline holds
     too): checked here, while parsing, under the option's own name rather than after the model has loaded."""

@@ -47,14 +47,17 @@ class ShowoServer(ThreadingHTTPServer):
     """Serves `pipe` at `address` ((host, port); port 0 picks a free one: see `url`) from `serve_forever()`; it
     listens from the start, so `pipe` may be set later (503 until then). `log` gets one line per request and the
     traceback of any failure that is not the request's fault. Limits: `max_rows` images or answers a request,
-    `max_waiting` requests queued for the model (503 beyond), `max_connections` open at once (closed beyond)."""
+    `max_waiting` requests queued for the model (503 beyond), `max_connections` open at once (closed beyond).
+    `batching`: greedy text requests waiting together run as one call (serving/batching.py) of at most `max_rows`
+    rows, for which the first waits up to `batch_wait` seconds for company."""
 
     daemon_threads = True  # a client still connected does not keep the process alive at shutdown
 
     def __init__(self, address: tuple[str, int], pipe: ShowoPipeline | None, log: Callable[[str], None] = print,
-                 max_rows: int = 16, max_waiting: int = 8, max_connections: int = 64, batching: bool = True):
+                 max_rows: int = 16, max_waiting: int = 8, max_connections: int = 64, batching: bool = True,
+                 batch_wait: float = 0.02):
         self.pipe, self.log, self.lock = pipe, log, threading.Lock()  # lock: held while the model runs
-        self.max_rows, self.max_waiting, self.batching = max_rows, max_waiting, batching
+        self.max_rows, self.max_waiting, self.batching, self.batch_wait = max_rows, max_waiting, batching, batch_wait
         self._queue: deque[Job] = deque()
         self._ready, self._closed = threading.Condition(), False
         self._connections = threading.BoundedSemaphore(max_connections)
@@ -136,18 +139,30 @@ class ShowoServer(ThreadingHTTPServer):
                             job.finish(error=e)
 
     def _take(self) -> list[Job]:
-        """The first waiting job whose client is still there and, when batching, the waiting jobs that can run in
-        one call with it (up to `max_rows` rows); those whose client left are dropped (finished without a response)."""
+        """The first waiting job whose client is still there and, when batching, the jobs that can run in one call
+        with it (up to `max_rows` rows): those waiting, and those arriving within `batch_wait` seconds. Jobs whose
+        client left are dropped (finished without a response). Called holding `_ready`."""
         batch: list[Job] = []
         while self._queue and not batch:
             job = self._queue.popleft()
             job.finish() if job.gone() else batch.append(job)
         key = batch_key(batch[0]) if batch and self.batching else None
-        for job in list(self._queue) if key is not None else []:
-            if batch_key(job) == key and sum(j.rows for j in batch) + job.rows <= self.max_rows:
-                self._queue.remove(job)
-                job.finish() if job.gone() else batch.append(job)
-        return batch
+        if key is None:
+            return batch
+        rows, end = batch[0].rows, time.monotonic() + self.batch_wait
+        while True:
+            for job in list(self._queue):
+                if batch_key(job) == key and rows + job.rows <= self.max_rows:
+                    self._queue.remove(job)
+                    if job.gone():
+                        job.finish()
+                    else:
+                        batch.append(job)
+                        rows += job.rows
+            left = end - time.monotonic()
+            if left <= 0 or rows >= self.max_rows or self._closed:
+                return batch
+            self._ready.wait(left)  # (releases `_ready`: requests can queue meanwhile)
 
 
 class Handler(BaseHTTPRequestHandler):
