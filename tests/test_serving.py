@@ -449,3 +449,20 @@ def test_a_batchable_request_waits_batch_wait_for_company(server, pipe, monkeypa
     assert two_apart() == [1, 1]
     monkeypatch.setattr(server, "batch_wait", 0.0)
     assert two_apart() == [0, 0]
+
+
+def test_requests_waiting_when_the_server_closes_get_503(pipe):
+    with ShowoServer(("127.0.0.1", 0), pipe, log=lambda line: None) as closing:
+        threading.Thread(target=closing.serve_forever, daemon=True).start()
+        results = []
+        with closing.lock:  # the model is busy
+            waiter = threading.Thread(target=lambda: results.append(call(closing, "/v1/write", {"prompt": "a"})))
+            waiter.start()
+            for _ in range(200):
+                if closing.waiting == 1:
+                    break
+                time.sleep(0.02)
+            assert closing.close_model() is False  # (a call runs: it cannot be stopped)
+        waiter.join(60)
+        assert results == [(503, {"error": "the server is stopping"})]
+        closing.shutdown()

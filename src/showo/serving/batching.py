@@ -78,6 +78,8 @@ def run_batch(pipe: ShowoPipeline, jobs: list[Job]) -> None:
     group = GROUP[jobs[0].name]
     if group == "ask":
         jobs = [j for j in jobs if _load_images(j)]  # (a job whose image cannot be read has its error)
+        if not jobs:
+            return
     shared = {k: v for k, v in jobs[0].kwargs.items() if k not in ROW_FIELDS[group]}
     try:
         rows = [_rows(group, j) for j in jobs]

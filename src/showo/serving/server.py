@@ -36,7 +36,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # a request's JSON: room for a few base64 ima
 
 
 class BadRequest(Exception):
-    """A request the server cannot read (not a task's field problem: those are InputErrors)."""
+    """A request the server refuses with a status of its own: unreadable, or arriving as it stops (a task's field
+    problem is an InputError instead)."""
 
     def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST, unread: int = 0):
         super().__init__(message)
@@ -125,11 +126,11 @@ class ShowoServer(ThreadingHTTPServer):
                 while not (self._queue or self._closed):
                     self._ready.wait()
                 if self._closed:
-                    return
+                    return self._refuse_waiting()
             with self.lock:
                 with self._ready:
                     if self._closed:
-                        return
+                        return self._refuse_waiting()
                     batch = self._take()
                 try:
                     run_batch(self.pipe, batch)
@@ -137,6 +138,11 @@ class ShowoServer(ThreadingHTTPServer):
                     for job in batch:
                         if not job.done.is_set():
                             job.finish(error=e)
+
+    def _refuse_waiting(self) -> None:
+        """The server is closing: the requests still waiting get 503 (called holding `_ready`)."""
+        while self._queue:
+            self._queue.popleft().finish(error=BadRequest("the server is stopping", HTTPStatus.SERVICE_UNAVAILABLE))
 
     def _take(self) -> list[Job]:
         """The first waiting job whose client is still there and, when batching, the jobs that can run in one call
@@ -268,7 +274,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
+        except (OSError, ValueError):  # (ValueError: the socket is already closed)
             return True
 
     def _not_found(self) -> None:
