@@ -200,6 +200,24 @@ def test_ask_images_directory_and_questions(capsys, tmp_path, picture, pipe):
     assert f"[6/6] {extra}: how many?" in out and "image_1" in data["inputs"]
 
 
+def test_ask_pairwise(capsys, tmp_path, picture, pipe):
+    extra = tmp_path / "extra.png"
+    Image.new("RGB", (20, 20), (0, 255, 0)).save(extra)
+    code, out, err = run(capsys, "ask", str(picture), "what colour?", "how many?", "--image", str(extra),
+                         "--pairwise", *TEXT, "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    data = json.loads((tmp_path / "o" / "answers.json").read_text())
+    assert [(a["image"], a["question"]) for a in data["answers"]] == [(str(picture), "what colour?"),
+                                                                        (str(extra), "how many?")]
+    api = pipe.ask([Image.open(picture), Image.open(extra)], ["what colour?", "how many?"], max_new_tokens=4,
+                   pairwise=True)
+    assert [a["token_ids"] for a in data["answers"]] == api.token_ids and data["answers"][1]["pairwise"] is True
+    code, _, err = run(capsys, "ask", str(picture), "a?", "b?", "--pairwise", *TEXT, "--out", str(tmp_path / "p"))
+    assert code == 2 and err.strip() == "showo: error: --pairwise takes one question per image, got 1 images and 2 " \
+                                        "questions"
+    assert not (tmp_path / "p").exists()
+
+
 def test_packed_weights_answer_the_same(capsys, tmp_path, picture, pipe):
     """--pack-weights changes the summation order of the float32 products, not the answers."""
     args = ("ask", str(picture), "what colour?", "how many?", *TEXT)

@@ -220,14 +220,17 @@ def ask(ctx: Context) -> int:
     a = ctx.args
     paths = expand_images([a.image, *a.more_images])
     questions = check_prompts(a.questions, what="question")
+    if a.pairwise and len(paths) != len(questions):  # (before the model loads)
+        raise InputError(f"--pairwise takes one question per image, got {len(paths)} images and {len(questions)} "
+                         "questions")
     ignore_image_options(ctx)
     check_out_dir(ctx.out)
     images = load_images(ctx, paths)
     pipe = ctx.load()
-    pairs = [(p, q) for p in paths for q in questions]
+    pairs = list(zip(paths, questions)) if a.pairwise else [(p, q) for p in paths for q in questions]
     labels = [f"{p}: {q}" for p, q in pairs]
     result, printed = run_text(ctx, lambda on_token: pipe.ask(images, questions, on_token=on_token,
-                                                              **text_kwargs(a, ctx)),
+                                                              pairwise=a.pairwise, **text_kwargs(a, ctx)),
                                labels, strip=True, decode=pipe.tokenizer.decode)
     entries = [{"image": str(p), "question": q} for p, q in pairs]
     return finish_answers(ctx, pipe, result, entries, labels, printed)

@@ -259,12 +259,13 @@ examples:
         """\
 Answer every QUESTION about IMAGE (greedy decoding by default, as the official demo). IMAGE may be a
 directory: every image file in it (sorted by name, not recursive). --image adds more images; every question is
-asked about every image, in one batch. Answers are printed (labelled when there are several) and saved to
-answers.json.""",
+asked about every image, in one batch (with --pairwise, question i about image i only). Answers are printed
+(labelled when there are several) and saved to answers.json.""",
         """\
 examples:
   showo ask photo.png "What is on the table?"
   showo ask photo.png "How many people?" "What is the weather?" --image other.jpg
+  showo ask photo.png "How many people?" "Is it raining?" --image other.jpg --pairwise
   showo ask photos/ "Is there a dog?" --stream""",
     ),
     "caption": (
@@ -355,6 +356,9 @@ def build_parser() -> Parser:
     p.add_argument("questions", nargs="+", metavar="QUESTION", help="question about the image(s) (quote each one)")
     p.add_argument("--image", dest="more_images", action="append", default=[], metavar="IMAGE", type=path_arg,
                    help="another image or directory (repeatable)")
+    p.add_argument("--pairwise", action="store_true",
+                   help="ask question i about image i only (as many questions as images), not every question about "
+                        "every image")
     g = p.add_argument_group("sampling")
     _add_seed(g)
     _add_text_sampling(g, "ask")
