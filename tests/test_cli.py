@@ -213,7 +213,7 @@ def test_ask_pairwise(capsys, tmp_path, picture, pipe):
                    pairwise=True)
     assert [a["token_ids"] for a in data["answers"]] == api.token_ids and data["answers"][1]["pairwise"] is True
     code, _, err = run(capsys, "ask", str(picture), "a?", "b?", "--pairwise", *TEXT, "--out", str(tmp_path / "p"))
-    assert code == 2 and err.strip() == "showo: error: --pairwise takes one question per image, got 1 images and 2 " \
+    assert code == 2 and err.strip() == "showo: error: pairwise takes one question per image, got 1 image and 2 " \
                                         "questions"
     assert not (tmp_path / "p").exists()
 

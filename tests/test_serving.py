@@ -6,6 +6,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -392,7 +393,7 @@ def test_greedy_text_requests_that_wait_together_run_as_one_batch(server, pipe, 
     again = [requests[0], ("/v1/ask", {"image": b64(red), "question": "word " * 400, "max_new_tokens": 4}),
              ("/v1/write", {"prompt": ["ab", 5], "max_new_tokens": 4}), requests[7]]  # (5: not a text)
     got_again = _while_busy(server, again)
-    assert calls == [("ask", True), ("ask", None), ("ask", None), ("write", None), ("write", None)], calls
+    assert calls == [("ask", True), ("ask", None), ("ask", None), ("write", None)], calls  # (5: refused first)
     assert [out.get("batched_with") for _, out in got_again] == [0, None, None, 0]
     monkeypatch.undo()
     _as_alone(pipe, requests + again, got + got_again, images)
@@ -451,18 +452,106 @@ def test_a_batchable_request_waits_batch_wait_for_company(server, pipe, monkeypa
     assert two_apart() == [0, 0]
 
 
+def _started(server: ShowoServer) -> ShowoServer:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _post_later(server, body: dict, results: list) -> threading.Thread:
+    thread = threading.Thread(target=lambda: results.append(call(server, "/v1/write", body)))
+    thread.start()
+    return thread
+
+
+def _until(condition, what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 def test_requests_waiting_when_the_server_closes_get_503(pipe):
-    with ShowoServer(("127.0.0.1", 0), pipe, log=lambda line: None) as closing:
-        threading.Thread(target=closing.serve_forever, daemon=True).start()
-        results = []
+    """Whether they wait in the queue behind a busy model or for company in a batch window, and after the close too;
+    a close with nothing running ends the model's thread."""
+    with _started(ShowoServer(("127.0.0.1", 0), pipe, log=lambda line: None)) as closing:
+        results: list = []
         with closing.lock:  # the model is busy
-            waiter = threading.Thread(target=lambda: results.append(call(closing, "/v1/write", {"prompt": "a"})))
-            waiter.start()
-            for _ in range(200):
-                if closing.waiting == 1:
-                    break
-                time.sleep(0.02)
-            assert closing.close_model() is False  # (a call runs: it cannot be stopped)
+            waiter = _post_later(closing, {"prompt": "a"}, results)
+            _until(lambda: closing.waiting == 1, "the request to queue")
+            closer = threading.Thread(target=lambda: results.append(("closed", closing.close_model())))
+            closer.start()
+            _until(lambda: closing._closed, "the close")
+        for t in (waiter, closer):
+            t.join(60)
+        assert sorted(results, key=str) == [("closed", True), (503, {"error": "the server is stopping"})]
+        assert call(closing, "/v1/write", {"prompt": "a"}) == (503, {"error": "the server is stopping"})
+        closing.shutdown()
+    with _started(ShowoServer(("127.0.0.1", 0), pipe, log=lambda line: None, batch_wait=600)) as windowed:
+        results = []
+        waiter = _post_later(windowed, {"prompt": "a", "max_new_tokens": 2}, results)  # waits for company
+        _until(lambda: windowed.waiting == 1 and not windowed._queue, "the request to wait in the window")
+        assert windowed.close_model() is True  # (nothing ran)
         waiter.join(60)
         assert results == [(503, {"error": "the server is stopping"})]
-        closing.shutdown()
+        windowed.shutdown()
+
+
+def test_a_failure_of_the_model_thread_leaves_no_request_waiting(pipe, monkeypatch):
+    import showo.serving.server as module
+
+    lines: list[str] = []
+    monkeypatch.setattr(module, "batch_key", lambda job: 1 / 0)
+    with _started(ShowoServer(("127.0.0.1", 0), pipe, log=lines.append)) as broken:
+        assert call(broken, "/v1/write", {"prompt": "a"}) == (503, {"error": "the server is stopping"})
+        assert call(broken, "/v1/write", {"prompt": "a"}) == (503, {"error": "the server is stopping"})
+        assert any("the model's thread failed" in line and "ZeroDivisionError" in line for line in lines)
+        broken.shutdown()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_wait": None}, "batch_wait must be a number of seconds >= 0, got None"),
+    ({"batch_wait": "20"}, "batch_wait must be a number of seconds >= 0, got '20'"),
+    ({"batch_wait": float("inf")}, "batch_wait must be a number of seconds >= 0, got inf"),
+    ({"max_rows": 0}, "max_rows must be a positive integer, got 0"),
+    ({"max_waiting": 2.5}, "max_waiting must be a positive integer, got 2.5"),
+])
+def test_server_settings_are_checked(pipe, kwargs, message):
+    from showo.errors import InputError
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        ShowoServer(("127.0.0.1", 0), pipe, **kwargs)
+
+
+def test_requests_waiting_for_company_count_as_waiting(server, monkeypatch):
+    monkeypatch.setattr(server, "max_waiting", 1)
+    monkeypatch.setattr(server, "batch_wait", 600.0)
+    results: list = []
+    first = _post_later(server, {"prompt": "a", "max_new_tokens": 2}, results)  # waits for company
+    _until(lambda: server.waiting == 1 and not server._queue, "the request to wait in the window")
+    assert call(server, "/v1/write", {"prompt": "b", "max_new_tokens": 2}) == (
+        503, {"error": "busy: 1 requests are waiting for the model; try again later"})
+    monkeypatch.setattr(server, "max_rows", 2)  # (the next request fills the batch: it starts)
+    monkeypatch.setattr(server, "max_waiting", 2)
+    status, out = call(server, "/v1/write", {"prompt": "c", "max_new_tokens": 2})
+    first.join(60)
+    assert (status, out["batched_with"]) == (200, 1) and results[0][1]["batched_with"] == 1
+
+
+def test_a_batched_request_meets_the_error_it_meets_alone(server, pipe, monkeypatch):
+    """Its own inputs are checked in the order its call alone checks them, before the batch runs."""
+    good = b64(Image.new("RGB", (32, 32), (250, 0, 0)))
+    requests = [("/v1/ask", {"image": good, "question": "what?", "max_new_tokens": 2}),
+                ("/v1/ask", {"image": [], "question": "what?", "max_new_tokens": 2}),
+                ("/v1/ask", {"image": "aGVsbG8gd29ybGQh", "question": "", "max_new_tokens": 2}),
+                ("/v1/ask", {"image": "aGVsbG8gd29ybGQh", "question": 5, "max_new_tokens": 2}),
+                ("/v1/ask", {"image": [good, good], "question": ["a?"], "max_new_tokens": 2, "pairwise": True}),
+                ("/v1/caption", {"image": good, "max_new_tokens": 2})]
+    monkeypatch.setattr(server, "max_waiting", len(requests))
+    got = _while_busy(server, requests)
+    assert [status for status, _ in got] == [200, 400, 400, 400, 400, 200]
+    assert [out["error"] for _, out in got[1:5]] == [
+        "no image given", "empty question", "question must be a text or a list of texts, got int",
+        "pairwise takes one question per image, got 2 images and 1 question"]
+    assert got[0][1]["batched_with"] == got[5][1]["batched_with"] == 1
+    _as_alone(pipe, requests, got, {good: Image.new("RGB", (32, 32), (250, 0, 0))})

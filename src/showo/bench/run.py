@@ -82,10 +82,11 @@ def run(mode: str = "quick", json_path: str | None = None, plot_dir: str | None 
     cfg = BenchConfig.preset(mode)
     t0 = time.perf_counter()
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
-    log(f"showo bench ({mode}): hidden {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, mlp {cfg.mlp}, "
-        f"{name}, {torch.get_num_threads()} threads")
     sections = [s for s in SECTIONS if s in only]
-    results: dict = {"mode": mode, "sections": sections, "config": cfg.__dict__.copy(), **environment(device),
+    shapes = {"config": cfg.__dict__.copy()} if set(sections) - {"serve"} else {}  # (serve: the embedded model)
+    size = f"hidden {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, mlp {cfg.mlp}, " if shapes else ""
+    log(f"showo bench ({mode}): {size}{name}, {torch.get_num_threads()} threads")
+    results: dict = {"mode": mode, "sections": sections, **shapes, **environment(device),
                      "threads": torch.get_num_threads(), "device": device, "device_name": name, "complete": False}
     skip_bf16 = bf16_skip_reason(mode, torch.device(device)) if {"bf16", "batch"} & set(sections) else None
     if skip_bf16:

@@ -14,7 +14,7 @@ from PIL import Image
 from ..errors import InputError
 from ..hardware import environment
 from ..limits import check_image_count
-from ..pipelines.inputs import check_prompts
+from ..pipelines.inputs import check_prompts, question_pairs
 from ..tokenizers.image_io import load_image
 from .models import ModelSpec, load_pipeline
 from .outputs import Files, add_images, check_out_dir, gallery_html, json_bytes, slug
@@ -219,15 +219,12 @@ def extrapolate(ctx: Context) -> int:
 def ask(ctx: Context) -> int:
     a = ctx.args
     paths = expand_images([a.image, *a.more_images])
-    questions = check_prompts(a.questions, what="question")
-    if a.pairwise and len(paths) != len(questions):  # (before the model loads)
-        raise InputError(f"--pairwise takes one question per image, got {len(paths)} images and {len(questions)} "
-                         "questions")
+    _, questions, rows = question_pairs(paths, a.questions, a.pairwise)  # (checked before the model loads)
     ignore_image_options(ctx)
     check_out_dir(ctx.out)
     images = load_images(ctx, paths)
     pipe = ctx.load()
-    pairs = list(zip(paths, questions)) if a.pairwise else [(p, q) for p in paths for q in questions]
+    pairs = [(paths[i], q) for i, q in rows]
     labels = [f"{p}: {q}" for p, q in pairs]
     result, printed = run_text(ctx, lambda on_token: pipe.ask(images, questions, on_token=on_token,
                                                               pairwise=a.pairwise, **text_kwargs(a, ctx)),

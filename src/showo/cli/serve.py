@@ -14,10 +14,10 @@ from .values import count_up_to, port_number, positive_int, wait_ms
 DESCRIPTION = """\
 Load the model once and answer HTTP requests: POST /v1/<task> with a JSON object of the Python method's
 arguments (text-to-image, inpaint, extrapolate, ask, caption, write, mixed; images as base64), GET /v1/tasks for
-every task's fields and defaults, GET /health. Requests run on the model one at a time, in the order they came, except that greedy ask, caption and
-write requests waiting together run as one batch; each response carries the outputs
-(images as base64 PNG), their metadata (seed included, so every result can be reproduced) and any warnings.
-There is no authentication: it listens on 127.0.0.1 unless --host says otherwise."""
+every task's fields and defaults, GET /health. Requests run on the model one at a time, in the order they
+came, except that greedy ask, caption and write requests waiting together run as one batch. Each response
+carries the outputs (images as base64 PNG), their metadata (seed included, so every result can be reproduced)
+and any warnings. There is no authentication: it listens on 127.0.0.1 unless --host says otherwise."""
 
 EPILOG = """\
 examples:

@@ -67,6 +67,27 @@ def check_prompts(prompt: str | list[str], what: str = "prompt") -> list[str]:
     return prompts
 
 
+def question_pairs(image: object, question: object, pairwise: bool) -> tuple[list, list[str], list[tuple[int, str]]]:
+    """`ask`'s images (one or a list), its questions, and its rows as (image index, question): every question
+    about every image, or with `pairwise` question i about image i. Checked in this order (so that a request
+    batched with others by `showo serve` meets the error it meets alone)."""
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    if not images:
+        raise InputError("no image given")
+    questions = check_prompts(question, what="question")
+    if pairwise and len(images) != len(questions):
+        raise InputError(f"pairwise takes one question per image, got {_count(len(images), 'image')} and "
+                         f"{_count(len(questions), 'question')}")
+    check_batch(f"{_count(len(images), 'image')} {'and' if pairwise else 'x'} {_count(len(questions), 'question')}",
+                len(questions) if pairwise else len(images) * len(questions))
+    pairs = list(enumerate(questions)) if pairwise else [(i, q) for i in range(len(images)) for q in questions]
+    return images, questions, pairs
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 

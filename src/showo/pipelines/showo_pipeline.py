@@ -30,7 +30,7 @@ from ..tokenizers.magvit import MagvitV2
 from ..tokenizers.text import TextTokenizer
 from .extrapolate import check_extrapolation, extend_canvas, final_grid
 from .inputs import (check_codes, check_output_type, check_prompt, check_prompts, load_image, load_mask,
-                     plain_arguments, square_input, warn)
+                     plain_arguments, question_pairs, square_input, warn)
 from .interleaved import check_mixed, ends_sentence, generate_interleaved, row_capacity, split_segments
 from .loading import check_parts, load_parts, save_parts
 from .outputs import ImageOutput, MixedOutput, TextOutput
@@ -378,16 +378,7 @@ class ShowoPipeline:
         """Answer every question about every image (one image or a list), or with `pairwise` question i about
         image i only. temperature 0 = greedy, as the official demo; answers are batched.
         `on_token(step, ids, finished)` streams tokens as they come."""
-        images = image if isinstance(image, (list, tuple)) else [image]
-        if not images:
-            raise InputError("no image given")
-        questions = check_prompts(question, what="question")
-        if pairwise and len(images) != len(questions):
-            raise InputError(f"pairwise takes one question per image, got {len(images)} images and "
-                             f"{len(questions)} questions")
-        check_batch(f"{len(images)} images {'and' if pairwise else 'x'} {len(questions)} questions",
-                    len(questions) if pairwise else len(images) * len(questions))
-        pairs = list(enumerate(questions)) if pairwise else [(i, q) for i in range(len(images)) for q in questions]
+        images, questions, pairs = question_pairs(image, question, pairwise)
         gen, seed = self._generator(seed, generator)
         images = [square_input(load_image(i), "understanding") for i in images]  # (warned: both crop the centre)
         if self.model.config.w_clip_vit:

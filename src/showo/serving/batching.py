@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ShowoWarning
-from ..pipelines.inputs import check_prompts, square_input
+from ..pipelines.inputs import check_prompts, question_pairs, square_input
 from ..pipelines.outputs import TextOutput
 from ..pipelines.showo_pipeline import CAPTION_QUESTION, ShowoPipeline
 from ..tokenizers.image_io import load_image
@@ -51,10 +51,9 @@ def batch_key(job: Job) -> str | None:
     temperature, seed = kw.get("temperature", 0.0), kw.get("seed")
     greedy = type(temperature) in (int, float) and temperature == 0
     plain_seed = seed is None or (type(seed) is int and 0 <= seed < 2 ** 63)
-    pairwise = kw.get("pairwise", False)
-    paired = pairwise is False or (pairwise is True and _count(kw.get("image")) == _count(kw.get("question")))
-    if group is None or not greedy or kw.get("exact", False) is not False or not (plain_seed and paired):
-        return None  # (a seed or pairing that is wrong meets its own error, alone)
+    flags = type(kw.get("pairwise", False)) is bool and kw.get("exact", False) is False
+    if group is None or not greedy or not (flags and plain_seed):
+        return None  # (a seed or flag that is wrong meets its own error, alone)
     shared = {k: v for k, v in kw.items() if k not in ROW_FIELDS[group]}
     return group + json.dumps(shared, sort_keys=True)
 
@@ -72,83 +71,68 @@ def run_alone(pipe: ShowoPipeline, job: Job) -> None:
 
 
 def run_batch(pipe: ShowoPipeline, jobs: list[Job]) -> None:
-    """`jobs` (one `batch_key`) as one call; if that call fails, each alone, so that a failure is its own."""
+    """`jobs` (one `batch_key`) as one call. Each job's own inputs are checked first, in the order its call alone
+    checks them, so a bad one meets its own error and leaves the batch; if the call itself fails, each job runs
+    alone, so that a failure is its own."""
     if len(jobs) == 1:
         return run_alone(pipe, jobs[0])
-    group = GROUP[jobs[0].name]
-    if group == "ask":
-        jobs = [j for j in jobs if _load_images(j)]  # (a job whose image cannot be read has its error)
-        if not jobs:
-            return
-    shared = {k: v for k, v in jobs[0].kwargs.items() if k not in ROW_FIELDS[group]}
+    group, ready = GROUP[jobs[0].name], []
+    for job in jobs:
+        try:
+            ready.append((job, *_rows(group, job)))
+        except Exception as e:  # noqa: BLE001 - the error the call alone would raise
+            job.finish(error=e)
+    if not ready:
+        return
+    shared = {k: v for k, v in ready[0][0].kwargs.items() if k not in ROW_FIELDS[group]}
+    rows = [row for _, items, _ in ready for row in items]
     try:
-        rows = [_rows(group, j) for j in jobs]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if group == "ask":
-                out = pipe.ask([i for r in rows for i, _ in r], [q for r in rows for _, q in r], pairwise=True,
-                               **shared)
+                out = pipe.ask([i for i, _ in rows], [q for _, q in rows], pairwise=True, **shared)
             else:
-                out = pipe.write([p for r in rows for p in r], **shared)
+                out = pipe.write(rows, **shared)
     except Exception:  # noqa: BLE001 - one request's fault (or memory): each runs alone and meets its own
-        for job in jobs:
+        for job, _, _ in ready:
             run_alone(pipe, job)
         return
     # the warnings of the jobs' images are each job's own (recorded when they were read); the rest are everyone's
-    theirs = {str(w.message) for job in jobs for w in job.warnings}
+    theirs = {str(w.message) for job, _, _ in ready for w in job.warnings}
     shared_warnings = [w for w in caught if not (issubclass(w.category, ShowoWarning) and str(w.message) in theirs)]
     start = 0
-    for job, r in zip(jobs, rows):
-        part = TextOutput(out.texts[start:start + len(r)], out.token_ids[start:start + len(r)],
-                          [_own_metadata(job, m, k, r) for k, m in enumerate(out.metadata[start:start + len(r)])])
-        start += len(r)
+    for job, items, own in ready:
+        end = start + len(items)
+        meta = [_own_metadata(job, m, fix) for m, fix in zip(out.metadata[start:end], own)]
         job.warnings += shared_warnings
-        job.batched_with = len(jobs) - 1
-        job.finish(encode_output(part))
+        job.batched_with = len(ready) - 1
+        job.finish(encode_output(TextOutput(out.texts[start:end], out.token_ids[start:end], meta)))
+        start = end
 
 
-def _load_images(job: Job) -> bool:
-    """Read a job's images (alone, so their warnings are its own): False, with the job finished, if one fails."""
-    images = job.kwargs["image"]
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            loaded = [square_input(load_image(i), "understanding")
-                      for i in (images if isinstance(images, list) else [images])]
-    except Exception as e:  # noqa: BLE001 - the error the call alone would raise
-        job.finish(error=e)
-        return False
-    job.warnings, job.kwargs = caught, {**job.kwargs, "image": loaded}
-    return True
-
-
-def _rows(group: str, job: Job) -> list:
-    """The job's rows in the order its call alone returns them: (image, question) pairs, or prompts."""
+def _rows(group: str, job: Job) -> tuple[list, list[dict]]:
+    """The job's rows as the merged call takes them ((image, question) pairs, or prompts), in the order its call
+    alone returns them, with the metadata each row has in that call; its images are read here (alone, so that
+    their warnings are its own). Raises what its call alone raises first."""
     kw = job.kwargs
     if group == "write":
-        return check_prompts(kw["prompt"])
-    questions, images = check_prompts(kw.get("question", CAPTION_QUESTION), what="question"), kw["image"]
-    if kw.get("pairwise", False):
-        return list(zip(images, questions))
-    return [(i, q) for i in images for q in questions]
+        prompts = check_prompts(kw["prompt"])
+        return prompts, [{"batch_prompts": prompts}] * len(prompts)
+    images, questions, pairs = question_pairs(kw["image"], kw.get("question", CAPTION_QUESTION),
+                                              kw.get("pairwise", False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = [square_input(load_image(i), "understanding") for i in images]
+    job.warnings = caught
+    own = {"num_images": len(images), "batch_questions": questions}
+    return [(loaded[i], q) for i, q in pairs], [{**own, "image_index": i} for i, _ in pairs]
 
 
-def _count(value: object) -> int:
-    return len(value) if isinstance(value, list) else 1
-
-
-def _own_metadata(job: Job, meta: dict, k: int, rows: list) -> dict:
+def _own_metadata(job: Job, meta: dict, own: dict) -> dict:
     """A batch row's metadata as the job's own call records it (the batch's other requests left out)."""
-    kw, meta = job.kwargs, dict(meta)
+    kw, meta = job.kwargs, {**meta, **own}
     if kw.get("seed") is not None:
         meta["seed"] = kw["seed"]
-    if GROUP[job.name] == "write":
-        meta["batch_prompts"] = list(rows)
-        return meta
-    questions = kw.get("question", CAPTION_QUESTION)
-    meta["batch_questions"] = [questions] if isinstance(questions, str) else list(questions)
-    meta["num_images"] = len(kw["image"])
-    meta["image_index"] = k if kw.get("pairwise", False) else k // len(meta["batch_questions"])
     if not kw.get("pairwise", False):
         meta.pop("pairwise", None)
     if job.name == "caption":

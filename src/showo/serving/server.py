@@ -15,7 +15,8 @@ default; put a reverse proxy in front of it to open it to others.
 from __future__ import annotations
 
 import json
-import select
+import math
+import selectors
 import socket
 import sys
 import threading
@@ -27,7 +28,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit
 
-from ..errors import ShowoError, ShowoWarning
+from ..errors import InputError, ShowoError, ShowoWarning
+from ..fields import is_number
+from ..limits import check_positive
 from ..pipelines.showo_pipeline import ShowoPipeline
 from .batching import Job, batch_key, run_batch
 from .tasks import TASKS, check_request, rows
@@ -57,10 +60,16 @@ class ShowoServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], pipe: ShowoPipeline | None, log: Callable[[str], None] = print,
                  max_rows: int = 16, max_waiting: int = 8, max_connections: int = 64, batching: bool = True,
                  batch_wait: float = 0.02):
-        self.pipe, self.log, self.lock = pipe, log, threading.Lock()  # lock: held while the model runs
+        for name, value in (("max_rows", max_rows), ("max_waiting", max_waiting), ("max_connections", max_connections)):
+            check_positive(name, value)
+        if not (is_number(batch_wait) and 0 <= batch_wait < math.inf):
+            raise InputError(f"batch_wait must be a number of seconds >= 0, got {batch_wait!r}")
+        # lock: held by the model's thread while it picks and runs a batch (holding it elsewhere pauses the model)
+        self.pipe, self.log, self.lock = pipe, log, threading.Lock()
         self.max_rows, self.max_waiting, self.batching, self.batch_wait = max_rows, max_waiting, batching, batch_wait
         self._queue: deque[Job] = deque()
-        self._ready, self._closed = threading.Condition(), False
+        self._collecting: list[Job] = []  # the batch being picked (in its batch_wait), not running yet
+        self._ready, self._closed, self._running = threading.Condition(), False, False
         self._connections = threading.BoundedSemaphore(max_connections)
         self._worker = threading.Thread(target=self._work, name="showo-model", daemon=True)
         super().__init__(address, Handler)  # (a port in use raises here, and server_close runs first)
@@ -91,15 +100,17 @@ class ShowoServer(ThreadingHTTPServer):
     @property
     def waiting(self) -> int:
         """Requests waiting for the model (not counting those it runs)."""
-        return len(self._queue)
+        return len(self._queue) + len(self._collecting)
 
     def submit(self, job: Job) -> bool:
         """Queue `job` for the model's thread; False, at once, when `max_waiting` requests wait already."""
         with self._ready:
-            if len(self._queue) >= self.max_waiting:
+            if self._closed:
+                raise BadRequest("the server is stopping", HTTPStatus.SERVICE_UNAVAILABLE)
+            if self.waiting >= self.max_waiting:
                 return False
             self._queue.append(job)
-            self._ready.notify()
+            self._ready.notify_all()
         return True
 
     def server_close(self) -> None:
@@ -107,48 +118,61 @@ class ShowoServer(ThreadingHTTPServer):
         self.close_model()
 
     def close_model(self) -> bool:
-        """Let the model's thread take no more work: True once it has ended, False while it runs a call (which
-        cannot be stopped; the thread ends after it)."""
+        """Let the model's thread take no more work (the requests waiting get 503): True once it has ended, False
+        while it runs a call, which cannot be stopped (the thread ends after it)."""
         with self._ready:
             self._closed = True
-            self._ready.notify()
-        if not self.lock.acquire(blocking=False):
+            self._ready.notify_all()
+            running = self._running
+        if running:
             return False
-        self.lock.release()
-        if self._worker.is_alive():
-            self._worker.join()  # (it waits for the model no more: it finds the server closed)
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join()
         return True
 
     def _work(self) -> None:
         """The model's thread: the waiting requests in their order, each with those that can share its batch."""
-        while True:
+        try:
+            while self._run_next():
+                pass
+        except Exception:  # noqa: BLE001 - a bug of the server's own: logged, and no request is left waiting
+            self.log(f"the model's thread failed:\n{traceback.format_exc().rstrip()}")
+        finally:
             with self._ready:
-                while not (self._queue or self._closed):
-                    self._ready.wait()
-                if self._closed:
-                    return self._refuse_waiting()
-            with self.lock:
-                with self._ready:
-                    if self._closed:
-                        return self._refuse_waiting()
-                    batch = self._take()
-                try:
-                    run_batch(self.pipe, batch)
-                except BaseException as e:  # noqa: BLE001 - a bug here must not leave requests waiting forever
-                    for job in batch:
-                        if not job.done.is_set():
-                            job.finish(error=e)
+                self._closed = True
+                for job in [*self._collecting, *self._queue]:
+                    job.finish(error=BadRequest("the server is stopping", HTTPStatus.SERVICE_UNAVAILABLE))
+                self._collecting, self._queue = [], deque()
 
-    def _refuse_waiting(self) -> None:
-        """The server is closing: the requests still waiting get 503 (called holding `_ready`)."""
-        while self._queue:
-            self._queue.popleft().finish(error=BadRequest("the server is stopping", HTTPStatus.SERVICE_UNAVAILABLE))
+    def _run_next(self) -> bool:
+        """Pick the next batch and run it; False once the server is closed."""
+        with self._ready:
+            while not (self._queue or self._closed):
+                self._ready.wait()
+            if self._closed:
+                return False
+        with self.lock:
+            with self._ready:
+                batch = self._take() if not self._closed else []
+                if self._closed:  # (closed while it waited for company: its requests are refused with the rest)
+                    return False
+                self._collecting, self._running = [], True
+            try:
+                run_batch(self.pipe, batch)
+            except BaseException as e:  # noqa: BLE001 - a bug in the batching: its requests get a 500, not silence
+                for job in batch:
+                    if not job.done.is_set():
+                        job.finish(error=e)
+            finally:
+                with self._ready:
+                    self._running = False
+        return True
 
     def _take(self) -> list[Job]:
         """The first waiting job whose client is still there and, when batching, the jobs that can run in one call
         with it (up to `max_rows` rows): those waiting, and those arriving within `batch_wait` seconds. Jobs whose
         client left are dropped (finished without a response). Called holding `_ready`."""
-        batch: list[Job] = []
+        batch = self._collecting = []
         while self._queue and not batch:
             job = self._queue.popleft()
             job.finish() if job.gone() else batch.append(job)
@@ -271,8 +295,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _client_gone(self) -> bool:
         """Whether the client has closed its connection (readable, with nothing to read)."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
+        try:  # (a selector, not select(): that fails on descriptors past 1024)
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.connection, selectors.EVENT_READ)
+                readable = selector.select(timeout=0)
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):  # (ValueError: the socket is already closed)
             return True
