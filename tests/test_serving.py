@@ -524,16 +524,13 @@ def test_server_settings_are_checked(pipe, kwargs, message):
 
 
 def test_requests_waiting_for_company_count_as_waiting(server, monkeypatch):
-    monkeypatch.setattr(server, "max_waiting", 1)
+    """A request in its batch window counts towards max_waiting, and the window ends once no request can join."""
+    monkeypatch.setattr(server, "max_waiting", 2)
     monkeypatch.setattr(server, "batch_wait", 600.0)
     results: list = []
     first = _post_later(server, {"prompt": "a", "max_new_tokens": 2}, results)  # waits for company
     _until(lambda: server.waiting == 1 and not server._queue, "the request to wait in the window")
-    assert call(server, "/v1/write", {"prompt": "b", "max_new_tokens": 2}) == (
-        503, {"error": "busy: 1 requests are waiting for the model; try again later"})
-    monkeypatch.setattr(server, "max_rows", 2)  # (the next request fills the batch: it starts)
-    monkeypatch.setattr(server, "max_waiting", 2)
-    status, out = call(server, "/v1/write", {"prompt": "c", "max_new_tokens": 2})
+    status, out = call(server, "/v1/write", {"prompt": "c", "max_new_tokens": 2})  # max_waiting reached: it starts
     first.join(60)
     assert (status, out["batched_with"]) == (200, 1) and results[0][1]["batched_with"] == 1
 
@@ -555,3 +552,38 @@ def test_a_batched_request_meets_the_error_it_meets_alone(server, pipe, monkeypa
         "pairwise takes one question per image, got 2 images and 1 question"]
     assert got[0][1]["batched_with"] == got[5][1]["batched_with"] == 1
     _as_alone(pipe, requests, got, {good: Image.new("RGB", (32, 32), (250, 0, 0))})
+
+
+def test_closing_waits_for_the_running_call_and_answers_everyone(pipe, monkeypatch):
+    """server_close() with a call running waits for it (leaving the interpreter under it aborts the process); the
+    requests behind it get 503, and settle() waits until every one was answered."""
+    real = pipe.write
+    monkeypatch.setattr(pipe, "write", lambda *a, **k: time.sleep(1.0) or real(*a, **k))
+    server = _started(ShowoServer(("127.0.0.1", 0), pipe, log=lambda line: None, batching=False))
+    results: list = []
+    running = _post_later(server, {"prompt": "a", "max_new_tokens": 1}, results)
+    _until(lambda: server._running, "the call to run")
+    behind = _post_later(server, {"prompt": "b", "max_new_tokens": 1}, results)
+    _until(lambda: server.waiting == 1, "the second request to wait")
+    server.shutdown()
+    server.server_close()
+    assert not server._worker.is_alive() and server.settle(30)
+    for t in (running, behind):
+        t.join(60)
+    assert sorted(status for status, _ in results) == [200, 503] and server._answering == 0
+
+
+def test_a_client_that_resets_while_sending_is_one_log_line(server):
+    import socket
+    import struct
+
+    lines_before = len(server.lines)
+    with socket.create_connection(server.server_address[:2], timeout=60) as s:
+        s.sendall(b"POST /v1/write HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"prompt\"")
+        time.sleep(0.2)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+    _until(lambda: any("the client left while sending" in line for line in server.lines[lines_before:]),
+           "the log line")
+    time.sleep(0.2)
+    assert not any("Traceback" in line for line in server.lines[lines_before:]), server.lines[lines_before:]
+    assert call(server, "/health")[0] == 200 and server.request_queue_size >= 64

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import sys
 
 from ..errors import InputError
@@ -69,6 +70,8 @@ def run(ctx) -> int:
             say("serving", f"{server.pipe.model_id} at {server.url} (POST /v1/<task>, GET /v1/tasks; Ctrl-C stops)")
             server.serve_forever()
         except (KeyboardInterrupt, Terminated):  # Ctrl-C or SIGTERM (a service manager): how a server stops
+            for stop in (signal.SIGINT, signal.SIGTERM):  # (a second Ctrl-C must not break the stop half-way)
+                signal.signal(stop, signal.SIG_IGN)
             if not server.close_model():
                 # a request is running on the model's thread: exiting the interpreter under it aborts the process
                 # (SIGABRT from torch's threads), so leave at once, its client disconnected
@@ -76,6 +79,7 @@ def run(ctx) -> int:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)
+            server.settle(2.0)  # the requests that were waiting get their 503 before the process ends
             say("stopped", server.url)
     return 0
 

@@ -47,6 +47,10 @@ class BadRequest(Exception):
         self.status, self.unread = status, unread  # unread: the body's bytes still to come
 
 
+class ClientLeft(Exception):
+    """The connection failed while the request was being read."""
+
+
 class ShowoServer(ThreadingHTTPServer):
     """Serves `pipe` at `address` ((host, port); port 0 picks a free one: see `url`) from `serve_forever()`; it
     listens from the start, so `pipe` may be set later (503 until then). `log` gets one line per request and the
@@ -70,6 +74,8 @@ class ShowoServer(ThreadingHTTPServer):
         self._queue: deque[Job] = deque()
         self._collecting: list[Job] = []  # the batch being picked (in its batch_wait), not running yet
         self._ready, self._closed, self._running = threading.Condition(), False, False
+        self._answering = 0  # requests submitted whose handler has not yet replied
+        self.request_queue_size = max(64, max_connections)  # (the listen backlog: 5 made bursts wait ~1 s)
         self._connections = threading.BoundedSemaphore(max_connections)
         self._worker = threading.Thread(target=self._work, name="showo-model", daemon=True)
         super().__init__(address, Handler)  # (a port in use raises here, and server_close runs first)
@@ -110,12 +116,26 @@ class ShowoServer(ThreadingHTTPServer):
             if self.waiting >= self.max_waiting:
                 return False
             self._queue.append(job)
+            self._answering += 1
             self._ready.notify_all()
         return True
 
+    def answered(self) -> None:
+        """A handler whose job was submitted has replied (or given up on its client)."""
+        with self._ready:
+            self._answering -= 1
+            self._ready.notify_all()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for every submitted request to be answered (after `close_model`: the
+        503s of those that waited); whether they all were."""
+        with self._ready:
+            return self._ready.wait_for(lambda: self._answering == 0, timeout)
+
     def server_close(self) -> None:
         super().server_close()
-        self.close_model()
+        if not self.close_model() and self._worker is not threading.current_thread():
+            self._worker.join()  # a call runs: exiting the interpreter under it would abort the process
 
     def close_model(self) -> bool:
         """Let the model's thread take no more work (the requests waiting get 503): True once it has ended, False
@@ -157,6 +177,10 @@ class ShowoServer(ThreadingHTTPServer):
                 if self._closed:  # (closed while it waited for company: its requests are refused with the rest)
                     return False
                 self._collecting, self._running = [], True
+            if not batch:  # (every client waiting had left)
+                with self._ready:
+                    self._running = False
+                return True
             try:
                 run_batch(self.pipe, batch)
             except BaseException as e:  # noqa: BLE001 - a bug in the batching: its requests get a 500, not silence
@@ -190,9 +214,13 @@ class ShowoServer(ThreadingHTTPServer):
                         batch.append(job)
                         rows += job.rows
             left = end - time.monotonic()
-            if left <= 0 or rows >= self.max_rows or self._closed:
-                return batch
+            if left <= 0 or rows >= self.max_rows or self.waiting >= self.max_waiting or self._closed:
+                break  # (full: no request can join it now)
             self._ready.wait(left)  # (releases `_ready`: requests can queue meanwhile)
+        for job in [j for j in batch if j.gone()]:  # (left during the window)
+            batch.remove(job)
+            job.finish()
+        return batch
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -215,6 +243,14 @@ class Handler(BaseHTTPRequestHandler):
             self._not_found()
 
     def do_POST(self) -> None:  # noqa: N802
+        self._job: Job | None = None
+        try:
+            self._answer()
+        finally:
+            if self._job is not None:
+                self.server.answered()
+
+    def _answer(self) -> None:
         name = self._task()
         if name not in TASKS:
             if self._path() in ("/health", "/v1/tasks"):
@@ -229,6 +265,7 @@ class Handler(BaseHTTPRequestHandler):
             if not self.server.submit(job):
                 return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: {self.server.max_waiting} requests "
                                                                    "are waiting for the model; try again later")
+            self._job = job
             job.done.wait()
             if job.error is not None:
                 raise job.error
@@ -246,9 +283,12 @@ class Handler(BaseHTTPRequestHandler):
             if 0 < e.unread <= 4 * MAX_BODY_BYTES:  # answered, then read and dropped: a client that sends it all
                 try:                                 # before reading (urllib, requests) sees the answer, not EPIPE
                     self._receive(e.unread, keep=False)
-                except (BadRequest, OSError):
+                except (BadRequest, ClientLeft):
                     pass
             return
+        except ClientLeft as e:
+            self.close_connection = True
+            return self.server.log(f"{self.address_string()} {name}: the client left while sending: {e}")
         except ShowoError as e:
             return self._error(HTTPStatus.BAD_REQUEST, str(e) or type(e).__name__)
         except Exception as e:  # a bug or the machine (out of memory): the client gets one line, the log the rest
@@ -285,7 +325,12 @@ class Handler(BaseHTTPRequestHandler):
         while got < length:
             if time.monotonic() > end:
                 raise BadRequest(f"the request took over {self.deadline} s to arrive", HTTPStatus.REQUEST_TIMEOUT)
-            chunk = self.rfile.read1(min(length - got, 1 << 20))
+            try:
+                chunk = self.rfile.read1(min(length - got, 1 << 20))
+            except TimeoutError:
+                raise BadRequest(f"the request stalled for over {self.timeout} s", HTTPStatus.REQUEST_TIMEOUT) from None
+            except OSError as e:
+                raise ClientLeft(repr(e)) from None
             if not chunk:
                 raise BadRequest(f"the request ended after {got} of its {length} bytes")
             got += len(chunk)
@@ -320,12 +365,16 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"))
 
     def _send(self, status: HTTPStatus, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError as e:  # the client has gone: there is no one to answer (one line, not a traceback)
+            self.close_connection = True
+            self.server.log(f"{self.address_string()} could not be answered: {e!r}")
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the standard library's signature)
         # control characters escaped, as the standard library does: a request line cannot drive the terminal
