@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import ShowoWarning
 from ..pipelines.inputs import check_prompts, question_pairs, square_input
@@ -54,15 +55,26 @@ def batch_key(job: Job) -> str | None:
     flags = type(kw.get("pairwise", False)) is bool and kw.get("exact", False) is False
     if group is None or not greedy or not (flags and plain_seed):
         return None  # (a seed or flag that is wrong meets its own error, alone)
-    shared = {k: v for k, v in kw.items() if k not in ROW_FIELDS[group]}
-    return group + json.dumps(shared, sort_keys=True)
+    return group + json.dumps(_shared(group, kw), sort_keys=True)
+
+
+def _shared(group: str, kwargs: dict) -> dict:
+    """The fields every row of a batch takes alike (all but the rows' own)."""
+    return {k: v for k, v in kwargs.items() if k not in ROW_FIELDS[group]}
+
+
+@contextmanager
+def _recorded() -> Iterator[list[warnings.WarningMessage]]:
+    """Every warning raised inside, recorded (process-wide: safe because one thread runs the pipeline)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
 
 
 def run_alone(pipe: ShowoPipeline, job: Job) -> None:
     """`job` as its own call, its warnings recorded."""
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")  # (process-wide: safe because one thread runs the pipeline)
+        with _recorded() as caught:
             response = run_task(pipe, job.name, job.kwargs)
         job.warnings = caught
         job.finish(response)
@@ -84,11 +96,10 @@ def run_batch(pipe: ShowoPipeline, jobs: list[Job]) -> None:
             job.finish(error=e)
     if not ready:
         return
-    shared = {k: v for k, v in ready[0][0].kwargs.items() if k not in ROW_FIELDS[group]}
+    shared = _shared(group, ready[0][0].kwargs)
     rows = [row for _, items, _ in ready for row in items]
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _recorded() as caught:
             if group == "ask":
                 out = pipe.ask([i for i, _ in rows], [q for _, q in rows], pairwise=True, **shared)
             else:
@@ -120,8 +131,7 @@ def _rows(group: str, job: Job) -> tuple[list, list[dict]]:
         return prompts, [{"batch_prompts": prompts}] * len(prompts)
     images, questions, pairs = question_pairs(kw["image"], kw.get("question", CAPTION_QUESTION),
                                               kw.get("pairwise", False))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _recorded() as caught:
         loaded = [square_input(load_image(i), "understanding") for i in images]
     job.warnings = caught
     own = {"num_images": len(images), "batch_questions": questions}

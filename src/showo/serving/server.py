@@ -47,6 +47,11 @@ class BadRequest(Exception):
         self.status, self.unread = status, unread  # unread: the body's bytes still to come
 
 
+def _stopping() -> BadRequest:
+    """What a request gets when the server stops before its turn."""
+    return BadRequest("the server is stopping", HTTPStatus.SERVICE_UNAVAILABLE)
+
+
 class ClientLeft(Exception):
     """The connection failed while the request was being read."""
 
@@ -112,7 +117,7 @@ class ShowoServer(ThreadingHTTPServer):
         """Queue `job` for the model's thread; False, at once, when `max_waiting` requests wait already."""
         with self._ready:
             if self._closed:
-                raise BadRequest("the server is stopping", HTTPStatus.SERVICE_UNAVAILABLE)
+                raise _stopping()
             if self.waiting >= self.max_waiting:
                 return False
             self._queue.append(job)
@@ -161,7 +166,7 @@ class ShowoServer(ThreadingHTTPServer):
             with self._ready:
                 self._closed = True
                 for job in [*self._collecting, *self._queue]:
-                    job.finish(error=BadRequest("the server is stopping", HTTPStatus.SERVICE_UNAVAILABLE))
+                    job.finish(error=_stopping())
                 self._collecting, self._queue = [], deque()
 
     def _run_next(self) -> bool:
