@@ -23,7 +23,7 @@ from PIL import Image
 
 from showo.cli.main import main
 from showo.files import png_bytes
-from showo.serving import ShowoServer, TASKS
+from showo.serving import ShowoServer, TASKS, batching
 from showo.serving.server import MAX_BODY_BYTES
 from showo.tiny import tiny_random_pipeline
 
@@ -228,7 +228,8 @@ def test_cli_refuses_a_port_in_use_before_loading(capsys, server, monkeypatch):
 @pytest.mark.parametrize("stop, busy", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)])
 def test_cli_serves_until_stopped(stop, busy):
     """`showo serve` in its own process: answers, then stops with exit code 0 on Ctrl-C or SIGTERM, also while a
-    request runs (exiting under torch's threads aborted the process)."""
+    request runs: that call stops at its next step and its client gets 503 (exiting under torch's threads aborted
+    the process)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     process = subprocess.Popen([sys.executable, "-m", "showo", "serve", "--model", "tiny-random", "--port", "0",
                                 "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env)
@@ -240,20 +241,27 @@ def test_cli_serves_until_stopped(stop, busy):
         url = lines[-1].split(" at ")[1].split()[0]
         with urllib.request.urlopen(url + "/health", timeout=60) as response:
             assert json.loads(response.read())["status"] == "ok"
+        answers: list = []
         if busy:  # a request that runs for minutes
             body = json.dumps({"prompt": "a", "num_images_per_prompt": 16, "num_inference_steps": 1000}).encode()
             def long_request():
-                with pytest.raises(http.client.RemoteDisconnected):  # abandoned: its client is disconnected
+                try:
                     urllib.request.urlopen(url + "/v1/text-to-image", body, timeout=60)
+                except urllib.error.HTTPError as e:
+                    answers.append((e.code, json.loads(e.read())))
 
-            threading.Thread(target=long_request, daemon=True).start()
+            client = threading.Thread(target=long_request, daemon=True)
+            client.start()
             time.sleep(2)
         process.send_signal(stop)
         rest = process.communicate(timeout=60)[1]
+        if busy:
+            client.join(60)
     finally:
         process.kill()
     assert process.returncode == 0 and "showo: stopped: " in rest and "Traceback" not in rest, rest
-    assert ("the running request was abandoned" in rest) == busy and "terminate called" not in rest, rest
+    assert "abandoned" not in rest and "terminate called" not in rest, rest
+    assert answers == ([(503, {"error": "the server is stopping"})] if busy else [])
 
 
 def raw(server, data: bytes) -> bytes:
@@ -555,10 +563,11 @@ def test_a_batched_request_meets_the_error_it_meets_alone(server, pipe, monkeypa
 
 
 def test_closing_waits_for_the_running_call_and_answers_everyone(pipe, monkeypatch):
-    """server_close() with a call running waits for it (leaving the interpreter under it aborts the process); the
-    requests behind it get 503, and settle() waits until every one was answered."""
+    """server_close() with a call running that cannot be stopped (it calls no progress hook) waits for it (leaving
+    the interpreter under it aborts the process); the requests behind it get 503, and settle() waits until every
+    one was answered."""
     real = pipe.write
-    monkeypatch.setattr(pipe, "write", lambda *a, **k: time.sleep(1.0) or real(*a, **k))
+    monkeypatch.setattr(pipe, "write", lambda *a, on_token=None, **k: time.sleep(1.0) or real(*a, **k))
     server = _started(ShowoServer(("127.0.0.1", 0), pipe, log=lambda line: None, batching=False))
     results: list = []
     running = _post_later(server, {"prompt": "a", "max_new_tokens": 1}, results)
@@ -587,3 +596,109 @@ def test_a_client_that_resets_while_sending_is_one_log_line(server):
     time.sleep(0.2)
     assert not any("Traceback" in line for line in server.lines[lines_before:]), server.lines[lines_before:]
     assert call(server, "/health")[0] == 200 and server.request_queue_size >= 64
+
+
+class _Leaves:
+    """A client that is there for its call's first `looks - 1` looks and gone from then on."""
+
+    def __init__(self, looks: int | None):
+        self.looks, self.left_at = 0, looks
+
+    def __call__(self) -> bool:
+        self.looks += 1
+        return self.left_at is not None and self.looks >= self.left_at
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("write", {"prompt": "a", "max_new_tokens": 40}),                      # stopped at a text token
+    ("text-to-image", {"prompt": "a", "num_inference_steps": 12}),         # at an image step
+    ("mixed", {"prompt": "a", "max_new_tokens": 40, "max_images": 2}),     # at either
+])
+def test_a_call_whose_clients_all_left_is_stopped(pipe, monkeypatch, name, kwargs):
+    """The model's thread stops a running call once no one waits for it (every client left, or the server closes)
+    instead of finishing it: at the first step or token after it noticed."""
+    monkeypatch.setattr(batching, "WATCH_EVERY", 0.0)  # (a look at every step and token)
+    left = _Leaves(3)
+    job = batching.Job(name, dict(kwargs), 1, gone=left)
+    batching.run_alone(pipe, job)
+    assert isinstance(job.error, batching.Stopped) and str(job.error) == "every client of the call left"
+    assert job.response is None and left.looks == 3  # (a call that went on would have looked again)
+    stays = _Leaves(None)
+    job = batching.Job(name, dict(kwargs), 1, gone=stays)
+    batching.run_alone(pipe, job)
+    assert job.error is None and job.response is not None and stays.looks > 3  # (it looked, and finished)
+    job = batching.Job(name, dict(kwargs), 1, gone=_Leaves(1))
+    batching.run_alone(pipe, job, closing=lambda: True)
+    assert str(job.error) == "the server is stopping" and job.gone.looks == 0
+
+
+def test_a_batch_is_stopped_only_when_all_its_clients_left(pipe, monkeypatch):
+    monkeypatch.setattr(batching, "WATCH_EVERY", 0.0)
+    calls = []
+    real = pipe.write
+    monkeypatch.setattr(pipe, "write", lambda *a, **k: calls.append(a) or real(*a, **k))
+    jobs = [batching.Job("write", {"prompt": p, "max_new_tokens": 30}, 1, gone=_Leaves(n)) for p, n in
+            (("a", 2), ("b", None))]
+    batching.run_batch(pipe, jobs)
+    assert len(calls) == 1 and [j.error for j in jobs] == [None, None] and all(j.response for j in jobs)
+    assert jobs[0].response["texts"] == [real("a", max_new_tokens=30).texts[0]]
+    calls.clear()
+    jobs = [batching.Job("write", {"prompt": p, "max_new_tokens": 30}, 1, gone=_Leaves(n)) for p, n in
+            (("a", 2), ("b", 3))]
+    batching.run_batch(pipe, jobs)
+    assert len(calls) == 1  # stopped, not run again alone as a failed batch is
+    assert all(isinstance(j.error, batching.Stopped) and j.response is None for j in jobs)
+
+
+def test_a_client_that_leaves_while_its_request_runs_frees_the_model(server, pipe):
+    """Over a real connection: the call stops soon after the client closes it, the log says so, and the next
+    request runs."""
+    import socket
+
+    lines_before = len(server.lines)
+    body = json.dumps({"prompt": "a", "num_images_per_prompt": 16, "num_inference_steps": 1000}).encode()
+    with socket.create_connection(server.server_address[:2], timeout=60) as s:  # (a call of minutes)
+        s.sendall(b"POST /v1/text-to-image HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        _until(lambda: server._running, "the call to run")
+    _until(lambda: any("text-to-image: the client left while its request ran; the call was stopped" in line
+                       for line in server.lines[lines_before:]), "the log line")
+    assert call(server, "/v1/write", {"prompt": "a", "max_new_tokens": 2})[0] == 200
+
+
+def test_cli_stop_leaves_a_call_that_does_not_stop_in_time(monkeypatch, capsys):
+    """A running call stuck in a step that calls no hook: the stop waits STOP_WAIT seconds for it, then leaves the
+    process at once (os._exit: exiting the interpreter under torch's threads aborts it)."""
+    import showo.cli.serve as serve_cli
+    import showo.serving
+
+    waited = []
+
+    class Stuck:
+        url = "http://127.0.0.1:1"
+
+        def __init__(self, *a, **k):
+            self.pipe = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def serve_forever(self):
+            raise KeyboardInterrupt
+
+        def close_model(self, timeout):
+            waited.append(timeout)
+            return False
+
+    class Exited(Exception):
+        pass
+
+    monkeypatch.setattr(showo.serving, "ShowoServer", Stuck)
+    monkeypatch.setattr(serve_cli.signal, "signal", lambda *a: None)  # (the test process keeps its Ctrl-C)
+    monkeypatch.setattr(serve_cli.os, "_exit", lambda code: (_ for _ in ()).throw(Exited(code)))
+    with pytest.raises(Exited, match="0"):
+        main(["serve", "--model", "tiny-random", "--port", "0"])
+    assert waited == [serve_cli.STOP_WAIT]
+    assert f"the running request did not stop within {serve_cli.STOP_WAIT:g} s: abandoned" in capsys.readouterr().err

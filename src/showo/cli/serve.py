@@ -27,6 +27,8 @@ examples:
   curl -s localhost:8000/v1/ask -d "{\\"image\\": \\"$(base64 -w0 photo.png)\\", \\"question\\": \\"What colour is it?\\"}"
 """
 
+STOP_WAIT = 10.0  # seconds a stop waits for the running call to reach its next image step or text token
+
 
 def add_parser(sub, add_model_options) -> None:
     p = sub.add_parser("serve", help="answer HTTP JSON requests for every task (one model, loaded once)",
@@ -72,10 +74,11 @@ def run(ctx) -> int:
         except (KeyboardInterrupt, Terminated):  # Ctrl-C or SIGTERM (a service manager): how a server stops
             for stop in (signal.SIGINT, signal.SIGTERM):  # (a second Ctrl-C must not break the stop half-way)
                 signal.signal(stop, signal.SIG_IGN)
-            if not server.close_model():
-                # a request is running on the model's thread: exiting the interpreter under it aborts the process
-                # (SIGABRT from torch's threads), so leave at once, its client disconnected
-                say("stopped", f"{server.url} (the running request was abandoned)")
+            if not server.close_model(timeout=STOP_WAIT):
+                # the running call is stuck in a step that cannot be interrupted (a long prompt pass, image
+                # decoding); exiting the interpreter under it aborts the process (SIGABRT from torch's threads),
+                # so leave at once, its clients disconnected
+                say("stopped", f"{server.url} (the running request did not stop within {STOP_WAIT:g} s: abandoned)")
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)

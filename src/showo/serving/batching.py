@@ -6,11 +6,14 @@ second as batch 1 (docs/benchmarks). Greedy rows do not draw from the generator,
 Python API gives for that batch, which is the request's own answer up to float rounding. Each response is cut back
 to its request's rows and its metadata rewritten to what the request alone records: nothing of another client's
 request reaches it. Sampled, exact and image requests always run alone (their tokens depend on the batch).
+Any call, batched or alone, stops at its next image step or text token once none of its clients waits for it, or
+the server is closing (`Stopped`).
 """
 from __future__ import annotations
 
 import json
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +49,32 @@ class Job:
         self.done.set()
 
 
+class Stopped(Exception):
+    """Raised inside a running call once no one waits for its result: every client of the call has left, or the
+    server is closing. Its jobs finish with it as their error."""
+
+
+WATCH_EVERY = 0.25  # seconds between two looks at a running call's clients (each look is a system call a client)
+
+
+def _watch(jobs: list[Job], closing: Callable[[], bool]) -> Callable[..., None]:
+    """A progress hook for the pipeline (called at every image step and text token) that stops the call with
+    `Stopped` once `closing()` or every job's client has gone."""
+    due = time.monotonic() + WATCH_EVERY
+
+    def hook(*_) -> None:
+        nonlocal due
+        if time.monotonic() < due:
+            return
+        if closing():
+            raise Stopped("the server is stopping")
+        if all(job.gone() for job in jobs):
+            raise Stopped("every client of the call left")
+        due = time.monotonic() + WATCH_EVERY
+
+    return hook
+
+
 def batch_key(job: Job) -> str | None:
     """What a job must share with others to run in one batch with them; None when it runs alone."""
     group, kw = GROUP.get(job.name), job.kwargs
@@ -71,23 +100,24 @@ def _recorded() -> Iterator[list[warnings.WarningMessage]]:
         yield caught
 
 
-def run_alone(pipe: ShowoPipeline, job: Job) -> None:
-    """`job` as its own call, its warnings recorded."""
+def run_alone(pipe: ShowoPipeline, job: Job, closing: Callable[[], bool] = lambda: False) -> None:
+    """`job` as its own call, its warnings recorded; stopped early when its client leaves or `closing()`."""
     try:
         with _recorded() as caught:
-            response = run_task(pipe, job.name, job.kwargs)
+            response = run_task(pipe, job.name, job.kwargs, _watch([job], closing))
         job.warnings = caught
         job.finish(response)
     except Exception as e:  # noqa: BLE001 - handed to the request's thread, which answers 400 or 500
         job.finish(error=e)
 
 
-def run_batch(pipe: ShowoPipeline, jobs: list[Job]) -> None:
+def run_batch(pipe: ShowoPipeline, jobs: list[Job], closing: Callable[[], bool] = lambda: False) -> None:
     """`jobs` (one `batch_key`) as one call. Each job's own inputs are checked first, in the order its call alone
     checks them, so a bad one meets its own error and leaves the batch; if the call itself fails, each job runs
-    alone, so that a failure is its own."""
+    alone, so that a failure is its own. The call stops early (`Stopped`) once all its clients left, or
+    `closing()`."""
     if len(jobs) == 1:
-        return run_alone(pipe, jobs[0])
+        return run_alone(pipe, jobs[0], closing)
     group, ready = GROUP[jobs[0].name], []
     for job in jobs:
         try:
@@ -98,15 +128,20 @@ def run_batch(pipe: ShowoPipeline, jobs: list[Job]) -> None:
         return
     shared = _shared(group, ready[0][0].kwargs)
     rows = [row for _, items, _ in ready for row in items]
+    hook = _watch([job for job, _, _ in ready], closing)
     try:
         with _recorded() as caught:
             if group == "ask":
-                out = pipe.ask([i for i, _ in rows], [q for _, q in rows], pairwise=True, **shared)
+                out = pipe.ask([i for i, _ in rows], [q for _, q in rows], pairwise=True, on_token=hook, **shared)
             else:
-                out = pipe.write(rows, **shared)
+                out = pipe.write(rows, on_token=hook, **shared)
+    except Stopped as e:
+        for job, _, _ in ready:
+            job.finish(error=e)
+        return
     except Exception:  # noqa: BLE001 - one request's fault (or memory): each runs alone and meets its own
         for job, _, _ in ready:
-            run_alone(pipe, job)
+            run_alone(pipe, job, closing)
         return
     # the warnings of the jobs' images are each job's own (recorded when they were read); the rest are everyone's
     theirs = {str(w.message) for job, _, _ in ready for w in job.warnings}

@@ -3,8 +3,9 @@
 The standard library's threading server is enough here (and adds no dependency): connections are read, validated
 and answered on threads of their own, while one thread runs the model, a call at a time (the pipeline's KV caches
 and MaskGIT state are not shared between calls), in the order requests came; greedy text requests that wait
-together run as one batch (serving/batching.py). It has no authentication and no TLS: it listens on 127.0.0.1 by
-default; put a reverse proxy in front of it to open it to others.
+together run as one batch (serving/batching.py); a call stops early when its clients leave or the server
+closes. It has no authentication and no TLS: it listens on 127.0.0.1 by default; put a reverse proxy in front of
+it to open it to others.
 
     GET  /health        {"status": "ok", "model": ..., "device": ..., "dtype": ...}
     GET  /v1/tasks      every task's fields and defaults
@@ -32,7 +33,7 @@ from ..errors import InputError, ShowoError, ShowoWarning
 from ..fields import is_number
 from ..limits import check_positive
 from ..pipelines.showo_pipeline import ShowoPipeline
-from .batching import Job, batch_key, run_batch
+from .batching import Job, Stopped, batch_key, run_batch
 from .tasks import TASKS, check_request, rows
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a request's JSON: room for a few base64 images of the largest accepted size
@@ -139,21 +140,21 @@ class ShowoServer(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        if not self.close_model() and self._worker is not threading.current_thread():
-            self._worker.join()  # a call runs: exiting the interpreter under it would abort the process
+        self.close_model(timeout=None)  # (exiting the interpreter under a running call would abort the process)
 
-    def close_model(self) -> bool:
-        """Let the model's thread take no more work (the requests waiting get 503): True once it has ended, False
-        while it runs a call, which cannot be stopped (the thread ends after it)."""
+    def close_model(self, timeout: float | None = 0.0) -> bool:
+        """Let the model's thread take no more work: the requests waiting get 503, and a running call stops at its
+        next image step or text token (its requests get 503 too). Whether the thread has ended, after waiting up
+        to `timeout` seconds for a running call to stop (None: as long as it takes)."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
             running = self._running
-        if running:
-            return False
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join()
-        return True
+        if self._worker is threading.current_thread():
+            return not running
+        if self._worker.is_alive():  # (not started when the port was in use)
+            self._worker.join(timeout if running else None)
+        return not self._worker.is_alive()
 
     def _work(self) -> None:
         """The model's thread: the waiting requests in their order, each with those that can share its batch."""
@@ -187,7 +188,7 @@ class ShowoServer(ThreadingHTTPServer):
                     self._running = False
                 return True
             try:
-                run_batch(self.pipe, batch)
+                run_batch(self.pipe, batch, closing=lambda: self._closed)
             except BaseException as e:  # noqa: BLE001 - a bug in the batching: its requests get a 500, not silence
                 for job in batch:
                     if not job.done.is_set():
@@ -272,6 +273,11 @@ class Handler(BaseHTTPRequestHandler):
                                                                    "are waiting for the model; try again later")
             self._job = job
             job.done.wait()
+            if isinstance(job.error, Stopped):  # its call was stopped: it left, or the server is closing
+                if job.gone():
+                    return self.server.log(f"{self.address_string()} {name}: the client left while its request "
+                                           "ran; the call was stopped")
+                raise _stopping()
             if job.error is not None:
                 raise job.error
             if job.response is None:  # it hung up while it waited: its work was not done

@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import functools
 import inspect
 import io
 from dataclasses import dataclass
+from typing import Callable
 
 from PIL import Image
 
@@ -20,7 +22,8 @@ from ..files import png_bytes
 from ..pipelines.outputs import ImageOutput, MixedOutput, TextOutput
 from ..pipelines.showo_pipeline import CAPTION_QUESTION, ShowoPipeline
 
-PYTHON_ONLY = {"self", "generator", "callback", "on_token", "output_type", "kwargs"}
+HOOKS = ("callback", "on_token")  # the pipelines' progress callbacks (image steps, text tokens)
+PYTHON_ONLY = {"self", "generator", *HOOKS, "output_type", "kwargs"}
 MAX_UPLOAD_PIXELS = 4096 * 4096  # an input image (Show-o sees 256x256 or 512x512 of it)
 
 
@@ -33,8 +36,7 @@ class Task:
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         """The method's JSON fields (`caption` takes `ask`'s, with its own default question)."""
-        fn = getattr(ShowoPipeline, "ask" if self.method == "caption" else self.method)
-        params = {n: p for n, p in inspect.signature(fn).parameters.items() if n not in PYTHON_ONLY}
+        params = {n: p for n, p in _signature(self.method).items() if n not in PYTHON_ONLY}
         if self.method == "caption":
             params["question"] = params["question"].replace(default=CAPTION_QUESTION)
         return params
@@ -45,6 +47,16 @@ class Task:
             n: {"required": p.default is inspect.Parameter.empty,
                 **({} if p.default is inspect.Parameter.empty else {"default": p.default})}
             for n, p in self.parameters().items()}}
+
+    def hooks(self) -> tuple[str, ...]:
+        """The progress callbacks its method takes."""
+        return tuple(h for h in HOOKS if h in _signature(self.method))
+
+
+@functools.cache
+def _signature(method: str) -> dict[str, inspect.Parameter]:
+    fn = getattr(ShowoPipeline, "ask" if method == "caption" else method)
+    return dict(inspect.signature(fn).parameters)
 
 
 TASKS = {
@@ -85,9 +97,12 @@ def check_request(name: str, request: object, max_rows: int) -> dict:
     return kwargs
 
 
-def run_task(pipe: ShowoPipeline, name: str, kwargs: dict) -> dict:
-    """Run task `name` with the arguments `check_request` made; returns the JSON-able response."""
-    return encode_output(getattr(pipe, TASKS[name].method)(**kwargs))
+def run_task(pipe: ShowoPipeline, name: str, kwargs: dict, hook: Callable[..., None] | None = None) -> dict:
+    """Run task `name` with the arguments `check_request` made; returns the JSON-able response. `hook`, when
+    given, is called at every image step and text token (it may raise to stop the call)."""
+    task = TASKS[name]
+    hooks = dict.fromkeys(task.hooks(), hook) if hook is not None else {}
+    return encode_output(getattr(pipe, task.method)(**kwargs, **hooks))
 
 
 def rows(name: str, request: dict) -> int:
