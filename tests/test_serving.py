@@ -599,10 +599,10 @@ def test_a_client_that_resets_while_sending_is_one_log_line(server):
 
 
 class _Leaves:
-    """A client that is there for its call's first `looks - 1` looks and gone from then on."""
+    """A client's `gone()`: there until the `left_at`-th look (never gone when None), gone from then on."""
 
-    def __init__(self, looks: int | None):
-        self.looks, self.left_at = 0, looks
+    def __init__(self, left_at: int | None):
+        self.looks, self.left_at = 0, left_at
 
     def __call__(self) -> bool:
         self.looks += 1
